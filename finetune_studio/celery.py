@@ -1,0 +1,12 @@
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finetune_studio.settings")
+
+app = Celery("finetune_studio")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# Evaluation and training workers may live on other machines: each has its own queue.
+app.conf.task_queues = [Queue("default"), Queue("evaluations"), Queue("training")]
+app.autodiscover_tasks()

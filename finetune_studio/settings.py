@@ -1,0 +1,344 @@
+"""Finetune Studio settings: one module, configured from the environment.
+
+Nothing set means standalone mode: SQLite and file storage under var/, tasks and
+live events in-process. Each service is switched on by its own variable
+(DATABASE_URL, REDIS_URL, S3_ENDPOINT_URL / MINIO_ENDPOINT, OLLAMA_URL); see
+.env.example and the README's configuration table.
+"""
+
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+from botocore.config import Config as BotoConfig
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import env_bool, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+# Without Redis there is no broker to share: the web process runs the Celery worker itself.
+TASKS_IN_PROCESS = REDIS_URL is None
+
+
+def _standalone_secret_key() -> str:
+    """A key generated once per installation and kept in var/, never a fixed default."""
+    key_file = VAR_DIR / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not TASKS_IN_PROCESS:
+        raise ImproperlyConfigured("SECRET_KEY must be set when REDIS_URL is set (several processes must share it)")
+    SECRET_KEY = _standalone_secret_key()
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "django_eventstream",
+    "accounts",
+    "jobs",
+    "logs_app",
+    "models_app",
+    "evaluations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "finetune_studio.urls"
+ASGI_APPLICATION = "finetune_studio.asgi.application"
+WSGI_APPLICATION = "finetune_studio.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------
+DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql", "sqlite"))
+if DATABASE_URL and not DATABASE_URL.startswith("sqlite"):
+    _db = dj_database_url.parse(DATABASE_URL)
+    # Under ASGI persistent connections leak; psycopg's pool gives the speed back.
+    _db["CONN_MAX_AGE"] = 0
+    _db["OPTIONS"] = {
+        "pool": {
+            "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 10, minimum=1),
+            "timeout": env_int("DB_POOL_TIMEOUT", 10, minimum=1),
+        },
+        "connect_timeout": 5,
+    }
+else:
+    _sqlite_path = urlparse(DATABASE_URL).path if DATABASE_URL else str(VAR_DIR / "db.sqlite3")
+    _db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": _sqlite_path,
+        # WAL + IMMEDIATE transactions: concurrent writers (web, worker threads) wait instead of failing.
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache --------------------------------------------------------------------------------------
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Object storage: three buckets --------------------------------------------------------------
+BUCKETS = {
+    "datasets": env_str("S3_BUCKET_DATASETS", "datasets"),
+    "models": env_str("S3_BUCKET_MODELS", "models"),
+    "logs": env_str("S3_BUCKET_LOGS", "logs"),
+}
+
+
+def _s3_endpoint_url() -> str | None:
+    explicit = env_url("S3_ENDPOINT_URL", schemes=("http", "https"))
+    if explicit:
+        return explicit
+    minio = env_str("MINIO_ENDPOINT")
+    if not minio:
+        return None
+    if "://" in minio:
+        raise ImproperlyConfigured(f"MINIO_ENDPOINT={minio!r} must be host:port without a scheme (see MINIO_USE_SSL)")
+    scheme = "https" if env_bool("MINIO_USE_SSL", False) else "http"
+    return f"{scheme}://{minio}"
+
+
+S3_ENDPOINT_URL = _s3_endpoint_url()
+STORAGE_BACKEND = env_str("STORAGE_BACKEND", "s3" if S3_ENDPOINT_URL else "local")
+if STORAGE_BACKEND not in ("s3", "local"):
+    raise ImproperlyConfigured(f"STORAGE_BACKEND={STORAGE_BACKEND!r} must be 's3' or 'local'")
+S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID") or env_str("MINIO_USER") or env_str("AWS_ACCESS_KEY_ID")
+S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY") or env_str("MINIO_PASSWORD") or env_str("AWS_SECRET_ACCESS_KEY")
+S3_REGION = env_str("S3_REGION", "us-east-1")
+# Links handed to browsers may need another host than the one the servers use (minio:9000 vs localhost:9000).
+S3_PUBLIC_ENDPOINT_URL = env_url("S3_PUBLIC_ENDPOINT_URL", schemes=("http", "https")) or S3_ENDPOINT_URL
+LOCAL_STORAGE_ROOT = Path(env_str("LOCAL_STORAGE_ROOT", str(VAR_DIR / "storage")))
+PRESIGNED_URL_TTL = env_int("PRESIGNED_URL_TTL", 24 * 3600, minimum=60, maximum=7 * 24 * 3600)
+
+if STORAGE_BACKEND == "s3" and not (S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY):
+    raise ImproperlyConfigured(
+        "S3 storage needs S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY (or MINIO_USER/MINIO_PASSWORD)"
+    )
+
+
+def _bucket_storage(bucket: str) -> dict:
+    if STORAGE_BACKEND == "s3":
+        return {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": BUCKETS[bucket],
+                "endpoint_url": S3_ENDPOINT_URL,
+                "access_key": S3_ACCESS_KEY_ID,
+                "secret_key": S3_SECRET_ACCESS_KEY,
+                "region_name": S3_REGION,
+                "addressing_style": "path",
+                "signature_version": "s3v4",
+                "default_acl": None,
+                "querystring_auth": True,
+                "querystring_expire": PRESIGNED_URL_TTL,
+                "file_overwrite": True,
+                "client_config": BotoConfig(
+                    retries={"max_attempts": 5, "mode": "standard"},
+                    connect_timeout=5,
+                    read_timeout=60,
+                    signature_version="s3v4",
+                    s3={"addressing_style": "path"},
+                ),
+            },
+        }
+    return {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(LOCAL_STORAGE_ROOT / bucket), "file_permissions_mode": 0o640},
+    }
+
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    **{bucket: _bucket_storage(bucket) for bucket in BUCKETS},
+}
+MEDIA_ROOT = VAR_DIR / "media"
+
+# --- Uploads ------------------------------------------------------------------------------------
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = None
+DATASET_MAX_UPLOAD_BYTES = env_int("DATASET_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024, minimum=1024)
+MODEL_FILE_MAX_UPLOAD_BYTES = env_int("MODEL_FILE_MAX_UPLOAD_BYTES", 64 * 1024**3, minimum=1024)
+
+# --- Ollama -------------------------------------------------------------------------------------
+OLLAMA_URL = env_url("OLLAMA_URL", "http://127.0.0.1:11434", schemes=("http", "https"))
+OLLAMA_TIMEOUT = env_int("OLLAMA_TIMEOUT", 120, minimum=1)
+
+# --- Celery -------------------------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Fail in seconds, not minutes, when Redis is unreachable.
+    "socket_timeout": 2,
+    "socket_connect_timeout": 2,
+    # Must exceed the longest task; long jobs also keep their truth in our own tables (lease + heartbeat).
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 12 * 3600, minimum=60),
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BEAT_SCHEDULE: dict = {}
+STANDALONE_WORKER_THREADS = env_int("STANDALONE_WORKER_THREADS", 8, minimum=2)
+# Services called at start of a standalone process to re-queue work the in-memory broker forgot.
+UNFINISHED_WORK_REDISPATCHERS: list[str] = []
+
+# --- Live events (django-eventstream) -----------------------------------------------------------
+if REDIS_URL:
+    _redis = urlparse(REDIS_URL)
+    EVENTSTREAM_REDIS = {
+        "host": _redis.hostname or "127.0.0.1",
+        "port": _redis.port or 6379,
+        "db": int((_redis.path or "/0").lstrip("/") or 0),
+        **({"password": _redis.password} if _redis.password else {}),
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+    }
+EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "finetune_studio.events.StudioChannelManager"
+
+# --- REST API -----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes anonymous requests a 401, not a 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "finetune_studio.api.StudioPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "finetune_studio.api.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_THROTTLE_USER", "3000/min"),
+        "anon": env_str("API_THROTTLE_ANON", "60/min"),
+    },
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Finetune Studio API",
+    "DESCRIPTION": "Training jobs, live logs, a model registry and evaluations of fine-tuned LLMs.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Auth, sessions, security -------------------------------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Behind HTTPS (directly or via a TLS-terminating proxy) set DEPLOY_HTTPS=true.
+DEPLOY_HTTPS = env_bool("DEPLOY_HTTPS", False)
+SESSION_COOKIE_SECURE = DEPLOY_HTTPS
+CSRF_COOKIE_SECURE = DEPLOY_HTTPS
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", DEPLOY_HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if DEPLOY_HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", DEPLOY_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", DEPLOY_HTTPS)
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

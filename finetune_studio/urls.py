@@ -1,0 +1,33 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import views
+from .api_views import api_root
+
+api_v1 = [
+    path("", api_root, name="api-root"),
+    path("", include("jobs.api.urls")),
+    path("", include("logs_app.api.urls")),
+    path("", include("models_app.api.urls")),
+    path("", include("evaluations.api.urls")),
+]
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("healthz", views.healthz, name="healthz"),
+    path("events/", views.user_events, name="user-events"),
+    path("files/<str:token>", views.local_object_download, name="local-object-download"),
+    path("accounts/", include("accounts.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("jobs.urls")),
+    path("", include("logs_app.urls")),
+    path("", include("models_app.urls")),
+    path("", include("evaluations.urls")),
+]
+
+handler404 = "finetune_studio.views.page_not_found"
+handler500 = "finetune_studio.views.server_error"

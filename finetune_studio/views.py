@@ -1,0 +1,55 @@
+from django.contrib.auth.decorators import login_required
+from django.core import signing
+from django.db import connection
+from django.http import FileResponse, Http404, HttpResponseServerError, JsonResponse
+from django.shortcuts import render
+from django.template import loader
+from django.views.decorators.http import require_GET
+
+from .objects import ObjectNotFound, read_local_link
+
+
+@login_required
+def dashboard(request):
+    from .dashboard import dashboard_context
+
+    return render(request, "dashboard.html", dashboard_context(request.user))
+
+
+@require_GET
+def healthz(request):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def local_object_download(request, token: str):
+    """Serves the signed, expiring links that local storage issues in place of S3 presigned URLs."""
+    try:
+        bucket, key, filename = read_local_link(token)
+        path = bucket._path(key)
+        handle = open(path, "rb")  # noqa: SIM115  (FileResponse closes it)
+    except (signing.BadSignature, ObjectNotFound, FileNotFoundError, KeyError):
+        raise Http404("This link is invalid or has expired.") from None
+    return FileResponse(handle, as_attachment=True, filename=filename)
+
+
+def page_not_found(request, exception):
+    return render(request, "404.html", status=404)
+
+
+def server_error(request):
+    return HttpResponseServerError(loader.get_template("500.html").render())
+
+
+def user_events(request):
+    """The signed-in user's live event stream (SSE): job, model and evaluation updates for their pages."""
+    from django.http import HttpResponse
+    from django_eventstream.views import events
+
+    from .events import user_channel
+
+    if not request.user.is_authenticated:
+        return HttpResponse("Authentication required.\n", status=401, content_type="text/plain")
+    return events(request, channels=[user_channel(request.user.id)])

@@ -1,0 +1,103 @@
+from django.conf import settings
+from django.db import models
+
+
+class Dataset(models.Model):
+    """A training or test set uploaded by a user, validated and summarised at upload."""
+
+    class Format(models.TextChoices):
+        JSON = "json", "JSON array"
+        JSONL = "jsonl", "JSON lines"
+        CSV = "csv", "CSV"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=200)
+    # Storage path as the API shows it ("datasets/users/<id>/…"); evaluations accept it as test_set_path.
+    path = models.CharField(max_length=500, unique=True)
+    original_filename = models.CharField(max_length=255, blank=True)
+    format = models.CharField(max_length=10, choices=Format.choices)
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    records = models.PositiveIntegerField(default=0)
+    labels = models.JSONField(default=list, blank=True)
+    label_counts = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Trainer(models.Model):
+    """A training program defined by operators. ``external`` runs nothing here: a remote runner reports."""
+
+    EXTERNAL = "external"
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    # Argument list, never a shell string: hyperparameters reach the process as a JSON file and env vars.
+    command = models.JSONField(default=list, blank=True)
+    # {"epochs": {"type": "integer", "default": 3, "minimum": 1, "maximum": 100, "help": "…"}, …}
+    hyperparameter_schema = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=50, default="training")
+    timeout_seconds = models.PositiveIntegerField(default=6 * 3600)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_external(self) -> bool:
+        return self.name == self.EXTERNAL
+
+
+class Job(models.Model):
+    """A training run. Its status is ours (not Celery's) and moves only by conditional UPDATE."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200)
+    base_model = models.CharField(max_length=200)
+    dataset = models.ForeignKey(Dataset, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
+    trainer = models.ForeignKey(Trainer, on_delete=models.PROTECT, related_name="jobs")
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    # Where artifacts (models bucket) and log chunks (logs bucket) of this job live.
+    storage_prefix = models.CharField(max_length=300, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    progress = models.JSONField(default=dict, blank=True)  # step, total_steps, epoch, percent, eta_seconds
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "status", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED

@@ -1,0 +1,48 @@
+from django.conf import settings
+from django.db import models
+
+
+class RegisteredModel(models.Model):
+    """A fine-tuned model in the registry: its files in the models bucket, metrics and latest evaluation."""
+
+    class Type(models.TextChoices):
+        LORA = "lora"
+        GGUF = "gguf"
+        MERGED = "merged"
+        FULL = "full"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        UPLOADING = "uploading"
+        READY = "ready"
+        FAILED = "failed"
+        ARCHIVED = "archived"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="registered_models")
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    base_model = models.CharField(max_length=200, db_index=True)
+    type = models.CharField(max_length=20, choices=Type.choices, default=Type.LORA)
+    # At most one model per job: the database enforces exactly-once auto-creation.
+    job = models.OneToOneField(
+        "jobs.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="registered_model"
+    )
+    storage_path = models.CharField(max_length=500, blank=True)
+    lora_adapters_path = models.CharField(max_length=500, blank=True)
+    gguf_path = models.CharField(max_length=500, blank=True)
+    files = models.JSONField(default=list, blank=True)  # [{path, size, sha256, crc32, content_type, kind}]
+    training_metrics = models.JSONField(default=dict, blank=True)
+    eval_results = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    total_size = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "models"
+        verbose_name = "model"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["owner", "status"])]
+
+    def __str__(self) -> str:
+        return self.name
