@@ -208,9 +208,17 @@ def _bucket_storage(bucket: str) -> dict:
     }
 
 
+# Hashed, compressed static files need `collectstatic` (make run, the Docker image); without it, serve from the source.
+STATIC_MANIFEST = env_bool("STATIC_MANIFEST", True)
+_static_backend = (
+    "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    if STATIC_MANIFEST
+    else "django.contrib.staticfiles.storage.StaticFilesStorage"
+)
+WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": _static_backend},
     **{bucket: _bucket_storage(bucket) for bucket in BUCKETS},
 }
 MEDIA_ROOT = VAR_DIR / "media"
@@ -342,3 +350,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Per-app settings (each app's section; keep them here, in one module) ----------------------
+# jobs
+
+# logs_app
+
+# models_app
+
+# evaluations

@@ -18,9 +18,36 @@ def dashboard(request):
 
 @require_GET
 def healthz(request):
+    """Database check; with ``?worker=1`` also waits (up to 10 s) for a worker to answer a ping task."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok"})
+    body = {"status": "ok"}
+    if request.GET.get("worker"):
+        body["worker"] = _worker_answers()
+        if body["worker"] != "ok":
+            body["status"] = "degraded"
+    return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+
+
+def _worker_answers() -> str:
+    import secrets
+    import time
+
+    from django.core.cache import cache
+
+    from .celery import ping
+
+    token = secrets.token_hex(8)
+    try:
+        ping.delay(token)
+    except Exception as exc:
+        return f"broker unreachable: {exc.__class__.__name__}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if cache.get(f"worker-ping:{token}") == "pong":
+            return "ok"
+        time.sleep(0.05)
+    return "no worker answered within 10 s"
 
 
 @require_GET
