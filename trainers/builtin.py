@@ -1,0 +1,21 @@
+"""Trainers that ship with the studio. Operators add more in the admin.
+
+Each definition module exposes DEFINITION = {name, description, command, hyperparameter_schema,
+required_modules, queue, timeout_seconds}. ``{python}`` in a command stands for the worker's interpreter.
+"""
+
+from .example.definition import DEFINITION as EXAMPLE
+from .lora_sft.definition import DEFINITION as LORA_SFT
+
+EXTERNAL = {
+    "name": "external",
+    "description": "Runs nothing here: training happens elsewhere and reports logs, artifacts and its end "
+    "through the API or the logs bucket (see docs/trainers.md).",
+    "command": [],
+    "hyperparameter_schema": {},
+    "required_modules": [],
+    "queue": "training",
+    "timeout_seconds": 7 * 24 * 3600,
+}
+
+BUILTIN_TRAINERS = [EXTERNAL, EXAMPLE, LORA_SFT]
