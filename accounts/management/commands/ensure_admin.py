@@ -17,6 +17,6 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nCreated the first admin account.\n  user:     {username}\n  password: {password}\n"
-                "Log in at http://127.0.0.1:8000/accounts/login/ and change it under Admin → Users.\n"
+                "Log in at /accounts/login/ on the address printed below, and change it under Admin → Users.\n"
             )
         )
