@@ -3,7 +3,12 @@ from django.db import models
 
 
 class Evaluation(models.Model):
-    """Base vs fine-tuned comparison on a test set through Ollama; status and progress are ours."""
+    """Base vs fine-tuned comparison on a test set through Ollama; status and progress are ours.
+
+    Status moves only by conditional UPDATE (see services). A worker holds a running
+    evaluation by renewing ``heartbeat_at``; one whose heartbeat is older than the lease
+    has lost its worker and may be claimed again, resuming after the stored predictions.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -11,6 +16,8 @@ class Evaluation(models.Model):
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
+
+    UNFINISHED = (Status.PENDING, Status.RUNNING)
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="evaluations")
     model = models.ForeignKey(
@@ -21,12 +28,17 @@ class Evaluation(models.Model):
     test_set_path = models.CharField(max_length=500)
     base_model_name = models.CharField(max_length=200)
     fine_tuned_name = models.CharField(max_length=200, blank=True)
+    # What users may edit afterwards (PUT): a name and a note. Never the results.
+    name = models.CharField(max_length=200, blank=True)
+    note = models.TextField(blank=True)
     config = models.JSONField(default=dict, blank=True)
     progress = models.JSONField(default=dict, blank=True)  # {"done": n, "total": m}
     results = models.JSONField(default=dict, blank=True)
     examples = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -34,7 +46,55 @@ class Evaluation(models.Model):
     class Meta:
         db_table = "evaluations"
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["owner", "status", "-created_at"])]
+        indexes = [
+            models.Index(fields=["owner", "status", "-created_at"]),
+            models.Index(fields=["status", "heartbeat_at"], name="evaluations_status_beat_idx"),
+        ]
 
     def __str__(self) -> str:
-        return f"Evaluation #{self.pk} of {self.fine_tuned_name or self.model_id}"
+        return self.name or f"Evaluation #{self.pk} of {self.fine_tuned_name or self.model_id}"
+
+    @property
+    def candidates(self) -> list[str]:
+        """Model names asked, the base first (the seed's pair, or more fine-tuned models)."""
+        fine_tuned = self.config.get("fine_tuned_names") or ([self.fine_tuned_name] if self.fine_tuned_name else [])
+        return [self.base_model_name, *fine_tuned]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in self.UNFINISHED
+
+    @property
+    def percent(self) -> int:
+        total = (self.progress or {}).get("total") or 0
+        return int(100 * (self.progress.get("done") or 0) / total) if total else 0
+
+
+class Prediction(models.Model):
+    """One candidate's answer to one test example: every answer is kept, so re-analysis never re-runs."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="predictions")
+    index = models.PositiveIntegerField()  # position of the example in the test set
+    candidate = models.CharField(max_length=200)  # the Ollama model name asked
+    input_text = models.TextField()
+    expected = models.CharField(max_length=500)
+    prediction_text = models.TextField(blank=True)
+    parsed_label = models.CharField(max_length=500, null=True, blank=True)  # null: unparseable
+    correct = models.BooleanField(default=False)
+    latency_ms = models.FloatField(null=True, blank=True)
+    eval_count = models.IntegerField(null=True, blank=True)
+    eval_duration_ns = models.BigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "evaluation_predictions"
+        ordering = ["evaluation", "index", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["evaluation", "index", "candidate"], name="evaluation_prediction_unique_example_candidate"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"evaluation {self.evaluation_id} #{self.index} {self.candidate}"

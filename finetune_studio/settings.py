@@ -304,6 +304,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "jobs.models.Job.Status",
+        "ModelStatusEnum": "models_app.models.RegisteredModel.Status",
+        "ModelTypeEnum": "models_app.models.RegisteredModel.Type",
+        "EvaluationStatusEnum": "evaluations.models.Evaluation.Status",
+        "LogLevelEnum": "logs_app.models.LogEntry.Level",
+    },
 }
 
 # --- Auth, sessions, security -------------------------------------------------------------------
@@ -353,9 +360,70 @@ LOGGING = {
 
 # --- Per-app settings (each app's section; keep them here, in one module) ----------------------
 # jobs
+DATASET_MAX_LABELS = env_int("DATASET_MAX_LABELS", 1000, minimum=1)
+# A running job whose runner sent no heartbeat for this long is failed by the sweeper (beat, every 30 s).
+JOB_HEARTBEAT_TIMEOUT = env_int("JOB_HEARTBEAT_TIMEOUT", 120, minimum=2)
+JOB_HEARTBEAT_INTERVAL = env_int("JOB_HEARTBEAT_INTERVAL", 5, minimum=1)
+if JOB_HEARTBEAT_INTERVAL * 2 > JOB_HEARTBEAT_TIMEOUT:
+    raise ImproperlyConfigured("JOB_HEARTBEAT_TIMEOUT must be at least twice JOB_HEARTBEAT_INTERVAL")
+JOB_CANCEL_POLL_SECONDS = 1.0
+JOB_KILL_GRACE_SECONDS = env_int("JOB_KILL_GRACE_SECONDS", 10, minimum=0)
+JOB_LOG_BATCH_LINES = 200
+JOB_LOG_BATCH_SECONDS = 0.05
+JOB_WORK_DIR = env_str("JOB_WORK_DIR") or None
+# The only worker environment variables a trainer process sees (besides the contract's own).
+JOB_TRAINER_ENV_PASSTHROUGH = env_list(
+    "JOB_TRAINER_ENV_PASSTHROUGH",
+    ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "CUDA_VISIBLE_DEVICES", "HF_HOME",
+     "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS"],
+)
+JOB_EXTERNAL_POLL_SECONDS = env_int("JOB_EXTERNAL_POLL_SECONDS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE["jobs-sweep-stale"] = {"task": "jobs.job_sweep_stale", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["jobs-poll-external-status"] = {
+    "task": "jobs.job_poll_external_status",
+    "schedule": float(JOB_EXTERNAL_POLL_SECONDS),
+}
+UNFINISHED_WORK_REDISPATCHERS.append("jobs.services.job_redispatch_unfinished")
 
 # logs_app
+# The log table is the SSE storage of job-<id> channels (event id = seq); user-<id> channels keep DjangoModelStorage.
+EVENTSTREAM_STORAGE_CLASS = "logs_app.streaming.LogStorage"
+LOG_STREAM_BACKLOG = env_int("LOG_STREAM_BACKLOG", 500, minimum=0, maximum=10_000)  # lines replayed on connect
+LOG_STREAM_BACKLOG_MAX = 10_000
+LOG_STREAM_EVENT_LINES = env_int("LOG_STREAM_EVENT_LINES", 200, minimum=1, maximum=5_000)  # per replayed event
+LOG_HISTORY_DEFAULT_LIMIT = 200
+LOG_HISTORY_MAX_LIMIT = 1_000
+LOG_INGEST_MAX_LINES = env_int("LOG_INGEST_MAX_LINES", 10_000, minimum=1)  # per POST
+LOG_MAX_MESSAGE_CHARS = env_int("LOG_MAX_MESSAGE_CHARS", 64 * 1024, minimum=256)
+LOG_RETENTION_DAYS = env_int("LOG_RETENTION_DAYS", 30, minimum=1)
+LOG_AGGREGATION_INTERVAL_SECONDS = env_int("LOG_AGGREGATION_INTERVAL_SECONDS", 5, minimum=1)
+LOG_AGGREGATION_MAX_BYTES = env_int("LOG_AGGREGATION_MAX_BYTES", 8 * 1024 * 1024, minimum=1024)  # per transaction
+# A finished external job's unterminated last line is taken as complete after this long.
+LOG_AGGREGATION_SETTLE_SECONDS = env_int("LOG_AGGREGATION_SETTLE_SECONDS", 60, minimum=0)
+# Finished external jobs are still read this long after finishing (trailing uploads).
+LOG_AGGREGATION_GRACE_SECONDS = env_int("LOG_AGGREGATION_GRACE_SECONDS", 3600, minimum=0)
+CELERY_BEAT_SCHEDULE["logs-aggregate-objects"] = {
+    "task": "logs_app.log_objects_aggregate_all",
+    "schedule": float(LOG_AGGREGATION_INTERVAL_SECONDS),
+    "options": {"expires": float(LOG_AGGREGATION_INTERVAL_SECONDS)},
+}
+CELERY_BEAT_SCHEDULE["logs-archive-expired"] = {"task": "logs_app.log_archive_expired", "schedule": 3600.0}
 
 # models_app
 
 # evaluations
+# How long a running evaluation's heartbeat stays valid; an older one has lost its worker.
+EVALUATION_LEASE_SECONDS = env_int("EVALUATION_LEASE_SECONDS", 120, minimum=10)
+# Claims of one evaluation (first run + resumes after lost workers) before it is failed.
+EVALUATION_MAX_ATTEMPTS = env_int("EVALUATION_MAX_ATTEMPTS", 3, minimum=1, maximum=20)
+EVALUATION_TASK_TIME_LIMIT = env_int("EVALUATION_TASK_TIME_LIMIT", 12 * 3600, minimum=60)
+EVALUATION_MAX_TEST_SET_BYTES = env_int("EVALUATION_MAX_TEST_SET_BYTES", 256 * 1024 * 1024, minimum=1024)
+EVALUATION_DEFAULT_CONCURRENCY = env_int("EVALUATION_DEFAULT_CONCURRENCY", 4, minimum=1, maximum=64)
+EVALUATION_MAX_RETRIES = env_int("EVALUATION_MAX_RETRIES", 3, minimum=0, maximum=20)
+EVALUATION_RETRY_BACKOFF_MS = env_int("EVALUATION_RETRY_BACKOFF_MS", 500, minimum=1)
+UNFINISHED_WORK_REDISPATCHERS.append("evaluations.services.evaluation_redispatch_unfinished")
+CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"] = {
+    "task": "evaluations.tasks.evaluation_sweep_stale",
+    "schedule": 60.0,
+    "options": {"queue": "evaluations", "expires": 55},
+}

@@ -43,6 +43,8 @@ class Trainer(models.Model):
     command = models.JSONField(default=list, blank=True)
     # {"epochs": {"type": "integer", "default": 3, "minimum": 1, "maximum": 100, "help": "…"}, …}
     hyperparameter_schema = models.JSONField(default=dict, blank=True)
+    # Importable module names the trainer needs (torch, peft…); missing ones make it unavailable, with the reason.
+    required_modules = models.JSONField(default=list, blank=True)
     queue = models.CharField(max_length=50, default="training")
     timeout_seconds = models.PositiveIntegerField(default=6 * 3600)
     enabled = models.BooleanField(default=True)
@@ -90,10 +92,30 @@ class Job(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Final metrics (metrics.json of the trainer, or what an external runner reported).
+    metrics = models.JSONField(default=dict, blank=True)
+    # The local runner holding the job ("host:pid:token"); it renews lease_expires_at with each heartbeat.
+    # A running job whose lease expired has lost its worker: the sweeper fails it, nobody else runs it.
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["owner", "status", "-created_at"])]
+        indexes = [
+            models.Index(fields=["owner", "status", "-created_at"]),
+            models.Index(fields=["status", "lease_expires_at"], name="jobs_job_status_lease_idx"),
+        ]
+        constraints = [
+            # A finished job always says when it finished; an unfinished one never does.
+            models.CheckConstraint(
+                condition=(
+                    models.Q(status__in=["succeeded", "failed", "cancelled"], finished_at__isnull=False)
+                    | (~models.Q(status__in=["succeeded", "failed", "cancelled"]) & models.Q(finished_at__isnull=True))
+                ),
+                name="job_finished_at_matches_status",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
@@ -101,3 +123,19 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+
+class JobMetric(models.Model):
+    """One training-metrics point of a job (a JSON metrics line), kept for the loss chart."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="metric_points")
+    step = models.PositiveIntegerField()
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "step"]
+        constraints = [models.UniqueConstraint(fields=["job", "step"], name="job_metric_unique_job_step")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} step {self.step}"

@@ -1,3 +1,15 @@
-from django.urls import path  # noqa: F401
+from django.urls import re_path
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list = []
+from .views import DatasetViewSet, JobViewSet, TrainerListView
+
+router = SimpleRouter()
+# DRF 3.18 turns any truthy trailing_slash argument into "/": set the optional slash afterwards.
+router.trailing_slash = "/?"
+router.register("datasets", DatasetViewSet, basename="api-dataset")
+router.register("jobs", JobViewSet, basename="api-job")
+
+urlpatterns = [
+    re_path(r"^trainers/?$", TrainerListView.as_view(), name="api-trainer-list"),
+    *router.urls,
+]

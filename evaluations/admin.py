@@ -1,0 +1,49 @@
+from django.contrib import admin, messages
+
+from . import services
+from .models import Evaluation, Prediction
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "owner", "model", "status", "base_model_name", "fine_tuned_name", "created_at")
+    list_filter = ("status", "created_at")
+    search_fields = ("name", "base_model_name", "fine_tuned_name", "test_set_path", "owner__username")
+    list_select_related = ("owner", "model")
+    readonly_fields = (
+        "status",
+        "progress",
+        "results",
+        "examples",
+        "config",
+        "started_at",
+        "completed_at",
+        "heartbeat_at",
+        "attempts",
+        "error_message",
+        "created_at",
+        "updated_at",
+    )
+    raw_id_fields = ("owner", "model", "job")
+    actions = ["cancel_selected"]
+
+    @admin.action(description="Cancel selected evaluations")
+    def cancel_selected(self, request, queryset):
+        cancelled = 0
+        for evaluation in queryset.filter(status__in=Evaluation.UNFINISHED):
+            try:
+                services.evaluation_cancel(evaluation=evaluation)
+                cancelled += 1
+            except services.EvaluationStateConflict:
+                pass  # finished between the listing and the click: nothing left to cancel
+        self.message_user(request, f"{cancelled} evaluation(s) cancelled.", messages.SUCCESS)
+
+
+@admin.register(Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ("evaluation", "index", "candidate", "expected", "parsed_label", "correct", "latency_ms")
+    list_filter = ("correct",)
+    search_fields = ("candidate", "expected", "parsed_label", "input_text")
+    list_select_related = ("evaluation",)
+    readonly_fields = ("created_at",)
+    raw_id_fields = ("evaluation",)

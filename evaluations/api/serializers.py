@@ -1,0 +1,102 @@
+from rest_framework import serializers
+
+from ..models import Evaluation
+
+
+class EvaluateRequestSerializer(serializers.Serializer):
+    """``POST /api/v1/models/:id/evaluate``: the seed's fields, plus options and more candidates."""
+
+    test_set_path = serializers.CharField(max_length=500, trim_whitespace=False)
+    base_model_name = serializers.CharField(max_length=200)
+    fine_tuned_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    fine_tuned_names = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, allow_empty=True, max_length=10
+    )
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=200, trim_whitespace=False), required=False, max_length=200
+    )
+    prompt_template = serializers.CharField(max_length=20000, required=False, trim_whitespace=False)
+    max_examples = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    concurrency = serializers.IntegerField(min_value=1, max_value=32, required=False)
+    timeout = serializers.IntegerField(min_value=1, max_value=3600, required=False)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class EvaluationUpdateSerializer(serializers.Serializer):
+    """What ``PUT``/``PATCH`` may change. Everything else about an evaluation is a record of what ran."""
+
+    EDITABLE = ("name", "note")
+
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    note = serializers.CharField(max_length=10000, required=False, allow_blank=True, trim_whitespace=False)
+
+    def validate(self, attrs):
+        read_only = sorted(set(self.initial_data) - set(self.EDITABLE))
+        if read_only:
+            raise serializers.ValidationError(
+                {field: ["this field cannot be changed (only name and note can)"] for field in read_only}
+            )
+        return attrs
+
+
+class EvaluationListSerializer(serializers.ModelSerializer):
+    fine_tuned_names = serializers.SerializerMethodField()
+    summary = serializers.SerializerMethodField()
+    model_name = serializers.CharField(source="model.name", default=None, read_only=True)
+
+    class Meta:
+        model = Evaluation
+        fields = [
+            "id",
+            "name",
+            "note",
+            "model",
+            "model_name",
+            "job",
+            "status",
+            "test_set_path",
+            "base_model_name",
+            "fine_tuned_name",
+            "fine_tuned_names",
+            "progress",
+            "summary",
+            "started_at",
+            "completed_at",
+            "error_message",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_fine_tuned_names(self, evaluation) -> list[str]:
+        return evaluation.candidates[1:]
+
+    def get_summary(self, evaluation) -> dict | None:
+        results = evaluation.results or {}
+        if not results.get("base"):
+            return None
+        return {
+            "base_accuracy": results["base"]["accuracy"],
+            "fine_tuned_accuracy": results["fine_tuned"]["accuracy"],
+            "accuracy_delta": results["improvement"]["accuracy"],
+            "f1_macro_delta": results["improvement"]["f1_macro"],
+            "verdict": results.get("significance", {}).get("verdict"),
+        }
+
+
+class EvaluationSerializer(EvaluationListSerializer):
+    links = serializers.SerializerMethodField()
+
+    class Meta(EvaluationListSerializer.Meta):
+        fields = [*EvaluationListSerializer.Meta.fields, "config", "results", "examples", "attempts", "links"]
+        read_only_fields = fields
+
+    def get_links(self, evaluation) -> dict:
+        base = f"/api/v1/evaluations/{evaluation.id}"
+        return {
+            "self": base,
+            "page": f"/evaluations/{evaluation.id}/",
+            "export_csv": f"{base}/export.csv",
+            "export_json": f"{base}/export.json",
+            "cancel": f"{base}/cancel",
+        }

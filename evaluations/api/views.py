@@ -1,0 +1,180 @@
+import csv
+import io
+import json
+
+import django_filters
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from finetune_studio.api import Conflict, OwnedQuerysetMixin
+from finetune_studio.keys import download_filename
+
+from .. import selectors, services
+from ..models import Evaluation
+from .serializers import (
+    EvaluateRequestSerializer,
+    EvaluationListSerializer,
+    EvaluationSerializer,
+    EvaluationUpdateSerializer,
+)
+
+EXPORT_FIELDS = [
+    "index",
+    "candidate",
+    "role",
+    "input",
+    "expected",
+    "prediction_text",
+    "parsed_label",
+    "correct",
+    "latency_ms",
+    "eval_count",
+    "eval_duration_ns",
+    "error",
+]
+
+
+class CSVRenderer(BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        # Errors (404…) still reach clients that asked for CSV: as JSON text.
+        return data if isinstance(data, (bytes, str)) else json.dumps(data)
+
+
+class EvaluationFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Evaluation.Status.choices)
+    model = django_filters.NumberFilter(field_name="model_id")
+
+    class Meta:
+        model = Evaluation
+        fields = ["status", "model"]
+
+
+class ModelEvaluateView(APIView):
+    """``POST /api/v1/models/:id/evaluate`` → 202 with the new evaluation's id."""
+
+    @extend_schema(
+        request=EvaluateRequestSerializer,
+        responses={
+            202: inline_serializer(
+                "EvaluationAccepted",
+                {
+                    "evaluation_id": serializers.IntegerField(),
+                    "status": serializers.CharField(),
+                    "message": serializers.CharField(),
+                    "url": serializers.CharField(),
+                },
+            ),
+            400: OpenApiResponse(description="Invalid request; `errors` names each field and why"),
+            404: OpenApiResponse(description="No such model (or not yours)"),
+        },
+    )
+    def post(self, request, model_id: int):
+        model = get_object_or_404(selectors.evaluatable_models(user=request.user), id=model_id)
+        serializer = EvaluateRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            evaluation = services.evaluation_start(user=request.user, model=model, **serializer.validated_data)
+        except services.EvaluationInputInvalid as exc:
+            raise ValidationError({field: [reason] for field, reason in exc.errors.items()})
+        return Response(
+            {
+                "evaluation_id": evaluation.id,
+                "status": evaluation.status,
+                "message": "Evaluation job created",
+                "url": f"/api/v1/evaluations/{evaluation.id}",
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = Evaluation.objects.select_related("model")
+    serializer_class = EvaluationSerializer
+    filterset_class = EvaluationFilter
+    ordering_fields = ["created_at", "completed_at", "status", "id"]
+    ordering = ["-created_at", "-id"]
+
+    def get_serializer_class(self):
+        return EvaluationListSerializer if self.action == "list" else EvaluationSerializer
+
+    def update(self, request, *args, **kwargs):
+        evaluation = self.get_object()
+        serializer = EvaluationUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.evaluation_update(evaluation=evaluation, **serializer.validated_data)
+        return Response(EvaluationSerializer(evaluation).data)
+
+    def partial_update(self, request, *args, **kwargs):
+        return self.update(request, *args, **kwargs)
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        evaluation = self.get_object()
+        try:
+            services.evaluation_cancel(evaluation=evaluation)
+        except services.EvaluationStateConflict as exc:
+            raise Conflict(str(exc))
+        return Response(EvaluationSerializer(evaluation).data)
+
+    @action(detail=True, methods=["get"], url_path="export.csv", renderer_classes=[CSVRenderer, JSONRenderer])
+    def export_csv(self, request, pk=None):
+        evaluation = self.get_object()
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(EXPORT_FIELDS)
+        for row in _export_rows(evaluation):
+            writer.writerow([_csv_safe(row[field]) for field in EXPORT_FIELDS])
+        return _download(out.getvalue(), evaluation, "csv", "text/csv; charset=utf-8")
+
+    @action(detail=True, methods=["get"], url_path="export.json", renderer_classes=[JSONRenderer])
+    def export_json(self, request, pk=None):
+        evaluation = self.get_object()
+        body = {
+            "evaluation": EvaluationSerializer(evaluation).data,
+            "predictions": list(_export_rows(evaluation)),
+        }
+        return _download(json.dumps(body, default=str), evaluation, "json", "application/json")
+
+
+def _export_rows(evaluation: Evaluation):
+    roles = {name: ("base" if i == 0 else "fine_tuned") for i, name in enumerate(evaluation.candidates)}
+    for prediction in selectors.evaluation_predictions(evaluation=evaluation).iterator(chunk_size=2000):
+        yield {
+            "index": prediction.index,
+            "candidate": prediction.candidate,
+            "role": roles.get(prediction.candidate, ""),
+            "input": prediction.input_text,
+            "expected": prediction.expected,
+            "prediction_text": prediction.prediction_text,
+            "parsed_label": prediction.parsed_label,
+            "correct": prediction.correct,
+            "latency_ms": prediction.latency_ms,
+            "eval_count": prediction.eval_count,
+            "eval_duration_ns": prediction.eval_duration_ns,
+            "error": prediction.error,
+        }
+
+
+def _csv_safe(value):
+    # Model answers are untrusted: a cell starting with = + - @ would be a formula in a spreadsheet.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def _download(content: str, evaluation: Evaluation, extension: str, content_type: str) -> HttpResponse:
+    filename = download_filename(f"evaluation-{evaluation.id}", extension=f".{extension}")
+    response = HttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -1,0 +1,49 @@
+"""Permission-aware reads of evaluations: owners see theirs, staff see all, others get nothing."""
+
+from django.db.models import QuerySet
+
+from finetune_studio.ownership import visible_to
+
+from . import metrics
+from .models import Evaluation, Prediction
+
+SIDE_BY_SIDE_LIMIT = 500
+
+
+def evaluation_list(*, user) -> QuerySet[Evaluation]:
+    return visible_to(Evaluation.objects.select_related("model", "owner"), user)
+
+
+def evaluation_get(*, user, evaluation_id: int) -> Evaluation:
+    """Raises Evaluation.DoesNotExist for other users' evaluations (a 404, not a 403)."""
+    return evaluation_list(user=user).get(id=evaluation_id)
+
+
+def evaluatable_models(*, user) -> QuerySet:
+    from models_app.models import RegisteredModel
+
+    return visible_to(RegisteredModel.objects.all(), user)
+
+
+def test_sets_of(*, user) -> QuerySet:
+    """The user's own datasets: an evaluation reads only its owner's test sets."""
+    from jobs.models import Dataset
+
+    return Dataset.objects.filter(owner=user).order_by("-created_at", "-id")
+
+
+def evaluation_predictions(*, evaluation: Evaluation) -> QuerySet[Prediction]:
+    return Prediction.objects.filter(evaluation=evaluation).order_by("index", "candidate")
+
+
+def evaluation_side_by_side(*, evaluation: Evaluation, limit: int = SIDE_BY_SIDE_LIMIT) -> list[dict]:
+    """Base vs first fine-tuned, every example both answered (up to ``limit``), disagreements first."""
+    from .services import as_engine_prediction
+
+    candidates = evaluation.candidates[:2]
+    rows = [
+        as_engine_prediction(row)
+        for row in evaluation_predictions(evaluation=evaluation).filter(candidate__in=candidates)
+    ]
+    paired = metrics.paired_predictions(rows, candidates)
+    return metrics.side_by_side(paired[candidates[0]], paired[candidates[1]], limit=limit)

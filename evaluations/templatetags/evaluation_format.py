@@ -1,0 +1,26 @@
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def pct(value, digits: int = 1) -> str:
+    """0.8333 → "83.3 %"; None → "–"."""
+    if value is None or value == "":
+        return "–"
+    return f"{100 * float(value):.{int(digits)}f} %"
+
+
+@register.filter
+def signed_points(value) -> str:
+    """A delta of rates in percentage points: 0.125 → "+12.5 pts"."""
+    if value is None:
+        return "–"
+    return f"{100 * float(value):+.1f} pts"
+
+
+@register.filter
+def number(value, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{float(value):.{int(digits)}f}"

@@ -1,0 +1,164 @@
+"""scripts/evaluate_model.py end to end, as a subprocess against the Ollama test server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.ollama_server import OllamaServer, answer_from_mapping
+
+from .conftest import sample_records
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "evaluate_model.py"
+
+
+def run_cli(*args, env=None):
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO", "PYTEST"))}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60, env=environment, cwd="/"
+    )
+
+
+@pytest.fixture
+def ollama():
+    with OllamaServer() as server:
+        server.add_model("llama3.2:3b", answer="neutral")
+        mapping = {r["text"]: r["label"] for r in sample_records(30)}
+        server.add_model("contracts-ft", answer=answer_from_mapping(mapping))
+        server.add_model("contracts-ft-v2", answer="positive")
+        yield server
+
+
+@pytest.fixture
+def test_set(tmp_path):
+    path = tmp_path / "test.csv"
+    lines = ["text,label", *(f'"{r["text"]}",{r["label"]}' for r in sample_records(30))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_cli_evaluates_and_writes_the_same_results_as_the_server(ollama, test_set, tmp_path):
+    output = tmp_path / "results.json"
+    result = run_cli(
+        "--test-set",
+        str(test_set),
+        "--base-model",
+        "llama3.2:3b",
+        "--finetuned-model",
+        "contracts-ft",
+        "--ollama-url",
+        ollama.url,
+        "--output",
+        str(output),
+        "--concurrency",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "60/60 answers" in result.stderr  # the progress bar
+    assert "Significant improvement" in result.stdout
+    document = json.loads(output.read_text())
+    assert document["results"]["fine_tuned"]["accuracy"] == 1.0
+    assert document["results"]["base"]["accuracy"] == pytest.approx(10 / 30, abs=1e-6)
+    assert len(document["predictions"]) == 60 and len(document["examples"]) == 20
+    assert len(ollama.chat_requests()) == 60
+
+
+def test_the_cli_compares_several_fine_tuned_models_with_given_labels(ollama, test_set, tmp_path):
+    output = tmp_path / "results.json"
+    result = run_cli(
+        "--test-set",
+        str(test_set),
+        "--base-model",
+        "llama3.2:3b",
+        "--finetuned-model",
+        "contracts-ft",
+        "--finetuned-model",
+        "contracts-ft-v2",
+        "--labels",
+        "positive",
+        "negative",
+        "neutral",
+        "--ollama-url",
+        ollama.url,
+        "--output",
+        str(output),
+        "--max-examples",
+        "9",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads(output.read_text())["results"]
+    assert set(results["candidates"]) == {"llama3.2:3b", "contracts-ft", "contracts-ft-v2"}
+    assert results["labels"] == ["positive", "negative", "neutral"]
+    assert results["examples_evaluated"] == 9
+
+
+def test_the_cli_exits_non_zero_with_a_clear_message_for_a_missing_model(ollama, test_set):
+    result = run_cli(
+        "--test-set",
+        str(test_set),
+        "--base-model",
+        "llama3.2:3b",
+        "--finetuned-model",
+        "nope",
+        "--ollama-url",
+        ollama.url,
+        "--quiet",
+    )
+    assert result.returncode == 1
+    assert f"error: model 'nope' not found in Ollama at {ollama.url}" in result.stderr
+
+
+def test_the_cli_says_when_ollama_is_unreachable(test_set):
+    from tests.support.processes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_cli(
+        "--test-set",
+        str(test_set),
+        "--base-model",
+        "a",
+        "--finetuned-model",
+        "b",
+        "--ollama-url",
+        url,
+        "--retries",
+        "0",
+        "--quiet",
+    )
+    assert result.returncode == 1
+    assert f"Ollama is unreachable at {url}" in result.stderr
+
+
+def test_the_cli_refuses_a_bad_test_set(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n')
+    result = run_cli("--test-set", str(bad), "--base-model", "a", "--finetuned-model", "b", "--quiet")
+    assert result.returncode == 2
+    assert "line 2" in result.stderr and "needs 'text' and 'label'" in result.stderr
+
+
+def test_the_cli_reports_a_missing_dependency_instead_of_installing_it(tmp_path):
+    # A sitecustomize that hides scikit-learn, as on a machine without it.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'sklearn' or name.startswith('sklearn.'):\n"
+        "            raise ModuleNotFoundError(\"No module named 'sklearn'\", name='sklearn')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    environment = {k: v for k, v in environment.items() if not k.startswith(("DJANGO", "PYTEST"))}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--test-set", "x.csv", "--base-model", "a", "--finetuned-model", "b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+    assert result.returncode == 3
+    assert "a required package is missing (sklearn)" in result.stderr
+    assert "pip install -r" in result.stderr

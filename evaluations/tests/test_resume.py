@@ -1,0 +1,113 @@
+"""A worker lost mid-run: the evaluation resumes after the stored predictions, never re-asking them."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from evaluations import services
+from evaluations.models import Evaluation, Prediction
+
+from .test_api import evaluate
+
+
+class WorkerKilled(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing in the service handles it."""
+
+
+@pytest.fixture
+def pending(alice, alice_api, make_model, make_dataset, trained_ollama):
+    response = evaluate(alice_api, make_model(alice), make_dataset(alice), concurrency=2)
+    return Evaluation.objects.get(id=response.json()["evaluation_id"])
+
+
+def _asked_pairs(server, from_request: int = 0) -> list[tuple[str, str]]:
+    return [(request.model, request.prompt) for request in server.chat_requests()[from_request:]]
+
+
+def test_a_killed_worker_is_resumed_without_asking_stored_examples_again(
+    pending, trained_ollama, monkeypatch, django_capture_on_commit_callbacks
+):
+    original_save = services._DatabaseStore.save
+    saves = []
+
+    def save_then_die(store, predictions, **progress):
+        original_save(store, predictions, **progress)
+        if predictions:
+            saves.append(len(predictions))
+            raise WorkerKilled()
+
+    trained_ollama.latency = 0.1  # 24 answers over ~1.2 s: the first save (after 0.5 s) holds some, not all
+    monkeypatch.setattr(services._DatabaseStore, "save", save_then_die)
+    with pytest.raises(WorkerKilled):
+        services.evaluation_execute(evaluation_id=pending.id)
+    monkeypatch.setattr(services._DatabaseStore, "save", original_save)
+
+    pending.refresh_from_db()
+    assert pending.status == "running"
+    stored = {(p.candidate, p.input_text) for p in Prediction.objects.filter(evaluation=pending)}
+    assert 0 < len(stored) < 24
+    asked_before = len(trained_ollama.chat_requests())
+
+    # Another worker arriving while the heartbeat is fresh finds nothing to claim.
+    assert services.evaluation_execute(evaluation_id=pending.id) is None
+    # Once the lease expires, the beat sweeper re-queues it and a worker resumes it.
+    Evaluation.objects.filter(id=pending.id).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.evaluation_sweep_stale() == {"requeued": 1, "failed": 0}
+
+    pending.refresh_from_db()
+    assert pending.status == "completed", pending.error_message
+    assert pending.attempts == 2
+    assert Prediction.objects.filter(evaluation=pending).count() == 24
+    asked_after = _asked_pairs(trained_ollama, asked_before)
+    for model, prompt in asked_after:
+        assert not any(model == candidate and text in prompt for candidate, text in stored), "asked again"
+    assert len(asked_after) == 24 - len(stored)
+    assert pending.results["fine_tuned"]["accuracy"] == 1.0
+
+
+def test_the_sweeper_fails_an_evaluation_whose_workers_keep_dying(pending, settings):
+    settings.EVALUATION_MAX_ATTEMPTS = 2
+    Evaluation.objects.filter(id=pending.id).update(
+        status="running", attempts=2, heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    assert services.evaluation_sweep_stale() == {"requeued": 0, "failed": 1}
+    pending.refresh_from_db()
+    assert pending.status == "failed"
+    assert "gave up after 2 attempts" in pending.error_message
+
+
+def test_the_sweeper_leaves_healthy_runs_alone(pending):
+    Evaluation.objects.filter(id=pending.id).update(status="running", attempts=1, heartbeat_at=timezone.now())
+    assert services.evaluation_sweep_stale() == {"requeued": 0, "failed": 0}
+
+
+def test_a_redelivered_task_does_not_run_a_finished_evaluation_twice(
+    pending, trained_ollama, django_capture_on_commit_callbacks
+):
+    services.evaluation_execute(evaluation_id=pending.id)
+    asked = len(trained_ollama.chat_requests())
+    from evaluations.tasks import evaluation_run
+
+    evaluation_run.delay(pending.id)
+    assert len(trained_ollama.chat_requests()) == asked
+    pending.refresh_from_db()
+    assert pending.status == "completed" and pending.attempts == 1
+
+
+def test_the_standalone_redispatcher_requeues_unfinished_work(pending, settings, django_capture_on_commit_callbacks):
+    assert "evaluations.services.evaluation_redispatch_unfinished" in settings.UNFINISHED_WORK_REDISPATCHERS
+    Evaluation.objects.filter(id=pending.id).update(status="running", heartbeat_at=timezone.now())
+    assert services.evaluation_redispatch_unfinished() == 1
+    pending.refresh_from_db()
+    assert pending.status == "completed", pending.error_message
+
+
+def test_the_beat_schedule_runs_the_sweeper(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"]
+    assert entry["task"] == "evaluations.tasks.evaluation_sweep_stale"
+    from evaluations.tasks import evaluation_run, evaluation_sweep_stale
+
+    assert evaluation_sweep_stale.name == entry["task"]
+    assert evaluation_run.queue == "evaluations" and evaluation_run.acks_late and evaluation_run.reject_on_worker_lost

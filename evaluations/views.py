@@ -1,0 +1,186 @@
+"""Evaluation pages: list, create form, and the side-by-side viewer (live while running)."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from . import selectors, services
+from .forms import EvaluationForm
+from .models import Evaluation
+from .ollama import OllamaClient, OllamaError
+
+# (key, label, higher is better)
+METRIC_CARDS = (
+    ("accuracy", "Accuracy", True),
+    ("f1_macro", "Macro F1", True),
+    ("precision_macro", "Macro precision", True),
+    ("recall_macro", "Macro recall", True),
+    ("f1_weighted", "Weighted F1", True),
+    ("unparseable_rate", "Unparseable answers", False),
+)
+
+
+@login_required
+def evaluation_list(request):
+    evaluations = selectors.evaluation_list(user=request.user)
+    status = request.GET.get("status")
+    if status in Evaluation.Status.values:
+        evaluations = evaluations.filter(status=status)
+    model_id = request.GET.get("model")
+    if model_id and model_id.isdigit():
+        evaluations = evaluations.filter(model_id=int(model_id))
+    page = Paginator(evaluations, 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "evaluations/evaluation_list.html",
+        {"page": page, "statuses": Evaluation.Status.values, "status": status},
+    )
+
+
+def _ollama_models() -> tuple[list[str], str]:
+    """Names from Ollama's /api/tags, or ([], why not) when Ollama does not answer."""
+    try:
+        return [model["name"] for model in OllamaClient(settings.OLLAMA_URL, timeout=3).list_models()], ""
+    except OllamaError as exc:
+        return [], str(exc)
+
+
+@login_required
+def evaluation_create(request):
+    models = list(selectors.evaluatable_models(user=request.user).order_by("-created_at")[:500])
+    datasets = list(selectors.test_sets_of(user=request.user)[:500])
+    for model in models:
+        model.default_ollama_name = services.default_fine_tuned_name(model)
+    initial = {}
+    if request.GET.get("model", "").isdigit():
+        initial["model"] = int(request.GET["model"])
+    form = EvaluationForm(request.POST or None, models=models, datasets=datasets, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        model = next((m for m in models if m.id == data["model"]), None)
+        if model is None:
+            raise Http404
+        try:
+            evaluation = services.evaluation_start(
+                user=request.user,
+                model=model,
+                test_set_path=data["test_set_path"],
+                base_model_name=data["base_model_name"],
+                fine_tuned_name=data["fine_tuned_name"] or None,
+                labels=data["labels"],
+                max_examples=data["max_examples"],
+                concurrency=data["concurrency"],
+                name=data["name"],
+            )
+        except services.EvaluationInputInvalid as exc:
+            for field, reason in exc.errors.items():
+                field = "fine_tuned_name" if field == "fine_tuned_names" else field
+                form.add_error(field if field in form.fields else None, reason)
+        else:
+            messages.success(request, "Evaluation started.")
+            return redirect("evaluation-detail", pk=evaluation.id)
+    ollama_models, ollama_error = _ollama_models()
+    return render(
+        request,
+        "evaluations/evaluation_form.html",
+        {
+            "form": form,
+            "models": models,
+            "datasets": datasets,
+            "ollama_models": ollama_models,
+            "ollama_error": ollama_error,
+            "ollama_url": settings.OLLAMA_URL,
+        },
+    )
+
+
+def _cards(results: dict) -> list[dict]:
+    cards = []
+    for key, label, higher_is_better in METRIC_CARDS:
+        base, fine_tuned = results["base"].get(key), results["fine_tuned"].get(key)
+        delta = results["improvement"].get(key, 0.0)
+        better = delta > 0 if higher_is_better else delta < 0
+        direction = "flat" if abs(delta) < 1e-9 else ("up" if better else "down")
+        arrow = {"flat": "→", "up": "▲", "down": "▼"}[direction]
+        cards.append(
+            {
+                "key": key,
+                "label": label,
+                "base": base,
+                "fine_tuned": fine_tuned,
+                "delta": delta,
+                "direction": direction,
+                "arrow": arrow,
+            }
+        )
+    return cards
+
+
+def _heatmap(scores: dict) -> dict:
+    matrix = scores["confusion_matrix"]
+    rows = []
+    for label, counts in zip(matrix["labels"], matrix["matrix"], strict=True):
+        total = sum(counts) or 1
+        cells = []
+        for column, count in zip(matrix["columns"], counts, strict=True):
+            share = count / total
+            cells.append(
+                {
+                    "count": count,
+                    "share": round(100 * share),
+                    "alpha": round(0.08 + 0.8 * share, 2) if count else 0,
+                    "diagonal": column == label,
+                }
+            )
+        rows.append({"label": label, "cells": cells, "total": sum(counts)})
+    return {"model": scores["model"], "columns": matrix["columns"], "rows": rows}
+
+
+@login_required
+def evaluation_detail(request, pk: int):
+    try:
+        evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
+    except Evaluation.DoesNotExist:
+        raise Http404("No such evaluation.")
+    results = evaluation.results or {}
+    context = {"evaluation": evaluation, "results": results}
+    if results.get("base"):
+        candidates = results.get("candidates") or {"base": results["base"], "fine_tuned": results["fine_tuned"]}
+        context.update(
+            {
+                "cards": _cards(results),
+                "per_label": [
+                    {
+                        "label": label,
+                        "base": results["base"]["per_label"][label],
+                        "fine_tuned": results["fine_tuned"]["per_label"][label],
+                    }
+                    for label in results["labels"]
+                ],
+                "heatmaps": [_heatmap(scores) for scores in candidates.values()],
+                "candidate_scores": list(candidates.values()),
+                "significance": results.get("significance", {}),
+                "examples": selectors.evaluation_side_by_side(evaluation=evaluation),
+            }
+        )
+    return render(request, "evaluations/evaluation_detail.html", context)
+
+
+@login_required
+@require_POST
+def evaluation_cancel(request, pk: int):
+    try:
+        evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
+    except Evaluation.DoesNotExist:
+        raise Http404("No such evaluation.")
+    try:
+        services.evaluation_cancel(evaluation=evaluation)
+    except services.EvaluationStateConflict as exc:
+        messages.warning(request, str(exc).capitalize() + ".")
+    else:
+        messages.success(request, "Evaluation cancelled.")
+    return redirect("evaluation-detail", pk=pk)

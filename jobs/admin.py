@@ -1,0 +1,129 @@
+from django import forms
+from django.contrib import admin, messages
+
+from finetune_studio.api import Conflict
+
+from . import hyperparameters, services
+from .models import Dataset, Job, JobMetric, Trainer
+from .selectors import trainer_availability
+
+
+class TrainerForm(forms.ModelForm):
+    class Meta:
+        model = Trainer
+        fields = [
+            "name",
+            "description",
+            "command",
+            "hyperparameter_schema",
+            "required_modules",
+            "queue",
+            "timeout_seconds",
+            "enabled",
+        ]
+
+    def clean_command(self):
+        command = self.cleaned_data["command"]
+        if not isinstance(command, list) or not all(isinstance(part, str) for part in command):
+            raise forms.ValidationError('An argument list of strings, e.g. ["{python}", "-m", "trainers.example"].')
+        return command
+
+    def clean_hyperparameter_schema(self):
+        schema = self.cleaned_data["hyperparameter_schema"]
+        try:
+            hyperparameters.check_schema(schema)
+        except hyperparameters.SchemaError as exc:
+            raise forms.ValidationError(str(exc))
+        return schema
+
+    def clean_required_modules(self):
+        modules = self.cleaned_data["required_modules"]
+        if not isinstance(modules, list) or not all(isinstance(name, str) and name for name in modules):
+            raise forms.ValidationError('A list of importable module names, e.g. ["torch", "peft"].')
+        return modules
+
+
+@admin.register(Trainer)
+class TrainerAdmin(admin.ModelAdmin):
+    form = TrainerForm
+    list_display = ("name", "enabled", "queue", "timeout_seconds", "availability", "updated_at")
+    list_filter = ("enabled", "queue")
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at", "updated_at")
+    actions = ("sync_builtin",)
+
+    @admin.display(description="Availability")
+    def availability(self, trainer: Trainer) -> str:
+        available, reason = trainer_availability(trainer)
+        return "available" if available else reason
+
+    @admin.action(description="Create missing built-in trainers")
+    def sync_builtin(self, request, queryset):
+        created = services.trainer_sync_builtin()
+        self.message_user(request, f"Created: {', '.join(created)}" if created else "All built-in trainers exist.")
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "format", "records", "size_bytes", "created_at")
+    list_filter = ("format",)
+    search_fields = ("name", "path", "owner__username", "sha256")
+    list_select_related = ("owner",)
+    readonly_fields = ("path", "sha256", "size_bytes", "records", "labels", "label_counts", "created_at", "updated_at")
+    actions = ("delete_with_object",)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # uploads go through the validating service (page or API)
+
+    @admin.action(description="Delete datasets and their stored files")
+    def delete_with_object(self, request, queryset):
+        for dataset in queryset:
+            try:
+                services.dataset_delete(dataset_id=dataset.id)
+            except Conflict as exc:
+                self.message_user(request, f"{dataset}: {exc.detail}", messages.ERROR)
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "owner", "trainer", "status", "base_model", "created_at", "finished_at")
+    list_filter = ("status", "trainer")
+    search_fields = ("name", "base_model", "owner__username", "error_message")
+    list_select_related = ("owner", "trainer")
+    readonly_fields = (
+        "status",
+        "storage_prefix",
+        "exit_code",
+        "error_message",
+        "progress",
+        "metrics",
+        "lease_owner",
+        "lease_expires_at",
+        "heartbeat_at",
+        "created_at",
+        "updated_at",
+        "queued_at",
+        "started_at",
+        "finished_at",
+    )
+    actions = ("cancel_jobs", "sweep_stale")
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request, queryset):
+        for job_id in queryset.values_list("id", flat=True):
+            try:
+                services.job_cancel(job_id=job_id)
+            except Conflict as exc:
+                self.message_user(request, str(exc.detail), messages.WARNING)
+
+    @admin.action(description="Fail running jobs whose worker stopped sending heartbeats")
+    def sweep_stale(self, request, queryset):
+        self.message_user(request, f"{services.job_sweep_stale()} job(s) marked failed.")
+
+
+@admin.register(JobMetric)
+class JobMetricAdmin(admin.ModelAdmin):
+    list_display = ("job", "step", "created_at")
+    search_fields = ("job__name",)
+    list_select_related = ("job",)
+    readonly_fields = ("created_at",)

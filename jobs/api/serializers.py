@@ -1,0 +1,100 @@
+from rest_framework import serializers
+
+from ..models import Dataset, Job, Trainer
+from ..selectors import job_registered_model
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Dataset
+        fields = [
+            "id",
+            "name",
+            "path",
+            "format",
+            "records",
+            "labels",
+            "label_counts",
+            "size_bytes",
+            "sha256",
+            "original_filename",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class DatasetUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=False)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class TrainerSerializer(serializers.ModelSerializer):
+    available = serializers.SerializerMethodField()
+    unavailable_reason = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Trainer
+        fields = [
+            "name",
+            "description",
+            "hyperparameter_schema",
+            "queue",
+            "timeout_seconds",
+            "available",
+            "unavailable_reason",
+        ]
+        read_only_fields = fields
+
+    def get_available(self, trainer) -> bool:
+        return self.context["availability"][trainer.id][0]
+
+    def get_unavailable_reason(self, trainer) -> str:
+        return self.context["availability"][trainer.id][1]
+
+
+class JobSerializer(serializers.ModelSerializer):
+    trainer = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    model = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "name",
+            "base_model",
+            "dataset",
+            "trainer",
+            "hyperparameters",
+            "status",
+            "progress",
+            "exit_code",
+            "error_message",
+            "metrics",
+            "storage_prefix",
+            "model",
+            "created_at",
+            "updated_at",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+        ]
+        read_only_fields = fields
+
+    def get_model(self, job) -> int | None:
+        model = job_registered_model(job)
+        return model.id if model else None
+
+
+class JobCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    base_model = serializers.CharField(max_length=200)
+    dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    trainer = serializers.CharField(max_length=100)
+    hyperparameters = serializers.JSONField(required=False, default=dict)
+
+
+class JobCompleteSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=[Job.Status.SUCCEEDED, Job.Status.FAILED])
+    error_message = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    metrics = serializers.DictField(required=False, allow_null=True, default=None)

@@ -1,0 +1,130 @@
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from finetune_studio.api import OwnedQuerysetMixin, RequestTooLarge, error_response
+from finetune_studio.objects import UploadTooLarge
+
+from .. import selectors, services
+from ..models import Dataset, Job, Trainer
+from ..uploads import limit_dataset_uploads
+from .filters import JobFilter
+from .serializers import (
+    DatasetSerializer,
+    DatasetUploadSerializer,
+    JobCompleteSerializer,
+    JobCreateSerializer,
+    JobSerializer,
+    TrainerSerializer,
+)
+
+
+class DatasetViewSet(
+    OwnedQuerysetMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Datasets: upload (multipart ``file``, optional ``name``), list, detail, delete."""
+
+    queryset = Dataset.objects.all()
+    serializer_class = DatasetSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    ordering_fields = ["created_at", "name", "records", "size_bytes"]
+
+    def initialize_request(self, request, *args, **kwargs):
+        if request.method == "POST":
+            limit_dataset_uploads(request)
+        return super().initialize_request(request, *args, **kwargs)
+
+    @extend_schema(request=DatasetUploadSerializer, responses={201: DatasetSerializer})
+    def create(self, request):
+        try:
+            upload = DatasetUploadSerializer(data=request.data)
+            upload.is_valid(raise_exception=True)
+            dataset = services.dataset_create(
+                owner=request.user,
+                uploaded_file=upload.validated_data["file"],
+                name=upload.validated_data.get("name", ""),
+            )
+        except UploadTooLarge as exc:
+            raise RequestTooLarge(f"The dataset is larger than the limit of {exc.max_bytes} bytes.")
+        except services.DatasetInvalid as exc:
+            return error_response(f"{exc.location}: {exc.reason}", errors={"file": [f"{exc.location}: {exc.reason}"]})
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        dataset = self.get_object()
+        services.dataset_delete(dataset_id=dataset.id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TrainerListView(APIView):
+    """Trainers users may pick, with availability on this installation."""
+
+    @extend_schema(responses=TrainerSerializer(many=True))
+    def get(self, request):
+        trainers = list(Trainer.objects.all())
+        availability = {trainer.id: selectors.trainer_availability(trainer) for trainer in trainers}
+        serializer = TrainerSerializer(trainers, many=True, context={"availability": availability})
+        return Response({"count": len(trainers), "results": serializer.data})
+
+
+class JobViewSet(
+    OwnedQuerysetMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Training jobs: create, list (filters, ordering), detail, cancel, complete (external runners), delete."""
+
+    queryset = Job.objects.select_related("trainer", "registered_model")
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    ordering_fields = ["created_at", "finished_at", "started_at", "name", "status", "base_model"]
+    ordering = ["-created_at", "-id"]
+
+    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
+    def create(self, request):
+        given = JobCreateSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        try:
+            job = services.job_create(
+                owner=request.user,
+                name=data["name"],
+                base_model=data["base_model"],
+                dataset_id=data.get("dataset"),
+                trainer_name=data["trainer"],
+                hyperparameters_given=data.get("hyperparameters"),
+            )
+        except services.JobInvalid as exc:
+            return error_response(str(exc), errors=exc.errors)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        job = self.get_object()
+        services.job_delete(job_id=job.id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = services.job_cancel(job_id=self.get_object().id)
+        return Response(JobSerializer(job).data)
+
+    @extend_schema(request=JobCompleteSerializer, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def complete(self, request, pk=None):
+        """External runners report the end: {status: succeeded|failed, error_message?, metrics?}."""
+        job = self.get_object()
+        report = JobCompleteSerializer(data=request.data)
+        report.is_valid(raise_exception=True)
+        with transaction.atomic():
+            job, _changed = services.job_complete_external(job_id=job.id, **report.validated_data)
+        job = self.get_queryset().get(id=job.id)
+        return Response(JobSerializer(job).data)

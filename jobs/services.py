@@ -1,0 +1,622 @@
+"""Writes of the jobs app: datasets, trainers, the job lifecycle. The one write path.
+
+Job status moves only here, and only by conditional UPDATE (``filter(id=…, status__in=…)
+.update(…)``, then the row count says whether this caller made the move). Whoever made a
+move publishes its ``job`` event after commit; the caller that settled a job as succeeded
+is the only one that enqueues the model auto-creation, so it fires once per job.
+"""
+
+import json
+import logging
+import os
+import socket
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from finetune_studio import keys, objects, records
+from finetune_studio.api import Conflict
+from finetune_studio.events import publish_event_on_commit, user_channel
+
+from . import hyperparameters
+from .models import Dataset, Job, JobMetric, Trainer
+from .selectors import job_registered_model, trainer_availability
+
+logger = logging.getLogger(__name__)
+
+ACTIVE = (Job.Status.PENDING, Job.Status.QUEUED, Job.Status.RUNNING)
+METRIC_FIELDS = ("step", "total_steps", "epoch", "loss", "learning_rate", "accuracy", "eval_loss")
+
+
+class JobInvalid(ValueError):
+    """Job input that cannot be used: ``errors`` maps fields to messages (``hyperparameters`` to a field dict)."""
+
+    def __init__(self, errors: dict):
+        self.errors = errors
+        super().__init__(_first_error(errors))
+
+
+def _first_error(errors: dict) -> str:
+    for field, messages in errors.items():
+        if isinstance(messages, dict):
+            return _first_error({f"{field}.{name}": value for name, value in messages.items()})
+        return f"{field}: {messages[0]}"
+    return "invalid job"
+
+
+class DatasetInvalid(ValueError):
+    """A dataset file that cannot be used; ``location`` names the first bad line or record."""
+
+    def __init__(self, location: str, reason: str):
+        super().__init__(f"{location}: {reason}")
+        self.location = location
+        self.reason = reason
+
+
+# --- Datasets -------------------------------------------------------------------------------------
+
+
+def dataset_create(*, owner, uploaded_file: UploadedFile, name: str = "") -> Dataset:
+    """Validate every record, then stream the file to the datasets bucket and keep its summary.
+
+    Validation reads the upload (held by Django in memory or a temporary file, bounded by the
+    upload handler) record by record before anything is written, so a bad file leaves nothing
+    in storage. Raises DatasetInvalid (400) or objects.UploadTooLarge (413).
+    """
+    original = uploaded_file.name or "dataset"
+    filename = _storage_filename(original)
+    head = next(iter(uploaded_file.chunks(64)), b"")
+    uploaded_file.seek(0)
+    try:
+        fmt = records.detect_format(filename, head)
+        count, label_counts = _summarise(records.iter_records(uploaded_file.chunks(), fmt))
+    except records.RecordError as exc:
+        raise DatasetInvalid(exc.location, exc.reason) from None
+    if count == 0:
+        raise DatasetInvalid("file", "holds no records")
+    uploaded_file.seek(0)
+    key = keys.user_key(owner.id, "datasets", uuid.uuid4().hex, filename)
+    storage = objects.bucket("datasets")
+    result = storage.upload(key, uploaded_file, max_bytes=settings.DATASET_MAX_UPLOAD_BYTES)
+    display_name = (name or "").strip()[:200] or PurePosixPath(original).stem[:200] or filename
+    try:
+        return Dataset.objects.create(
+            owner=owner,
+            name=display_name,
+            path=f"datasets/{key}",
+            original_filename=original[:255],
+            format=fmt,
+            size_bytes=result.size,
+            sha256=result.sha256,
+            records=count,
+            labels=sorted(label_counts),
+            label_counts=dict(sorted(label_counts.items())),
+        )
+    except BaseException:
+        storage.delete(key)
+        raise
+
+
+def _storage_filename(original: str) -> str:
+    path = PurePosixPath(original.replace("\\", "/"))
+    suffix = path.suffix.lower() if path.suffix.lower() in (".json", ".jsonl", ".ndjson", ".csv") else ""
+    return keys.clean_name(keys.download_filename(path.stem or "dataset", extension=suffix))
+
+
+def _summarise(items) -> tuple[int, Counter]:
+    count = 0
+    label_counts: Counter = Counter()
+    for record in items:
+        count += 1
+        if record.label in label_counts or len(label_counts) < settings.DATASET_MAX_LABELS:
+            label_counts[record.label] += 1
+    return count, label_counts
+
+
+def dataset_key(dataset: Dataset) -> str:
+    return dataset.path.removeprefix("datasets/")
+
+
+@transaction.atomic
+def dataset_delete(*, dataset_id: int) -> None:
+    """Delete a dataset and its object; refused (409) while an unfinished job uses it."""
+    dataset = Dataset.objects.select_for_update().get(id=dataset_id)
+    busy = dataset.jobs.filter(status__in=ACTIVE).values_list("id", flat=True)[:5]
+    if busy:
+        raise Conflict(f"dataset is used by unfinished job(s) {', '.join(f'#{i}' for i in busy)}; cancel them first")
+    key = dataset_key(dataset)
+    dataset.delete()
+    transaction.on_commit(lambda: _delete_object_logged("datasets", key))
+
+
+def _delete_object_logged(alias: str, key: str) -> None:
+    try:
+        objects.bucket(alias).delete(key)
+    except objects.StorageError:
+        logger.exception("Could not delete %s/%s; the object is orphaned", alias, key)
+
+
+# --- Trainers -------------------------------------------------------------------------------------
+
+
+def trainer_sync_builtin() -> list[str]:
+    """Create the built-in trainers that are missing; never touch existing rows (operators edit them)."""
+    from trainers.builtin import BUILTIN_TRAINERS
+
+    created = []
+    for definition in BUILTIN_TRAINERS:
+        hyperparameters.check_schema(definition["hyperparameter_schema"])
+        fields = {key: definition[key] for key in ("description", "command", "hyperparameter_schema")}
+        fields.update({key: definition[key] for key in ("required_modules", "queue", "timeout_seconds")})
+        try:
+            with transaction.atomic():
+                _, was_created = Trainer.objects.get_or_create(name=definition["name"], defaults=fields)
+        except IntegrityError:  # created concurrently by another process: theirs stands
+            was_created = False
+        if was_created:
+            created.append(definition["name"])
+    return created
+
+
+# --- Jobs: creation and lifecycle -----------------------------------------------------------------
+
+
+def job_create(
+    *, owner, name: str, base_model: str, dataset_id: int | None, trainer_name: str, hyperparameters_given: Any
+) -> Job:
+    """Create a job and queue it (local trainers: the run is enqueued after commit).
+
+    Raises JobInvalid (400) naming each field: unknown/unavailable trainer, a dataset that is
+    not the owner's, hyperparameters that do not fit the trainer's schema.
+    """
+    errors: dict[str, Any] = {}
+    trainer = Trainer.objects.filter(name=trainer_name).first()
+    if trainer is None:
+        errors["trainer"] = [f"no trainer named {trainer_name!r}"]
+    else:
+        available, reason = trainer_availability(trainer)
+        if not available:
+            errors["trainer"] = [f"trainer {trainer.name!r} is unavailable: {reason}"]
+    cleaned: dict = {}
+    if trainer is not None:
+        cleaned, hp_errors = hyperparameters.validate(trainer.hyperparameter_schema, hyperparameters_given)
+        if hp_errors:
+            errors["hyperparameters"] = hp_errors
+    needs_dataset = trainer is None or not trainer.is_external
+    with transaction.atomic():
+        dataset = None
+        if dataset_id is not None:
+            # Locked so that a concurrent delete of the dataset waits for this job (and then refuses).
+            dataset = Dataset.objects.select_for_update().filter(id=dataset_id, owner=owner).first()
+            if dataset is None:
+                errors["dataset"] = [f"no dataset #{dataset_id} of yours"]
+        elif needs_dataset:
+            errors["dataset"] = ["this trainer needs a dataset"]
+        if errors:
+            raise JobInvalid(errors)
+        job = Job.objects.create(
+            owner=owner,
+            name=name,
+            base_model=base_model,
+            dataset=dataset,
+            trainer=trainer,
+            hyperparameters=cleaned,
+        )
+        Job.objects.filter(id=job.id).update(storage_prefix=keys.user_key(owner.id, "jobs", str(job.id)) + "/")
+        job_enqueue(job_id=job.id)
+        job.refresh_from_db()
+    return job
+
+
+def job_enqueue(*, job_id: int) -> bool:
+    """pending → queued; local trainers get their run enqueued on the trainer's queue after commit."""
+    now = timezone.now()
+    with transaction.atomic():
+        moved = Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(
+            status=Job.Status.QUEUED, queued_at=now, updated_at=now
+        )
+        if not moved:
+            return False
+        job = Job.objects.select_related("trainer").get(id=job_id)
+        _publish(job)
+        if not job.trainer.is_external:
+            queue = job.trainer.queue
+            transaction.on_commit(lambda: _dispatch_local_run(job_id, queue))
+    return True
+
+
+def _dispatch_local_run(job_id: int, queue: str) -> None:
+    from .tasks import job_run_local
+
+    try:
+        job_run_local.apply_async(args=[job_id], queue=queue)
+    except Exception as exc:
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            raise
+        # The broker refused: say so on the job rather than leave it queued forever.
+        logger.exception("Could not enqueue job %s", job_id)
+        job_complete(job_id=job_id, status=Job.Status.FAILED, error_message=f"could not be queued: {exc}")
+
+
+# Tells this process from an earlier one that had the same pid (a container's pid 1 after a restart).
+_PROCESS_TOKEN = uuid.uuid4().hex[:8]
+
+
+def lease_owner_name() -> str:
+    """``host:pid:process-token:run-token``: whose runner holds a job's lease."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_PROCESS_TOKEN}:{uuid.uuid4().hex[:8]}"
+
+
+def job_claim(*, job_id: int, lease_owner: str) -> bool:
+    """queued → running under a lease. Exactly one caller wins; a redelivered task finds nothing to claim."""
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Job.objects.filter(id=job_id, status=Job.Status.QUEUED).update(
+            status=Job.Status.RUNNING,
+            lease_owner=lease_owner,
+            heartbeat_at=now,
+            lease_expires_at=now + timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT),
+            started_at=now,
+            updated_at=now,
+        )
+        if claimed:
+            _publish(Job.objects.get(id=job_id))
+    return bool(claimed)
+
+
+def job_heartbeat(*, job_id: int, lease_owner: str) -> bool:
+    """Renew the lease. False when the job is no longer ours to run (cancelled, failed by the sweeper)."""
+    now = timezone.now()
+    return bool(
+        Job.objects.filter(id=job_id, status=Job.Status.RUNNING, lease_owner=lease_owner).update(
+            heartbeat_at=now, lease_expires_at=now + timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT)
+        )
+    )
+
+
+def job_mark_running(*, job_id: int) -> bool:
+    """queued → running for external jobs, when the remote runner shows signs of life."""
+    now = timezone.now()
+    with transaction.atomic():
+        moved = Job.objects.filter(id=job_id, status=Job.Status.QUEUED, trainer__name=Trainer.EXTERNAL).update(
+            status=Job.Status.RUNNING, started_at=now, updated_at=now
+        )
+        if moved:
+            _publish(Job.objects.get(id=job_id))
+    return bool(moved)
+
+
+def job_cancel(*, job_id: int) -> Job:
+    """pending/queued/running → cancelled. A local runner notices within a second and ends the process group."""
+    now = timezone.now()
+    with transaction.atomic():
+        moved = Job.objects.filter(id=job_id, status__in=ACTIVE).update(
+            status=Job.Status.CANCELLED, finished_at=now, updated_at=now, error_message="cancelled by the user"
+        )
+        job = Job.objects.get(id=job_id)
+        if not moved:
+            raise Conflict(f"job #{job_id} is already {job.status}; only unfinished jobs can be cancelled")
+        _publish(job)
+    return job
+
+
+def job_complete(
+    *,
+    job_id: int,
+    status: str,
+    exit_code: int | None = None,
+    error_message: str = "",
+    metrics: dict | None = None,
+    only_if: Q | None = None,
+) -> tuple[Job, bool]:
+    """Settle a job as succeeded or failed: the single completion path, whoever reports the end.
+
+    Returns (job, changed). Only the caller whose conditional UPDATE moved the row gets
+    changed=True; it publishes the event and, for a success, enqueues the model
+    auto-creation after commit. Duplicate or concurrent reports are no-ops.
+    """
+    if status not in (Job.Status.SUCCEEDED, Job.Status.FAILED):
+        raise ValueError(f"a job completes as succeeded or failed, not {status!r}")
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "status": status,
+        "finished_at": now,
+        "updated_at": now,
+        "exit_code": exit_code,
+        "error_message": (error_message or "")[:10_000],
+        "lease_expires_at": None,
+    }
+    if metrics is not None:
+        fields["metrics"] = metrics
+    rows = Job.objects.filter(id=job_id, status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
+    if only_if is not None:
+        rows = rows.filter(only_if)
+    with transaction.atomic():
+        changed = bool(rows.update(**fields))
+        job = Job.objects.select_related("trainer").get(id=job_id)
+        if not changed:
+            return job, False
+        if status == Job.Status.SUCCEEDED:
+            job.progress = {**job.progress, "percent": 100.0, "eta_seconds": 0}
+            Job.objects.filter(id=job_id).update(progress=job.progress)
+            transaction.on_commit(lambda: _enqueue_model_creation(job_id))
+        _publish(job)
+    return job, True
+
+
+def _enqueue_model_creation(job_id: int) -> None:
+    from models_app.tasks import model_create_from_job
+
+    try:
+        model_create_from_job.delay(job_id)
+    except Exception:
+        # The job stays succeeded; `manage.py models_backfill` creates the missing model later.
+        logger.exception("Could not enqueue the model creation of job %s (run models_backfill)", job_id)
+
+
+def job_complete_external(
+    *, job_id: int, status: str, error_message: str = "", metrics: dict | None = None
+) -> tuple[Job, bool]:
+    """An external runner's report (API or status.json). 409 for a conflicting report or a local job."""
+    job = Job.objects.select_related("trainer").get(id=job_id)
+    if not job.trainer.is_external:
+        raise Conflict(f"job #{job_id} runs on the local trainer {job.trainer.name!r}; its runner reports the end")
+    if metrics is not None and not isinstance(metrics, dict):
+        raise JobInvalid({"metrics": ["must be a JSON object"]})
+    job, changed = job_complete(job_id=job_id, status=status, error_message=error_message, metrics=metrics)
+    if changed:
+        if metrics:
+            transaction.on_commit(lambda: _write_metrics_file(job.storage_prefix, metrics))
+        return job, True
+    if job.status != status:
+        raise Conflict(f"job #{job_id} already ended as {job.status}; a report of {status} conflicts")
+    return job, False
+
+
+def _write_metrics_file(prefix: str, metrics: dict) -> None:
+    """The model registry reads <prefix>metrics.json: give it the reported metrics unless the runner wrote one."""
+    storage = objects.bucket("models")
+    key = f"{prefix}metrics.json"
+    try:
+        if not storage.exists(key):
+            storage.put_bytes(key, json.dumps(metrics).encode(), content_type="application/json")
+    except objects.StorageError:
+        logger.exception("Could not write %s", key)
+
+
+def job_delete(*, job_id: int) -> None:
+    """Delete a finished job (409 otherwise) with its log objects; artifacts stay while a model uses them."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(id=job_id)
+        if job.status not in Job.FINISHED:
+            raise Conflict(f"job #{job_id} is {job.status}; cancel it before deleting it")
+        prefix = job.storage_prefix
+        has_model = job_registered_model(job) is not None
+        job.delete()
+        if prefix:
+            transaction.on_commit(lambda: _delete_prefix_logged("logs", prefix))
+            if not has_model:
+                transaction.on_commit(lambda: _delete_prefix_logged("models", prefix))
+
+
+def _delete_prefix_logged(alias: str, prefix: str) -> None:
+    try:
+        objects.bucket(alias).delete_prefix(prefix)
+    except objects.StorageError:
+        logger.exception("Could not delete %s/%s*", alias, prefix)
+
+
+# --- Metrics and progress -------------------------------------------------------------------------
+
+
+def job_metrics_record(*, job_id: int, points: list[dict]) -> int:
+    """Store metric points (one per step) for the chart and update progress and ETA; returns points stored.
+
+    Called by the logs pipeline inside its transaction. Points without an integer ``step``
+    update nothing. A repeated step is ignored (unique job+step), so replays are harmless.
+    """
+    usable = [point for point in points if isinstance(point, dict) and _as_step(point.get("step")) is not None]
+    if not usable:
+        return 0
+    with transaction.atomic():
+        job = Job.objects.select_for_update().select_related("trainer").get(id=job_id)
+        clean_points = list({point["step"]: point for point in map(_clean_point, usable)}.values())
+        known = set(
+            JobMetric.objects.filter(job_id=job_id, step__in=[p["step"] for p in clean_points]).values_list(
+                "step", flat=True
+            )
+        )
+        fresh = [point for point in clean_points if point["step"] not in known]
+        # ignore_conflicts: a concurrent writer of the same step wins quietly; the unique constraint decides.
+        JobMetric.objects.bulk_create(
+            [JobMetric(job_id=job_id, step=point["step"], data=point) for point in fresh], ignore_conflicts=True
+        )
+        if job.status == Job.Status.QUEUED and job.trainer.is_external:
+            job_mark_running(job_id=job_id)
+            job.refresh_from_db()
+        if job.status != Job.Status.RUNNING or not fresh:
+            return len(fresh)
+        latest = max(fresh, key=lambda point: point["step"])
+        if latest["step"] < (job.progress or {}).get("step", -1):
+            return len(fresh)  # late points fill the chart but never move progress backwards
+        totals = [p["total_steps"] for p in fresh if isinstance(p.get("total_steps"), (int, float))]
+        job.progress = _progress(job, {**({"total_steps": totals[-1]} if totals else {}), **latest})
+        Job.objects.filter(id=job_id).update(progress=job.progress, updated_at=timezone.now())
+        _publish(job, points=fresh)
+    return len(fresh)
+
+
+def _as_step(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
+
+
+def _clean_point(point: dict) -> dict:
+    clean: dict[str, Any] = {"step": _as_step(point["step"])}
+    for key, value in point.items():
+        if key == "step" or not isinstance(key, str) or len(key) > 64:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            clean[key] = value
+    return clean
+
+
+def _progress(job: Job, point: dict) -> dict:
+    progress = dict(job.progress or {})
+    step = point["step"]
+    progress["step"] = step
+    total = point.get("total_steps") or progress.get("total_steps")
+    if isinstance(total, (int, float)) and total > 0:
+        progress["total_steps"] = int(total)
+        progress["percent"] = round(min(100.0, 100.0 * step / total), 1)
+        elapsed = (timezone.now() - job.started_at).total_seconds() if job.started_at else None
+        if elapsed is not None and step > 0:
+            progress["eta_seconds"] = max(0, round(elapsed / step * (total - step)))
+    for key in ("epoch", "loss", "learning_rate", "accuracy"):
+        if key in point:
+            progress[key] = point[key]
+    return progress
+
+
+def _publish(job: Job, *, points: list[dict] | None = None) -> None:
+    data = {
+        "id": job.id,
+        "status": job.status,
+        "progress": job.progress,
+        "exit_code": job.exit_code,
+        "error_message": job.error_message,
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+    }
+    if points:
+        data["points"] = points
+    publish_event_on_commit(user_channel(job.owner_id), "job", data)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# --- Crash safety and external reports ------------------------------------------------------------
+
+
+def job_sweep_stale() -> int:
+    """Fail running local jobs whose runner stopped renewing its lease, and external jobs past their timeout."""
+    now = timezone.now()
+    swept = 0
+    stale = Job.objects.filter(status=Job.Status.RUNNING, lease_expires_at__lt=now).exclude(
+        trainer__name=Trainer.EXTERNAL
+    )
+    for job_id, heartbeat_at in stale.values_list("id", "heartbeat_at"):
+        last = heartbeat_at.isoformat(timespec="seconds") if heartbeat_at else "never"
+        _, changed = job_complete(
+            job_id=job_id,
+            status=Job.Status.FAILED,
+            error_message=f"worker stopped sending heartbeats (last at {last}); the job was marked failed",
+            only_if=Q(status=Job.Status.RUNNING, lease_expires_at__lt=now),
+        )
+        swept += changed
+    external = Job.objects.filter(
+        status__in=(Job.Status.QUEUED, Job.Status.RUNNING), trainer__name=Trainer.EXTERNAL
+    ).values_list("id", "queued_at", "trainer__timeout_seconds")
+    for job_id, queued_at, timeout in external:
+        if queued_at and queued_at + timedelta(seconds=timeout) < now:
+            _, changed = job_complete(
+                job_id=job_id,
+                status=Job.Status.FAILED,
+                error_message=f"the external runner sent no completion report within {timeout} s",
+            )
+            swept += changed
+    return swept
+
+
+def job_poll_external_status() -> int:
+    """Read ``status.json`` under each unfinished external job's prefix (logs bucket); returns jobs moved."""
+    storage = objects.bucket("logs")
+    moved = 0
+    unfinished = Job.objects.filter(
+        status__in=(Job.Status.QUEUED, Job.Status.RUNNING), trainer__name=Trainer.EXTERNAL
+    ).values_list("id", "storage_prefix")
+    for job_id, prefix in unfinished:
+        key = f"{prefix}status.json"
+        try:
+            report = json.loads(storage.read_bytes(key))
+        except objects.ObjectNotFound:
+            continue
+        except (objects.StorageError, ValueError) as exc:
+            logger.warning("Job %s: cannot read %s (%s)", job_id, key, exc)
+            continue
+        moved += _apply_status_report(job_id, key, report)
+    return moved
+
+
+def _apply_status_report(job_id: int, key: str, report: Any) -> int:
+    status = report.get("status") if isinstance(report, dict) else None
+    if status == Job.Status.RUNNING:
+        return int(job_mark_running(job_id=job_id))
+    if status not in (Job.Status.SUCCEEDED, Job.Status.FAILED):
+        logger.warning("Job %s: %s has no usable status (%r)", job_id, key, status)
+        return 0
+    error_message = report.get("error_message") or ""
+    metrics = report.get("metrics") if isinstance(report.get("metrics"), dict) else None
+    try:
+        _, changed = job_complete_external(
+            job_id=job_id, status=status, error_message=str(error_message), metrics=metrics
+        )
+    except Conflict:
+        return 0
+    return int(changed)
+
+
+def job_redispatch_unfinished() -> int:
+    """At standalone start: re-enqueue queued local jobs; fail running ones whose runner is gone.
+
+    The in-memory broker forgot its messages; the database remembers. A running job whose
+    lease expired, or whose lease names a dead process of this host, cannot be resumed.
+    """
+    count = 0
+    queued = Job.objects.filter(status=Job.Status.QUEUED).exclude(trainer__name=Trainer.EXTERNAL)
+    for job_id, queue in queued.values_list("id", "trainer__queue"):
+        _dispatch_local_run(job_id, queue)
+        count += 1
+    now = timezone.now()
+    host = socket.gethostname()
+    running = Job.objects.filter(status=Job.Status.RUNNING).exclude(trainer__name=Trainer.EXTERNAL)
+    for job_id, owner, expires in running.values_list("id", "lease_owner", "lease_expires_at"):
+        owner_host, pid, token, *_ = [*owner.split(":"), "", "", ""]
+        gone = owner_host == host and pid.isdigit() and not _lease_process_alive(int(pid), token)
+        if gone or (expires and expires < now):
+            reason = f"the worker process ({owner}) that ran it is gone" if gone else "its worker lease expired"
+            _, changed = job_complete(
+                job_id=job_id,
+                status=Job.Status.FAILED,
+                error_message=f"{reason}; the job was marked failed at restart",
+                only_if=Q(lease_owner=owner),
+            )
+            count += changed
+    return count
+
+
+def _lease_process_alive(pid: int, token: str) -> bool:
+    if pid == os.getpid():
+        return token == _PROCESS_TOKEN
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,54 @@
+"""The example trainer follows the contract on the sample data, quickly, and really learns."""
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.support.processes import ROOT
+
+
+def test_the_example_trainer_learns_the_sample_contracts_within_seconds(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    params = tmp_path / "hp.json"
+    params.write_text(json.dumps({"epochs": 8}))
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "DATASET_PATH": str(ROOT / "samples/contracts/train.jsonl"),
+        "HYPERPARAMS_FILE": str(params),
+        "OUTPUT_DIR": str(output),
+        "JOB_ID": "1",
+    }
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "trainers.example"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    # ~2 s on an idle machine (mostly importing scikit-learn); shared CI cores get a wide margin.
+    assert time.monotonic() - started < 20
+    points = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [point["epoch"] for point in points] == list(range(1, 9))
+    assert all({"step", "total_steps", "loss", "learning_rate", "accuracy"} <= point.keys() for point in points)
+    assert points[-1]["step"] == points[-1]["total_steps"]
+    assert points[-1]["loss"] < points[0]["loss"]
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["eval_accuracy"] >= 0.8
+    assert metrics["training_seconds"] < 5
+    assert sorted(p.name for p in (output / "classifier").iterdir()) == ["config.json", "labels.json", "model.joblib"]
+
+
+def test_the_example_trainer_exits_2_on_a_bad_dataset(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "only one field"}\n')
+    (tmp_path / "hp.json").write_text("{}")
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "DATASET_PATH": str(bad),
+        "HYPERPARAMS_FILE": str(tmp_path / "hp.json"),
+        "OUTPUT_DIR": str(tmp_path),
+    }
+    result = subprocess.run([sys.executable, "-m", "trainers.example"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "line 1: needs 'text' and 'label'" in result.stderr

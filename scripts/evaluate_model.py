@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Compare a base model with fine-tuned ones through Ollama, from the command line.
+
+The same engine and metrics as the server's evaluations (evaluations.engine,
+evaluations.metrics), without the web app, a database or Django settings:
+
+    python scripts/evaluate_model.py --test-set data/test.jsonl --base-model llama3.2:3b \\
+        --finetuned-model my-model [--finetuned-model other] [--labels positive negative neutral] \\
+        [--ollama-url http://localhost:11434] [--output results.json] [--concurrency 4] [--max-examples 200]
+
+Exit status: 0 on success, 1 when Ollama fails (unreachable, unknown model, persistent
+errors), 2 for bad arguments or an unreadable test set, 3 for a missing dependency.
+It never installs packages: a missing one is reported with the command to install it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _import_engine():
+    try:
+        import finetune_studio.records  # noqa: F401  (the test-set reader the engine uses)
+        from evaluations import engine, metrics
+        from evaluations.ollama import OllamaClient, OllamaError
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or str(exc)
+        sys.stderr.write(
+            f"error: a required package is missing ({missing}). Install the project's dependencies with:\n"
+            f"    pip install -r {ROOT / 'requirements.txt'}\n"
+        )
+        raise SystemExit(3) from None
+    return engine, metrics, OllamaClient, OllamaError
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, stream=sys.stderr, width: int = 30):
+        self.stream = stream
+        self.width = width
+        self.started = time.monotonic()
+        self.tty = stream.isatty()
+        self._last_line = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.tty and done < total and now - self._last_line < 2:
+            return
+        self._last_line = now
+        fraction = done / total if total else 1.0
+        filled = int(self.width * fraction)
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        line = (
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} answers {100 * fraction:5.1f}% {rate:6.1f}/s"
+        )
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        if self.tty and done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Evaluate fine-tuned models against their base through Ollama.")
+    parser.add_argument("--test-set", required=True, help="JSON array, JSON lines or CSV (text/label records)")
+    parser.add_argument("--base-model", required=True, help="the base model's name in Ollama")
+    parser.add_argument(
+        "--finetuned-model",
+        "--fine-tuned-model",
+        action="append",
+        required=True,
+        dest="finetuned_models",
+        help="a fine-tuned model's name in Ollama (repeat to compare several)",
+    )
+    parser.add_argument("--labels", nargs="+", help="the label set (default: the labels found in the test set)")
+    parser.add_argument("--ollama-url", default=os.environ.get("OLLAMA_URL", "http://localhost:11434"))
+    parser.add_argument("--output", help="write the results, examples and every prediction to this JSON file")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--max-examples", type=int)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.concurrency < 1 or args.concurrency > 64:
+        parser.error("--concurrency must be between 1 and 64")
+    if args.max_examples is not None and args.max_examples < 1:
+        parser.error("--max-examples must be at least 1")
+    candidates = [args.base_model, *args.finetuned_models]
+    if len(set(candidates)) != len(candidates):
+        parser.error("the base and fine-tuned models must all be different")
+    return args
+
+
+def print_summary(results: dict, stream=sys.stdout) -> None:
+    rows = results.get("candidates") or {"base": results["base"], "fine_tuned": results["fine_tuned"]}
+    stream.write(f"{'model':<32} {'accuracy':>9} {'macro F1':>9} {'unparseable':>12} {'p50 ms':>8}\n")
+    for scores in rows.values():
+        p50 = scores["latency_ms"]["p50"]
+        stream.write(
+            f"{scores['model'][:32]:<32} {scores['accuracy']:>9.3f} {scores['f1_macro']:>9.3f} "
+            f"{scores['unparseable']:>12d} {p50 if p50 is not None else float('nan'):>8.1f}\n"
+        )
+    stream.write(results["significance"]["summary"] + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    engine, metrics, OllamaClient, OllamaError = _import_engine()
+    config = engine.EvaluationConfig(
+        labels=args.labels or [],
+        max_examples=args.max_examples,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        max_retries=args.retries,
+    )
+    try:
+        records, labels = engine.prepare_examples(engine.load_records_from_file(args.test_set), config)
+    except engine.EvaluationInputError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    candidates = [args.base_model, *args.finetuned_models]
+    client = OllamaClient(args.ollama_url, timeout=args.timeout, max_retries=args.retries, pool_size=args.concurrency)
+    progress = None if args.quiet else ProgressBar()
+    store = engine.MemoryStore(on_progress=progress)
+    try:
+        engine.run_evaluation(
+            records=records, candidates=candidates, labels=labels, config=config, client=client, store=store
+        )
+    except OllamaError as exc:
+        sys.stderr.write(f"\nerror: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130
+    finally:
+        client.close()
+    results, examples = metrics.compute_results(store.predictions, labels=labels, candidates=candidates)
+    print_summary(results)
+    if args.output:
+        document = {
+            "test_set": args.test_set,
+            "ollama_url": args.ollama_url,
+            "candidates": candidates,
+            "config": config.to_dict(),
+            "results": results,
+            "examples": examples,
+            "predictions": [vars(p) for p in sorted(store.predictions, key=lambda p: (p.index, p.candidate))],
+        }
+        Path(args.output).write_text(json.dumps(document, indent=2, ensure_ascii=False))
+        sys.stderr.write(f"results written to {args.output}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

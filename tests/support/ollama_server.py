@@ -1,0 +1,448 @@
+"""A real HTTP server on loopback that speaks Ollama's API, for tests and benchmarks.
+
+Production code talks HTTP to ``OLLAMA_URL`` and never knows it is under test. The
+server answers deterministically (a function ``(model, prompt) -> answer`` per model)
+and injects faults on demand: latency, HTTP errors (500, 503, 429, ...), timeouts
+(sleeping past the client's timeout), malformed JSON, dropped connections, and the
+404 Ollama gives for an unknown model. Every request is recorded for assertions.
+
+    with OllamaServer() as ollama:
+        ollama.add_model("base", answer=lambda model, prompt: "neutral")
+        ollama.inject("status", status=503, times=2, model="base")   # two 503s, then answers
+        ...
+        assert len(ollama.chat_requests(model="base")) == 3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+AnswerFunction = Callable[[str, str], "str | RawAnswer"]
+_BLOB_PATH = re.compile(r"^/api/blobs/sha256:([0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """Sent verbatim even when the request asked for a JSON ``format`` (a model ignoring it)."""
+
+    text: str
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    body: dict | None
+    at: float
+
+    @property
+    def model(self) -> str | None:
+        return (self.body or {}).get("model")
+
+    @property
+    def prompt(self) -> str:
+        body = self.body or {}
+        if "messages" in body:
+            return "\n".join(str(message.get("content", "")) for message in body["messages"])
+        return str(body.get("prompt", ""))
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour. ``times=None`` means every matching request."""
+
+    kind: str  # "status" | "timeout" | "malformed" | "drop" | "latency"
+    status: int = 500
+    delay: float = 0.0
+    times: int | None = None
+    model: str | None = None
+    paths: tuple[str, ...] = ("/api/chat", "/api/generate")
+    message: str = "injected failure"
+
+    def matches(self, path: str, model: str | None) -> bool:
+        if self.times is not None and self.times <= 0:
+            return False
+        if path not in self.paths:
+            return False
+        return self.model is None or normalize_model_name(self.model) == normalize_model_name(model or "")
+
+
+def normalize_model_name(name: str) -> str:
+    """Ollama resolves ``llama3`` as ``llama3:latest``."""
+    return name if ":" in name else f"{name}:latest"
+
+
+def answer_from_mapping(mapping: dict[str, str], default: str = "") -> AnswerFunction:
+    """A model that knows the expected label of every text it was shown (a perfect fine-tune)."""
+    items = sorted(mapping.items(), key=lambda item: -len(item[0]))
+
+    def answer(model: str, prompt: str) -> str:
+        for text, label in items:
+            if text in prompt:
+                return label
+        return default
+
+    return answer
+
+
+def constant_answer(label: str) -> AnswerFunction:
+    return lambda model, prompt: label
+
+
+@dataclass
+class _Model:
+    name: str
+    answer: AnswerFunction
+    size: int = 1_000_000
+    family: str = "llama"
+    parameter_size: str = "1B"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.name.encode()).hexdigest()
+
+
+class OllamaServer:
+    """Ollama's HTTP API on 127.0.0.1 (a free port), served by threads."""
+
+    def __init__(self, *, latency: float = 0.0, ns_per_token: int = 5_000_000):
+        self.latency = latency
+        self.ns_per_token = ns_per_token
+        self.requests: list[RecordedRequest] = []
+        self.created: list[dict] = []
+        self.blobs: dict[str, bytes] = {}
+        self._models: dict[str, _Model] = {}
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the Ollama test server is not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> OllamaServer:
+        handler = type("BoundHandler", (_Handler,), {"ollama": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._httpd.request_queue_size = 128
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ollama-test-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> OllamaServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # --- configuration --------------------------------------------------------------------------
+    def add_model(self, name: str, *, answer: AnswerFunction | str = "", **details) -> None:
+        function = constant_answer(answer) if isinstance(answer, str) else answer
+        with self._lock:
+            self._models[normalize_model_name(name)] = _Model(
+                name=normalize_model_name(name), answer=function, **details
+            )
+
+    def remove_model(self, name: str) -> None:
+        with self._lock:
+            self._models.pop(normalize_model_name(name), None)
+
+    def inject(self, kind: str, **options) -> Fault:
+        """Add a fault; the first matching fault with times left applies to each request."""
+        if kind not in ("status", "timeout", "malformed", "drop", "latency"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        fault = Fault(kind=kind, **options)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    # --- assertions -----------------------------------------------------------------------------
+    def chat_requests(self, *, model: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            recorded = list(self.requests)
+        return [
+            request
+            for request in recorded
+            if request.path == "/api/chat"
+            and (model is None or normalize_model_name(request.model or "") == normalize_model_name(model))
+        ]
+
+    # --- used by the handler --------------------------------------------------------------------
+    def _record(self, method: str, path: str, body: dict | None) -> None:
+        with self._lock:
+            self.requests.append(RecordedRequest(method=method, path=path, body=body, at=time.monotonic()))
+
+    def _take_fault(self, path: str, model: str | None) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(path, model):
+                    if fault.times is not None:
+                        fault.times -= 1
+                    return fault
+        return None
+
+    def _model(self, name: str) -> _Model | None:
+        with self._lock:
+            return self._models.get(normalize_model_name(name))
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    ollama: OllamaServer
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms each.
+    disable_nagle_algorithm = True
+    server_version = "ollama-test/0.1"
+
+    def log_message(self, format, *args):  # quiet: the test output is for assertions
+        pass
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send_json(self, status: int, payload, *, raw: bytes | None = None) -> None:
+        data = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send_json(status, {"error": message})
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _json_body(self) -> dict | None:
+        raw = self._read_body()
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    # --- routes ---------------------------------------------------------------------------------
+    def do_GET(self):
+        self.ollama._record("GET", self.path, None)
+        if self.path == "/api/tags":
+            with self.ollama._lock:
+                models = list(self.ollama._models.values())
+            self._send_json(200, {"models": [_tag(model) for model in models]})
+        elif self.path == "/api/version":
+            self._send_json(200, {"version": "0.0.0-test"})
+        elif self.path == "/":
+            raw = b"Ollama is running"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+        else:
+            self._error(404, "not found")
+
+    def do_HEAD(self):
+        self.ollama._record("HEAD", self.path, None)
+        match = _BLOB_PATH.match(self.path)
+        status = 200 if match and match.group(1) in self.ollama.blobs else 404
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        blob = _BLOB_PATH.match(self.path)
+        if blob:
+            data = self._read_body()
+            self.ollama._record("POST", self.path, {"size": len(data)})
+            if hashlib.sha256(data).hexdigest() != blob.group(1):
+                self._error(400, "digest mismatch")
+                return
+            self.ollama.blobs[blob.group(1)] = data
+            self._send_json(201, {}, raw=b"")
+            return
+        body = self._json_body()
+        self.ollama._record("POST", self.path, body)
+        if body is None:
+            self._error(400, "invalid JSON body")
+            return
+        if self.path in ("/api/chat", "/api/generate"):
+            self._generate(body, chat=self.path == "/api/chat")
+        elif self.path == "/api/show":
+            self._show(body)
+        elif self.path == "/api/create":
+            self._create(body)
+        else:
+            self._error(404, "not found")
+
+    def _show(self, body: dict) -> None:
+        name = body.get("model") or body.get("name") or ""
+        model = self.ollama._model(name)
+        if model is None:
+            self._error(404, f"model '{name}' not found")
+            return
+        self._send_json(
+            200,
+            {
+                "modelfile": f"FROM {model.name}\n",
+                "parameters": "temperature 0",
+                "template": "{{ .Prompt }}",
+                "details": _details(model),
+                "capabilities": ["completion"],
+                **model.extra,
+            },
+        )
+
+    def _create(self, body: dict) -> None:
+        name = body.get("model") or ""
+        if not name:
+            self._error(400, "model name is required")
+            return
+        for digest in list((body.get("files") or {}).values()) + list((body.get("adapters") or {}).values()):
+            if str(digest).removeprefix("sha256:") not in self.ollama.blobs:
+                self._error(400, f"blob {digest} not found")
+                return
+        self.ollama.created.append(body)
+        base = self.ollama._model(body["from"]) if body.get("from") else None
+        self.ollama.add_model(name, answer=base.answer if base else "")
+        if body.get("stream") is False:
+            self._send_json(200, {"status": "success"})
+        else:
+            self._send_ndjson([{"status": "creating model"}, {"status": "success"}])
+
+    def _generate(self, body: dict, *, chat: bool) -> None:
+        ollama = self.ollama
+        name = str(body.get("model") or "")
+        fault = ollama._take_fault(self.path, name)
+        ollama._sleep(ollama.latency)
+        if fault is not None:
+            if fault.kind == "latency":
+                ollama._sleep(fault.delay)
+            elif fault.kind == "status":
+                ollama._sleep(fault.delay)
+                self._error(fault.status, fault.message)
+                return
+            elif fault.kind == "timeout":
+                ollama._sleep(fault.delay or 30)
+                self._drop()
+                return
+            elif fault.kind == "drop":
+                self._drop()
+                return
+            elif fault.kind == "malformed":
+                self._send_json(200, None, raw=b'{"model": "' + name.encode() + b'", "message": {"content": "pos')
+                return
+        model = ollama._model(name)
+        if model is None:
+            self._error(404, f"model '{name}' not found")
+            return
+        prompt = RecordedRequest("POST", self.path, body, 0).prompt
+        answer = model.answer(name, prompt)
+        if isinstance(answer, RawAnswer):
+            content = answer.text
+        elif body.get("format") and not _is_json(answer):
+            content = json.dumps({"label": answer})
+        else:
+            content = answer
+        tokens = max(1, len(content.split()))
+        stats = {
+            "model": name,
+            "created_at": datetime.now(UTC).isoformat(),
+            "done": True,
+            "done_reason": "stop",
+            "total_duration": tokens * ollama.ns_per_token + 1_000_000,
+            "load_duration": 1_000,
+            "prompt_eval_count": max(1, len(prompt.split())),
+            "prompt_eval_duration": 1_000_000,
+            "eval_count": tokens,
+            "eval_duration": tokens * ollama.ns_per_token,
+        }
+        if body.get("stream", True) is False:
+            payload = {**stats, **({"message": {"role": "assistant", "content": content}} if chat else {})}
+            if not chat:
+                payload["response"] = content
+            self._send_json(200, payload)
+            return
+        pieces = re.findall(r"\S+\s*", content) or [content]
+        lines = []
+        for piece in pieces:
+            line = {"model": name, "created_at": stats["created_at"], "done": False}
+            line.update({"message": {"role": "assistant", "content": piece}} if chat else {"response": piece})
+            lines.append(line)
+        final = {**stats, **({"message": {"role": "assistant", "content": ""}} if chat else {"response": ""})}
+        self._send_ndjson([*lines, final])
+
+    def _send_ndjson(self, lines: list[dict]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for line in lines:
+            data = json.dumps(line).encode() + b"\n"
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _details(model: _Model) -> dict:
+    return {
+        "format": "gguf",
+        "family": model.family,
+        "families": [model.family],
+        "parameter_size": model.parameter_size,
+        "quantization_level": "Q4_0",
+    }
+
+
+def _tag(model: _Model) -> dict:
+    return {
+        "name": model.name,
+        "model": model.name,
+        "modified_at": "2026-01-01T00:00:00Z",
+        "size": model.size,
+        "digest": model.digest,
+        "details": _details(model),
+    }
