@@ -93,6 +93,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "builtins": ["finetune_studio.format_tags"],
         },
     },
 ]
@@ -374,8 +375,20 @@ JOB_WORK_DIR = env_str("JOB_WORK_DIR") or None
 # The only worker environment variables a trainer process sees (besides the contract's own).
 JOB_TRAINER_ENV_PASSTHROUGH = env_list(
     "JOB_TRAINER_ENV_PASSTHROUGH",
-    ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "CUDA_VISIBLE_DEVICES", "HF_HOME",
-     "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS"],
+    [
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "TMPDIR",
+        "VIRTUAL_ENV",
+        "CUDA_VISIBLE_DEVICES",
+        "HF_HOME",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "OMP_NUM_THREADS",
+    ],
 )
 JOB_EXTERNAL_POLL_SECONDS = env_int("JOB_EXTERNAL_POLL_SECONDS", 30, minimum=1)
 CELERY_BEAT_SCHEDULE["jobs-sweep-stale"] = {"task": "jobs.job_sweep_stale", "schedule": 30.0}

@@ -1,0 +1,46 @@
+"""Template filters every page uses (registered as template builtins: no {% load %} needed)."""
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def duration(seconds) -> str:
+    """Seconds as a short human duration: '45 s', '3 min 20 s', '2 h 5 min'."""
+    try:
+        total = int(round(float(seconds)))
+    except (TypeError, ValueError):
+        return "—"
+    if total < 0:
+        return "—"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+@register.filter
+def signed_percent_points(delta) -> str:
+    """An accuracy delta (0.123) as '+12.3 pts'."""
+    try:
+        value = float(delta) * 100
+    except (TypeError, ValueError):
+        return "—"
+    return f"{value:+.1f} pts"
+
+
+@register.filter
+def delta_class(delta) -> str:
+    try:
+        value = float(delta)
+    except (TypeError, ValueError):
+        return "flat"
+    if value > 0.0005:
+        return "up"
+    if value < -0.0005:
+        return "down"
+    return "flat"

@@ -1,0 +1,37 @@
+from django.urls import reverse
+from django.utils import timezone
+
+from jobs.models import Dataset, Job, Trainer
+
+
+def _job(owner, name, status, **extra):
+    trainer = Trainer.objects.get(name="external")
+    if status in Job.FINISHED:
+        extra.setdefault("finished_at", timezone.now())
+    return Job.objects.create(owner=owner, name=name, base_model="llama", trainer=trainer, status=status, **extra)
+
+
+def test_dashboard_shows_only_the_users_own_work(alice_browser, alice, bob):
+    _job(alice, "alice-running", Job.Status.RUNNING, progress={"percent": 42.0, "eta_seconds": 200})
+    _job(bob, "bob-secret", Job.Status.FAILED, error_message="bob's failure")
+    page = alice_browser.get(reverse("dashboard")).content.decode()
+    assert "alice-running" in page and "3 min 20 s" in page
+    assert "bob-secret" not in page and "bob&#x27;s failure" not in page
+
+
+def test_failures_needing_attention_link_to_their_pages(alice_browser, alice):
+    job = _job(alice, "broken", Job.Status.FAILED, error_message="trainer exited with 1")
+    page = alice_browser.get(reverse("dashboard")).content.decode()
+    assert reverse("job-detail", args=[job.pk]) in page and "trainer exited with 1" in page
+
+
+def test_storage_used_sums_dataset_sizes(alice_browser, alice):
+    Dataset.objects.create(owner=alice, name="d", path="datasets/users/1/x", format="jsonl", size_bytes=3 * 1024 * 1024)
+    assert "3.0\xa0MB" in alice_browser.get(reverse("dashboard")).content.decode()
+
+
+def test_dashboard_query_count_does_not_grow_with_the_data(alice_browser, alice, django_assert_max_num_queries):
+    for index in range(15):
+        _job(alice, f"job-{index}", Job.Status.RUNNING)
+    with django_assert_max_num_queries(16):
+        assert alice_browser.get(reverse("dashboard")).status_code == 200
