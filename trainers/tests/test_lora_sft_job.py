@@ -1,0 +1,59 @@
+"""A lora-sft job through the local job runner ends with a model in the registry holding the adapter."""
+
+import pytest
+
+pytest.importorskip("torch", reason="the training extra (requirements-train.txt) is not installed")
+pytest.importorskip("transformers", reason="the training extra (requirements-train.txt) is not installed")
+pytest.importorskip("peft", reason="the training extra (requirements-train.txt) is not installed")
+
+from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
+
+from jobs import services as job_services  # noqa: E402
+from jobs.models import Job  # noqa: E402
+from models_app.models import RegisteredModel  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.django_db
+def test_a_lora_sft_job_ends_with_a_registered_model_holding_the_adapter_and_loss_history(
+    alice, alice_api, demo_base, clause_dataset, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # passed through to the trainer: threads only slow the tiny model
+    dataset = job_services.dataset_create(
+        owner=alice, uploaded_file=SimpleUploadedFile("clauses.jsonl", clause_dataset.read_bytes())
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post(
+            "/api/v1/jobs",
+            {
+                "name": "lora on the demo base",
+                "base_model": str(demo_base),
+                "dataset": dataset.id,
+                "trainer": "lora-sft",
+                "hyperparameters": {
+                    "epochs": 2,
+                    "learning_rate": 1e-2,
+                    "batch_size": 16,
+                    "logging_steps": 2,
+                    "validation_fraction": 0.2,
+                },
+            },
+            format="json",
+        )
+    assert response.status_code == 201, response.json()
+    job = Job.objects.get(id=response.json()["id"])
+    assert job.status == Job.Status.SUCCEEDED, job.error_message
+    model = RegisteredModel.objects.get(job=job)
+    assert model.owner == alice and model.base_model == str(demo_base)
+    files = {entry["path"]: entry for entry in model.files}
+    for path in ("lora_adapters/adapter_model.safetensors", "lora_adapters/adapter_config.json", "metrics.json"):
+        assert path in files and files[path]["size"] > 0 and len(files[path]["sha256"]) == 64
+    assert "lora_adapters/chat_template.jinja" in files
+    assert alice_api.get(f"/api/v1/models/{model.id}").status_code == 200
+    history = model.training_metrics["loss_history"]
+    assert [point["step"] for point in history] == list(range(2, 21, 2))  # 160 records / 16 = 10 steps per epoch
+    assert [point["epoch"] for point in model.training_metrics["eval"]] == [1, 2]
+    # The metrics lines streamed through the logs pipeline drove the job's progress (page, chart, ETA).
+    job.refresh_from_db()
+    assert job.progress["step"] == job.progress["total_steps"] == 20, job.progress
