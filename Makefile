@@ -7,8 +7,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 RUNTIME_STAMP := $(VENV)/.runtime-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 DEV_STAMP := $(VENV)/.dev-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+TRAIN_STAMP := $(VENV)/.train-$(shell cat requirements-train.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format bench venv dev-venv clean worker beat web
+.PHONY: run test lint format bench venv dev-venv train-extra clean worker beat web
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Finetune Studio needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -23,8 +24,15 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	$(PIP) install --quiet -r requirements-dev.txt
 	@rm -f $(VENV)/.dev-*; touch $@
 
+# The training extra (torch, transformers, peft; about 1 GB): torch first, pinned, so pip takes the CPU build.
+$(TRAIN_STAMP): $(RUNTIME_STAMP) requirements-train.txt
+	$(PIP) install --quiet "$$(grep -E '^torch==' requirements-train.txt)"
+	$(PIP) install --quiet -r requirements-train.txt
+	@rm -f $(VENV)/.train-*; touch $@
+
 venv: $(RUNTIME_STAMP)
 dev-venv: $(DEV_STAMP)
+train-extra: $(TRAIN_STAMP)
 
 ## The whole product on http://$(HOST):$(PORT): SQLite, local storage, in-process tasks and live events.
 run: venv
@@ -53,7 +61,7 @@ format: dev-venv
 	$(VENV)/bin/ruff format .
 
 ## Lint, system checks, then the whole test suite (PostgreSQL/Redis when they answer, SQLite otherwise).
-test: lint
+test: lint $(TRAIN_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## Every benchmark under bench/; each prints one JSON object.
