@@ -42,7 +42,28 @@ class RegisteredModel(models.Model):
         db_table = "models"
         verbose_name = "model"
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["owner", "status"])]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["owner", "status"]),
+            # The list's base_model filter and the staff-wide list (all owners, newest first).
+            models.Index(fields=["owner", "base_model", "-created_at"], name="models_owner_base_created_idx"),
+            models.Index(fields=["-created_at", "-id"], name="models_created_id_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(total_size__gte=0), name="models_total_size_not_negative"),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def file_key(self, path: str) -> str:
+        """The object key of a manifest path: every file lives under the model's storage prefix."""
+        return self.storage_path + path
+
+    @property
+    def loss_history(self) -> list:
+        return (self.training_metrics or {}).get("loss_history") or []
+
+    @property
+    def final_metrics(self) -> dict:
+        return (self.training_metrics or {}).get("final") or {}

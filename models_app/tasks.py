@@ -1,8 +1,27 @@
+"""Thin Celery tasks: ids in, a service call, the retry policy."""
+
 from celery import shared_task
+
+from finetune_studio.objects import StorageError
 
 from . import services
 
 
-@shared_task(name="models_app.model_create_from_job", acks_late=True, reject_on_worker_lost=True, queue="default")
-def model_create_from_job(job_id: int) -> None:
-    services.model_create_from_job(job_id=job_id)
+@shared_task(
+    name="models_app.model_create_from_job",
+    queue="default",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # Only storage hiccups are worth retrying; the service is idempotent, so a redelivery is harmless.
+    autoretry_for=(StorageError,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=8,
+    # Checksumming multi-GB weights streams them once: allow for it, but not forever.
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 120,
+)
+def model_create_from_job(job_id: int) -> int | None:
+    model = services.model_create_from_job(job_id=job_id)
+    return model.id if model else None

@@ -1,3 +1,10 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from . import views
+
+urlpatterns = [
+    path("models/", views.model_list, name="model-list"),
+    path("models/<int:pk>/", views.model_detail, name="model-detail"),
+    path("models/<int:pk>/download/", views.model_download, name="model-download"),
+    path("models/<int:pk>/delete/", views.model_delete, name="model-delete"),
+]

@@ -1,0 +1,191 @@
+"""GET /api/v1/models latency with 100,000 models in PostgreSQL, through a real uvicorn process.
+
+Rows are bulk-inserted with COPY (then VACUUM ANALYZE, as autovacuum would) into a freshly made
+database ``bench_models_list``: one owner holds 100,000 models, another 1,000. Each scenario is
+requested 100 times after a warm-up; prints one JSON object of p50/p95/max in milliseconds.
+Target: p95 < 50 ms for the plain list. Needs PostgreSQL on 127.0.0.1:5432.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+DB_NAME = "bench_models_list"
+DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+MODELS = int(os.environ.get("BENCH_MODELS", "100000"))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "100"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def recreate_database() -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_NAME}")
+
+
+def seed() -> dict:
+    """Users and tokens through Django; the models by COPY (a per-row save would take minutes)."""
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from rest_framework.authtoken.models import Token
+
+    users = get_user_model().objects
+    heavy, light = users.create_user(username="heavy"), users.create_user(username="light")
+    staff = users.create_user(username="staff", is_staff=True)
+    tokens = {user.username: Token.objects.create(user=user).key for user in (heavy, light, staff)}
+    bases = ["tiny-llama", "gemma-2b", "llama3.2:3b", "qwen2.5:7b"]
+    statuses = ["ready", "ready", "ready", "failed", "archived", "pending"]
+    manifest = json.dumps(
+        [{"path": "lora_adapters/adapter_model.safetensors", "size": 1, "sha256": "0" * 64, "crc32": "0" * 8}]
+    )
+    metrics = json.dumps({"final": {"loss": 0.4}, "loss_history": [{"step": s, "loss": 1 / s} for s in range(1, 50)]})
+    buffer = io.StringIO()
+    start = time.time() - MODELS * 60
+    for index in range(MODELS + 1000):
+        owner = heavy.id if index < MODELS else light.id
+        created = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(start + index * 60))
+        row = [
+            str(owner),
+            f"model {index}",
+            f"fine-tune number {index}",
+            bases[index % len(bases)],
+            "lora",
+            f"users/{owner}/models/{index}/",
+            "",
+            "",
+            manifest,
+            metrics,
+            "{}",
+            statuses[index % len(statuses)],
+            str(1000 + index),
+            created,
+            created,
+        ]
+        buffer.write("\t".join(row) + "\n")
+    columns = (
+        "owner_id, name, description, base_model, type, storage_path, lora_adapters_path, gguf_path, files,"
+        " training_metrics, eval_results, status, total_size, created_at, updated_at"
+    )
+    buffer.seek(0)
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        with cursor.copy(f"COPY models ({columns}) FROM STDIN") as copy:
+            while data := buffer.read(1 << 20):
+                copy.write(data)
+        # What autovacuum does shortly after a bulk load: the visibility map lets COUNT(*) use an index-only scan.
+        cursor.execute("VACUUM ANALYZE models")
+    return {"tokens": tokens, "insert_seconds": round(time.perf_counter() - started, 1)}
+
+
+def measure(base_url: str, path: str, token: str) -> dict:
+    headers = {"Authorization": f"Token {token}"}
+    timings = []
+    with requests.Session() as session:
+        for _ in range(10):
+            session.get(base_url + path, headers=headers, timeout=30).raise_for_status()
+        for _ in range(REQUESTS):
+            started = time.perf_counter()
+            response = session.get(base_url + path, headers=headers, timeout=30)
+            timings.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+    timings.sort()
+    return {
+        "p50_ms": round(statistics.median(timings), 1),
+        "p95_ms": round(timings[int(len(timings) * 0.95) - 1], 1),
+        "max_ms": round(timings[-1], 1),
+        "results": len(response.json()["results"]),
+        "count": response.json()["count"],
+    }
+
+
+def main() -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "finetune_studio.settings",
+        "DATABASE_URL": DB_URL,
+        "SECRET_KEY": "bench-secret-key-" + "x" * 40,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+        "STATIC_MANIFEST": "false",
+        "STORAGE_BACKEND": "local",
+        "LOCAL_STORAGE_ROOT": tempfile.mkdtemp(prefix="bench-models-list-"),
+        "API_THROTTLE_USER": "1000000/min",
+    }
+    env.pop("REDIS_URL", None)
+    env.pop("S3_ENDPOINT_URL", None)
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    recreate_database()
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    seeded = seed()
+    tokens = seeded["tokens"]
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "finetune_studio.asgi:application", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1", "--no-access-log"]
+    log = open(Path(tempfile.gettempdir()) / "bench_models_list_web.log", "wb")  # noqa: SIM115
+    web = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        scenarios = {
+            "list_default_page": ("/api/v1/models", "heavy"),
+            "list_page_size_200": ("/api/v1/models?page_size=200", "heavy"),
+            "list_deep_page_1000": ("/api/v1/models?page=1000", "heavy"),
+            "list_page_without_count_cost_light_owner": ("/api/v1/models?page_size=200", "light"),
+            "filter_base_model_status": ("/api/v1/models?base_model=gemma-2b&status=ready", "heavy"),
+            "filter_date_range": ("/api/v1/models?date_from=2020-01-01&date_to=2100-01-01", "heavy"),
+            "search_name": ("/api/v1/models?search=number%209999", "heavy"),
+            "ordering_total_size": ("/api/v1/models?ordering=-total_size", "heavy"),
+            "staff_all_owners": ("/api/v1/models", "staff"),
+            "small_owner_among_100k": ("/api/v1/models", "light"),
+        }
+        results = {name: measure(base_url, path, tokens[user]) for name, (path, user) in scenarios.items()}
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=10)
+        log.close()
+        shutil.rmtree(env["LOCAL_STORAGE_ROOT"], ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                "models": MODELS + 1000,
+                "requests_per_scenario": REQUESTS,
+                "copy_insert_seconds": seeded["insert_seconds"],
+                "target": "list_default_page p95 < 50 ms",
+                "scenarios": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

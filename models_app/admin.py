@@ -1,0 +1,55 @@
+from django.contrib import admin, messages
+from django.template.defaultfilters import filesizeformat
+
+from finetune_studio.objects import StorageError
+
+from . import services
+from .models import RegisteredModel
+
+
+@admin.register(RegisteredModel)
+class RegisteredModelAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "base_model", "type", "status", "size", "job", "created_at")
+    list_filter = ("status", "type", "created_at")
+    search_fields = ("name", "description", "base_model", "owner__username", "storage_path")
+    list_select_related = ("owner", "job")
+    raw_id_fields = ("owner", "job")
+    readonly_fields = (
+        "storage_path",
+        "lora_adapters_path",
+        "gguf_path",
+        "files",
+        "total_size",
+        "training_metrics",
+        "created_at",
+        "updated_at",
+    )
+    date_hierarchy = "created_at"
+    actions = ("archive_models", "mark_ready")
+
+    @admin.display(description="size", ordering="total_size")
+    def size(self, model):
+        return filesizeformat(model.total_size)
+
+    @admin.action(description="Archive selected models")
+    def archive_models(self, request, queryset):
+        for model in queryset:
+            services.model_update(model_id=model.id, changes={"status": RegisteredModel.Status.ARCHIVED})
+        self.message_user(request, f"Archived {queryset.count()} models.")
+
+    @admin.action(description="Mark selected models ready")
+    def mark_ready(self, request, queryset):
+        for model in queryset:
+            services.model_update(model_id=model.id, changes={"status": RegisteredModel.Status.READY})
+        self.message_user(request, f"Marked {queryset.count()} models ready.")
+
+    # Deleting goes through the service so stored files go first (and a storage failure keeps the row).
+    def delete_model(self, request, obj):
+        try:
+            services.model_delete(model_id=obj.id)
+        except StorageError as exc:
+            self.message_user(request, f"{obj}: files could not be deleted, model kept: {exc}", messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for model in queryset:
+            self.delete_model(request, model)

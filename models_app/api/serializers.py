@@ -1,0 +1,91 @@
+from rest_framework import serializers
+
+from ..models import RegisteredModel
+
+COMMON_FIELDS = (
+    "id",
+    "owner",
+    "name",
+    "description",
+    "base_model",
+    "type",
+    "job",
+    "status",
+    "total_size",
+    "storage_path",
+    "lora_adapters_path",
+    "gguf_path",
+    "created_at",
+    "updated_at",
+)
+
+
+class ModelListSerializer(serializers.ModelSerializer):
+    """One row of the list: no manifest or loss history (they can be large), see the detail for those."""
+
+    owner = serializers.IntegerField(source="owner_id", read_only=True)
+
+    class Meta:
+        model = RegisteredModel
+        fields = COMMON_FIELDS
+        read_only_fields = fields
+
+
+class ModelDetailSerializer(serializers.ModelSerializer):
+    owner = serializers.IntegerField(source="owner_id", read_only=True)
+    file_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = (*COMMON_FIELDS, "files", "file_count", "training_metrics", "eval_results")
+        read_only_fields = fields
+
+    def get_file_count(self, model) -> int:
+        return len(model.files)
+
+
+class ModelWriteSerializer(serializers.Serializer):
+    """What a client may set; storage paths, manifest and sizes are the server's."""
+
+    name = serializers.CharField(max_length=255)
+    description = serializers.CharField(allow_blank=True, required=False, default="")
+    base_model = serializers.CharField(max_length=200)
+    type = serializers.ChoiceField(choices=RegisteredModel.Type.choices, default=RegisteredModel.Type.LORA)
+    status = serializers.ChoiceField(choices=RegisteredModel.Status.choices, default=RegisteredModel.Status.PENDING)
+    job = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    training_metrics = serializers.DictField(required=False, default=dict)
+
+    def validate_name(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("The name may not be blank.")
+        return value.strip()
+
+
+class ModelUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    description = serializers.CharField(allow_blank=True)
+    base_model = serializers.CharField(max_length=200)
+    type = serializers.ChoiceField(choices=RegisteredModel.Type.choices)
+    status = serializers.ChoiceField(choices=RegisteredModel.Status.choices)
+
+    def validate_name(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("The name may not be blank.")
+        return value.strip()
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError(
+                {field: ["This field is read-only or unknown."] for field in sorted(unknown)}
+            )
+        return attrs
+
+
+class ModelFileSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    size = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    crc32 = serializers.CharField()
+    content_type = serializers.CharField()
+    kind = serializers.CharField()

@@ -1,0 +1,212 @@
+"""A model as one ZIP, streamed straight from storage to the client.
+
+No temp file and no whole object in memory: each member is the raw object body read in
+chunks as the client consumes the archive. Weights are STORED (they barely compress and
+deflate runs at ~60 MiB/s). When every size is known (the manifest has them) the archive
+is built in zipstream's sized mode, which gives an exact Content-Length so browsers show
+progress; sized mode cannot compress, so in that mode everything is STORED. Only when a
+size is missing is the archive streamed without a length, and small text files deflated.
+
+Errors mid-stream propagate out of the iterator: the server then drops the connection and
+the client sees an incomplete transfer, never a truncated archive that looks complete.
+"""
+
+import json
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
+
+import zipstream
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.http import StreamingHttpResponse
+from django.template.defaultfilters import filesizeformat
+
+from finetune_studio.keys import download_filename
+from finetune_studio.objects import bucket
+
+from . import artifacts
+from .models import RegisteredModel
+
+# Hand chunks to the server in pieces of at least this size: fewer thread hops under ASGI.
+COALESCE_BYTES = 512 * 1024
+# Bigger reads from storage: each chunk costs one thread hop and one trip through the server.
+READ_CHUNK_BYTES = 4 * 1024 * 1024
+README = "README.md"
+METADATA = "metadata.json"
+
+
+def _object_chunks(key: str) -> Iterator[bytes]:
+    """Opens the object only when the archive reaches it, so the first byte never waits on storage."""
+    yield from bucket("models").iter_chunks(key, chunk_size=READ_CHUNK_BYTES)
+
+
+def metadata(model: RegisteredModel) -> dict:
+    return {
+        "id": model.id,
+        "name": model.name,
+        "description": model.description,
+        "base_model": model.base_model,
+        "type": model.type,
+        "status": model.status,
+        "job": model.job_id,
+        "created_at": model.created_at.isoformat() if model.created_at else None,
+        "updated_at": model.updated_at.isoformat() if model.updated_at else None,
+        "total_size": model.total_size,
+        "training_metrics": model.training_metrics,
+        "eval_results": model.eval_results,
+        "files": [
+            {key: item.get(key) for key in ("path", "size", "sha256", "crc32", "content_type", "kind")}
+            for item in model.files
+        ],
+    }
+
+
+def model_card(model: RegisteredModel) -> str:
+    lines = [f"# {model.name}", ""]
+    if model.description:
+        lines += [model.description, ""]
+    lines += [
+        f"- Base model: `{model.base_model}`",
+        f"- Type: {model.type}",
+        f"- Status: {model.status}",
+        f"- Training job: #{model.job_id}" if model.job_id else "- Registered through the API",
+        f"- Created: {model.created_at:%Y-%m-%d %H:%M UTC}" if model.created_at else "- Created: unknown",
+        f"- Total size: {filesizeformat(model.total_size)} in {len(model.files)} files",
+        "",
+    ]
+    final = model.final_metrics
+    if final:
+        lines += ["## Training metrics (final)", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {value} |" for name, value in sorted(final.items())]
+        lines.append("")
+    if model.eval_results:
+        lines += ["## Latest evaluation", "", "```json", json.dumps(model.eval_results, indent=2)[:4000], "```", ""]
+    lines += ["## Files", "", "| path | kind | size | sha256 |", "|---|---|---|---|"]
+    lines += [
+        f"| `{item['path']}` | {item.get('kind', '')} | {item.get('size', '?')} | `{item.get('sha256', '')}` |"
+        for item in model.files
+    ]
+    lines += ["", f"`{METADATA}` holds the same information as JSON, with CRC-32s. Check a file with `sha256sum`.", ""]
+    return "\n".join(lines)
+
+
+def _generated_names(model: RegisteredModel) -> tuple[str, str]:
+    """Our card and metadata sit beside the files; if the model has files with those names, ours step aside."""
+    paths = {item["path"] for item in model.files}
+    if README in paths or METADATA in paths:
+        return f"studio/{README}", f"studio/{METADATA}"
+    return README, METADATA
+
+
+def build_archive(model: RegisteredModel) -> zipstream.ZipStream:
+    sized = all(isinstance(item.get("size"), int) for item in model.files)
+    archive = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=sized)
+    for item in model.files:
+        size = item.get("size")
+        compress = None if sized or not artifacts.is_small_text(item["path"], size) else zipstream.ZIP_DEFLATED
+        archive.add(_object_chunks(model.file_key(item["path"])), item["path"], size=size, compress_type=compress)
+    readme_name, metadata_name = _generated_names(model)
+    text_compression = None if sized else zipstream.ZIP_DEFLATED
+    archive.add(model_card(model).encode(), readme_name, compress_type=text_compression)
+    archive.add(json.dumps(metadata(model), indent=2).encode(), metadata_name, compress_type=text_compression)
+    return archive
+
+
+def _coalesced(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    chunks = iter(chunks)
+    # The first piece (a member header) goes out at once: the download visibly starts before storage answers.
+    first = next(chunks, None)
+    if first is not None:
+        yield first
+    buffer, buffered = [], 0
+    for chunk in chunks:
+        if len(chunk) >= COALESCE_BYTES and not buffered:
+            yield chunk
+            continue
+        buffer.append(chunk)
+        buffered += len(chunk)
+        if buffered >= COALESCE_BYTES:
+            yield b"".join(buffer)
+            buffer, buffered = [], 0
+    if buffered:
+        yield b"".join(buffer)
+
+
+class _ReadAhead:
+    """Produces the archive in a thread, up to ``depth`` chunks ahead of the client.
+
+    Reading from storage then overlaps with sending to the client instead of alternating with it;
+    memory stays bounded by ``depth`` chunks. An error in the producer is re-raised to the consumer.
+    """
+
+    _DONE = object()
+
+    def __init__(self, chunks: Iterator[bytes], depth: int = 4):
+        self._chunks = chunks
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="zip read-ahead", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for chunk in self._chunks:
+                if not self._offer(chunk):
+                    return
+            self._offer(self._DONE)
+        except BaseException as exc:  # handed over: the consumer raises it and the connection is dropped
+            self._offer(exc)
+        finally:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+
+    def _offer(self, item) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def take(self):
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Under ASGI Django collects a sync iterator whole before sending: hand chunks over one by one instead."""
+    ahead = _ReadAhead(chunks)
+    take = sync_to_async(ahead.take, thread_sensitive=False)
+    try:
+        while (chunk := await take()) is not _ReadAhead._DONE:
+            yield chunk
+    finally:
+        ahead.stop()
+
+
+def zip_response(request, model: RegisteredModel) -> StreamingHttpResponse:
+    archive = build_archive(model)
+    chunks = _coalesced(archive)
+    django_request = getattr(request, "_request", request)
+    content = _async_chunks(chunks) if isinstance(django_request, ASGIRequest) else chunks
+    response = StreamingHttpResponse(content, content_type="application/zip")
+    if archive.sized:
+        response["Content-Length"] = str(len(archive))
+    filename = download_filename(model.name or f"model-{model.id}", extension=".zip")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def archive_member_names(model: RegisteredModel) -> list[str]:
+    readme_name, metadata_name = _generated_names(model)
+    return [item["path"] for item in model.files] + [readme_name, metadata_name]

@@ -1,0 +1,25 @@
+from finetune_studio.objects import bucket
+from models_app.models import RegisteredModel
+
+from .helpers import make_model
+
+
+def test_admin_lists_models_and_deletes_through_the_service_files_first(admin_client, alice):
+    client = admin_client
+    model = make_model(alice, files={"a.bin": b"a"}, name="admin target")
+    assert b"admin target" in client.get("/admin/models_app/registeredmodel/").content
+    response = client.post(
+        "/admin/models_app/registeredmodel/",
+        {"action": "delete_selected", "_selected_action": [model.id], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not RegisteredModel.objects.filter(id=model.id).exists()
+    assert list(bucket("models").list(model.storage_path)) == []
+
+
+def test_admin_archive_action_moves_status_through_the_service(admin_client, alice):
+    client = admin_client
+    model = make_model(alice)
+    client.post("/admin/models_app/registeredmodel/", {"action": "archive_models", "_selected_action": [model.id]})
+    model.refresh_from_db()
+    assert model.status == "archived"

@@ -1,0 +1,84 @@
+"""Model registry pages: list, detail, ZIP download and delete, all scoped to the signed-in user."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from finetune_studio.objects import StorageError
+
+from . import archive, selectors, services
+from .filters import ModelFilter
+from .models import RegisteredModel
+
+PAGE_SIZE = 25
+
+
+@login_required
+@require_GET
+def model_list(request):
+    filterset = ModelFilter(request.GET, queryset=selectors.model_list(request.user))
+    if filterset.is_valid():
+        queryset = filterset.qs
+        status = 200
+    else:
+        queryset = RegisteredModel.objects.none()
+        status = 400
+    page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "page": page,
+        "filterset": filterset,
+        "statuses": RegisteredModel.Status.choices,
+        "query": query.urlencode(),
+    }
+    return render(request, "models_app/model_list.html", context, status=status)
+
+
+@login_required
+@require_GET
+def model_detail(request, pk: int):
+    model = selectors.model_get(request.user, pk)
+    links_error = None
+    try:
+        links = selectors.model_download_links(model)
+    except StorageError as exc:
+        links, links_error = {"files": {}}, str(exc)
+    files = [{**item, "link": links["files"].get(item["path"])} for item in model.files]
+    context = {
+        "model": model,
+        "files": files,
+        "links_error": links_error,
+        "evaluations": selectors.model_evaluations(request.user, model)[:50],
+        "loss_history": [
+            {"step": point.get("step"), "loss": point.get("loss"), "eval_loss": point.get("eval_loss")}
+            for point in model.loss_history
+        ],
+    }
+    return render(request, "models_app/model_detail.html", context)
+
+
+@login_required
+@require_GET
+def model_download(request, pk: int):
+    return archive.zip_response(request, selectors.model_get(request.user, pk))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_delete(request, pk: int):
+    """GET asks for confirmation (works without JavaScript); POST deletes files then the row."""
+    model = selectors.model_get(request.user, pk)
+    if request.method == "GET":
+        return render(request, "models_app/model_confirm_delete.html", {"model": model})
+    try:
+        removed = services.model_delete(model_id=model.id)
+    except StorageError as exc:
+        messages.error(
+            request, f"Could not delete the files of “{model.name}” from storage, so nothing was deleted: {exc}"
+        )
+        return redirect("model-detail", pk=model.pk)
+    messages.success(request, f"Deleted “{model.name}” and its {removed} stored files.")
+    return redirect("model-list")
