@@ -9,7 +9,6 @@ from . import services
 
 @shared_task(
     name="evaluations.tasks.evaluation_run",
-    queue="evaluations",
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(OperationalError, InterfaceError),
@@ -27,7 +26,6 @@ def evaluation_run(evaluation_id: int) -> None:
 
 @shared_task(
     name="evaluations.tasks.evaluation_sweep_stale",
-    queue="evaluations",
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(OperationalError, InterfaceError),

@@ -18,3 +18,8 @@ def ping(token: str) -> None:
     from django.core.cache import cache
 
     cache.set(f"worker-ping:{token}", "pong", 60)
+
+
+def queue_of(task_name: str) -> str:
+    """The queue a task is routed to by settings (CELERY_TASK_ROUTES, else the default queue)."""
+    return app.amqp.router.route({}, task_name, (), {})["queue"].name

@@ -243,6 +243,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Long work has its own queues so evaluation and GPU workers can live on other machines.
+CELERY_TASK_ROUTES = {
+    "jobs.job_run_local": {"queue": "training"},
+    "evaluations.tasks.evaluation_run": {"queue": "evaluations"},
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Fail in seconds, not minutes, when Redis is unreachable.

@@ -1,12 +1,14 @@
 from django.contrib.auth.decorators import login_required
 from django.core import signing
 from django.db import connection
-from django.http import FileResponse, Http404, HttpResponseServerError, JsonResponse
+from django.http import Http404, HttpResponseServerError, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.template import loader
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from .objects import ObjectNotFound, read_local_link
+from .streaming import response_chunks
 
 
 @login_required
@@ -55,11 +57,15 @@ def local_object_download(request, token: str):
     """Serves the signed, expiring links that local storage issues in place of S3 presigned URLs."""
     try:
         bucket, key, filename = read_local_link(token)
-        path = bucket._path(key)
-        handle = open(path, "rb")  # noqa: SIM115  (FileResponse closes it)
-    except (signing.BadSignature, ObjectNotFound, FileNotFoundError, KeyError):
+        size = bucket.size(key)
+        chunks = bucket.iter_chunks(key)
+    except (signing.BadSignature, ObjectNotFound, KeyError):
         raise Http404("This link is invalid or has expired.") from None
-    return FileResponse(handle, as_attachment=True, filename=filename)
+    response = StreamingHttpResponse(response_chunks(request, chunks), content_type="application/octet-stream")
+    response["Content-Length"] = str(size)
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 def page_not_found(request, exception):

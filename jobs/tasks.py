@@ -13,7 +13,6 @@ RUN_TIME_LIMIT = 8 * 24 * 3600
 
 @shared_task(
     name="jobs.job_run_local",
-    queue="training",
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(OperationalError, InterfaceError),
@@ -28,7 +27,6 @@ def job_run_local(job_id: int) -> str:
 
 @shared_task(
     name="jobs.job_sweep_stale",
-    queue="default",
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(OperationalError, InterfaceError),
@@ -44,7 +42,6 @@ def job_sweep_stale() -> int:
 
 @shared_task(
     name="jobs.job_poll_external_status",
-    queue="default",
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(OperationalError, InterfaceError),

@@ -9,7 +9,6 @@ from . import services
 
 @shared_task(
     name="models_app.model_create_from_job",
-    queue="default",
     acks_late=True,
     reject_on_worker_lost=True,
     # Only storage hiccups are worth retrying; the service is idempotent, so a redelivery is harmless.

@@ -1,11 +1,10 @@
 from django.urls import re_path
-from rest_framework.routers import SimpleRouter
+
+from finetune_studio.routers import optional_slash_router
 
 from .views import EvaluationViewSet, ModelEvaluateView
 
-router = SimpleRouter()
-# DRF 3.18 turns any truthy trailing_slash argument into "/": set the optional slash afterwards.
-router.trailing_slash = "/?"
+router = optional_slash_router()
 router.register("evaluations", EvaluationViewSet, basename="evaluation-api")
 
 urlpatterns = [

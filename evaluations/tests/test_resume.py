@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from evaluations import services
 from evaluations.models import Evaluation, Prediction
+from finetune_studio.celery import queue_of
 
 from .test_api import evaluate
 
@@ -110,4 +111,8 @@ def test_the_beat_schedule_runs_the_sweeper(settings):
     from evaluations.tasks import evaluation_run, evaluation_sweep_stale
 
     assert evaluation_sweep_stale.name == entry["task"]
-    assert evaluation_run.queue == "evaluations" and evaluation_run.acks_late and evaluation_run.reject_on_worker_lost
+    assert (
+        queue_of(evaluation_run.name) == "evaluations"
+        and evaluation_run.acks_late
+        and evaluation_run.reject_on_worker_lost
+    )

@@ -2,6 +2,7 @@
 
 import requests
 
+from finetune_studio.objects import bucket
 from tests.support.processes import asgi_server, service_env
 
 
@@ -19,3 +20,11 @@ def test_standalone_server_serves_pages_api_and_runs_tasks_in_process(transactio
         assert requests.get(f"{base_url}/static/css/app.css", timeout=5).status_code == 200
         ping = requests.get(f"{base_url}/healthz?worker=1", timeout=15)
         assert ping.json()["worker"] == "ok"
+
+        payload = bytes(range(256)) * 12_000  # 3 MiB: several chunks through the async body
+        bucket("models").put_bytes("users/1/models/1/weights.bin", payload)
+        link = bucket("models").presigned_url("users/1/models/1/weights.bin", filename="weights.bin")
+        download = requests.get(f"{base_url}{link}", timeout=15)
+        assert download.status_code == 200 and download.content == payload
+        assert download.headers["Content-Length"] == str(len(payload))
+        assert download.headers["Content-Disposition"] == 'attachment; filename="weights.bin"'

@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.db import connection
 from django_eventstream.models import Event
 
+from finetune_studio.celery import queue_of
 from finetune_studio.objects import StorageError, bucket
 from models_app import services, tasks
 from models_app.models import RegisteredModel
@@ -108,7 +109,7 @@ def test_the_celery_task_returns_the_model_id(alice):
 def test_the_task_keeps_its_name_and_runs_acks_late_on_the_default_queue():
     task = tasks.model_create_from_job
     assert task.name == "models_app.model_create_from_job"
-    assert task.acks_late and task.reject_on_worker_lost and task.queue == "default"
+    assert task.acks_late and task.reject_on_worker_lost and queue_of(task.name) == "default"
     assert task.autoretry_for == (StorageError,) and task.max_retries and task.time_limit
 
 
