@@ -139,7 +139,10 @@ class S3Bucket:
 
         reader = _HashingReader(stream, max_bytes)
         extra = {"ContentType": content_type} if content_type else {}
-        config = TransferConfig(multipart_threshold=16 * CHUNK_SIZE, multipart_chunksize=16 * CHUNK_SIZE)
+        # A non-seekable stream is buffered part by part: memory stays under concurrency × part size (32 MiB).
+        config = TransferConfig(
+            multipart_threshold=8 * CHUNK_SIZE, multipart_chunksize=8 * CHUNK_SIZE, max_concurrency=4
+        )
         try:
             self.client.upload_fileobj(reader, self.name, key, ExtraArgs=extra, Config=config)
         except ClientError as exc:
