@@ -428,6 +428,12 @@ CELERY_BEAT_SCHEDULE["logs-aggregate-objects"] = {
 CELERY_BEAT_SCHEDULE["logs-archive-expired"] = {"task": "logs_app.log_archive_expired", "schedule": 3600.0}
 
 # models_app
+# Deploying an adapter to Ollama (a Celery task on the default queue): Ollama converts the adapter in
+# /api/create, which can take minutes on a big base; a deploy older than the stale limit may be restarted.
+MODEL_DEPLOY_CREATE_TIMEOUT = env_int("MODEL_DEPLOY_CREATE_TIMEOUT", 900, minimum=10)
+MODEL_DEPLOY_TIME_LIMIT = env_int("MODEL_DEPLOY_TIME_LIMIT", 3600, minimum=60)
+MODEL_DEPLOY_STALE_SECONDS = MODEL_DEPLOY_TIME_LIMIT + 120
+UNFINISHED_WORK_REDISPATCHERS.append("models_app.services.model_deploy_redispatch_unfinished")
 
 # evaluations
 # How long a running evaluation's heartbeat stays valid; an older one has lost its worker.

@@ -1,39 +1,556 @@
-"""Log ingestion. (Initial version by the lead: the logs app owns and may rewrite it, keeping the signature.)"""
+"""The one write path of job logs: ingestion (runner batches, the API, log objects), the end of a stream, retention.
 
-from datetime import datetime
+Every way in goes through ``log_lines_append``: lines are cleaned, get the next
+sequence numbers of their job, are inserted in bulk, and after commit the batch is
+published as one event on ``job-<id>`` (event id = the batch's last seq).
+"""
 
-from django.db import transaction
+import gzip
+import hashlib
+import json
+import logging
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from finetune_studio.events import job_channel, publish_event_on_commit
+from finetune_studio import keys, objects
 
-from .models import LogEntry
+from .models import LogCursor, LogEntry, LogStream
+from .parsing import InvalidLine, metric_point, normalize_level, parse_text_line, parse_timestamp
+from .streaming import publish_log_event
+
+logger = logging.getLogger(__name__)
+
+MAX_SEQ = 2**63 - 1
+_COPY_THRESHOLD = 200
+_SOURCE_MAX = LogEntry._meta.get_field("source").max_length
+# One statement per batch, whatever its size: arrays in, ON CONFLICT for lines whose seq the client chose.
+_UNNEST_INSERT = (
+    "INSERT INTO log_entries (job_id, seq, timestamp, level, message, source, created_at)"
+    " SELECT %s, u.seq, u.ts, u.level, u.message, u.source, %s"
+    " FROM unnest(%s::bigint[], %s::timestamptz[], %s::varchar[], %s::text[], %s::varchar[])"
+    " AS u(seq, ts, level, message, source)"
+    " ON CONFLICT (job_id, seq) DO NOTHING"
+)
+_UNNEST_INSERT_RETURNING = _UNNEST_INSERT + " RETURNING seq"
 
 
-@transaction.atomic
-def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> list[LogEntry]:
-    """Persist a batch of lines for a job with the next sequence numbers, then publish them as one event."""
+class LogsArchived(Exception):
+    """The job's log was archived (retention): its rows are in storage and no line may be added."""
+
+
+class ArchiveVerificationFailed(Exception):
+    """The archive read back from storage differs from the rows: they were kept."""
+
+
+@dataclass
+class AppendResult:
+    received: int
+    inserted: int
+    last_seq: int
+    lines: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Line:
+    seq: int | None
+    timestamp: datetime
+    level: str
+    message: str
+    source: str
+
+
+# --- Ingestion ------------------------------------------------------------------------------------
+
+
+def clean_lines(lines: Iterable, *, source: str = "", now: datetime | None = None, strict: bool = False) -> list[_Line]:
+    """Validate and normalise a batch. Raises ``InvalidLine`` naming the line (0-based) and the reason.
+
+    A line without a level is read in its text form (``[12:00:01] [WARN] …`` and kin) for its
+    level and time. ``strict`` (the API) refuses an over-long message instead of cutting it.
+    """
+    now = now or timezone.now()
+    default_source = (source or "")[:_SOURCE_MAX]
+    max_chars = settings.LOG_MAX_MESSAGE_CHARS
+    cleaned: list[_Line] = []
+    seen: set[int] = set()
+    for index, line in enumerate(lines):
+        try:
+            cleaned.append(_clean_line(line, default_source, now, max_chars, strict, seen))
+        except InvalidLine as exc:
+            raise InvalidLine(f"line {index}: {exc}") from None
+    return cleaned
+
+
+def _clean_line(line, default_source: str, now: datetime, max_chars: int, strict: bool, seen: set[int]) -> _Line:
+    if isinstance(line, str):
+        line = {"message": line}
+    if not isinstance(line, dict):
+        raise InvalidLine("must be a string or an object with a message")
+    message = line.get("message")
+    if not isinstance(message, str):
+        raise InvalidLine("message is missing or not a string")
+    # PostgreSQL text cannot hold NUL; a stray byte must not cost the whole batch.
+    message = message.replace("\x00", "\ufffd")
+    raw_level = line.get("level")
+    timestamp = None
+    if raw_level is None or raw_level == "":
+        parsed = parse_text_line(message, now=now)
+        message, level, timestamp = parsed.message, parsed.level or LogEntry.Level.INFO, parsed.timestamp
+    else:
+        level = normalize_level(raw_level)
+        if level is None:
+            raise InvalidLine(f"unknown level {raw_level!r} (use DEBUG, INFO, WARN or ERROR)")
+    if line.get("timestamp") not in (None, ""):
+        timestamp = parse_timestamp(line["timestamp"])
+    if len(message) > max_chars:
+        if strict:
+            raise InvalidLine(f"message is longer than {max_chars} characters")
+        message = message[:max_chars] + f" … [{len(message) - max_chars} characters cut]"
+    seq = line.get("seq")
+    if seq is not None:
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+            raise InvalidLine(f"seq must be a whole number from 1 to {MAX_SEQ}")
+        if seq in seen:
+            raise InvalidLine(f"seq {seq} appears twice in the batch")
+        seen.add(seq)
+    line_source = line.get("source")
+    if line_source is not None and not isinstance(line_source, str):
+        raise InvalidLine("source must be a string")
+    return _Line(
+        seq=seq,
+        timestamp=timestamp or now,
+        level=level,
+        message=message,
+        source=(line_source or default_source)[:_SOURCE_MAX],
+    )
+
+
+def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> AppendResult:
+    """Persist a batch of lines of a job, then (after commit) publish them as one ``logs`` event.
+
+    Lines without ``seq`` get the job's next numbers. Lines with ``seq`` are idempotent: one
+    already stored is skipped, so a replayed batch adds nothing. The job's ``LogStream`` row
+    is locked until commit, so concurrent writers to one job get disjoint increasing ranges.
+    JSON metric lines are handed to ``jobs.services.job_metrics_record`` in the same transaction.
+    Raises ``Job.DoesNotExist``, ``InvalidLine`` (nothing stored) or ``LogsArchived``.
+    """
+    cleaned = lines if lines and isinstance(lines[0], _Line) else clean_lines(lines, source=source)
+    if not cleaned:
+        return AppendResult(received=0, inserted=0, last_seq=_current_last_seq(job_id))
+    has_metrics = any(metric_point(line.message) is not None for line in cleaned)
+    with transaction.atomic():
+        _lock_job(job_id, exclusive=has_metrics)
+        previous, archived = _lock_stream(job_id)
+        if archived:
+            raise LogsArchived(f"the log of job #{job_id} is archived; no line can be added")
+        given = [line.seq for line in cleaned if line.seq is not None]
+        base = max([previous, *given])
+        fresh = sum(1 for line in cleaned if line.seq is None)
+        next_seq = base
+        rows = []
+        for line in cleaned:
+            seq = line.seq
+            if seq is None:
+                next_seq += 1
+                seq = next_seq
+            rows.append((seq, line))
+        last_seq = base + fresh
+        inserted = _insert_rows(job_id, rows, may_conflict=bool(given))
+        if inserted:
+            _update_stream(job_id, last_seq, inserted)
+            points = [point for _, line in inserted if (point := metric_point(line.message)) is not None]
+            if points:
+                _hand_metrics(job_id, points)
+            live = [_line_dict(seq, line) for seq, line in inserted if seq > previous]
+            if live:
+                _publish_batch_on_commit(job_id, previous, live)
+    return AppendResult(
+        received=len(cleaned), inserted=len(inserted), last_seq=last_seq, lines=[_line_dict(s, x) for s, x in inserted]
+    )
+
+
+def _current_last_seq(job_id: int) -> int:
+    return LogStream.objects.filter(job_id=job_id).values_list("last_seq", flat=True).first() or 0
+
+
+def _lock_job(job_id: int, *, exclusive: bool) -> None:
+    """Lock the job row first, always: every writer takes job then stream, so none waits in a cycle.
+
+    FOR KEY SHARE lets job status updates through; a metrics batch takes FOR UPDATE because
+    ``job_metrics_record`` will (taking it later would be an upgrade two writers can deadlock on).
+    """
     from jobs.models import Job
 
-    Job.objects.select_for_update().only("id").get(id=job_id)
-    last = LogEntry.objects.filter(job_id=job_id).order_by("-seq").values_list("seq", flat=True).first() or 0
+    table = connection.ops.quote_name(Job._meta.db_table)
+    suffix = ""
+    if connection.vendor == "postgresql":
+        suffix = " FOR UPDATE" if exclusive else " FOR KEY SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {table} WHERE id = %s{suffix}", [job_id])  # noqa: S608
+        if cursor.fetchone() is None:
+            raise Job.DoesNotExist(f"job #{job_id} does not exist")
+
+
+def _lock_stream(job_id: int) -> tuple[int, bool]:
+    """The stream row, locked until commit (created on the first batch): (last_seq, archived)."""
+    suffix = " FOR UPDATE" if connection.vendor == "postgresql" else ""
+    select = f"SELECT last_seq, archived_at FROM log_streams WHERE job_id = %s{suffix}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(select, [job_id])
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(
+                "INSERT INTO log_streams (job_id, last_seq, line_count, warn_count, error_count, archive_key,"
+                " archive_size, archive_sha256, updated_at) VALUES (%s, 0, 0, 0, 0, '', 0, '', %s)"
+                " ON CONFLICT (job_id) DO NOTHING",
+                [job_id, timezone.now()],
+            )
+            cursor.execute(select, [job_id])
+            row = cursor.fetchone()
+    return int(row[0]), row[1] is not None
+
+
+def _insert_rows(job_id: int, rows: list[tuple[int, _Line]], *, may_conflict: bool) -> list[tuple[int, _Line]]:
+    """Insert in one statement (COPY for big fresh batches); returns the rows actually inserted."""
     now = timezone.now()
-    entries = [
-        LogEntry(
-            job_id=job_id,
-            seq=last + offset,
-            timestamp=line.get("timestamp") if isinstance(line.get("timestamp"), datetime) else now,
-            level=line.get("level") or LogEntry.Level.INFO,
-            message=line["message"],
-            source=source,
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            if not may_conflict and len(rows) >= _COPY_THRESHOLD:
+                # Fresh numbers above the locked counter cannot collide: COPY, the fastest way in.
+                copy_sql = "COPY log_entries (job_id, seq, timestamp, level, message, source, created_at) FROM STDIN"
+                with cursor.cursor.copy(copy_sql) as copy:
+                    for seq, line in rows:
+                        copy.write_row((job_id, seq, line.timestamp, line.level, line.message, line.source, now))
+                return rows
+            cursor.execute(
+                _UNNEST_INSERT_RETURNING if may_conflict else _UNNEST_INSERT,
+                [
+                    job_id,
+                    now,
+                    [seq for seq, _ in rows],
+                    [line.timestamp for _, line in rows],
+                    [line.level for _, line in rows],
+                    [line.message for _, line in rows],
+                    [line.source for _, line in rows],
+                ],
+            )
+            if not may_conflict:
+                return rows
+            stored = {seq for (seq,) in cursor.fetchall()}
+        return sorted((row for row in rows if row[0] in stored), key=lambda row: row[0])
+    # Other databases (SQLite in standalone mode): writers are serialised by the database lock.
+    if may_conflict:
+        wanted = [seq for seq, _ in rows]
+        existing = set(LogEntry.objects.filter(job_id=job_id, seq__in=wanted).values_list("seq", flat=True))
+        rows = [row for row in rows if row[0] not in existing]
+    LogEntry.objects.bulk_create(
+        [
+            LogEntry(
+                job_id=job_id,
+                seq=seq,
+                timestamp=line.timestamp,
+                level=line.level,
+                message=line.message,
+                source=line.source,
+                created_at=now,
+            )
+            for seq, line in rows
+        ],
+        batch_size=2000,
+    )
+    return sorted(rows, key=lambda row: row[0])
+
+
+def _update_stream(job_id: int, last_seq: int, inserted: list[tuple[int, _Line]]) -> None:
+    warns = sum(1 for _, line in inserted if line.level == LogEntry.Level.WARN)
+    errors = sum(1 for _, line in inserted if line.level == LogEntry.Level.ERROR)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE log_streams SET last_seq = %s, line_count = line_count + %s, warn_count = warn_count + %s,"
+            " error_count = error_count + %s, updated_at = %s WHERE job_id = %s",
+            [last_seq, len(inserted), warns, errors, timezone.now(), job_id],
         )
-        for offset, line in enumerate(lines, start=1)
-    ]
-    LogEntry.objects.bulk_create(entries)
-    if entries:
-        publish_event_on_commit(
-            job_channel(job_id),
-            "logs",
-            {"lines": [{"seq": e.seq, "level": e.level, "message": e.message} for e in entries]},
+
+
+def _hand_metrics(job_id: int, points: list[dict]) -> None:
+    try:
+        from jobs.services import job_metrics_record
+    except ImportError as exc:
+        raise ImportError(
+            "logs_app hands JSON metric lines to jobs.services.job_metrics_record(*, job_id, points), "
+            "which could not be imported"
+        ) from exc
+    job_metrics_record(job_id=job_id, points=points)
+
+
+def _line_dict(seq: int, line: _Line) -> dict:
+    return {
+        "seq": seq,
+        "timestamp": line.timestamp.isoformat(),
+        "level": line.level,
+        "message": line.message,
+        "source": line.source,
+    }
+
+
+def _publish_batch_on_commit(job_id: int, previous: int, live: list[dict]) -> None:
+    def publish() -> None:
+        totals = LogStream.objects.filter(job_id=job_id).values("line_count", "warn_count", "error_count").first()
+        payload = encode_logs_event(previous, live, totals)
+        publish_log_event(job_id, "logs", payload, live[-1]["seq"])
+
+    transaction.on_commit(publish)
+
+
+def encode_logs_event(previous: int, lines: list[dict], totals: dict | None) -> str:
+    """A ``logs`` event's data. ``prev_seq`` comes first: the stream sequencer reads it without parsing the rest."""
+    body = {"prev_seq": previous, "last_seq": lines[-1]["seq"], "lines": lines}
+    if totals is not None:
+        body["totals"] = {
+            "lines": totals["line_count"],
+            "warnings": totals["warn_count"],
+            "errors": totals["error_count"],
+        }
+    return json.dumps(body, separators=(",", ":"))
+
+
+def log_stream_end(*, job_id: int, status: str) -> None:
+    """Tell the job's live log streams that it finished: an ``end`` event after commit (id = last seq).
+
+    The jobs app calls it when a job reaches a final status; streams send it and close.
+    Streams opened later on a finished job end by themselves after the backlog.
+    """
+
+    def publish() -> None:
+        last_seq = _current_last_seq(job_id)
+        payload = json.dumps({"status": status, "last_seq": last_seq})
+        publish_log_event(job_id, "end", payload, last_seq)
+
+    transaction.on_commit(publish)
+
+
+# --- Aggregation of log objects written by external trainers -------------------------------------
+
+
+def job_log_prefix(*, owner_id: int, job_id: int) -> str:
+    return keys.user_key(owner_id, "jobs", str(job_id), "logs") + "/"
+
+
+def log_objects_aggregate(*, job_id: int) -> int:
+    """Read new complete lines from every log object of an external job; returns lines ingested.
+
+    Per object, a ``LogCursor`` holds the byte offset of the first unread line. The cursor row
+    is locked (a concurrent run skips it), the bytes after it are read, complete lines are
+    appended and the cursor advanced in the same transaction: a crash or a second run can
+    neither lose nor repeat a line. A trailing partial line waits for its newline, unless the
+    job finished more than LOG_AGGREGATION_SETTLE_SECONDS ago (nobody will complete it).
+    """
+    from jobs.models import Job
+
+    job = Job.objects.only("id", "owner_id", "status", "finished_at").get(id=job_id)
+    settled = bool(
+        job.finished_at
+        and job.finished_at < timezone.now() - timedelta(seconds=settings.LOG_AGGREGATION_SETTLE_SECONDS)
+    )
+    storage = objects.bucket("logs")
+    prefix = job_log_prefix(owner_id=job.owner_id, job_id=job.id)
+    offsets = dict(LogCursor.objects.filter(job_id=job_id).values_list("key", "offset"))
+    total = 0
+    for info in sorted(storage.list(prefix), key=lambda item: item.key):
+        if info.size > offsets.get(info.key, 0):
+            lines, busy = _aggregate_object(job_id, info.key, settled=settled)
+            total += lines
+            if busy:
+                # Another run is reading this job: it goes on in key order; jumping ahead would reorder lines.
+                break
+    return total
+
+
+def _aggregate_object(job_id: int, key: str, *, settled: bool) -> tuple[int, bool]:
+    """(lines ingested, whether another run holds the object)."""
+    LogCursor.objects.get_or_create(job_id=job_id, key=key)
+    window = settings.LOG_AGGREGATION_MAX_BYTES
+    total = 0
+    while True:
+        with transaction.atomic():
+            cursor = LogCursor.objects.select_for_update(skip_locked=True).filter(job_id=job_id, key=key).first()
+            if cursor is None:
+                return total, True
+            data = _read_window(key, cursor.offset, window)
+            consumed, messages = _complete_lines(data, final=settled, window_full=len(data) >= window)
+            if consumed == 0:
+                return total, False
+            if messages:
+                log_lines_append(job_id=job_id, lines=[{"message": text} for text in messages], source="trainer")
+            LogCursor.objects.filter(pk=cursor.pk).update(
+                offset=cursor.offset + consumed, lines_read=cursor.lines_read + len(messages), updated_at=timezone.now()
+            )
+        total += len(messages)
+        if len(data) < window:
+            return total, False
+
+
+def _read_window(key: str, start: int, window: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    chunks = objects.bucket("logs").iter_chunks(key, start=start, chunk_size=min(window, objects.CHUNK_SIZE))
+    for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= window:
+            break
+    close = getattr(chunks, "close", None)
+    if close:
+        close()
+    return b"".join(parts)[:window]
+
+
+def _complete_lines(data: bytes, *, final: bool, window_full: bool) -> tuple[int, list[str]]:
+    """(bytes consumed, messages) for the complete lines of ``data``; blank lines are skipped."""
+    end = data.rfind(b"\n") + 1
+    if final or (end == 0 and window_full):
+        # A finished writer's last line, or a line longer than the window: take what is there.
+        end = len(data)
+    messages = []
+    for raw in data[:end].split(b"\n"):
+        text = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+        if text.strip():
+            messages.append(text)
+    return end, messages
+
+
+def log_aggregation_job_ids() -> list[int]:
+    """External jobs whose log objects may still grow: unfinished, or finished within the grace period."""
+    from jobs.models import Job, Trainer
+
+    recent = timezone.now() - timedelta(seconds=settings.LOG_AGGREGATION_GRACE_SECONDS)
+    jobs = Job.objects.filter(trainer__name=Trainer.EXTERNAL).filter(
+        Q(status__in=(Job.Status.QUEUED, Job.Status.RUNNING)) | Q(finished_at__gte=recent)
+    )
+    return list(jobs.exclude(log_stream__archived_at__isnull=False).values_list("id", flat=True))
+
+
+# --- Retention ------------------------------------------------------------------------------------
+
+
+def archive_key(*, owner_id: int, job_id: int) -> str:
+    return keys.user_key(owner_id, "jobs", str(job_id), "archive", "log.jsonl.gz")
+
+
+def log_archive_due_job_ids() -> list[int]:
+    """Finished jobs older than LOG_RETENTION_DAYS whose log still lives in the database."""
+    from jobs.models import Job
+
+    cutoff = timezone.now() - timedelta(days=settings.LOG_RETENTION_DAYS)
+    jobs = Job.objects.filter(status__in=Job.FINISHED, finished_at__lt=cutoff, log_entries__isnull=False)
+    return list(jobs.exclude(log_stream__archived_at__isnull=False).distinct().values_list("id", flat=True))
+
+
+def log_archive_job(*, job_id: int) -> bool:
+    """Move a long-finished job's log into one gzip JSON-lines object; returns whether it did.
+
+    Order: write the object, read it back and compare (lines, last seq, SHA-256 of the
+    content), then under the stream lock re-check that no line arrived meanwhile, mark the
+    stream archived and delete the rows. Any failure before the delete keeps the rows.
+    """
+    from jobs.models import Job
+
+    job = Job.objects.only("id", "owner_id", "status", "finished_at").get(id=job_id)
+    cutoff = timezone.now() - timedelta(days=settings.LOG_RETENTION_DAYS)
+    if job.status not in Job.FINISHED or not job.finished_at or job.finished_at >= cutoff:
+        return False
+    if LogStream.objects.filter(job_id=job_id, archived_at__isnull=False).exists():
+        return False
+    key = archive_key(owner_id=job.owner_id, job_id=job_id)
+    storage = objects.bucket("logs")
+    with tempfile.TemporaryFile() as spool:
+        count, last_seq, digest = _write_archive(job_id, spool)
+        if count == 0:
+            return False
+        size = spool.tell()
+        spool.seek(0)
+        storage.upload(key, spool, content_type="application/gzip")
+    read_count, read_last, read_digest = _verify_archive(key)
+    if (read_count, read_last, read_digest) != (count, last_seq, digest):
+        raise ArchiveVerificationFailed(
+            f"{key}: read back {read_count} lines up to seq {read_last}, wrote {count} up to {last_seq}"
         )
-    return entries
+    with transaction.atomic():
+        _lock_job(job_id, exclusive=False)
+        _lock_stream(job_id)
+        now_rows = LogEntry.objects.filter(job_id=job_id).aggregate(lines=Count("id"), last=Max("seq"))
+        if (now_rows["lines"], now_rows["last"]) != (count, last_seq):
+            logger.warning("Job %s: lines arrived while archiving; the archive will be rewritten next run", job_id)
+            return False
+        LogStream.objects.filter(job_id=job_id).update(
+            archived_at=timezone.now(), archive_key=key, archive_size=size, archive_sha256=digest
+        )
+        LogEntry.objects.filter(job_id=job_id).delete()
+    logger.info("Job %s: archived %d log lines to logs/%s (%d bytes)", job_id, count, key, size)
+    return True
+
+
+def archive_record(seq: int, timestamp: datetime, level: str, message: str, source: str) -> bytes:
+    return (
+        json.dumps(
+            {"seq": seq, "timestamp": timestamp.isoformat(), "level": level, "message": message, "source": source},
+            separators=(",", ":"),
+        )
+        + "\n"
+    ).encode()
+
+
+def _write_archive(job_id: int, spool) -> tuple[int, int, str]:
+    digest = hashlib.sha256()
+    count = 0
+    last_seq = 0
+    with gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6) as archive:
+        while True:
+            page = list(
+                LogEntry.objects.filter(job_id=job_id, seq__gt=last_seq)
+                .order_by("seq")
+                .values_list("seq", "timestamp", "level", "message", "source")[:5000]
+            )
+            if not page:
+                break
+            for row in page:
+                record = archive_record(*row)
+                digest.update(record)
+                archive.write(record)
+            count += len(page)
+            last_seq = page[-1][0]
+    spool.seek(0, 2)
+    return count, last_seq, digest.hexdigest()
+
+
+def iter_archive_records(key: str) -> Iterator[bytes]:
+    """The JSON lines of an archive, decompressed as it streams from storage."""
+    decompressor = zlib.decompressobj(wbits=31)
+    pending = b""
+    for chunk in objects.bucket("logs").iter_chunks(key):
+        pending += decompressor.decompress(chunk)
+        *complete, pending = pending.split(b"\n")
+        for record in complete:
+            yield record + b"\n"
+    pending += decompressor.flush()
+    if pending:
+        yield pending
+
+
+def _verify_archive(key: str) -> tuple[int, int, str]:
+    digest = hashlib.sha256()
+    count = 0
+    last_seq = 0
+    for record in iter_archive_records(key):
+        digest.update(record)
+        count += 1
+        last_seq = json.loads(record)["seq"]
+    return count, last_seq, digest.hexdigest()

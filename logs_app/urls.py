@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from . import views
+
+urlpatterns = [
+    path("jobs/<int:pk>/logs/", views.job_logs, name="job-logs"),
+]

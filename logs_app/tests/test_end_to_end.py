@@ -1,0 +1,113 @@
+"""Real processes: uvicorn web servers, an emitting process, Redis fan-out, an SSE client over HTTP."""
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.support.processes import ROOT, asgi_server, service_env
+
+from .sse import SseParser, log_seqs
+
+
+def token_for(user) -> str:
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+async def read_stream(client, url, token, until, *, headers=None, timeout=20.0):
+    """Read SSE events until ``until(events)`` or the server closes the stream."""
+    parser = SseParser()
+    events = []
+    request_headers = {"Authorization": f"Token {token}", "Accept": "text/event-stream", **(headers or {})}
+    async with client.stream("GET", url, headers=request_headers, timeout=timeout) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for chunk in response.aiter_bytes():
+            events.extend(parser.feed(chunk))
+            if until(events):
+                break
+    return events
+
+
+def emit(env: dict, job_id: int, batches: int, size: int) -> None:
+    """Another process writes lines the way the local runner does (log_lines_append)."""
+    code = (
+        "from logs_app.services import log_lines_append\n"
+        f"for b in range({batches}):\n"
+        f"    lines = [{{'message': f'batch {{b}} line {{n}}'}} for n in range({size})]\n"
+        f"    log_lines_append(job_id={job_id}, lines=lines)\n"
+    )
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_curl_like_client_gets_the_backlog_and_the_end_of_a_finished_job(
+    transactional_db, make_job, alice, bob, tmp_path
+):
+    from logs_app.services import log_lines_append
+
+    job = make_job(alice, status="succeeded")
+    log_lines_append(job_id=job.id, lines=[{"message": f"line {n}"} for n in range(30)])
+    alice_token, bob_token = token_for(alice), token_for(bob)
+    with asgi_server(env=service_env(VAR_DIR=str(tmp_path / "var")), log_path=tmp_path / "web.log") as base:
+        url = f"{base}/api/v1/jobs/{job.id}/logs"
+
+        async def scenario():
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(url, headers={"Accept": "text/event-stream"})).status_code == 401
+                other = await client.get(url, headers={"Authorization": f"Token {bob_token}"})
+                assert other.status_code == 404
+                # No `until`: the server itself closes the stream after `end`, as `curl -N` would see.
+                events = await read_stream(client, url, alice_token, until=lambda events: False)
+                text = await client.get(f"{url}.txt", headers={"Authorization": f"Token {alice_token}"})
+                return events, text
+
+        events, text = asyncio.run(scenario())
+    assert log_seqs(events) == list(range(1, 31))
+    assert events[0].type == "stream-open" and events[-1].type == "end"
+    assert events[-1].id == f"job-{job.id}:30"
+    assert text.status_code == 200 and text.text.count("\n") == 30 and "[INFO] line 29" in text.text
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_two_web_processes_both_deliver_every_line_published_by_a_third(
+    transactional_db, make_job, alice, redis_url, tmp_path
+):
+    job = make_job(alice)
+    token = token_for(alice)
+    env = service_env(redis_url=redis_url)
+    with (
+        asgi_server(env=env, log_path=tmp_path / "web1.log") as first,
+        asgi_server(env=env, log_path=tmp_path / "web2.log") as second,
+    ):
+
+        async def scenario():
+            async with httpx.AsyncClient() as client:
+                done = lambda seq: lambda events: f"job-{job.id}:{seq}" in [event.id for event in events]  # noqa: E731
+                readers = [
+                    asyncio.create_task(read_stream(client, f"{base}/api/v1/jobs/{job.id}/logs", token, done(200)))
+                    for base in (first, second)
+                ]
+                await asyncio.sleep(1.0)  # both streams open and subscribed
+                await asyncio.to_thread(emit, env, job.id, 20, 10)
+                events = await asyncio.gather(*readers)
+                # A client that dropped after seq 200 resumes on the *other* process with Last-Event-ID.
+                await asyncio.to_thread(emit, env, job.id, 5, 10)
+                resumed = await read_stream(
+                    client,
+                    f"{second}/api/v1/jobs/{job.id}/logs",
+                    token,
+                    done(250),
+                    headers={"Last-Event-ID": f"job-{job.id}:200"},
+                )
+                return events, resumed
+
+        (on_first, on_second), resumed = asyncio.run(scenario())
+    assert log_seqs(on_first) == list(range(1, 201))
+    assert log_seqs(on_second) == list(range(1, 201))
+    assert log_seqs(resumed) == list(range(201, 251))
