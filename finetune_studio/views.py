@@ -85,4 +85,7 @@ def user_events(request):
 
     if not request.user.is_authenticated:
         return HttpResponse("Authentication required.\n", status=401, content_type="text/plain")
-    return events(request, channels=[user_channel(request.user.id)])
+    response = events(request, channels=[user_channel(request.user.id)])
+    # The stream stays open for as long as the page does: give the pooled connection back now.
+    connection.close()
+    return response

@@ -304,7 +304,7 @@ def job_cancel(*, job_id: int) -> Job:
         job = Job.objects.get(id=job_id)
         if not moved:
             raise Conflict(f"job #{job_id} is already {job.status}; only unfinished jobs can be cancelled")
-        _publish(job)
+        _publish_settled(job)
     return job
 
 
@@ -348,7 +348,7 @@ def job_complete(
             job.progress = {**job.progress, "percent": 100.0, "eta_seconds": 0}
             Job.objects.filter(id=job_id).update(progress=job.progress)
             transaction.on_commit(lambda: _enqueue_model_creation(job_id))
-        _publish(job)
+        _publish_settled(job)
     return job, True
 
 
@@ -504,6 +504,14 @@ def _publish(job: Job, *, points: list[dict] | None = None) -> None:
     if points:
         data["points"] = points
     publish_event_on_commit(user_channel(job.owner_id), "job", data)
+
+
+def _publish_settled(job: Job) -> None:
+    """A final status: the pages' `job` event, and the `end` event that closes the job's live log streams."""
+    from logs_app.services import log_stream_end
+
+    _publish(job)
+    log_stream_end(job_id=job.id, status=job.status)
 
 
 def _iso(value: datetime | None) -> str | None:

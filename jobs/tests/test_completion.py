@@ -171,3 +171,22 @@ def test_only_one_of_two_concurrent_runners_claims_a_job(alice, queued_job):
     for thread in threads:
         thread.join(10)
     assert sorted(claims) == [False, True]
+
+
+@pytest.mark.parametrize("settle", ["succeeded", "failed", "cancelled"])
+def test_a_final_status_ends_the_live_log_streams_once(
+    settle, alice, external_job, model_creations, monkeypatch, django_capture_on_commit_callbacks
+):
+    from logs_app import services as log_services
+
+    published = []
+    monkeypatch.setattr(
+        log_services, "publish_log_event", lambda job_id, kind, payload, event_id: published.append(kind)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        if settle == "cancelled":
+            services.job_cancel(job_id=external_job.id)
+        else:
+            services.job_complete(job_id=external_job.id, status=settle)
+            services.job_complete(job_id=external_job.id, status=settle)
+    assert published == ["end"]
