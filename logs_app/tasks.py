@@ -16,7 +16,6 @@ _RETRY_ON = (StorageError, OperationalError)
 
 @shared_task(
     name="logs_app.log_objects_aggregate_all",
-    queue="default",
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
@@ -33,7 +32,6 @@ def log_objects_aggregate_all() -> int:
 
 @shared_task(
     name="logs_app.log_objects_aggregate_job",
-    queue="default",
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
@@ -57,7 +55,6 @@ def log_objects_aggregate_job(job_id: int) -> int:
 
 @shared_task(
     name="logs_app.log_archive_expired",
-    queue="default",
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
@@ -74,7 +71,6 @@ def log_archive_expired() -> int:
 
 @shared_task(
     name="logs_app.log_archive_job",
-    queue="default",
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
