@@ -84,9 +84,12 @@ class OllamaClient:
     # --- API --------------------------------------------------------------------------------------
     def list_models(self) -> list[dict]:
         try:
-            response = self._session.get(f"{self.base_url}/api/tags", timeout=min(self.timeout, 10))
+            response = self._session.get(
+                f"{self.base_url}/api/tags", timeout=min(self.timeout, 10), allow_redirects=False
+            )
         except requests.RequestException as exc:
             raise OllamaUnavailable(f"Ollama is unreachable at {self.base_url}: {_describe(exc)}") from None
+        _refuse_redirect(response, self.base_url)
         if response.status_code != 200:
             raise OllamaUnavailable(f"Ollama at {self.base_url} answered {response.status_code} to /api/tags")
         try:
@@ -94,6 +97,69 @@ class OllamaClient:
         except ValueError:
             raise OllamaUnavailable(f"Ollama at {self.base_url} sent an unreadable model list") from None
         return [model for model in models if isinstance(model, dict) and model.get("name")]
+
+    # --- model management (deploying adapters) ---------------------------------------------------
+    # One attempt each, no retries: a deploy is started by a person, who is better served by a clear
+    # error at once (and a Deploy button to press again) than by minutes of backing off.
+
+    def blob_exists(self, digest: str) -> bool:
+        """``HEAD /api/blobs/sha256:<hex>``: whether Ollama already holds the blob."""
+        response = self._send("HEAD", f"/api/blobs/{digest}", timeout=min(self.timeout, 30))
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self._refused(response, f"HEAD /api/blobs/{digest}")
+
+    def blob_upload(self, digest: str, body, *, size: int) -> None:
+        """``POST /api/blobs/sha256:<hex>`` with ``body`` streamed (an iterable of bytes of ``size`` bytes).
+
+        Ollama checks the digest of what it received: a mismatch is its 400, raised as OllamaRequestRefused.
+        """
+        data = _SizedBody(body, size)
+        response = self._send("POST", f"/api/blobs/{digest}", data=data, timeout=self.timeout)
+        if response.status_code not in (200, 201):
+            raise self._refused(response, f"upload of blob {digest}")
+
+    def create(self, payload: dict, *, timeout: float | None = None) -> dict:
+        """``POST /api/create`` (non-streaming): converting an adapter can take minutes on a big base."""
+        response = self._send("POST", "/api/create", json={**payload, "stream": False}, timeout=timeout or self.timeout)
+        if response.status_code != 200:
+            raise self._refused(response, f"create of model '{payload.get('model')}'")
+        body = _json_object(response)
+        if body.get("error"):
+            raise OllamaRequestRefused(
+                f"Ollama at {self.base_url} failed to create '{payload.get('model')}': {body['error']}"
+            )
+        return body
+
+    def show(self, model: str) -> dict:
+        """``POST /api/show``: the model's template, parameters and details; OllamaModelNotFound when unknown."""
+        response = self._send("POST", "/api/show", json={"model": model}, timeout=min(self.timeout, 60))
+        if response.status_code != 200:
+            raise self._refused(response, f"show of model '{model}'")
+        return _json_object(response)
+
+    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
+        try:
+            response = self._session.request(method, f"{self.base_url}{path}", allow_redirects=False, **kwargs)
+        except requests.Timeout:
+            raise OllamaUnavailable(
+                f"Ollama at {self.base_url} did not answer {path} within {kwargs.get('timeout')}s"
+            ) from None
+        except requests.RequestException as exc:
+            raise OllamaUnavailable(f"Ollama is unreachable at {self.base_url}: {_describe(exc)}") from None
+        _refuse_redirect(response, self.base_url)
+        return response
+
+    def _refused(self, response: requests.Response, what: str) -> OllamaError:
+        status = response.status_code
+        text = f"Ollama at {self.base_url} refused the {what} (HTTP {status}: {_error_text(response)})"
+        if status == 404:
+            return OllamaModelNotFound(text)
+        if status in RETRYABLE_STATUSES:
+            return OllamaUnavailable(text)
+        return OllamaRequestRefused(text)
 
     def chat(self, *, model: str, prompt: str, options: dict, format: dict | str | None = None) -> ChatAnswer:
         """One non-streaming chat request, retried with exponential backoff on transient failures."""
@@ -138,13 +204,16 @@ class OllamaClient:
 
     def _post_chat(self, model: str, payload: dict) -> dict:
         try:
-            response = self._session.post(f"{self.base_url}/api/chat", json=payload, timeout=self.timeout)
+            response = self._session.post(
+                f"{self.base_url}/api/chat", json=payload, timeout=self.timeout, allow_redirects=False
+            )
         except requests.Timeout:
             raise _Retryable(f"no answer within {self.timeout:g}s")
         except requests.ConnectionError as exc:
             raise _Retryable(_describe(exc), connection=True)
         except requests.RequestException as exc:
             raise _Retryable(_describe(exc))
+        _refuse_redirect(response, self.base_url)
         status = response.status_code
         if status == 404:
             raise OllamaModelNotFound(f"model '{model}' not found in Ollama at {self.base_url}")
@@ -164,6 +233,38 @@ class OllamaClient:
         if body.get("error"):
             raise _Retryable(f"error in the answer: {body['error']}")
         return body
+
+
+class _SizedBody:
+    """An iterable body with a length: requests then sends Content-Length and streams the chunks as they come."""
+
+    def __init__(self, chunks, size: int):
+        self._chunks = chunks
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self):
+        return iter(self._chunks)
+
+
+def _json_object(response: requests.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _refuse_redirect(response: requests.Response, base_url: str) -> None:
+    """OLLAMA_URL is the operator's choice: a redirect elsewhere (a hijacked or moved host) is not followed."""
+    if response.is_redirect or 300 <= response.status_code < 400:
+        target = response.headers.get("Location", "")[:200] or "an unnamed location"
+        raise OllamaRequestRefused(
+            f"Ollama at {base_url} answered HTTP {response.status_code} redirecting to {target}; "
+            "redirects are not followed: set OLLAMA_URL to Ollama's own address"
+        )
 
 
 def _error_text(response: requests.Response) -> str:

@@ -3,15 +3,15 @@ from django.template.defaultfilters import filesizeformat
 
 from finetune_studio.objects import StorageError
 
-from . import services
+from . import deploy, services
 from .models import RegisteredModel
 
 
 @admin.register(RegisteredModel)
 class RegisteredModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "base_model", "type", "status", "size", "job", "created_at")
-    list_filter = ("status", "type", "created_at")
-    search_fields = ("name", "description", "base_model", "owner__username", "storage_path")
+    list_display = ("name", "owner", "base_model", "type", "status", "size", "job", "deploy_status", "created_at")
+    list_filter = ("status", "type", "deploy_status", "created_at")
+    search_fields = ("name", "description", "base_model", "owner__username", "storage_path", "ollama_name")
     list_select_related = ("owner", "job")
     raw_id_fields = ("owner", "job")
     readonly_fields = (
@@ -21,11 +21,20 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         "files",
         "total_size",
         "training_metrics",
+        "provenance",
+        "ollama_name",
+        "ollama_base",
+        "ollama_digest",
+        "deployed_at",
+        "deploy_status",
+        "deploy_error",
+        "deploy_started_at",
+        "deploy_details",
         "created_at",
         "updated_at",
     )
     date_hierarchy = "created_at"
-    actions = ("archive_models", "mark_ready")
+    actions = ("archive_models", "mark_ready", "deploy_to_ollama")
 
     @admin.display(description="size", ordering="total_size")
     def size(self, model):
@@ -42,6 +51,16 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         for model in queryset:
             services.model_update(model_id=model.id, changes={"status": RegisteredModel.Status.READY})
         self.message_user(request, f"Marked {queryset.count()} models ready.")
+
+    @admin.action(description="Deploy selected models to Ollama (default name and base)")
+    def deploy_to_ollama(self, request, queryset):
+        for model in queryset:
+            try:
+                services.model_deploy_start(model_id=model.id)
+            except deploy.DeployRefused as exc:
+                self.message_user(request, f"{model}: not deployed: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{model}: deploying to Ollama.")
 
     # Deleting goes through the service so stored files go first (and a storage failure keeps the row).
     def delete_model(self, request, obj):

@@ -26,6 +26,7 @@ from finetune_studio.keys import download_filename
 from finetune_studio.objects import bucket
 
 from . import artifacts
+from .lineage import lineage_for, model_lineage
 from .models import RegisteredModel
 
 # Hand chunks to the server in pieces of at least this size: fewer thread hops under ASGI.
@@ -41,7 +42,7 @@ def _object_chunks(key: str) -> Iterator[bytes]:
     yield from bucket("models").iter_chunks(key, chunk_size=READ_CHUNK_BYTES)
 
 
-def metadata(model: RegisteredModel) -> dict:
+def metadata(model: RegisteredModel, lineage: dict | None = None) -> dict:
     return {
         "id": model.id,
         "name": model.name,
@@ -59,10 +60,11 @@ def metadata(model: RegisteredModel) -> dict:
             {key: item.get(key) for key in ("path", "size", "sha256", "crc32", "content_type", "kind")}
             for item in model.files
         ],
+        "lineage": lineage if lineage is not None else model_lineage(model),
     }
 
 
-def model_card(model: RegisteredModel) -> str:
+def model_card(model: RegisteredModel, lineage: dict | None = None) -> str:
     lines = [f"# {model.name}", ""]
     if model.description:
         lines += [model.description, ""]
@@ -80,6 +82,7 @@ def model_card(model: RegisteredModel) -> str:
         lines += ["## Training metrics (final)", "", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {value} |" for name, value in sorted(final.items())]
         lines.append("")
+    lines += lineage_card(lineage if lineage is not None else model_lineage(model))
     if model.eval_results:
         lines += ["## Latest evaluation", "", "```json", json.dumps(model.eval_results, indent=2)[:4000], "```", ""]
     lines += ["## Files", "", "| path | kind | size | sha256 |", "|---|---|---|---|"]
@@ -91,6 +94,59 @@ def model_card(model: RegisteredModel) -> str:
     return "\n".join(lines)
 
 
+def _cell(value) -> str:
+    text = "" if value is None else (json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def lineage_card(lineage: dict) -> list[str]:
+    """The README's lineage section: the same facts as metadata.json's ``lineage``."""
+    lines = ["## Lineage", ""]
+    dataset = lineage.get("dataset")
+    if dataset:
+        lines.append(
+            f"- Dataset: {_cell(dataset.get('name'))} (#{dataset.get('id')}), {dataset.get('records')} records, "
+            f"sha256 `{dataset.get('sha256') or 'unknown'}`"
+        )
+    else:
+        lines.append("- Dataset: not recorded")
+    trainer = lineage.get("trainer") or {}
+    job = trainer.get("job") or {}
+    if trainer:
+        lines.append(
+            f"- Trainer: {trainer.get('name') or 'unknown'}" + (f", job #{job.get('id')}" if job.get("id") else "")
+        )
+    base = lineage.get("base_model") or {}
+    lines.append(
+        f"- Base model: `{base.get('name')}`" + (f" (identity `{base['identity']}`)" if base.get("identity") else "")
+    )
+    lines.append(f"- Chat template sha256: `{lineage.get('chat_template_sha256') or 'not recorded'}`")
+    ollama = lineage.get("ollama") or {}
+    if ollama.get("name"):
+        lines.append(
+            f"- Ollama: `{ollama['name']}` from `{ollama.get('base')}`, digest `{ollama.get('digest')}`, "
+            f"deployed {ollama.get('deployed_at')}"
+        )
+    else:
+        lines.append("- Ollama: not deployed")
+    lines.append("")
+    hyperparameters = trainer.get("hyperparameters") or {}
+    if hyperparameters:
+        lines += ["### Hyperparameters", "", "| name | value |", "|---|---|"]
+        lines += [f"| {_cell(name)} | {_cell(value)} |" for name, value in sorted(hyperparameters.items())]
+        lines.append("")
+    evaluations = lineage.get("evaluations") or []
+    if evaluations:
+        lines += ["### Evaluations", "", "| id | status | verdict | fine-tuned | base |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {item['id']} | {item['status']} | {_cell(item.get('verdict'))} | {_cell(item.get('fine_tuned_name'))} "
+            f"| {_cell(item.get('base_model_name'))} |"
+            for item in evaluations
+        ]
+        lines.append("")
+    return lines
+
+
 def _generated_names(model: RegisteredModel) -> tuple[str, str]:
     """Our card and metadata sit beside the files; if the model has files with those names, ours step aside."""
     paths = {item["path"] for item in model.files}
@@ -99,7 +155,7 @@ def _generated_names(model: RegisteredModel) -> tuple[str, str]:
     return README, METADATA
 
 
-def build_archive(model: RegisteredModel) -> zipstream.ZipStream:
+def build_archive(model: RegisteredModel, lineage: dict | None = None) -> zipstream.ZipStream:
     sized = all(isinstance(item.get("size"), int) for item in model.files)
     archive = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=sized)
     for item in model.files:
@@ -108,8 +164,9 @@ def build_archive(model: RegisteredModel) -> zipstream.ZipStream:
         archive.add(_object_chunks(model.file_key(item["path"])), item["path"], size=size, compress_type=compress)
     readme_name, metadata_name = _generated_names(model)
     text_compression = None if sized else zipstream.ZIP_DEFLATED
-    archive.add(model_card(model).encode(), readme_name, compress_type=text_compression)
-    archive.add(json.dumps(metadata(model), indent=2).encode(), metadata_name, compress_type=text_compression)
+    lineage = lineage if lineage is not None else model_lineage(model)
+    archive.add(model_card(model, lineage).encode(), readme_name, compress_type=text_compression)
+    archive.add(json.dumps(metadata(model, lineage), indent=2).encode(), metadata_name, compress_type=text_compression)
     return archive
 
 
@@ -193,7 +250,7 @@ async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def zip_response(request, model: RegisteredModel) -> StreamingHttpResponse:
-    archive = build_archive(model)
+    archive = build_archive(model, lineage_for(request.user, model))
     chunks = _coalesced(archive)
     django_request = getattr(request, "_request", request)
     content = _async_chunks(chunks) if isinstance(django_request, ASGIRequest) else chunks

@@ -1,6 +1,6 @@
 """The list's filters, shared by the API and the models page, so both accept and refuse the same values."""
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import django_filters
 from django import forms
@@ -32,7 +32,12 @@ class DateOrDateTimeField(forms.Field):
             parsed = None
         if parsed is None:
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
-        return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+        try:
+            aware = parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+            # In UTC: PostgreSQL refuses offsets beyond ±15:59 that Python accepts (a 500 otherwise).
+            return aware.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
 
 
 def _start_of(day: date) -> datetime:

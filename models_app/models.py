@@ -18,6 +18,12 @@ class RegisteredModel(models.Model):
         FAILED = "failed"
         ARCHIVED = "archived"
 
+    class DeployStatus(models.TextChoices):
+        IDLE = "idle"
+        DEPLOYING = "deploying"
+        DEPLOYED = "deployed"
+        FAILED = "failed"
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="registered_models")
     name = models.CharField(max_length=255)
     description = models.TextField(blank=True)
@@ -35,6 +41,17 @@ class RegisteredModel(models.Model):
     eval_results = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
     total_size = models.BigIntegerField(default=0)
+    # Where the model came from, captured from its job when it is registered (the job's dataset may go later).
+    provenance = models.JSONField(default=dict, blank=True)
+    # Ollama: the last successful deploy (what evaluations default to) and the state of the current one.
+    ollama_name = models.CharField(max_length=200, blank=True)
+    ollama_base = models.CharField(max_length=200, blank=True)
+    ollama_digest = models.CharField(max_length=100, blank=True)
+    deployed_at = models.DateTimeField(null=True, blank=True)
+    deploy_status = models.CharField(max_length=20, choices=DeployStatus.choices, default=DeployStatus.IDLE)
+    deploy_error = models.TextField(blank=True)
+    deploy_started_at = models.DateTimeField(null=True, blank=True)
+    deploy_details = models.JSONField(default=dict, blank=True)  # target, base, blobs, template, smoke answer
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -51,6 +68,10 @@ class RegisteredModel(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(total_size__gte=0), name="models_total_size_not_negative"),
+            # One Ollama name, one registered model: a deploy never silently takes over another model's name.
+            models.UniqueConstraint(
+                fields=["ollama_name"], condition=~models.Q(ollama_name=""), name="models_ollama_name_unique"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -19,7 +19,7 @@ from .models import RegisteredModel
 logger = logging.getLogger(__name__)
 
 # Heavy JSON columns the list never shows (a manifest can hold hundreds of entries, the history thousands).
-LIST_DEFERRED = ("files", "training_metrics", "eval_results")
+LIST_DEFERRED = ("files", "training_metrics", "eval_results", "provenance", "deploy_details")
 
 
 def models_visible(user) -> QuerySet[RegisteredModel]:

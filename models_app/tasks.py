@@ -1,6 +1,8 @@
 """Thin Celery tasks: ids in, a service call, the retry policy."""
 
 from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from finetune_studio.objects import StorageError
 
@@ -24,3 +26,22 @@ from . import services
 def model_create_from_job(job_id: int) -> int | None:
     model = services.model_create_from_job(job_id=job_id)
     return model.id if model else None
+
+
+@shared_task(
+    # The default queue (CELERY_TASK_DEFAULT_QUEUE): uploads and Ollama's conversion need no GPU worker.
+    name="models_app.model_deploy",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # Ollama and storage failures are recorded on the model by the service (a person presses Deploy again);
+    # only database hiccups are retried here. Redelivery is harmless: every deploy step is idempotent.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    retry_backoff_max=120,
+    max_retries=3,
+    soft_time_limit=settings.MODEL_DEPLOY_TIME_LIMIT,
+    time_limit=settings.MODEL_DEPLOY_TIME_LIMIT + 60,
+    ignore_result=True,
+)
+def model_deploy(model_id: int) -> None:
+    services.model_deploy_execute(model_id=model_id)

@@ -4,12 +4,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from finetune_studio.objects import StorageError
 
-from . import archive, selectors, services
+from . import archive, deploy, selectors, services
 from .filters import ModelFilter
+from .lineage import lineage_for
 from .models import RegisteredModel
 
 PAGE_SIZE = 25
@@ -52,6 +53,8 @@ def model_detail(request, pk: int):
         "files": files,
         "links_error": links_error,
         "evaluations": selectors.model_evaluations(request.user, model)[:50],
+        "lineage": lineage_for(request.user, model),
+        "deploy_defaults": {"ollama_name": deploy.default_ollama_name(model), "base": deploy.default_base(model)},
         "loss_history": [
             {"step": point.get("step"), "loss": point.get("loss"), "eval_loss": point.get("eval_loss")}
             for point in model.loss_history
@@ -82,3 +85,23 @@ def model_delete(request, pk: int):
         return redirect("model-detail", pk=model.pk)
     messages.success(request, f"Deleted “{model.name}” and its {removed} stored files.")
     return redirect("model-list")
+
+
+@login_required
+@require_POST
+def model_deploy(request, pk: int):
+    """The Deploy form: the same service as the API; refusals come back as a message on the model page."""
+    model = selectors.model_get(request.user, pk)
+    try:
+        model = services.model_deploy_start(
+            model_id=model.id,
+            ollama_name=request.POST.get("ollama_name", "").strip() or None,
+            base=request.POST.get("base", "").strip() or None,
+        )
+    except deploy.DeployRefused as exc:
+        messages.error(request, f"Not deployed: {exc}")
+        return redirect("model-detail", pk=model.pk)
+    messages.success(
+        request, f"Deploying to Ollama as “{model.deploy_details.get('target')}”; this page updates when it is done."
+    )
+    return redirect("model-detail", pk=model.pk)

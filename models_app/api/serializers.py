@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from .. import lineage
 from ..models import RegisteredModel
 
 COMMON_FIELDS = (
@@ -15,9 +16,12 @@ COMMON_FIELDS = (
     "storage_path",
     "lora_adapters_path",
     "gguf_path",
+    "ollama_name",
+    "deploy_status",
     "created_at",
     "updated_at",
 )
+DEPLOY_FIELDS = ("ollama_base", "ollama_digest", "deployed_at", "deploy_error", "deploy_details")
 
 
 class ModelListSerializer(serializers.ModelSerializer):
@@ -34,14 +38,43 @@ class ModelListSerializer(serializers.ModelSerializer):
 class ModelDetailSerializer(serializers.ModelSerializer):
     owner = serializers.IntegerField(source="owner_id", read_only=True)
     file_count = serializers.SerializerMethodField()
+    lineage = serializers.SerializerMethodField()
 
     class Meta:
         model = RegisteredModel
-        fields = (*COMMON_FIELDS, "files", "file_count", "training_metrics", "eval_results")
+        fields = (
+            *COMMON_FIELDS,
+            *DEPLOY_FIELDS,
+            "files",
+            "file_count",
+            "training_metrics",
+            "eval_results",
+            "lineage",
+        )
         read_only_fields = fields
 
     def get_file_count(self, model) -> int:
         return len(model.files)
+
+    def get_lineage(self, model) -> dict:
+        """Dataset, trainer and hyperparameters, base identity, chat template hash, metrics, evaluations, Ollama."""
+        request = self.context.get("request")
+        if request is None:
+            return lineage.model_lineage(model)
+        return lineage.lineage_for(request.user, model)
+
+
+class ModelDeploySerializer(serializers.Serializer):
+    """Both optional: the name defaults to the model's (slug + id), the base to the one Ollama knows it by."""
+
+    ollama_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
+    base = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({field: ["Unknown field."] for field in sorted(unknown)})
+        return {key: value.strip() or None for key, value in attrs.items()}
 
 
 class ModelWriteSerializer(serializers.Serializer):

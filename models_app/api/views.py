@@ -15,12 +15,13 @@ from finetune_studio.api import Conflict, RequestTooLarge, ServiceUnavailable, S
 from finetune_studio.keys import InvalidName, clean_relative_path
 from finetune_studio.objects import StorageError, bucket
 
-from .. import archive, selectors, services
+from .. import archive, deploy, selectors, services
 from ..artifacts import content_type_of
 from ..filters import ModelFilter, StrictOrderingFilter
 from ..models import RegisteredModel
 from ..uploads import StorageUploadHandler, StreamedFile, StreamingMultiPartParser
 from .serializers import (
+    ModelDeploySerializer,
     ModelDetailSerializer,
     ModelFileSerializer,
     ModelListSerializer,
@@ -72,7 +73,25 @@ def _detail_body(request, model: RegisteredModel) -> dict:
         links = selectors.model_download_links(model)
     except StorageError as exc:
         raise ServiceUnavailable(f"Could not sign download links: {exc}")
-    return {"model": ModelDetailSerializer(model).data, "download_links": _links_absolute(request, links)}
+    model_data = ModelDetailSerializer(model, context={"request": request}).data
+    return {"model": model_data, "download_links": _links_absolute(request, links)}
+
+
+# What detail, create and update answer: the model and fresh download links (one schema for all three).
+MODEL_WITH_LINKS = inline_serializer(
+    "ModelWithLinks",
+    {
+        "model": ModelDetailSerializer(),
+        "download_links": inline_serializer(
+            "DownloadLinks",
+            {
+                "lora_adapters": serializers.URLField(allow_null=True),
+                "gguf": serializers.URLField(allow_null=True),
+                "files": serializers.DictField(child=serializers.URLField()),
+            },
+        ),
+    },
+)
 
 
 @extend_schema(tags=["models"])
@@ -116,28 +135,11 @@ class ModelViewSet(viewsets.ViewSet):
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(ModelListSerializer(page, many=True).data)
 
-    @extend_schema(
-        responses={
-            200: inline_serializer(
-                "ModelWithLinks",
-                {
-                    "model": ModelDetailSerializer(),
-                    "download_links": inline_serializer(
-                        "DownloadLinks",
-                        {
-                            "lora_adapters": serializers.URLField(allow_null=True),
-                            "gguf": serializers.URLField(allow_null=True),
-                            "files": serializers.DictField(child=serializers.URLField()),
-                        },
-                    ),
-                },
-            )
-        }
-    )
+    @extend_schema(responses={200: MODEL_WITH_LINKS})
     def retrieve(self, request, pk=None):
         return Response(_detail_body(request, self._model(pk)))
 
-    @extend_schema(request=ModelWriteSerializer, responses={201: ModelDetailSerializer})
+    @extend_schema(request=ModelWriteSerializer, responses={201: MODEL_WITH_LINKS})
     def create(self, request):
         serializer = ModelWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -159,11 +161,11 @@ class ModelViewSet(viewsets.ViewSet):
             raise Conflict(str(exc))
         return Response(_detail_body(request, model), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=ModelUpdateSerializer, responses={200: ModelDetailSerializer})
+    @extend_schema(request=ModelUpdateSerializer, responses={200: MODEL_WITH_LINKS})
     def update(self, request, pk=None):
         return self._update(request, pk, partial=False)
 
-    @extend_schema(request=ModelUpdateSerializer, responses={200: ModelDetailSerializer})
+    @extend_schema(request=ModelUpdateSerializer, responses={200: MODEL_WITH_LINKS})
     def partial_update(self, request, pk=None):
         return self._update(request, pk, partial=True)
 
@@ -185,6 +187,46 @@ class ModelViewSet(viewsets.ViewSet):
         except ObjectDoesNotExist:
             raise NotFound()
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=ModelDeploySerializer,
+        responses={
+            202: inline_serializer(
+                "DeployAccepted",
+                {
+                    "model": serializers.IntegerField(),
+                    "deploy_status": serializers.CharField(),
+                    "ollama_name": serializers.CharField(),
+                    "base": serializers.CharField(),
+                    "url": serializers.CharField(),
+                },
+            ),
+            400: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+            503: OpenApiTypes.OBJECT,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def deploy(self, request, pk=None):
+        """Deploy the LoRA adapter to Ollama (settings.OLLAMA_URL): checked now, uploaded and created by a task;
+        follow ``deploy_status`` on the model (or the ``model`` event on the user's channel)."""
+        model = self._model(pk)
+        serializer = ModelDeploySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            model = services.model_deploy_start(model_id=model.id, **serializer.validated_data)
+        except deploy.DeployRefused as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=exc.status_code)
+        return Response(
+            {
+                "model": model.id,
+                "deploy_status": model.deploy_status,
+                "ollama_name": model.deploy_details.get("target"),
+                "base": model.deploy_details.get("base"),
+                "url": f"/api/v1/models/{model.id}",
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
 
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, ZipRenderer])

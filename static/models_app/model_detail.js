@@ -39,5 +39,10 @@
     if (data.id !== id) return;
     if (data.action === "deleted") { window.location.assign("/models/"); return; }
     if (badge && data.status) { badge.textContent = data.status; badge.className = "badge " + data.status; }
+    // A finished deploy changes several cards (name, digest, lineage, the form): the server renders them again.
+    const deployBadge = document.querySelector("[data-deploy-status]");
+    if (data.action === "deploy" && deployBadge && data.deploy_status && data.deploy_status !== deployBadge.textContent) {
+      window.location.reload();
+    }
   });
 })();

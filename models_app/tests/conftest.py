@@ -1,0 +1,97 @@
+import json
+import socket
+
+import pytest
+
+from tests.support.ollama_server import OllamaServer, _Handler
+
+DEMO_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+ADAPTER_CONFIG = {
+    "peft_type": "LORA",
+    "r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.05,
+    "target_modules": ["q_proj", "v_proj"],
+    "base_model_name_or_path": "finetune-studio/demo-llama",
+}
+ADAPTER_WEIGHTS = b"safetensors-header" + bytes(range(256)) * 64
+
+
+def adapter_files(*, config: dict | None = None, template: str | None = DEMO_CHAT_TEMPLATE) -> dict[str, bytes]:
+    files = {
+        "lora_adapters/adapter_model.safetensors": ADAPTER_WEIGHTS,
+        "lora_adapters/adapter_config.json": json.dumps(config or ADAPTER_CONFIG).encode(),
+        "metrics.json": b'{"final": {"loss": 1.0}}',
+    }
+    if template is not None:
+        files["lora_adapters/chat_template.jinja"] = template.encode()
+    return files
+
+
+class _DeployHandler(_Handler):
+    """The shared Ollama test server, plus what deploy tests need: faults on blob uploads and /api/create,
+    and /api/show of a created model answering with the template, system and family it was created with."""
+
+    def do_POST(self):
+        if self.path.startswith("/api/blobs/"):
+            fault = self.ollama._take_fault("/api/blobs", None)
+            if fault is not None and fault.kind == "status":
+                self._read_body()
+                self.ollama._record("POST", self.path, {"fault": fault.status})
+                self._error(fault.status, fault.message)
+                return
+        super().do_POST()
+
+    def _create(self, body: dict) -> None:
+        fault = self.ollama._take_fault("/api/create", body.get("model"))
+        if fault is not None and fault.kind == "status":
+            self._error(fault.status, fault.message)
+            return
+        created_before = len(self.ollama.created)
+        super()._create(body)
+        if len(self.ollama.created) > created_before:
+            base = self.ollama._model(body.get("from") or "")
+            model = self.ollama._model(body["model"])
+            model.family = base.family if base else model.family
+            model.extra = {key: body[key] for key in ("template", "system", "parameters") if body.get(key) is not None}
+
+
+class DeployOllamaServer(OllamaServer):
+    def start(self):
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        handler = type("BoundDeployHandler", (_DeployHandler,), {"ollama": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ollama-deploy-test", daemon=True)
+        self._thread.start()
+        return self
+
+    def requests_to(self, method: str, prefix: str) -> list:
+        with self._lock:
+            return [r for r in self.requests if r.method == method and r.path.startswith(prefix)]
+
+
+@pytest.fixture
+def deploy_ollama(settings):
+    """An Ollama that knows the demo base (llama) under the identity the trainer records for it."""
+    server = DeployOllamaServer().start()
+    settings.OLLAMA_URL = server.url
+    server.add_model("finetune-studio/demo-llama", answer="ready", family="llama")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def closed_port_url():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
