@@ -18,11 +18,21 @@ COALESCE_BYTES = 512 * 1024
 
 
 def coalesced(chunks: Iterable[bytes], *, minimum: int = COALESCE_BYTES) -> Iterator[bytes]:
-    """Join small chunks into pieces of at least ``minimum`` bytes: fewer thread hops and messages."""
+    """Join small chunks into pieces of at least ``minimum`` bytes: fewer thread hops and messages.
+
+    The first chunk goes out at once, so a download visibly starts before storage answers.
+    """
+    chunks = iter(chunks)
+    first = next(chunks, None)
+    if first:
+        yield first
     pending: list[bytes] = []
     size = 0
     for chunk in chunks:
         if not chunk:
+            continue
+        if size == 0 and len(chunk) >= minimum:
+            yield chunk
             continue
         pending.append(chunk)
         size += len(chunk)

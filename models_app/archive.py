@@ -12,25 +12,20 @@ the client sees an incomplete transfer, never a truncated archive that looks com
 """
 
 import json
-import queue
-import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterator
 
 import zipstream
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.template.defaultfilters import filesizeformat
 
 from finetune_studio.keys import download_filename
 from finetune_studio.objects import bucket
+from finetune_studio.streaming import coalesced, response_chunks
 
 from . import artifacts
 from .lineage import lineage_for, model_lineage
 from .models import RegisteredModel
 
-# Hand chunks to the server in pieces of at least this size: fewer thread hops under ASGI.
-COALESCE_BYTES = 512 * 1024
 # Bigger reads from storage: each chunk costs one thread hop and one trip through the server.
 READ_CHUNK_BYTES = 4 * 1024 * 1024
 README = "README.md"
@@ -170,90 +165,9 @@ def build_archive(model: RegisteredModel, lineage: dict | None = None) -> zipstr
     return archive
 
 
-def _coalesced(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    chunks = iter(chunks)
-    # The first piece (a member header) goes out at once: the download visibly starts before storage answers.
-    first = next(chunks, None)
-    if first is not None:
-        yield first
-    buffer, buffered = [], 0
-    for chunk in chunks:
-        if len(chunk) >= COALESCE_BYTES and not buffered:
-            yield chunk
-            continue
-        buffer.append(chunk)
-        buffered += len(chunk)
-        if buffered >= COALESCE_BYTES:
-            yield b"".join(buffer)
-            buffer, buffered = [], 0
-    if buffered:
-        yield b"".join(buffer)
-
-
-class _ReadAhead:
-    """Produces the archive in a thread, up to ``depth`` chunks ahead of the client.
-
-    Reading from storage then overlaps with sending to the client instead of alternating with it;
-    memory stays bounded by ``depth`` chunks. An error in the producer is re-raised to the consumer.
-    """
-
-    _DONE = object()
-
-    def __init__(self, chunks: Iterator[bytes], depth: int = 4):
-        self._chunks = chunks
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="zip read-ahead", daemon=True)
-        self._thread.start()
-
-    def _produce(self) -> None:
-        try:
-            for chunk in self._chunks:
-                if not self._offer(chunk):
-                    return
-            self._offer(self._DONE)
-        except BaseException as exc:  # handed over: the consumer raises it and the connection is dropped
-            self._offer(exc)
-        finally:
-            close = getattr(self._chunks, "close", None)
-            if close is not None:
-                close()
-
-    def _offer(self, item) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def take(self):
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-
-async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Under ASGI Django collects a sync iterator whole before sending: hand chunks over one by one instead."""
-    ahead = _ReadAhead(chunks)
-    take = sync_to_async(ahead.take, thread_sensitive=False)
-    try:
-        while (chunk := await take()) is not _ReadAhead._DONE:
-            yield chunk
-    finally:
-        ahead.stop()
-
-
 def zip_response(request, model: RegisteredModel) -> StreamingHttpResponse:
     archive = build_archive(model, lineage_for(request.user, model))
-    chunks = _coalesced(archive)
-    django_request = getattr(request, "_request", request)
-    content = _async_chunks(chunks) if isinstance(django_request, ASGIRequest) else chunks
+    content = response_chunks(request, coalesced(archive))
     response = StreamingHttpResponse(content, content_type="application/zip")
     if archive.sized:
         response["Content-Length"] = str(len(archive))
