@@ -18,6 +18,8 @@ from .env import env_bool, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+# Standalone mode keeps its database, files, key and beat schedule here.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
@@ -451,3 +453,20 @@ CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"] = {
     "schedule": 60.0,
     "options": {"queue": "evaluations", "expires": 55},
 }
+
+# reliability (issue 7)
+# Rate limits fail open when the cache (Redis) is unreachable: see finetune_studio/throttling.py.
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "finetune_studio.throttling.StudioUserRateThrottle",
+    "finetune_studio.throttling.StudioAnonRateThrottle",
+]
+if REDIS_URL:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # redis-py 8 retries a client built from host/port 10 times: with Redis frozen, one event publish
+    # held a request for 22 s. One try, bounded by socket_timeout: the rows are committed already and
+    # clients catch up by replay.
+    EVENTSTREAM_REDIS["retry"] = Retry(NoBackoff(), 0)
+# An open log stream re-checks its token/session and the job's visibility this often (revocation ends it).
+LOG_STREAM_ACCESS_RECHECK_SECONDS = env_int("LOG_STREAM_ACCESS_RECHECK_SECONDS", 5, minimum=1)

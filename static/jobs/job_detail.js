@@ -7,6 +7,7 @@
   const initial = JSON.parse(document.getElementById("metric-points").textContent || "[]");
   const canvas = document.getElementById("loss-chart");
   const emptyNote = document.querySelector("[data-chart-empty]");
+  const chartBox = document.querySelector("[data-chart-box]");
   let chart = null;
   const seen = new Set();
 
@@ -19,7 +20,7 @@
         { label: "accuracy", data: [], borderColor: "#047857", pointRadius: 0, tension: 0.2, yAxisID: "y1", hidden: true },
       ] },
       options: {
-        animation: false, parsing: false, responsive: true,
+        animation: false, parsing: false, responsive: true, maintainAspectRatio: false,
         scales: { x: { type: "linear", title: { display: true, text: "step" } },
                   y: { title: { display: true, text: "loss" } },
                   y1: { position: "right", min: 0, max: 1, grid: { drawOnChartArea: false }, display: "auto" } },
@@ -29,6 +30,9 @@
   }
 
   function addPoints(points) {
+    // The chart stays hidden until it has something to draw: an empty pair of axes says nothing.
+    if (!(points || []).some((point) => typeof point.step === "number" && !seen.has(point.step))) return;
+    if (chartBox) chartBox.hidden = false;
     const c = ensureChart();
     if (!c) return;
     let added = false;
@@ -42,6 +46,20 @@
     for (const dataset of c.data.datasets) dataset.data.sort((a, b) => a.x - b.x);
     if (emptyNote) emptyNote.hidden = true;
     c.update("none");
+  }
+
+  // Same shapes as the server's |duration filter and the page's Y-m-d H:i:s dates.
+  function duration(seconds) {
+    const total = Math.max(0, Math.round(seconds));
+    const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), s = total % 60;
+    if (h) return m ? h + " h " + m + " min" : h + " h";
+    if (m) return s ? m + " min " + s + " s" : m + " min";
+    return s + " s";
+  }
+
+  // The server sends ISO times in its own zone, the one its rendered dates use: keep its clock.
+  function serverTime(iso) {
+    return /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}/.test(iso) ? iso.slice(0, 19).replace("T", " ") : iso;
   }
 
   function showStatus(job) {
@@ -60,7 +78,9 @@
     }
     const eta = $("[data-job-eta]");
     eta.textContent = job.status === "running" && typeof progress.eta_seconds === "number"
-      ? "about " + progress.eta_seconds + " s left" : "";
+      ? "about " + duration(progress.eta_seconds) + " left" : "";
+    const started = $("[data-job-started]");
+    if (job.started_at && started && started.textContent.trim() === "—") started.textContent = serverTime(job.started_at);
     if (job.error_message) { const e = $("[data-job-error]"); e.textContent = job.error_message; e.hidden = false; }
     if (job.exit_code !== undefined && job.exit_code !== null) $("[data-job-exit]").textContent = job.exit_code;
     if (job.finished_at) {

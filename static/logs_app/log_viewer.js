@@ -154,7 +154,8 @@
 
   LogViewer.prototype.showCounters = function () {
     const t = this.totals || this.seen;
-    this.countersEl.textContent = t.lines + " lines · " + t.warnings + " warnings · " + t.errors + " errors";
+    const count = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+    this.countersEl.textContent = count(t.lines, "line") + " · " + count(t.warnings, "warning") + " · " + count(t.errors, "error");
   };
 
   LogViewer.prototype.schedule = function () {

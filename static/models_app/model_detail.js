@@ -25,7 +25,7 @@
       type: "line",
       data: { datasets },
       options: {
-        animation: false, parsing: false, normalized: true,
+        animation: false, parsing: false, normalized: true, maintainAspectRatio: false,
         scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { title: { display: true, text: "loss" } } },
         plugins: { legend: { display: datasets.length > 1 } },
       },
