@@ -23,16 +23,32 @@ def dashboard_context(user) -> dict:
         "recent_evaluations": evaluations.select_related("model")[:6],
         "failed_jobs": jobs.filter(status=Job.Status.FAILED).order_by("-finished_at")[:5],
         "failed_evaluations": evaluations.filter(status=Evaluation.Status.FAILED)[:5],
-        "storage": _storage_used(datasets, models),
+        "storage": _storage_used(datasets, models, jobs),
         "has_anything": bool(status_counts) or datasets.exists(),
     }
 
 
-def _storage_used(datasets, models) -> list[tuple[str, int, int]]:
-    """(bucket, bytes, objects) from what the database knows: no bucket listing on a page load."""
+def _storage_used(datasets, models, jobs) -> list[tuple[str, int, str]]:
+    """(bucket, bytes, what) from what the database knows: no bucket listing on a page load."""
+    from logs_app.models import LogStream
+
     dataset_totals = datasets.aggregate(size=Sum("size_bytes"), n=Count("id"))
     model_totals = models.aggregate(size=Sum("total_size"), n=Count("id", filter=~Q(total_size=0)))
+    log_totals = LogStream.objects.filter(job__in=jobs).aggregate(
+        archived=Sum("archive_size"),
+        archives=Count("job", filter=Q(archived_at__isnull=False)),
+        lines=Sum("line_count"),
+    )
     return [
-        ("datasets", dataset_totals["size"] or 0, dataset_totals["n"]),
-        ("models", model_totals["size"] or 0, model_totals["n"]),
+        ("datasets", dataset_totals["size"] or 0, _count(dataset_totals["n"], "dataset")),
+        ("models", model_totals["size"] or 0, _count(model_totals["n"], "model")),
+        (
+            "logs",
+            log_totals["archived"] or 0,
+            f"{_count(log_totals['archives'], 'archived log')}, {_count(log_totals['lines'] or 0, 'live line')}",
+        ),
     ]
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
