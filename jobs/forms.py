@@ -66,10 +66,10 @@ def _field_for(name: str, spec: dict) -> forms.Field:
     if kind in ("integer", "number"):
         attrs = {"inputmode": "decimal"}
         bounds = [f"{word} {spec[key]}" for key, word in (("minimum", "min"), ("maximum", "max")) if key in spec]
-        help_text = "; ".join(part for part in (help_text, ", ".join(bounds)) if part)
+        help_text = "; ".join(part for part in (help_text.rstrip(". "), ", ".join(bounds)) if part)
     if kind == "array":
         default = ", ".join(default or [])
-        help_text = "; ".join(part for part in (help_text, "comma-separated") if part)
+        help_text = "; ".join(part for part in (help_text.rstrip(". "), "comma-separated") if part)
     return forms.CharField(
         label=label, required=False, initial=default, help_text=help_text, widget=forms.TextInput(attrs=attrs)
     )
