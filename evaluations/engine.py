@@ -271,7 +271,9 @@ def run_evaluation(
 
     def ask(index: int, candidate: str) -> Prediction:
         record = records[index]
-        prediction = Prediction(index=index, candidate=candidate, expected=record.label, input_text=record.text)
+        # Shown beside the answers: the record's own input, not the instruction every record repeats.
+        shown = record.input.strip() or record.text
+        prediction = Prediction(index=index, candidate=candidate, expected=record.label, input_text=shown)
         if stop.is_set():
             raise EvaluationCancelled()
         answer: ChatAnswer = client.chat(
