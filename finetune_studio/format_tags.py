@@ -44,3 +44,10 @@ def delta_class(delta) -> str:
     if value < -0.0005:
         return "down"
     return "flat"
+
+
+@register.filter
+def metric_label(name) -> str:
+    """A metric key as words: 'eval_accuracy' → 'Eval accuracy', 'learning_rate' → 'Learning rate'."""
+    words = str(name).replace("_", " ").strip()
+    return words[:1].upper() + words[1:]

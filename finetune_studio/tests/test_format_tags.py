@@ -15,3 +15,10 @@ def test_deltas_are_signed_points_with_a_direction():
     assert signed_percent_points(0.123) == "+12.3 pts"
     assert signed_percent_points(-0.05) == "-5.0 pts"
     assert (delta_class(0.1), delta_class(-0.1), delta_class(0.0), delta_class(None)) == ("up", "down", "flat", "flat")
+
+
+def test_metric_keys_read_as_words():
+    from finetune_studio.format_tags import metric_label
+
+    assert metric_label("eval_accuracy") == "Eval accuracy"
+    assert metric_label("loss") == "Loss"
