@@ -36,3 +36,12 @@ def test_dashboard_query_count_does_not_grow_with_the_data(alice_browser, alice,
         _job(alice, f"job-{index}", Job.Status.RUNNING)
     with django_assert_max_num_queries(16):
         assert alice_browser.get(reverse("dashboard")).status_code == 200
+
+
+def test_list_pages_keep_their_filters_across_pages(alice_browser, alice, settings):
+    from jobs import views
+
+    for index in range(views.PAGE_SIZE + 1):
+        _job(alice, f"job-{index}", Job.Status.RUNNING)
+    page = alice_browser.get(reverse("job-list"), {"status": "running"}).content.decode()
+    assert "?status=running&amp;page=2" in page and "Page 1 of 2" in page
