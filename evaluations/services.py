@@ -195,10 +195,34 @@ def evaluation_start(
     return evaluation
 
 
+class EvaluationQueueUnavailable(Exception):
+    """The broker refused the run: the evaluation was failed with the reason, never left pending unseen."""
+
+
 def _enqueue_on_commit(evaluation_id: int) -> None:
+    transaction.on_commit(lambda: _enqueue(evaluation_id))
+
+
+def _enqueue(evaluation_id: int) -> None:
     from .tasks import evaluation_run
 
-    transaction.on_commit(lambda: evaluation_run.delay(evaluation_id))
+    try:
+        evaluation_run.delay(evaluation_id)
+    except Exception as exc:
+        if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):  # unset in production settings
+            raise
+        # Redis down or frozen: the broker's socket timeouts bound this; say so rather than hang or 500.
+        logger.exception("Could not enqueue evaluation %s", evaluation_id)
+        now = timezone.now()
+        Evaluation.objects.filter(id=evaluation_id, status=Evaluation.Status.PENDING).update(
+            status=Evaluation.Status.FAILED,
+            error_message=f"could not be queued: {exc}"[:5000],
+            completed_at=now,
+            updated_at=now,
+        )
+        raise EvaluationQueueUnavailable(
+            f"The task queue is unavailable, so evaluation #{evaluation_id} was not started; try again shortly."
+        ) from None
 
 
 def _publish(evaluation: Evaluation, **extra) -> None:

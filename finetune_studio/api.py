@@ -43,6 +43,9 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RecursionError):
+        # DRF's parsers turn only ValueError into a 400; a deeply nested JSON body exhausts the stack instead.
+        exc = exceptions.ParseError("The request body is nested too deeply.")
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -33,6 +33,9 @@ def clean_name(name: str, *, what: str = "name") -> str:
     bad = sorted({ch for ch in name if ch in _FORBIDDEN_CHARS})
     if bad:
         raise InvalidName(f"{what} may not contain {' '.join(repr(ch) for ch in bad)}")
+    if "\ufffd" in name:
+        # What a decoder leaves where the client's bytes were not UTF-8: the name the client meant is lost.
+        raise InvalidName(f"{what} is not valid UTF-8")
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in name):
         raise InvalidName(f"{what} contains control or invalid characters")
     if name != name.strip() or name.endswith("."):

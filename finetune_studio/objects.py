@@ -20,7 +20,7 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core import signing
 from django.core.files.storage import storages
@@ -147,6 +147,9 @@ class S3Bucket:
             self.client.upload_fileobj(reader, self.name, key, ExtraArgs=extra, Config=config)
         except ClientError as exc:
             raise _translate(exc, self.name, key) from exc
+        except BotoCoreError as exc:
+            # Connection refused/reset after botocore's own retries: a storage outage, not a bug (503, not 500).
+            raise StorageError(f"storage unreachable while writing {self.name}/{key}: {exc}") from exc
         return reader.result(key)
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> None:

@@ -410,6 +410,8 @@ UNFINISHED_WORK_REDISPATCHERS.append("jobs.services.job_redispatch_unfinished")
 EVENTSTREAM_STORAGE_CLASS = "logs_app.streaming.LogStorage"
 LOG_STREAM_BACKLOG = env_int("LOG_STREAM_BACKLOG", 500, minimum=0, maximum=10_000)  # lines replayed on connect
 LOG_STREAM_BACKLOG_MAX = 10_000
+# Events one open stream may queue before it re-reads from the table (django-eventstream's default: 10).
+LOG_STREAM_LISTENER_PENDING = env_int("LOG_STREAM_LISTENER_PENDING", 1000, minimum=10, maximum=100_000)
 LOG_STREAM_EVENT_LINES = env_int("LOG_STREAM_EVENT_LINES", 200, minimum=1, maximum=5_000)  # per replayed event
 LOG_HISTORY_DEFAULT_LIMIT = 200
 LOG_HISTORY_MAX_LIMIT = 1_000

@@ -239,7 +239,7 @@ def _dispatch_local_run(job_id: int, queue: str) -> None:
     try:
         job_run_local.apply_async(args=[job_id], queue=queue)
     except Exception as exc:
-        if settings.CELERY_TASK_ALWAYS_EAGER:
+        if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):  # unset in production settings
             raise
         # The broker refused: say so on the job rather than leave it queued forever.
         logger.exception("Could not enqueue job %s", job_id)

@@ -98,23 +98,50 @@ def parse_text_line(text: str, *, now: datetime | None = None) -> ParsedLine:
     their prefix (the text form puts it back); forms where the prefix carries more
     (logger names, logfmt) keep the whole text and only give their level.
     """
-    for pattern in (_BRACKETED, _PLAIN_STAMPED):
-        match = pattern.match(text)
+    return ParsedLine(*parse_text_fields(text, now=now))
+
+
+def parse_text_fields(text: str, *, now: datetime | None = None) -> tuple[str, str | None, datetime | None]:
+    """``parse_text_line`` as a plain (message, level, timestamp) tuple: the ingestion hot path's form."""
+    found = _recognise(text)
+    if found is None:
+        return text, None, None
+    message, level, stamp = found
+    return message, level, _parse_stamp(stamp, now=now) if stamp else None
+
+
+def _recognise(text: str) -> tuple[str, str | None, str | None] | None:
+    """(message, level, raw timestamp) of a recognised form, or None for plain text.
+
+    Ingestion calls this for every unlabelled line: each pattern is tried only when a
+    character test shows it could match (most lines are plain text and match none), in the
+    same order as always, so the answer is the one the patterns alone would give.
+    """
+    first = text[:1]
+    if first == "[" or first.isdigit():
+        for pattern in (_BRACKETED, _PLAIN_STAMPED):
+            match = pattern.match(text)
+            if match:
+                return match["message"], normalize_level(match["level"]), match["ts"]
+    has_colon = ":" in text
+    if first == "[" or (has_colon and first.isalpha()):
+        for pattern in (_LEVEL_FIRST, _LEVEL_COLON):
+            match = pattern.match(text)
+            if match:
+                return match["message"], normalize_level(match["level"]), None
+    if has_colon and first.isalpha():
+        match = _PYTHON_DEFAULT.match(text)
         if match:
-            return ParsedLine(
-                message=match["message"],
-                level=normalize_level(match["level"]),
-                timestamp=_parse_stamp(match["ts"], now=now),
-            )
-    for pattern in (_LEVEL_FIRST, _LEVEL_COLON):
-        match = pattern.match(text)
+            return text, normalize_level(match["level"]), None
+    if "-" in text or "|" in text:
+        match = _DELIMITED.search(text)
         if match:
-            return ParsedLine(message=match["message"], level=normalize_level(match["level"]))
-    for pattern in (_PYTHON_DEFAULT, _DELIMITED, _LOGFMT):
-        match = pattern.search(text)
+            return text, normalize_level(match["level"]), None
+    if "=" in text:
+        match = _LOGFMT.search(text)
         if match:
-            return ParsedLine(message=text, level=normalize_level(match["level"]))
-    return ParsedLine(message=text)
+            return text, normalize_level(match["level"]), None
+    return None
 
 
 def _parse_stamp(raw: str, *, now: datetime | None) -> datetime | None:

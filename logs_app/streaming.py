@@ -9,10 +9,12 @@
   the client gets each seq exactly once, in order, and the stream closes after ``end``.
 """
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable, Hashable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -39,6 +41,35 @@ def release_connection() -> None:
 
     if not connection.in_atomic_block:
         connection.close()
+
+
+def tune_listeners() -> None:
+    """Two changes to django-eventstream's in-process fan-out, which cost 1,000 streams most of a core.
+
+    - Each open stream may queue LOG_STREAM_LISTENER_PENDING events instead of 10. A listener past
+      its limit is flagged "overflow" and re-reads from storage (three queries through a thread):
+      at 20 events/s any stream scheduled half a second late overflowed, and the re-reads made
+      the next ones later still (p99 24 s). Queued events are shared objects, one list slot each,
+      and a late stream sends everything it has in one write.
+    - Waking a listener from its own event loop (the Redis subscriber runs there) sets its
+      ``asyncio.Event`` directly; ``call_soon_threadsafe`` wrote to the loop's self-pipe once per
+      listener per event. Wakes from other threads (standalone mode's worker) still go through it.
+    """
+    from django_eventstream import views
+
+    views.MAX_PENDING = max(views.MAX_PENDING, settings.LOG_STREAM_LISTENER_PENDING)
+    views.Listener.wake_threadsafe = _wake_listener
+
+
+def _wake_listener(listener) -> None:
+    try:
+        on_its_loop = asyncio.get_running_loop() is listener.loop
+    except RuntimeError:
+        on_its_loop = False
+    if on_its_loop:
+        listener.aevent.set()
+    else:
+        listener.loop.call_soon_threadsafe(listener.aevent.set)
 
 
 def channel_job_id(channel: str) -> int | None:
@@ -223,3 +254,103 @@ def _trim_block(block: bytes, job_id: int, sent: int) -> bytes:
 
 def _encode(job_id: int, event_type: str, data: str, event_id: int) -> bytes:
     return sse_encode_event(event_type, data, event_id=make_id({job_channel(job_id): event_id})).encode()
+
+
+# --- Access re-checked while a stream is open ---------------------------------------------------
+
+
+async def while_authorized(
+    chunks: AsyncIterator[bytes],
+    *,
+    still_allowed: Callable[[], bool],
+    interval: float,
+    grant: Hashable | None = None,
+) -> AsyncIterator[bytes]:
+    """Pass the stream through while ``still_allowed()`` holds, checked every ``interval`` seconds.
+
+    A stream is authorized once, when it opens; without this a revoked token (or a logged-out
+    session, or a job moved away from the user) would keep receiving lines for hours. The check
+    runs on a timer, so an idle stream ends too, and reads the database, so it works across web
+    processes. One timer per process checks every open stream, and streams opened with the same
+    ``grant`` (user, token or session, job) share one check: a per-stream timer and a task per
+    chunk cost 1,000 streams at 20 events/s most of a core (bench/bench_logs_stream.py). A
+    revoked stream's task is cancelled, so it ends even while waiting for lines.
+    """
+    task = asyncio.current_task()
+    watch = _AccessWatch.of(asyncio.get_running_loop(), interval)
+    key = grant if grant is not None else task
+    watch.add(key, still_allowed, task)
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except asyncio.CancelledError:
+        if task not in watch.revoked:
+            raise
+        task.uncancel()
+        logger.info("Closing a log stream: access was revoked")
+    finally:
+        watch.discard(key, task)
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class _AccessWatch:
+    """The open streams of one event loop whose access is re-checked every ``interval`` seconds."""
+
+    _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _AccessWatch]]" = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.grants: dict[Hashable, tuple[Callable[[], bool], set[asyncio.Task]]] = {}
+        self.revoked: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+        self.timer: asyncio.Task | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, interval: float) -> "_AccessWatch":
+        watches = cls._by_loop.setdefault(loop, {})
+        if interval not in watches:
+            watches[interval] = cls(interval)
+        return watches[interval]
+
+    def add(self, key: Hashable, still_allowed: Callable[[], bool], task: asyncio.Task) -> None:
+        self.grants.setdefault(key, (still_allowed, set()))[1].add(task)
+        if self.timer is None or self.timer.done():
+            self.timer = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, key: Hashable, task: asyncio.Task) -> None:
+        entry = self.grants.get(key)
+        if entry is not None:
+            entry[1].discard(task)
+            if not entry[1]:
+                del self.grants[key]
+
+    async def _run(self) -> None:
+        while self.grants:
+            await asyncio.sleep(self.interval)
+            checks = {key: still_allowed for key, (still_allowed, _) in self.grants.items()}
+            verdicts = await sync_to_async(_run_checks, thread_sensitive=False)(checks)
+            for key, allowed in verdicts.items():
+                entry = self.grants.get(key)
+                if allowed or entry is None:
+                    continue
+                for task in list(entry[1]):
+                    self.revoked.add(task)
+                    task.cancel()
+
+
+def _run_checks(checks: dict[Hashable, Callable[[], bool]]) -> dict[Hashable, bool]:
+    """Each grant's verdict; a check that fails (database down) closes its streams, as a refusal would."""
+    verdicts = {}
+    try:
+        for key, still_allowed in checks.items():
+            try:
+                verdicts[key] = bool(still_allowed())
+            except Exception:
+                logger.exception("Re-checking a log stream's access failed; closing it")
+                verdicts[key] = False
+    finally:
+        release_connection()
+    return verdicts

@@ -13,7 +13,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from finetune_studio.api import Conflict, OwnedQuerysetMixin
+from finetune_studio.api import Conflict, OwnedQuerysetMixin, ServiceUnavailable
 from finetune_studio.keys import download_filename
 
 from .. import selectors, services
@@ -87,6 +87,8 @@ class ModelEvaluateView(APIView):
             evaluation = services.evaluation_start(user=request.user, model=model, **serializer.validated_data)
         except services.EvaluationInputInvalid as exc:
             raise ValidationError({field: [reason] for field, reason in exc.errors.items()})
+        except services.EvaluationQueueUnavailable as exc:
+            raise ServiceUnavailable(str(exc))
         return Response(
             {
                 "evaluation_id": evaluation.id,

@@ -1,13 +1,13 @@
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from finetune_studio.api import OwnedQuerysetMixin, RequestTooLarge, error_response
-from finetune_studio.objects import UploadTooLarge
+from finetune_studio.api import OwnedQuerysetMixin, RequestTooLarge, ServiceUnavailable, error_response
+from finetune_studio.objects import StorageError, UploadTooLarge
 
 from .. import selectors, services
 from ..models import Dataset, Job, Trainer
@@ -53,6 +53,8 @@ class DatasetViewSet(
             )
         except UploadTooLarge as exc:
             raise RequestTooLarge(f"The dataset is larger than the limit of {exc.max_bytes} bytes.")
+        except StorageError as exc:
+            raise ServiceUnavailable(f"Storage failed while saving the dataset; nothing was recorded: {exc}")
         except services.DatasetInvalid as exc:
             return error_response(f"{exc.location}: {exc.reason}", errors={"file": [f"{exc.location}: {exc.reason}"]})
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
@@ -66,7 +68,11 @@ class DatasetViewSet(
 class TrainerListView(APIView):
     """Trainers users may pick, with availability on this installation."""
 
-    @extend_schema(responses=TrainerSerializer(many=True))
+    @extend_schema(
+        responses=inline_serializer(
+            "TrainerList", {"count": serializers.IntegerField(), "results": TrainerSerializer(many=True)}
+        )
+    )
     def get(self, request):
         trainers = list(Trainer.objects.all())
         availability = {trainer.id: selectors.trainer_availability(trainer) for trainer in trainers}

@@ -5,11 +5,11 @@ from urllib.parse import unquote
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
 from django_eventstream.utils import make_id
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, parsers
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, parsers, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -20,7 +20,7 @@ from finetune_studio.keys import download_filename
 from ..parsing import InvalidLine
 from ..selectors import LogFilter, iter_log_text, job_visible_to, log_backlog_start, log_lines, log_stream_of
 from ..services import LogsArchived, clean_lines, log_lines_append
-from ..streaming import release_connection, sequenced
+from ..streaming import release_connection, sequenced, while_authorized
 from .serializers import LogAppendResultSerializer, LogHistoryQuerySerializer, LogLineSerializer
 
 
@@ -73,7 +73,24 @@ class JobLogsView(APIView):
             OpenApiParameter("q", str, description="JSON: text contained in the message (any case)"),
             OpenApiParameter("backlog", int, description="SSE: lines replayed on connect"),
         ],
-        responses={200: LogLineSerializer(many=True), 204: OpenApiResponse(description="Finished, nothing more")},
+        responses={
+            (200, "application/json"): inline_serializer(
+                "LogHistory",
+                {
+                    "job": serializers.IntegerField(),
+                    "job_status": serializers.CharField(),
+                    "job_finished": serializers.BooleanField(),
+                    "results": LogLineSerializer(many=True),
+                    "has_more": serializers.BooleanField(),
+                    "next": serializers.URLField(allow_null=True),
+                    "last_seq": serializers.IntegerField(),
+                    "totals": serializers.DictField(child=serializers.IntegerField()),
+                    "archived": serializers.BooleanField(),
+                },
+            ),
+            (200, "text/event-stream"): OpenApiTypes.STR,
+            204: OpenApiResponse(description="Finished, nothing more"),
+        },
     )
     def get(self, request, job_id: int):
         job = job_visible_to(request.user, job_id)
@@ -164,9 +181,45 @@ class JobLogsView(APIView):
         raw.GET = QueryDict()
         response = events(raw, channels=[channel])
         if isinstance(response, StreamingHttpResponse) and response.is_async:
-            response.streaming_content = sequenced(response.streaming_content, job_id=job.id, start=start)
+            grant, still_allowed = _access_check(request, job.id)
+            response.streaming_content = while_authorized(
+                sequenced(response.streaming_content, job_id=job.id, start=start),
+                still_allowed=still_allowed,
+                interval=settings.LOG_STREAM_ACCESS_RECHECK_SECONDS,
+                grant=grant,
+            )
             release_connection()
         return response
+
+
+def _access_check(request, job_id: int):
+    """(grant, check): what opened the stream must still hold: the same token (or session), an active user who
+    sees the job. Streams with equal grants share one check (1,000 viewers of one job cost one check per interval).
+    """
+    from django.contrib.auth import get_user_model
+    from django.contrib.sessions.backends.base import SessionBase
+    from rest_framework.authtoken.models import Token
+
+    user_id = request.user.id
+    token_key = request.auth.key if isinstance(request.auth, Token) else None
+    session = getattr(request._request, "session", None)
+    session_key = session.session_key if isinstance(session, SessionBase) and token_key is None else None
+
+    def still_allowed() -> bool:
+        if token_key is not None and not Token.objects.filter(key=token_key, user_id=user_id).exists():
+            return False
+        if session_key is not None and not session.exists(session_key):
+            return False
+        user = get_user_model().objects.filter(id=user_id, is_active=True).first()
+        if user is None:
+            return False
+        try:
+            job_visible_to(user, job_id)
+        except Http404:
+            return False
+        return True
+
+    return (user_id, token_key, session_key, job_id), still_allowed
 
 
 def _start_position(request, job_id: int, channel: str) -> tuple[int, bool]:

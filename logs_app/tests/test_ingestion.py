@@ -67,6 +67,23 @@ def test_it_stores_nul_bytes_as_replacement_characters(job):
     assert LogEntry.objects.get(job=job).message == "bad\ufffdbyte"
 
 
+def test_a_big_batch_keeps_every_special_character_and_timestamp_exactly(job, settings):
+    settings.TIME_ZONE = "UTC"
+    awkward = ["tab\there", "two\nlines", "cr\rhere", "back\\slash \\N", "\\.", "nul\x00", "é ✓ 🚀", "", " "]
+    stamp = "2024-05-01T12:00:01.250000+02:00"
+    lines = [{"message": f"{n}:{awkward[n % len(awkward)]}"} for n in range(250)]  # past the COPY threshold
+    lines[7] = {"message": "stamped", "timestamp": stamp, "level": "ERROR", "source": "a\tb\\c\x00"}
+    result = log_lines_append(job_id=job.id, lines=lines, source="stdout")
+    stored = list(LogEntry.objects.filter(job=job).order_by("seq").values_list("seq", "message", "source"))
+    expected = [line["message"].replace("\x00", "\ufffd") for line in lines]
+    assert [message for _, message, _ in stored] == expected
+    assert [seq for seq, _, _ in stored] == list(range(1, 251)) and result.last_seq == 250
+    special = LogEntry.objects.get(job=job, seq=8)
+    assert (special.level, special.source) == ("ERROR", "a\tb\\c\ufffd")
+    assert special.timestamp.isoformat() == "2024-05-01T10:00:01.250000+00:00"
+    assert [line["message"] for line in result.lines] == expected
+
+
 def test_it_says_when_the_job_does_not_exist(db):
     from jobs.models import Job
 

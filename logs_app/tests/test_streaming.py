@@ -81,6 +81,12 @@ def test_storage_ends_a_finished_jobs_replay_with_an_end_event(make_job, alice):
     assert json.loads(events[-1].data) == {"status": "succeeded", "last_seq": 3}
 
 
+def test_open_streams_queue_many_events_before_re_reading_the_table(settings):
+    from django_eventstream import views as es_views
+
+    assert es_views.MAX_PENDING == settings.LOG_STREAM_LISTENER_PENDING >= 1000
+
+
 def test_other_channels_keep_the_default_storage(db):
     from django_eventstream import send_event
 
@@ -90,7 +96,13 @@ def test_other_channels_keep_the_default_storage(db):
 
 
 @pytest.mark.postgres
-def test_every_line_arrives_once_in_order_across_overflow_reconnects_and_the_end(transactional_db, make_job, alice):
+def test_every_line_arrives_once_in_order_across_overflow_reconnects_and_the_end(
+    transactional_db, make_job, alice, monkeypatch
+):
+    from django_eventstream import views as es_views
+
+    # The library's own queue length (tune_listeners raises it): overflow must happen here.
+    monkeypatch.setattr(es_views, "MAX_PENDING", 10)
     job = make_job(alice)
 
     async def scenario():

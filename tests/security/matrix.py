@@ -1,0 +1,108 @@
+"""The authorization matrix, written once: every owned resource × every action.
+
+Each row is one request against one of alice's objects; ``{job}``-style fields are filled
+from ``World.ids()``. The tests in test_authorization.py run every row as anonymous, bob,
+alice and olivia, and the CSRF test reuses the write rows.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Api:
+    name: str
+    method: str
+    path: str
+    body: dict | None = None
+    headers: dict = field(default_factory=dict)
+    multipart: bool = False
+
+    @property
+    def is_write(self) -> bool:
+        return self.method not in ("GET", "HEAD")
+
+    def url(self, ids: dict) -> str:
+        return self.path.format(**ids)
+
+
+@dataclass(frozen=True)
+class Page:
+    name: str
+    method: str
+    path: str
+    data: dict | None = None
+
+    @property
+    def is_write(self) -> bool:
+        return self.method == "POST"
+
+    def url(self, ids: dict) -> str:
+        return self.path.format(**ids)
+
+
+API_OBJECT_ENDPOINTS = [
+    Api("dataset detail", "GET", "/api/v1/datasets/{dataset}"),
+    Api("dataset delete", "DELETE", "/api/v1/datasets/{dataset}/"),
+    Api("job detail", "GET", "/api/v1/jobs/{job}"),
+    Api("job cancel", "POST", "/api/v1/jobs/{job}/cancel"),
+    Api("job complete", "POST", "/api/v1/jobs/{job}/complete", {"status": "succeeded"}),
+    Api("job delete", "DELETE", "/api/v1/jobs/{finished_job}"),
+    Api("log history", "GET", "/api/v1/jobs/{job}/logs?format=json"),
+    Api("log stream (SSE)", "GET", "/api/v1/jobs/{job}/logs", headers={"HTTP_ACCEPT": "text/event-stream"}),
+    Api("log text download", "GET", "/api/v1/jobs/{job}/logs.txt"),
+    Api("log append", "POST", "/api/v1/jobs/{job}/logs", ["injected by someone else"]),
+    Api("model detail and links", "GET", "/api/v1/models/{model}"),
+    Api("model update", "PATCH", "/api/v1/models/{model}", {"description": "changed by someone else"}),
+    Api("model replace", "PUT", "/api/v1/models/{model}", {"name": "stolen", "description": "x"}),
+    Api("model delete", "DELETE", "/api/v1/models/{model}"),
+    Api("model ZIP download", "GET", "/api/v1/models/{model}/download"),
+    Api("model file upload", "POST", "/api/v1/models/{model}/files", multipart=True),
+    Api(
+        "model evaluate",
+        "POST",
+        "/api/v1/models/{model}/evaluate",
+        {"test_set_path": "datasets/users/1/x.jsonl", "base_model_name": "tiny"},
+    ),
+    Api("model deploy to Ollama", "POST", "/api/v1/models/{model}/deploy", {}),
+    Api("evaluation detail", "GET", "/api/v1/evaluations/{evaluation}"),
+    Api("evaluation update", "PATCH", "/api/v1/evaluations/{evaluation}", {"note": "changed by someone else"}),
+    Api("evaluation cancel", "POST", "/api/v1/evaluations/{running_evaluation}/cancel"),
+    Api("evaluation CSV export", "GET", "/api/v1/evaluations/{evaluation}/export.csv"),
+    Api("evaluation JSON export", "GET", "/api/v1/evaluations/{evaluation}/export.json"),
+]
+
+API_LISTS = [
+    ("datasets", "/api/v1/datasets/", "dataset"),
+    ("jobs", "/api/v1/jobs/", "job"),
+    ("models", "/api/v1/models/", "model"),
+    ("evaluations", "/api/v1/evaluations/", "evaluation"),
+]
+
+API_COLLECTION_WRITES = [
+    Api("job create", "POST", "/api/v1/jobs/", {"name": "x", "base_model": "tiny", "trainer": "external"}),
+    Api("model create", "POST", "/api/v1/models/", {"name": "x", "base_model": "tiny"}),
+    Api("dataset upload", "POST", "/api/v1/datasets/", multipart=True),
+]
+
+PAGE_OBJECT_ENDPOINTS = [
+    Page("job page", "GET", "/jobs/{job}/"),
+    Page("job log viewer", "GET", "/jobs/{job}/logs/"),
+    Page("job cancel", "POST", "/jobs/{job}/cancel/"),
+    Page("job delete", "POST", "/jobs/{finished_job}/delete/"),
+    Page("dataset page", "GET", "/datasets/{dataset}/"),
+    Page("dataset delete", "POST", "/datasets/{dataset}/delete/"),
+    Page("model page", "GET", "/models/{model}/"),
+    Page("model ZIP download", "GET", "/models/{model}/download/"),
+    Page("model delete", "POST", "/models/{model}/delete/"),
+    Page("evaluation page", "GET", "/evaluations/{evaluation}/"),
+    Page("evaluation cancel", "POST", "/evaluations/{running_evaluation}/cancel/"),
+]
+
+PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/"]
+PAGE_FORMS = [
+    Page("job form", "POST", "/jobs/new/", {"name": "x"}),
+    Page("evaluation form", "POST", "/evaluations/new/", {"name": "x"}),
+    Page("dataset upload form", "POST", "/datasets/", {"name": "x"}),
+    Page("token create", "POST", "/accounts/token/create/"),
+    Page("token revoke", "POST", "/accounts/token/revoke/"),
+]

@@ -1,0 +1,338 @@
+"""Hostile paths, keys, names and filters: a 400 with a reason, and not one storage call."""
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from finetune_studio import keys
+from jobs.models import Dataset
+from models_app.models import RegisteredModel
+
+pytestmark = pytest.mark.django_db
+
+# One entry per trick; each must be refused wherever a user names a path or key.
+HOSTILE_PATHS = {
+    "dot-dot slash": "../../etc/passwd",
+    "dot-dot inside": "lora_adapters/../../../users/2/secret",
+    "backslash dot-dot": "..\\..\\windows\\win.ini",
+    "percent-encoded dot-dot": "%2e%2e%2fsecret",
+    "double-encoded dot-dot": "%252e%252e%252fsecret",
+    "semicolon": "weights;rm -rf",
+    "hash": "weights#fragment",
+    "question mark": "weights?versionId=1",
+    "leading slash": "/users/2/models/1/secret",
+    "NUL byte": "weights\x00.bin",
+    "very long": "a" * 5000,
+    "only dots": "..",
+    "empty segment": "lora_adapters//x",
+    "control character": "weights\x1b[31m",
+}
+
+
+def test_it_refuses_hostile_model_file_paths_before_any_storage_call(world, alice_api, storage_spy):
+    answers = {}
+    for trick, path in HOSTILE_PATHS.items():
+        upload = SimpleUploadedFile("file.bin", b"bytes", content_type="application/octet-stream")
+        response = alice_api.post(
+            f"/api/v1/models/{world.model.id}/files", {"path": path, "file": upload}, format="multipart"
+        )
+        answers[trick] = (response.status_code, bool(response.json().get("detail")))
+    assert answers == dict.fromkeys(HOSTILE_PATHS, (400, True))
+    assert storage_spy.connections == 0
+    assert len(RegisteredModel.objects.get(id=world.model.id).files) == len(world.model.files)
+
+
+def test_it_refuses_a_model_file_path_that_is_not_utf8(world, alice_api, storage_spy):
+    boundary = "XyZ"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="path"\r\n\r\n'.encode()
+        + b"w\xff\xfeights.bin\r\n"
+        + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n'.encode()
+        + b"Content-Type: application/octet-stream\r\n\r\nbytes\r\n"
+        + f"--{boundary}--\r\n".encode()
+    )
+    response = alice_api.generic(
+        "POST",
+        f"/api/v1/models/{world.model.id}/files",
+        body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["detail"]
+    assert storage_spy.connections == 0
+
+
+def test_it_refuses_hostile_test_set_paths_before_any_storage_call(world, bob, alice_api, storage_spy):
+    tricks = {**HOSTILE_PATHS, "another user's prefix": f"datasets/users/{bob.id}/datasets/x/test.jsonl"}
+    answers = {}
+    for trick, path in tricks.items():
+        response = alice_api.post(
+            f"/api/v1/models/{world.model.id}/evaluate",
+            {"test_set_path": path, "base_model_name": "tiny"},
+            format="json",
+        )
+        body = response.json()
+        answers[trick] = (response.status_code, bool(body.get("detail")), "test_set_path" in body.get("errors", {}))
+    assert answers == dict.fromkeys(tricks, (400, True, True))
+    assert storage_spy.connections == 0
+
+
+def test_dataset_upload_names_never_leave_the_owner_prefix(alice, alice_api):
+    """Browsers send only a base name, so a hostile one is either refused or reduced to a safe segment."""
+    rows = b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n'
+    for trick, name in HOSTILE_PATHS.items():
+        upload = SimpleUploadedFile(name + ".jsonl", rows, content_type="application/json")
+        response = alice_api.post("/api/v1/datasets/", {"file": upload, "name": "hostile"}, format="multipart")
+        assert response.status_code in (201, 400), (trick, response.content[:300])
+        if response.status_code == 400:
+            assert response.json()["detail"], trick
+            continue
+        key = Dataset.objects.get(id=response.json()["id"]).path.removeprefix("datasets/")
+        assert keys.key_is_under(key, keys.user_prefix(alice.id)), (trick, key)
+
+
+HOSTILE_FILTERS = [
+    ("/api/v1/models/", "ordering", "../../etc/passwd"),
+    ("/api/v1/models/", "status", "ready;drop table"),
+    ("/api/v1/models/", "date_from", "%2e%2e%2f"),
+    ("/api/v1/models/", "job", "1 or 1=1"),
+    ("/api/v1/models/", "page_size", "-1"),
+    ("/api/v1/jobs/", "status", "../running"),
+    ("/api/v1/jobs/", "created_after", "yesterday\x00"),
+    ("/api/v1/evaluations/", "status", "done#"),
+    ("/api/v1/evaluations/", "model", "1?x"),
+    ("/api/v1/jobs/{job}/logs", "after", "-1"),
+    ("/api/v1/jobs/{job}/logs", "since", "..\\..\\"),
+    ("/api/v1/jobs/{job}/logs", "level", "INFO;DEBUG"),
+    ("/api/v1/jobs/{job}/logs", "limit", "9" * 40),
+]
+
+
+def test_it_refuses_hostile_filter_values_with_a_reason(world, alice_api):
+    answers = {}
+    for path, name, value in HOSTILE_FILTERS:
+        url = path.format(job=world.running_job.id)
+        response = alice_api.get(url, {name: value, **({"format": "json"} if "/logs" in url else {})})
+        answers[(path, name)] = (response.status_code, bool(response.json().get("detail")))
+    assert answers == {(path, name): (400, True) for path, name, _ in HOSTILE_FILTERS}
+
+
+FREE_TEXT = ["\x00", "%00", "'; select pg_sleep(10); --", "\\", "%", "_", "é" * 3000]
+
+
+@pytest.mark.parametrize(("path", "name"), [("/api/v1/models/", "search"), ("/api/v1/jobs/{job}/logs", "q")])
+def test_free_text_search_never_fails_on_hostile_text(world, alice_api, path, name):
+    url = path.format(job=world.running_job.id)
+    for value in FREE_TEXT:
+        response = alice_api.get(url, {name: value, **({"format": "json"} if "/logs" in url else {})})
+        assert response.status_code in (200, 400), (value[:20], response.content[:300])
+        if response.status_code == 400:
+            assert response.json()["detail"]
+
+
+def test_query_strings_that_are_not_utf8_never_fail(world, alice_api):
+    for query in ["search=%FF%FE", "status=%C0%AF", "ordering=%ED%A0%80", "date_from=%00", "page=%FF"]:
+        response = alice_api.get(f"/api/v1/models/?{query}")
+        assert response.status_code in (200, 400), (query, response.content[:300])
+
+
+HOSTILE_URLS = [
+    "/api/v1/models/..%2f1",
+    "/api/v1/models/%2e%2e",
+    "/api/v1/models/1%00",
+    "/api/v1/jobs/-1",
+    "/api/v1/evaluations/1;1",
+    "/api/v1/datasets/" + "9" * 40,
+    "/api/v1/jobs/" + "9" * 40 + "/logs?format=json",
+]
+
+
+def test_hostile_ids_in_urls_are_a_404_not_a_crash(world, alice_api):
+    assert {url: alice_api.get(url).status_code for url in HOSTILE_URLS} == dict.fromkeys(HOSTILE_URLS, 404)
+
+
+# --- bodies -------------------------------------------------------------------------------------
+
+
+MALFORMED_JSON = {
+    "truncated": b"{",
+    "syntax error": b'{"name": }',
+    "not UTF-8": b"\xff\xfe{}",
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+    "trailing garbage": b'{"a": "\\ud800"}x',
+}
+JSON_WRITES = ["/api/v1/jobs/", "/api/v1/models/", "/api/v1/models/{model}/evaluate", "/api/v1/jobs/{job}/logs"]
+
+
+@pytest.mark.parametrize("path", JSON_WRITES)
+def test_it_answers_400_to_malformed_json(world, alice_api, path):
+    url = path.format(model=world.model.id, job=world.running_job.id)
+    answers = {}
+    for name, body in MALFORMED_JSON.items():
+        response = alice_api.generic("POST", url, body, content_type="application/json")
+        answers[name] = (response.status_code, bool(response.json().get("detail")))
+    assert answers == dict.fromkeys(MALFORMED_JSON, (400, True))
+
+
+def test_it_answers_413_to_request_bodies_over_the_limit(world, alice_api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+    body = json.dumps({"name": "x" * 100_000, "base_model": "tiny"}).encode()
+    response = alice_api.generic("POST", "/api/v1/models/", body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["detail"]
+
+
+def test_it_answers_413_to_log_batches_over_the_limit(world, alice_api, settings):
+    settings.LOG_INGEST_MAX_LINES = 10
+    response = alice_api.post(f"/api/v1/jobs/{world.running_job.id}/logs", [f"line {i}" for i in range(11)])
+    assert response.status_code == 413
+
+
+def test_it_answers_413_to_dataset_uploads_over_the_limit(alice_api, settings, storage_spy):
+    settings.DATASET_MAX_UPLOAD_BYTES = 4096
+    upload = SimpleUploadedFile("big.jsonl", b'{"text": "a", "label": "x"}\n' * 1000)
+    response = alice_api.post("/api/v1/datasets/", {"file": upload}, format="multipart")
+    assert response.status_code == 413
+    assert response.json()["detail"]
+    assert not Dataset.objects.exists()
+
+
+def test_it_answers_413_to_model_files_over_the_limit(world, alice_api, settings):
+    settings.MODEL_FILE_MAX_UPLOAD_BYTES = 4096
+    upload = SimpleUploadedFile("big.bin", b"\x00" * 20_000)
+    response = alice_api.post(
+        f"/api/v1/models/{world.model.id}/files", {"path": "big.bin", "file": upload}, format="multipart"
+    )
+    assert response.status_code == 413
+    model = RegisteredModel.objects.get(id=world.model.id)
+    assert "big.bin" not in {entry["path"] for entry in model.files}
+
+
+# --- the keys the server builds -----------------------------------------------------------------
+
+segment = st.text(min_size=0, max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(owner=st.integers(min_value=1, max_value=10**9), parts=st.lists(segment, min_size=1, max_size=4))
+def test_every_key_built_from_user_input_stays_under_the_owner_prefix(owner, parts):
+    try:
+        key = keys.user_key(owner, *parts)
+    except keys.InvalidName:
+        return
+    assert keys.key_is_under(key, keys.user_prefix(owner))
+    assert ".." not in key.split("/")
+    assert "\\" not in key and "\x00" not in key
+
+
+@settings(max_examples=150, deadline=None)
+@given(path=st.text(max_size=60))
+def test_a_model_file_key_is_always_inside_the_model_prefix(path):
+    model = RegisteredModel(id=7, owner_id=3, storage_path="users/3/models/7/")
+    try:
+        clean = keys.clean_relative_path(path)
+    except keys.InvalidName:
+        return
+    key = model.file_key(clean)
+    assert keys.key_is_under(key, "users/3/models/7/")
+
+
+@settings(max_examples=150, deadline=None)
+@given(filename=st.text(max_size=80))
+def test_dataset_object_names_are_one_safe_segment(filename):
+    from jobs.services import _storage_filename
+
+    try:
+        name = _storage_filename(filename)
+    except keys.InvalidName:
+        return
+    assert keys.key_is_under("users/1/datasets/" + name, "users/1/datasets/")
+
+
+@settings(max_examples=100, deadline=None)
+@given(path=st.text(max_size=60), owner=st.integers(min_value=1, max_value=10**6))
+def test_test_set_paths_resolve_only_under_the_owner_prefix(path, owner):
+    from django.contrib.auth.models import User
+
+    from evaluations.services import EvaluationInputInvalid, test_set_resolve
+
+    user = User(id=owner, username="u")
+    try:
+        resolved = test_set_resolve(user=user, path="datasets/users/" + path)
+    except EvaluationInputInvalid:
+        return
+    assert keys.key_is_under(resolved.key, keys.user_prefix(owner))
+
+
+# --- bombs --------------------------------------------------------------------------------------
+
+BOMB_BYTES = 24 * 1024 * 1024
+
+
+def _write_bomb(path, kind: str) -> None:
+    with open(path, "wb") as out:
+        if kind == "one huge JSON line":
+            out.write(b'{"text": "')
+            for _ in range(BOMB_BYTES // (1 << 20)):
+                out.write(b"a" * (1 << 20))
+        elif kind == "deeply nested JSON line":
+            out.write(b'{"text": "x", "label": ' + b"[" * 500_000 + b"]" * 500_000 + b"}\n")
+        elif kind == "one huge CSV field":
+            out.write(b'text,label\n"')
+            for _ in range(BOMB_BYTES // (1 << 20)):
+                out.write(b"b" * (1 << 20))
+        elif kind == "JSON array of deep objects":
+            out.write(b"[" + b'{"a":' * 200_000 + b"1" + b"}" * 200_000 + b"]")
+
+
+@pytest.mark.parametrize(
+    ("kind", "filename"),
+    [
+        ("one huge JSON line", "bomb.jsonl"),
+        ("deeply nested JSON line", "bomb.jsonl"),
+        ("one huge CSV field", "bomb.csv"),
+        ("JSON array of deep objects", "bomb.json"),
+    ],
+)
+def test_it_rejects_dataset_bombs_within_bounded_memory(alice, tmp_path, storage_spy, kind, filename):
+    import tracemalloc
+
+    from django.core.files.uploadedfile import TemporaryUploadedFile
+
+    from jobs.services import DatasetInvalid, dataset_create
+
+    upload = TemporaryUploadedFile(filename, "application/octet-stream", 0, None)
+    _write_bomb(upload.temporary_file_path(), kind)
+    upload.size = upload.file.seek(0, 2)
+    upload.file.seek(0)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetInvalid) as refused:
+            dataset_create(owner=alice, uploaded_file=upload)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        upload.close()
+    assert refused.value.reason
+    # The file is 1-24 MiB; the parser holds at most about one line (1 MiB) and a chunk at a time.
+    assert peak < 8 * 1024 * 1024, f"{kind}: peak {peak / 2**20:.1f} MiB"
+    assert storage_spy.connections == 0
+    assert not Dataset.objects.exists()
+
+
+def test_date_filters_with_offsets_postgresql_refuses_are_answered_not_crashed(world, alice_api):
+    """Python accepts offsets up to ±23:59, PostgreSQL only ±15:59: found by schemathesis (a 500)."""
+    odd = "0041-11-16T06:59:32.8+20:56"
+    queries = [
+        ("/api/v1/jobs/", {"created_after": odd}),
+        ("/api/v1/jobs/", {"created_before": "0001-01-01T00:00:00+23:00"}),
+        ("/api/v1/models/", {"date_from": odd}),
+        ("/api/v1/models/", {"date_to": "0001-01-01T00:00:00+23:00"}),
+        (f"/api/v1/jobs/{world.running_job.id}/logs", {"format": "json", "since": odd}),
+        (f"/api/v1/jobs/{world.running_job.id}/logs", {"format": "json", "until": "0001-01-01T00:00:00+23:00"}),
+    ]
+    answers = {f"{path} {params}": alice_api.get(path, params).status_code for path, params in queries}
+    assert all(status in (200, 400) for status in answers.values()), answers

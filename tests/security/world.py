@@ -1,0 +1,112 @@
+"""Alice's world: one object of every kind, built through the services where that is cheap.
+
+Shared by the security suite (authorization matrix, hostile input, CSRF): every test that
+asks "can bob reach it?" needs the same set of alice's objects.
+"""
+
+import json
+from dataclasses import dataclass
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+
+from evaluations.models import Evaluation, Prediction
+from finetune_studio.objects import bucket
+from jobs import services as job_services
+from jobs.models import Job, Trainer
+from models_app.models import RegisteredModel
+from models_app.services import artifacts_manifest
+
+ROWS = [{"text": f"clause {i} says pay within {i} days", "label": ["pay", "law"][i % 2]} for i in range(10)]
+
+
+@dataclass
+class World:
+    owner: object
+    dataset: object
+    running_job: Job
+    finished_job: Job
+    model: RegisteredModel
+    evaluation: Evaluation
+    running_evaluation: Evaluation
+
+    def ids(self) -> dict:
+        return {
+            "dataset": self.dataset.id,
+            "job": self.running_job.id,
+            "finished_job": self.finished_job.id,
+            "model": self.model.id,
+            "evaluation": self.evaluation.id,
+            "running_evaluation": self.running_evaluation.id,
+        }
+
+
+def build_world(owner, *, tag: str = "alice") -> World:
+    from logs_app.services import log_lines_append
+
+    data = "".join(json.dumps(row) + "\n" for row in ROWS).encode()
+    dataset = job_services.dataset_create(
+        owner=owner, uploaded_file=SimpleUploadedFile("train.jsonl", data), name=f"{tag}-secret-dataset"
+    )
+    trainer, _ = Trainer.objects.get_or_create(name="external")
+    running_job = Job.objects.create(
+        owner=owner, name=f"{tag}-secret-job", base_model="tiny", trainer=trainer, dataset=dataset, status="running"
+    )
+    running_job.storage_prefix = f"users/{owner.id}/jobs/{running_job.id}/"
+    running_job.save(update_fields=["storage_prefix"])
+    finished_job = Job.objects.create(
+        owner=owner,
+        name=f"{tag}-secret-finished-job",
+        base_model="tiny",
+        trainer=trainer,
+        status="succeeded",
+        finished_at=timezone.now(),
+    )
+    finished_job.storage_prefix = f"users/{owner.id}/jobs/{finished_job.id}/"
+    finished_job.save(update_fields=["storage_prefix"])
+    log_lines_append(
+        job_id=running_job.id, lines=[{"message": f"{tag} private line {i}"} for i in range(5)], source="test"
+    )
+
+    model = RegisteredModel.objects.create(
+        owner=owner, name=f"{tag}-secret-model", base_model="tiny", status="ready", job=finished_job
+    )
+    model.storage_path = f"users/{owner.id}/models/{model.id}/"
+    models_bucket = bucket("models")
+    models_bucket.put_bytes(model.storage_path + "lora_adapters/adapter_model.safetensors", b"\x00" * 2048)
+    models_bucket.put_bytes(model.storage_path + "metrics.json", b'{"final": {"loss": 0.5}}')
+    model.files = artifacts_manifest(model.storage_path)
+    model.save()
+
+    evaluation = _evaluation(owner, model, dataset, tag, status="completed")
+    running_evaluation = _evaluation(owner, model, dataset, tag + "-running", status="running")
+    return World(owner, dataset, running_job, finished_job, model, evaluation, running_evaluation)
+
+
+def _evaluation(owner, model, dataset, tag: str, *, status: str) -> Evaluation:
+    fields = {
+        "owner": owner,
+        "model": model,
+        "name": f"{tag}-secret-evaluation",
+        "status": status,
+        "test_set_path": dataset.path,
+        "base_model_name": "tiny",
+        "fine_tuned_name": model.name,
+        "config": {},
+    }
+    if status == "completed":
+        fields["completed_at"] = timezone.now()
+    else:
+        fields["started_at"] = timezone.now()
+    evaluation = Evaluation.objects.create(**fields)
+    Prediction.objects.create(
+        evaluation=evaluation,
+        index=0,
+        candidate="tiny",
+        input_text=f"{tag} private input",
+        expected="pay",
+        prediction_text="pay",
+        parsed_label="pay",
+        correct=True,
+    )
+    return evaluation
