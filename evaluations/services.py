@@ -271,6 +271,25 @@ def evaluation_cancel(*, evaluation: Evaluation) -> Evaluation:
     return evaluation
 
 
+def evaluation_retry(*, evaluation: Evaluation) -> Evaluation:
+    """Failed → pending, queued again after commit; the predictions already stored are kept and not asked again.
+
+    For a run that failed on something outside it (Ollama dropping connections, a model being
+    loaded): the engine skips every (example, candidate) the store holds, so a retry costs only
+    what is missing. Attempts start over; the old error stays until the new run ends.
+    """
+    with transaction.atomic():
+        updated = Evaluation.objects.filter(id=evaluation.id, status=Evaluation.Status.FAILED).update(
+            status=Evaluation.Status.PENDING, attempts=0, completed_at=None, updated_at=timezone.now()
+        )
+        evaluation.refresh_from_db()
+        if not updated:
+            raise EvaluationStateConflict(f"only a failed evaluation can be retried; this one is {evaluation.status}")
+        _enqueue_on_commit(evaluation.id)
+        _publish(evaluation)
+    return evaluation
+
+
 # --- running ----------------------------------------------------------------------------------------
 class _DatabaseStore:
     """The engine's store: predictions in bulk, progress + heartbeat, cancellation by status."""

@@ -2,6 +2,7 @@
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
@@ -35,9 +36,21 @@ class ServiceUnavailable(exceptions.APIException):
     default_code = "service_unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    default_detail = "The database is unavailable (connection lost or refused); retry the request shortly."
+    default_code = "database_unavailable"
+
+
 def exception_handler(exc, context):
-    """One error shape: ``{"detail": "...", "errors": {field: [messages]}}`` (errors only for field problems)."""
-    if isinstance(exc, RequestDataTooBig):
+    """One error shape: ``{"detail": "...", "errors": {field: [messages]}}`` (errors only for field problems).
+
+    A lost or refused database connection (a PostgreSQL restart, a cut connection, the pool timing out) is
+    an outage, not a bug: it answers 503 "retry", so clients that retry on 503 (log shippers with seqs, the
+    CLI) resend safely, where a 500 would tell them the request itself was wrong.
+    """
+    if isinstance(exc, OperationalError | InterfaceError):
+        exc = DatabaseUnavailable()
+    elif isinstance(exc, RequestDataTooBig):
         exc = RequestTooLarge(str(exc) or None)
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()

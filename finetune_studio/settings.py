@@ -295,9 +295,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "finetune_studio.api.exception_handler",
+    # Rate limits fail open when the cache (Redis) is unreachable: see finetune_studio/throttling.py.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.AnonRateThrottle",
+        "finetune_studio.throttling.StudioUserRateThrottle",
+        "finetune_studio.throttling.StudioAnonRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env_str("API_THROTTLE_USER", "3000/min"),
@@ -457,11 +458,6 @@ CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"] = {
 }
 
 # reliability (issue 7)
-# Rate limits fail open when the cache (Redis) is unreachable: see finetune_studio/throttling.py.
-REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
-    "finetune_studio.throttling.StudioUserRateThrottle",
-    "finetune_studio.throttling.StudioAnonRateThrottle",
-]
 if REDIS_URL:
     from redis.backoff import NoBackoff
     from redis.retry import Retry

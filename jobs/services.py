@@ -226,14 +226,34 @@ def job_enqueue(*, job_id: int) -> bool:
         if not moved:
             return False
         job = Job.objects.select_related("trainer").get(id=job_id)
-        _publish(job)
         if not job.trainer.is_external:
             queue = job.trainer.queue
+            # Registered before the event: when the broker refuses, the hook raises and the "queued"
+            # event that would contradict the failed row is never sent.
             transaction.on_commit(lambda: _dispatch_local_run(job_id, queue))
+        _publish(job)
     return True
 
 
+class JobQueueUnavailable(Exception):
+    """The broker refused a job's run: the job was failed with the reason, never left queued with nothing queued."""
+
+    def __init__(self, job_id: int, reason: str):
+        super().__init__(
+            f"The task queue is unavailable, so job #{job_id} was not started and is marked failed; "
+            f"try again shortly ({reason})."
+        )
+        self.job_id = job_id
+
+
 def _dispatch_local_run(job_id: int, queue: str) -> None:
+    """Send the run to the broker once; if it refuses, fail the job and raise JobQueueUnavailable.
+
+    One publish attempt (CELERY_TASK_PUBLISH_RETRY = False), bounded by the broker's socket
+    timeouts. The failure is a conditional UPDATE without events: the events would go through
+    the same Redis that just refused, each waiting its own timeout, and the caller already
+    answers with the reason (a page reload reads the failed row).
+    """
     from .tasks import job_run_local
 
     try:
@@ -241,9 +261,13 @@ def _dispatch_local_run(job_id: int, queue: str) -> None:
     except Exception as exc:
         if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):  # unset in production settings
             raise
-        # The broker refused: say so on the job rather than leave it queued forever.
         logger.exception("Could not enqueue job %s", job_id)
-        job_complete(job_id=job_id, status=Job.Status.FAILED, error_message=f"could not be queued: {exc}")
+        reason = f"could not be queued: {exc.__class__.__name__}: {exc}"
+        now = timezone.now()
+        Job.objects.filter(id=job_id, status=Job.Status.QUEUED).update(
+            status=Job.Status.FAILED, finished_at=now, updated_at=now, error_message=reason[:10_000]
+        )
+        raise JobQueueUnavailable(job_id, reason) from None
 
 
 # Tells this process from an earlier one that had the same pid (a container's pid 1 after a restart).
@@ -598,7 +622,10 @@ def job_redispatch_unfinished() -> int:
     count = 0
     queued = Job.objects.filter(status=Job.Status.QUEUED).exclude(trainer__name=Trainer.EXTERNAL)
     for job_id, queue in queued.values_list("id", "trainer__queue"):
-        _dispatch_local_run(job_id, queue)
+        try:
+            _dispatch_local_run(job_id, queue)
+        except JobQueueUnavailable:
+            continue  # failed with the reason by the dispatch; the other jobs still get their chance
         count += 1
     now = timezone.now()
     host = socket.gethostname()

@@ -53,6 +53,9 @@ def job_create(request):
                 )
             except services.JobInvalid as exc:
                 _attach_errors(form, exc.errors)
+            except services.JobQueueUnavailable as exc:
+                messages.error(request, str(exc))
+                return redirect("job-detail", pk=exc.job_id)
             else:
                 messages.success(request, f"Job “{job.name}” is queued.")
                 return redirect("job-detail", pk=job.pk)

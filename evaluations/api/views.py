@@ -129,6 +129,19 @@ class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.Retrie
             raise Conflict(str(exc))
         return Response(EvaluationSerializer(evaluation).data)
 
+    @extend_schema(request=None, responses=EvaluationSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Run a failed evaluation again; stored predictions are kept and not asked again (409 unless failed)."""
+        evaluation = self.get_object()
+        try:
+            services.evaluation_retry(evaluation=evaluation)
+        except services.EvaluationStateConflict as exc:
+            raise Conflict(str(exc))
+        except services.EvaluationQueueUnavailable as exc:
+            raise ServiceUnavailable(str(exc))
+        return Response(EvaluationSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED)
+
     @action(detail=True, methods=["get"], url_path="export.csv", renderer_classes=[CSVRenderer, JSONRenderer])
     def export_csv(self, request, pk=None):
         evaluation = self.get_object()

@@ -110,6 +110,8 @@ class JobViewSet(
             )
         except services.JobInvalid as exc:
             return error_response(str(exc), errors=exc.errors)
+        except services.JobQueueUnavailable as exc:
+            raise ServiceUnavailable(str(exc))
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, pk=None):

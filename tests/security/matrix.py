@@ -67,6 +67,7 @@ API_OBJECT_ENDPOINTS = [
     Api("evaluation detail", "GET", "/api/v1/evaluations/{evaluation}"),
     Api("evaluation update", "PATCH", "/api/v1/evaluations/{evaluation}", {"note": "changed by someone else"}),
     Api("evaluation cancel", "POST", "/api/v1/evaluations/{running_evaluation}/cancel"),
+    Api("evaluation retry", "POST", "/api/v1/evaluations/{evaluation}/retry"),
     Api("evaluation CSV export", "GET", "/api/v1/evaluations/{evaluation}/export.csv"),
     Api("evaluation JSON export", "GET", "/api/v1/evaluations/{evaluation}/export.json"),
 ]

@@ -3,6 +3,9 @@
 Faults are switched at run time: ``latency`` (seconds added per chunk), ``reset_after``
 (abort each connection with a TCP RST once that many response bytes went through),
 ``refuse`` (accept, then reset at once) and ``blackhole`` (accept and never answer).
+``sever()`` resets every open connection at once (a database restart as its clients see it);
+``slow_down(times)`` answers the next ``times`` HTTP requests with S3's ``503 SlowDown``
+instead of forwarding them.
 No packaged tool does this offline on this machine, so we keep our own.
 """
 
@@ -23,6 +26,11 @@ class FaultProxy:
         self.blackhole = False
         self.connections = 0
         self.resets = 0
+        self.slowdowns_left = 0
+        self.slowdowns_sent = 0
+        self.severed = 0
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -49,6 +57,29 @@ class FaultProxy:
         self.reset_after = None
         self.refuse = False
         self.blackhole = False
+        self.slowdowns_left = 0
+
+    def sever(self) -> int:
+        """Reset every connection open now (both sides see a dead peer); returns how many."""
+        with self._open_lock:
+            victims = list(self._open)
+        for sock in victims:
+            self._abort(sock)
+        self.severed += len(victims)
+        return len(victims)
+
+    def slow_down(self, times: int) -> None:
+        """Answer the next ``times`` requests with ``503 SlowDown``, as S3 does when throttling.
+
+        Open keep-alive connections are closed first (gracefully: a client pool drops them without
+        counting a retry), so the next requests arrive on new connections and meet the 503s.
+        """
+        self.slowdowns_left = times
+        with self._open_lock:
+            victims = list(self._open)
+        for sock in victims:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> "FaultProxy":
         return self.start()
@@ -69,6 +100,10 @@ class FaultProxy:
         if self.refuse:
             self._abort(client)
             return
+        if self.slowdowns_left > 0:
+            self.slowdowns_left -= 1
+            self._answer_slow_down(client)
+            return
         if self.blackhole:
             while not self._stopped.is_set() and self.blackhole:
                 time.sleep(0.05)
@@ -81,6 +116,8 @@ class FaultProxy:
             return
         sent_back = 0
         sockets = [client, upstream]
+        with self._open_lock:
+            self._open.add(client)
         try:
             while not self._stopped.is_set():
                 readable, _, _ = select.select(sockets, [], [], 0.2)
@@ -99,11 +136,54 @@ class FaultProxy:
                         client.sendall(data)
                     else:
                         upstream.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select() on a socket sever() closed under us
+            return
+        finally:
+            with self._open_lock:
+                self._open.discard(client)
+            with contextlib.suppress(OSError):
+                upstream.close()
+            with contextlib.suppress(OSError):
+                client.close()
+
+    def _answer_slow_down(self, client: socket.socket) -> None:
+        """Read one HTTP request (headers, then its body unless it waits for 100-continue) and refuse it."""
+        client.settimeout(5)
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = client.recv(65536)
+                if not data:
+                    return
+                head += data
+            headers, _, body = head.partition(b"\r\n\r\n")
+            lowered = headers.lower()
+            if b"expect: 100-continue" not in lowered:
+                length = 0
+                for line in lowered.split(b"\r\n"):
+                    if line.startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                chunked = b"transfer-encoding: chunked" in lowered
+                while (len(body) < length) or (chunked and not body.endswith(b"0\r\n\r\n")):
+                    data = client.recv(65536)
+                    if not data:
+                        break
+                    body += data
+            payload = (
+                b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+                b"<Message>Please reduce your request rate.</Message><RequestId>faultproxy</RequestId></Error>"
+            )
+            client.sendall(
+                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                + f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                + payload
+            )
+            self.slowdowns_sent += 1
+        except (OSError, ValueError):
             return
         finally:
             with contextlib.suppress(OSError):
-                upstream.close()
+                client.shutdown(socket.SHUT_WR)
             with contextlib.suppress(OSError):
                 client.close()
 
