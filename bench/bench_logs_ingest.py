@@ -7,6 +7,11 @@ processes calling ``log_lines_append`` with 1,000-line batches as fast as they c
 - ``pipeline_one_writer``: one process through ``log_lines_append`` (seq allocation, COPY, publish);
 - ``pipeline_two_writers_while_streaming``: two processes on one job while 10 SSE clients stream
   that job (target ≥ 50,000 lines/s), with the share of lines the clients received in order.
+
+Figures, 2026-11-29, 2 vCPUs shared with four other busy sessions (1-min load ≈ 3.5):
+bulk_create 9,919 lines/s; log_lines_append 37,064 lines/s (3.74× bulk_create; 1.97× before the
+COPY-text/parse fast path, measured at load 2.4 the same day); two writers while 10 clients stream
+29,759 lines/s (17,140 before), every client all lines in order. 50k lines/s not reached on this machine.
 """
 
 import asyncio

@@ -9,6 +9,11 @@ Two storages, each measured against streaming the same objects without zipping i
 Each has 200 small files. Figures: time to headers and to the first body byte, MiB/s and the ratio to the
 baseline, the web process's peak RSS growth (VmHWM), and `unzip -t` + Python's zipfile CRC check.
 Needs PostgreSQL on 127.0.0.1:5432 (database ``bench_models`` is recreated) and ~6 GiB of free disk.
+
+Figures, 2026-11-29, 2 vCPUs shared with four other busy sessions (1-min load 2.7 → 1.4): S3 1 GiB +
+200 small files: ZIP 264 MiB/s vs 211 MiB/s plain (ratio 1.25, medians of 3 alternated runs; 0.60-0.70
+single runs before small members were prefetched), first byte 0.19 s, peak RSS growth 32.5 MiB;
+local 5 GiB (ZIP64): 490 vs 326 MiB/s (1.51), first byte 0.14 s, RSS growth 31.8 MiB; unzip -t and CRCs pass.
 """
 
 import contextlib
@@ -36,6 +41,7 @@ CHUNK = 16 * 1024 * 1024
 SMALL_FILES = 200
 S3_BIG_MIB = int(os.environ.get("BENCH_S3_BIG_MIB", "1024"))
 LOCAL_BIG_MIB = int(os.environ.get("BENCH_LOCAL_BIG_MIB", "5120"))
+S3_REPEAT = int(os.environ.get("BENCH_S3_REPEAT", "3"))  # medians of alternated runs
 
 
 def free_port() -> int:
@@ -254,7 +260,22 @@ def run_case(kind: str, work: Path) -> dict:
         wait_for(f"{base_url}/healthz")
         requests.get(f"{base_url}/api/v1/models/{model.id}", headers=headers, timeout=30).raise_for_status()
         if kind == "s3":
-            baseline = stream_plain(list(selectors.model_download_links(model)["files"].values()), work / "plain")
+            # Alternated and repeated: on a shared 2-core machine one run of each swung ±30 %.
+            plain_urls = list(selectors.model_download_links(model)["files"].values())
+            out_path = work / f"{kind}.zip"
+            runs = []
+            for _ in range(S3_REPEAT):
+                runs.append((stream_plain(plain_urls, work / "plain"), None))
+                runs.append(
+                    (None, download_zip(f"{base_url}/api/v1/models/{model.id}/download", headers, out_path, web.pid))
+                )
+            baselines = [plain for plain, _ in runs if plain]
+            zips = [zipped for _, zipped in runs if zipped]
+            baseline = sorted(baselines, key=lambda run: run["mib_per_s"])[len(baselines) // 2]
+            zipped = sorted(zips, key=lambda run: run["mib_per_s"])[len(zips) // 2]
+            zipped["peak_rss_growth_mib_all_runs"] = max(run["web_peak_rss_growth_mib"] for run in zips)
+            baseline["runs_mib_per_s"] = [run["mib_per_s"] for run in baselines]
+            zipped["runs_mib_per_s"] = [run["mib_per_s"] for run in zips]
         else:
             # Not the app's /files/ links: under ASGI Django collects a FileResponse's sync iterator whole.
             file_port = free_port()
@@ -264,8 +285,8 @@ def run_case(kind: str, work: Path) -> dict:
                 wait_for(f"http://127.0.0.1:{file_port}/")
                 urls = [f"http://127.0.0.1:{file_port}/{model.file_key(item['path'])}" for item in model.files]
                 baseline = stream_plain(urls, work / "plain")
-        out_path = work / f"{kind}.zip"
-        zipped = download_zip(f"{base_url}/api/v1/models/{model.id}/download", headers, out_path, web.pid)
+            out_path = work / f"{kind}.zip"
+            zipped = download_zip(f"{base_url}/api/v1/models/{model.id}/download", headers, out_path, web.pid)
     result = {
         "big_member_mib": model.files[-1]["size"] // 2**20,
         "small_files": SMALL_FILES,

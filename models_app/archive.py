@@ -12,7 +12,9 @@ the client sees an incomplete transfer, never a truncated archive that looks com
 """
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import zipstream
 from django.http import StreamingHttpResponse
@@ -32,9 +34,46 @@ README = "README.md"
 METADATA = "metadata.json"
 
 
+# Small members are fetched whole, a few ahead of the one being sent: each is one storage request
+# (≈ 3 ms against the S3 server here), and 200 of them one after the other cost a 512 MiB model a
+# quarter of its throughput. Bounded: PREFETCH_AHEAD members of at most PREFETCH_MAX_BYTES each.
+PREFETCH_MAX_BYTES = 1024 * 1024
+PREFETCH_AHEAD = 8
+_prefetch_pool: ThreadPoolExecutor | None = None
+_prefetch_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _prefetch_pool
+    with _prefetch_pool_lock:
+        if _prefetch_pool is None:
+            _prefetch_pool = ThreadPoolExecutor(max_workers=PREFETCH_AHEAD, thread_name_prefix="zip-prefetch")
+        return _prefetch_pool
+
+
+class _SmallObjects:
+    """The small members of one archive, read a few ahead of the archive's position, in archive order."""
+
+    def __init__(self, keys: list[str]):
+        self._keys = keys
+        self._futures: dict[int, Future] = {}
+        self._next = 0
+
+    def take(self, index: int) -> bytes:
+        while self._next < len(self._keys) and self._next <= index + PREFETCH_AHEAD:
+            self._futures[self._next] = _pool().submit(bucket("models").read_bytes, self._keys[self._next])
+            self._next += 1
+        return self._futures.pop(index).result()
+
+
 def _object_chunks(key: str) -> Iterator[bytes]:
     """Opens the object only when the archive reaches it, so the first byte never waits on storage."""
     yield from bucket("models").iter_chunks(key, chunk_size=READ_CHUNK_BYTES)
+
+
+def _prefetched(small: _SmallObjects, index: int) -> Iterator[bytes]:
+    # A generator, so nothing is requested before the archive reaches (or nears) this member.
+    yield small.take(index)
 
 
 def metadata(model: RegisteredModel, lineage: dict | None = None) -> dict:
@@ -153,10 +192,17 @@ def _generated_names(model: RegisteredModel) -> tuple[str, str]:
 def build_archive(model: RegisteredModel, lineage: dict | None = None) -> zipstream.ZipStream:
     sized = all(isinstance(item.get("size"), int) for item in model.files)
     archive = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=sized)
+    small = [item for item in model.files if isinstance(item.get("size"), int) and item["size"] <= PREFETCH_MAX_BYTES]
+    small_index = {id(item): index for index, item in enumerate(small)}
+    prefetch = _SmallObjects([model.file_key(item["path"]) for item in small])
     for item in model.files:
         size = item.get("size")
         compress = None if sized or not artifacts.is_small_text(item["path"], size) else zipstream.ZIP_DEFLATED
-        archive.add(_object_chunks(model.file_key(item["path"])), item["path"], size=size, compress_type=compress)
+        if id(item) in small_index:
+            data = _prefetched(prefetch, small_index[id(item)])
+        else:
+            data = _object_chunks(model.file_key(item["path"]))
+        archive.add(data, item["path"], size=size, compress_type=compress)
     readme_name, metadata_name = _generated_names(model)
     text_compression = None if sized else zipstream.ZIP_DEFLATED
     lineage = lineage if lineage is not None else model_lineage(model)

@@ -60,8 +60,13 @@ class RegisteredModel(models.Model):
         verbose_name = "model"
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["owner", "-created_at"]),
+            # The default order with its tie-break: deep pages read only this index (see ModelPagination).
+            models.Index(fields=["owner", "-created_at", "-id"], name="models_owner_created_id_idx"),
             models.Index(fields=["owner", "status"]),
+            # ?ordering=-total_size (largest first), per owner and staff-wide; name/description search
+            # has PostgreSQL trigram indexes (migration 0004), which other databases cannot build.
+            models.Index(fields=["owner", "-total_size", "-id"], name="models_owner_size_idx"),
+            models.Index(fields=["-total_size", "-id"], name="models_size_idx"),
             # The list's base_model filter and the staff-wide list (all owners, newest first).
             models.Index(fields=["owner", "base_model", "-created_at"], name="models_owner_base_created_idx"),
             models.Index(fields=["-created_at", "-id"], name="models_created_id_idx"),

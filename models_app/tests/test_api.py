@@ -201,5 +201,62 @@ def test_list_queries_are_bounded(alice_api, alice, django_assert_max_num_querie
         assert alice_api.get(f"{API}?page_size=25").status_code == 200
 
 
+def test_deep_pages_hold_the_same_models_as_plain_offsets_in_one_query(alice_api, alice, monkeypatch):
+    from models_app.api.views import DeepPagePaginator
+
+    for index in range(23):
+        model = make_model(alice, name=f"m{index}")
+        RegisteredModel.objects.filter(id=model.id).update(total_size=index % 4)  # ties: id breaks them
+    plain = [
+        model["id"]
+        for page in (1, 2, 3, 4, 5)
+        for model in alice_api.get(f"{API}?page_size=5&page={page}").json()["results"]
+    ]
+    monkeypatch.setattr(DeepPagePaginator, "DEEP_OFFSET", 5)  # every page after the first picks ids first
+    with CaptureQueriesContext(connection) as captured:
+        pages = [alice_api.get(f"{API}?page_size=5&page={page}").json() for page in (1, 2, 3, 4, 5)]
+    assert [model["id"] for page in pages for model in page["results"]] == plain
+    assert len(plain) == 23 and len(set(plain)) == 23
+    assert len(captured) == 5 * 3  # token, count, page: the ids come from a subquery
+    by_size = [
+        m["id"]
+        for p in (3, 4)
+        for m in alice_api.get(f"{API}?page_size=5&page={p}&ordering=-total_size").json()["results"]
+    ]
+    monkeypatch.setattr(DeepPagePaginator, "DEEP_OFFSET", 10_000)
+    assert by_size == [
+        m["id"]
+        for p in (3, 4)
+        for m in alice_api.get(f"{API}?page_size=5&page={p}&ordering=-total_size").json()["results"]
+    ]
+
+
+@pytest.mark.postgres
+def test_search_and_size_ordering_can_use_their_indexes_on_postgresql(alice):
+    from django.db.models import Q
+
+    from models_app.selectors import model_list
+
+    # Staff-wide (no owner index to fall back on): whether the trigram indexes match Django's SQL for icontains.
+    search = RegisteredModel.objects.filter(Q(name__icontains="needle") | Q(description__icontains="needle"))
+    by_size = model_list(alice).order_by("-total_size", "-id")[:50]
+    plans = {}
+    # A tiny test table: ask whether an index *can* serve the query, not whether the planner would pick it.
+    for name, queryset, switches in (
+        ("search", search.order_by(), ("enable_seqscan", "enable_indexscan")),  # only bitmap scans remain
+        ("size", by_size, ("enable_seqscan", "enable_sort")),
+    ):
+        with connection.cursor() as cursor:
+            for switch in switches:
+                cursor.execute(f"SET LOCAL {switch} = off")
+            sql, params = queryset.query.sql_with_params()
+            cursor.execute(f"EXPLAIN {sql}", params)
+            plans[name] = "\n".join(row[0] for row in cursor.fetchall())
+            for switch in switches:
+                cursor.execute(f"RESET {switch}")
+    assert "models_name_trgm_idx" in plans["search"] and "models_description_trgm_idx" in plans["search"]
+    assert "models_owner_size_idx" in plans["size"]
+
+
 def test_staff_lists_everyones_models(olivia_api, catalogue):
     assert len(names(olivia_api.get(API))) == 5
