@@ -98,3 +98,12 @@ def test_delete_refuses_a_post_without_csrf_token(alice):
     model = make_model(alice)
     assert browser.post(f"/models/{model.id}/delete/").status_code == 403
     assert RegisteredModel.objects.filter(id=model.id).exists()
+
+
+def test_delete_confirmation_warns_that_the_evaluations_go_too(alice_browser, alice):
+    from evaluations.models import Evaluation
+
+    model = make_model(alice, files=FILES)
+    Evaluation.objects.create(owner=alice, model=model, test_set_path="datasets/x.jsonl", base_model_name="base")
+    confirm = alice_browser.get(f"/models/{model.id}/delete/").content.decode()
+    assert "and its 1 evaluation with every stored prediction" in confirm
