@@ -102,3 +102,16 @@ def response_chunks(request, chunks: Iterable[bytes]) -> Iterable[bytes] | Async
     if isinstance(django_request, ASGIRequest):
         return _async_chunks(iter(chunks))
     return chunks
+
+
+def release_connection() -> None:
+    """Give the request thread's database connection back to the pool while a stream stays open.
+
+    Under ASGI each request keeps its own thread, and its connection until the response ends:
+    for SSE, hours. Without this, every open stream would hold a pooled connection (PoolTimeout
+    after DB_POOL_MAX_SIZE streams). The next query simply takes a connection again.
+    """
+    from django.db import connection
+
+    if not connection.in_atomic_block:
+        connection.close()

@@ -8,7 +8,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from .objects import ObjectNotFound, read_local_link
-from .streaming import response_chunks
+from .streaming import release_connection, response_chunks
 
 
 @login_required
@@ -86,6 +86,5 @@ def user_events(request):
     if not request.user.is_authenticated:
         return HttpResponse("Authentication required.\n", status=401, content_type="text/plain")
     response = events(request, channels=[user_channel(request.user.id)])
-    # The stream stays open for as long as the page does: give the pooled connection back now.
-    connection.close()
+    release_connection()
     return response

@@ -23,24 +23,12 @@ from django_eventstream.storage import DjangoModelStorage, StorageBase
 from django_eventstream.utils import make_id, sse_encode_event
 
 from finetune_studio.events import job_channel
+from finetune_studio.streaming import release_connection
 
 logger = logging.getLogger(__name__)
 
 _LIBRARY_REDIS_CHANNEL = "events_channel"  # hard-coded in django-eventstream 5.3 (sender and listeners)
 _JOB_CHANNEL = re.compile(r"^job-(\d+)$")
-
-
-def release_connection() -> None:
-    """Give the request thread's database connection back to the pool while a stream stays open.
-
-    Under ASGI each request keeps its own thread, and its connection until the response ends:
-    for SSE, hours. Without this, every open stream would hold a pooled connection (PoolTimeout
-    after DB_POOL_MAX_SIZE streams). The next query simply takes a connection again.
-    """
-    from django.db import connection
-
-    if not connection.in_atomic_block:
-        connection.close()
 
 
 def tune_listeners() -> None:

@@ -16,11 +16,12 @@ from rest_framework.views import APIView
 from finetune_studio.api import Conflict, RequestTooLarge
 from finetune_studio.events import job_channel
 from finetune_studio.keys import download_filename
+from finetune_studio.streaming import release_connection
 
 from ..parsing import InvalidLine
 from ..selectors import LogFilter, iter_log_text, job_visible_to, log_backlog_start, log_lines, log_stream_of
 from ..services import LogsArchived, clean_lines, log_lines_append
-from ..streaming import release_connection, sequenced, while_authorized
+from ..streaming import sequenced, while_authorized
 from .serializers import LogAppendResultSerializer, LogHistoryQuerySerializer, LogLineSerializer
 
 
