@@ -127,21 +127,17 @@ def dataset_key(dataset: Dataset) -> str:
 
 @transaction.atomic
 def dataset_delete(*, dataset_id: int) -> None:
-    """Delete a dataset and its object; refused (409) while an unfinished job uses it."""
+    """Delete a dataset's object, then its row; refused (409) while an unfinished job uses it.
+
+    A storage failure raises StorageError with the row kept (the row is locked meanwhile), so the delete
+    can be retried and is never reported as done while the object stays behind.
+    """
     dataset = Dataset.objects.select_for_update().get(id=dataset_id)
     busy = dataset.jobs.filter(status__in=ACTIVE).values_list("id", flat=True)[:5]
     if busy:
         raise Conflict(f"dataset is used by unfinished job(s) {', '.join(f'#{i}' for i in busy)}; cancel them first")
-    key = dataset_key(dataset)
+    objects.bucket("datasets").delete(dataset_key(dataset))
     dataset.delete()
-    transaction.on_commit(lambda: _delete_object_logged("datasets", key))
-
-
-def _delete_object_logged(alias: str, key: str) -> None:
-    try:
-        objects.bucket(alias).delete(key)
-    except objects.StorageError:
-        logger.exception("Could not delete %s/%s; the object is orphaned", alias, key)
 
 
 # --- Trainers -------------------------------------------------------------------------------------

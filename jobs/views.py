@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from finetune_studio.api import Conflict
-from finetune_studio.objects import UploadTooLarge
+from finetune_studio.objects import StorageError, UploadTooLarge
 
 from . import selectors, services
 from .forms import HP_PREFIX, DatasetUploadForm, JobForm
@@ -193,6 +193,9 @@ def dataset_delete(request, pk: int):
             services.dataset_delete(dataset_id=dataset.id)
         except Conflict as exc:
             messages.error(request, str(exc.detail))
+            return redirect("dataset-detail", pk=dataset.pk)
+        except StorageError as exc:
+            messages.error(request, f"Storage failed; nothing was deleted: {exc}")
             return redirect("dataset-detail", pk=dataset.pk)
         messages.success(request, f"Dataset “{dataset.name}” deleted.")
         return redirect(reverse("dataset-list"))

@@ -61,7 +61,10 @@ class DatasetViewSet(
 
     def destroy(self, request, pk=None):
         dataset = self.get_object()
-        services.dataset_delete(dataset_id=dataset.id)
+        try:
+            services.dataset_delete(dataset_id=dataset.id)
+        except StorageError as exc:
+            raise ServiceUnavailable(f"Storage failed; nothing was deleted: {exc}")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -126,6 +126,21 @@ def test_deleting_a_dataset_removes_its_object(alice_api, alice, make_dataset, d
     assert not Dataset.objects.filter(id=dataset.id).exists()
 
 
+def test_a_storage_failure_keeps_the_dataset_and_says_why(alice_api, alice_browser, alice, make_dataset):
+    dataset = make_dataset(alice)
+    datasets = bucket("datasets")
+    # A bucket that is gone: every delete fails with a real S3 error (NoSuchBucket).
+    datasets.client.delete_object(Bucket=datasets.name, Key=dataset.path.removeprefix("datasets/"))
+    datasets.client.delete_bucket(Bucket=datasets.name)
+    response = alice_api.delete(f"/api/v1/datasets/{dataset.id}")
+    assert response.status_code == 503
+    assert "nothing was deleted" in response.json()["detail"] and "NoSuchBucket" in response.json()["detail"]
+    page = alice_browser.post(f"/datasets/{dataset.id}/delete/", follow=True)
+    assert page.redirect_chain[-1][0] == f"/datasets/{dataset.id}/"
+    assert "nothing was deleted" in page.content.decode()
+    assert Dataset.objects.filter(id=dataset.id).exists()
+
+
 def test_it_refuses_to_delete_a_dataset_a_running_job_uses(alice_api, alice, make_dataset, queued_job):
     dataset = make_dataset(alice)
     job = queued_job(alice, dataset, "example")
