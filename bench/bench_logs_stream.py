@@ -9,11 +9,12 @@ One uvicorn web process (Redis fan-out configured), a separate process emitting 
     while lines flow: how many clients end with every seq exactly once, in order.
 Latency counts from just before the emitter's database write to the client's read of the event.
 
-Figures, 2026-11-29, 2 vCPUs shared with four other busy sessions (1-min load 3.8-4.8 during the runs):
-(a) p99 42 ms; (b) 100 % of 1,000 clients exact and in order, p50 383 ms, p99 1,156 ms (target 250 ms
-not met under that load), web CPU 40 µs per line per client. Before the fixes, same day and load:
-p99 22.6 s, ~120 µs per delivery (overflow re-reads from the table, per-stream access checks); (d) 100 % exact
-over 1,218 random drops. Clients are raw asyncio streams (httpx cost ~30 µs per delivery on the same cores).
+Figures, 2026-11-29, idle 2-vCPU machine (load ~2 during the runs, the clients on the same cores):
+(a) p50 9.6 ms, p99 16.4 ms; (b) 100 % of 1,000 clients exact and in order, p50 74 ms, p99 154 ms,
+web CPU 23 µs per line per client; (d) 100 % exact over 893 random drops. Before the shared job
+feed and the GC tuning (same machine, same day): (b) p99 719 ms, 50 µs per delivery; gen-2
+collections paused the web process 120-370 ms every few seconds. Clients are raw asyncio
+streams (httpx cost ~30 µs per delivery on the same cores).
 """
 
 import asyncio

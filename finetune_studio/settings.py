@@ -275,6 +275,7 @@ if REDIS_URL:
         **({"password": _redis.password} if _redis.password else {}),
         "socket_timeout": 2,
         "socket_connect_timeout": 2,
+        "client_name": "finetune-studio-events",  # CLIENT LIST tells the web processes' subscribers apart
     }
 EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
 EVENTSTREAM_CHANNELMANAGER_CLASS = "finetune_studio.events.StudioChannelManager"
@@ -407,13 +408,16 @@ CELERY_BEAT_SCHEDULE["jobs-poll-external-status"] = {
 UNFINISHED_WORK_REDISPATCHERS.append("jobs.services.job_redispatch_unfinished")
 
 # logs_app
-# The log table is the SSE storage of job-<id> channels (event id = seq); user-<id> channels keep DjangoModelStorage.
-EVENTSTREAM_STORAGE_CLASS = "logs_app.streaming.LogStorage"
+# Job log streams replay from the log table itself (event id = seq; logs_app/streaming.py).
 LOG_STREAM_BACKLOG = env_int("LOG_STREAM_BACKLOG", 500, minimum=0, maximum=10_000)  # lines replayed on connect
 LOG_STREAM_BACKLOG_MAX = 10_000
 # Events one open stream may queue before it re-reads from the table (django-eventstream's default: 10).
 LOG_STREAM_LISTENER_PENDING = env_int("LOG_STREAM_LISTENER_PENDING", 1000, minimum=10, maximum=100_000)
 LOG_STREAM_EVENT_LINES = env_int("LOG_STREAM_EVENT_LINES", 200, minimum=1, maximum=5_000)  # per replayed event
+LOG_STREAM_REPLAY_EVENTS = 100  # replayed events per table read
+# An idle stream gets a keep-alive this often (proxies close silent connections) and re-reads the
+# job's position from the table, in case an event never arrived (Redis restarted, say).
+LOG_STREAM_KEEP_ALIVE_SECONDS = env_int("LOG_STREAM_KEEP_ALIVE_SECONDS", 20, minimum=1, maximum=300)
 LOG_HISTORY_DEFAULT_LIMIT = 200
 LOG_HISTORY_MAX_LIMIT = 1_000
 LOG_INGEST_MAX_LINES = env_int("LOG_INGEST_MAX_LINES", 10_000, minimum=1)  # per POST

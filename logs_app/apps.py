@@ -6,6 +6,6 @@ class LogsAppConfig(AppConfig):
     verbose_name = "Logs"
 
     def ready(self) -> None:
-        from .streaming import tune_listeners
+        from .fanout import tune_listeners
 
         tune_listeners()

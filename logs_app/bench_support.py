@@ -101,8 +101,10 @@ def _emit(job_id: int, rate: float, lines_per_batch: int, duration: float, mode:
     sent = 0
     batches = 0
     seq = 0
+    write_ms: list[float] = []
     while time.monotonic() - start < duration:
         stamp = f"{time.time():.6f}"
+        began = time.monotonic()
         if mode == "append":
             log_lines_append(job_id=job_id, lines=[{"message": f"t={stamp} n={n}"} for n in range(lines_per_batch)])
         else:  # the baseline: Django's bulk_create, what a plain ORM write path would do
@@ -114,13 +116,15 @@ def _emit(job_id: int, rate: float, lines_per_batch: int, duration: float, mode:
                 ]
             )
             seq += lines_per_batch
+        write_ms.append(1000 * (time.monotonic() - began))
         sent += lines_per_batch
         batches += 1
         if rate:
             pause = start + batches / rate - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-    print(json.dumps({"lines": sent, "seconds": time.monotonic() - start}))
+    slow = [(n, round(ms)) for n, ms in enumerate(write_ms) if ms > 100]
+    print(json.dumps({"lines": sent, "seconds": time.monotonic() - start, "write_ms_max": max(write_ms), "slow": slow}))
 
 
 def percentile(values: list[float], q: float) -> float:

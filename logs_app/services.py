@@ -23,9 +23,9 @@ from django.utils import timezone
 
 from finetune_studio import keys, objects
 
+from .fanout import publish_log_event
 from .models import LogCursor, LogEntry, LogStream
 from .parsing import InvalidLine, metric_point, normalize_level, parse_text_fields, parse_timestamp
-from .streaming import publish_log_event
 
 logger = logging.getLogger(__name__)
 

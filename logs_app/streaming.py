@@ -1,12 +1,19 @@
-"""The live log stream on django-eventstream, backed by the log table itself.
+"""The live log stream of a job (GET /api/v1/jobs/:id/logs as SSE): the log table, then live batches.
 
-- ``publish_log_event`` sends a batch with its own id (the batch's last seq), through Redis
-  pub/sub to every web process when EVENTSTREAM_REDIS is set, else to this process's listeners.
-- ``LogStorage`` (EVENTSTREAM_STORAGE_CLASS) answers replay for ``job-<id>`` channels from
-  ``LogEntry`` (or the archive), so a reconnect with Last-Event-ID, or a listener that overflowed
-  its 10 pending events, resumes from the seq it last got. Other channels use DjangoModelStorage.
-- ``sequenced`` wraps a stream's bytes: whatever the library re-reads or the fan-out reorders,
-  the client gets each seq exactly once, in order, and the stream closes after ``end``.
+- The table is the stream's storage: ``replay_page`` turns the lines after a seq into ``logs``
+  events (id = last seq), so a new client, a reconnect with Last-Event-ID and any gap are
+  answered from it, archived logs included.
+- ``JobFeed``: each web process holds one django-eventstream listener per watched job, shared
+  by all the job's open streams there. Batches arrive on it (through Redis in production),
+  are encoded once, and every stream reads them from the feed's list at its own pace.
+- ``job_log_stream`` sends each seq exactly once and in order: a batch that arrives out of
+  order, or after some were lost (Redis down, a listener overflow, a slow client), makes the
+  stream read the missing seqs from the table; the feed's idle timer sends keep-alives and
+  notices lines or an end whose event never came. After ``end`` the stream closes.
+- Access is re-checked on a timer while the stream is open (``_AccessWatch``).
+
+1,000 streams of a 20 lines/s job cost the web process one wake-up and a few list reads per
+stream per batch: bench/bench_logs_stream.py.
 """
 
 import asyncio
@@ -15,392 +22,369 @@ import logging
 import re
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django_eventstream.event import Event
-from django_eventstream.storage import DjangoModelStorage, StorageBase
 from django_eventstream.utils import make_id, sse_encode_event
+from django_eventstream.views import Listener, get_listener_manager
 
 from finetune_studio.events import job_channel
 from finetune_studio.streaming import release_connection
 
+from .fanout import on_redis_subscribed
+
 logger = logging.getLogger(__name__)
 
-_LIBRARY_REDIS_CHANNEL = "events_channel"  # hard-coded in django-eventstream 5.3 (sender and listeners)
-_JOB_CHANNEL = re.compile(r"^job-(\d+)$")
+OPENING = b":" + b" " * 2048 + b"\n\nevent: stream-open\ndata:\n\n"  # padding first, as django-eventstream does
+KEEP_ALIVE = b"event: keep-alive\ndata:\n\n"
+_FEED_KEPT_BATCHES = 2048  # a stream further behind than this reads the rest from the table
+_LOGS_RANGE = re.compile(r'^\{"prev_seq":(\d+),"last_seq":(\d+)[,}]')
 
 
-def tune_listeners() -> None:
-    """Two changes to django-eventstream's in-process fan-out, which cost 1,000 streams most of a core.
+def encode_event(job_id: int, event_type: str, data: str, seq: int | str | None) -> bytes:
+    event_id = make_id({job_channel(job_id): seq}) if seq is not None else None
+    return sse_encode_event(event_type, data, event_id=event_id).encode()
 
-    - Each open stream may queue LOG_STREAM_LISTENER_PENDING events instead of 10. A listener past
-      its limit is flagged "overflow" and re-reads from storage (three queries through a thread):
-      at 20 events/s any stream scheduled half a second late overflowed, and the re-reads made
-      the next ones later still (p99 24 s). Queued events are shared objects, one list slot each,
-      and a late stream sends everything it has in one write.
-    - Waking a listener from its own event loop (the Redis subscriber runs there) sets its
-      ``asyncio.Event`` directly; ``call_soon_threadsafe`` wrote to the loop's self-pipe once per
-      listener per event. Wakes from other threads (standalone mode's worker) still go through it.
+
+# --- The table as the stream's storage --------------------------------------------------------
+
+
+@dataclass
+class Replay:
+    body: bytes  # encoded SSE events
+    sent: int  # the last seq they carry (or the ``after`` asked for when none)
+    done: bool  # nothing more in the table (up to ``upto``) for now
+    ended: bool  # the job finished and everything was read: ``body`` ends with an ``end`` event
+
+
+def replay_page(job_id: int, after: int, *, upto: int | None = None) -> Replay:
+    """The lines after ``after`` (up to ``upto``) as ``logs`` events of LOG_STREAM_EVENT_LINES lines each.
+
+    One page holds at most LOG_STREAM_REPLAY_EVENTS events. When the table has nothing more and
+    the job has finished (and no ``upto`` limits the read), an ``end`` event closes the page.
     """
-    from importlib.metadata import version
-
-    from django_eventstream import views
-
-    views.MAX_PENDING = max(views.MAX_PENDING, settings.LOG_STREAM_LISTENER_PENDING)
-    views.Listener.wake_threadsafe = _wake_listener
-    # ``lean_stream`` follows this version's ``stream`` line by line; another version keeps its own.
-    if version("django-eventstream").startswith("5.3."):
-        views.stream = lean_stream
-    else:
-        logger.warning(
-            "django-eventstream %s: its own stream loop is kept (lean_stream follows 5.3)",
-            version("django-eventstream"),
-        )
-
-
-def _wake_listener(listener) -> None:
     try:
-        on_its_loop = asyncio.get_running_loop() is listener.loop
-    except RuntimeError:
-        on_its_loop = False
-    if on_its_loop:
-        listener.aevent.set()
-    else:
-        listener.loop.call_soon_threadsafe(listener.aevent.set)
-
-
-_KEEP_ALIVE_SECONDS = 20
-_PADDING = ":" + " " * 2048 + "\n\n"
-
-
-async def lean_stream(event_request, listener) -> AsyncIterator[str]:
-    """django-eventstream 5.3's ``views.stream`` with the same protocol and less work per event.
-
-    The library's loop creates a task, a waiter and a 20 s timer (``asyncio.wait``) every time a
-    listener waits for its next event, and builds each body by string concatenation: at 1,000
-    streams × 20 events/s that was the larger part of the web process's CPU. Here a listener
-    waits on its event under ``asyncio.timeout`` (no task), bodies are joined once, and reading
-    from storage (first read, ``more``, overflow, items queued during a read) is unchanged.
-    """
-    from django_eventstream.eventstream import EventPermissionError, get_events
-    from django_eventstream.utils import make_id, sse_encode_error, sse_encode_event
-    from django_eventstream.views import get_listener_manager
-
-    read_events = sync_to_async(get_events)
-    listener.assign_loop()
-    manager = get_listener_manager()
-    manager.add_listener(listener)
-    try:
-        first = True
-        while True:
-            try:
-                response = await read_events(event_request)
-            except EventPermissionError as exc:
-                yield sse_encode_error("forbidden", str(exc), extra={"channels": exc.channels})
-                return
-            last_ids = dict(response.channel_last_ids)
-            body = []
-            if first:
-                first = False
-                body.append(_PADDING + "event: stream-open\ndata:\n\n")
-            if response.channel_reset:
-                reset = {"channels": list(response.channel_reset)}
-                body.append(sse_encode_event("stream-reset", reset, event_id=make_id(last_ids), json_encode=True))
-            for channel, items in response.channel_items.items():
-                for item in items:
-                    last_ids[channel] = item.id
-                    body.append(sse_encode_event(item.type, item.data, event_id=make_id(last_ids)))
-            yield "".join(body)
-            if response.channel_more:
-                continue
-            with manager.lock:
-                # Items queued while reading from storage: drop them and read again (as the library does).
-                conflict = bool(listener.channel_items)
-                if conflict:
-                    listener.aevent.clear()
-                    listener.channel_items = {}
-            if conflict:
-                continue
-            while True:  # caught up: live events
-                if not listener.aevent.is_set():
-                    try:
-                        async with asyncio.timeout(_KEEP_ALIVE_SECONDS):
-                            await listener.aevent.wait()
-                    except TimeoutError:
-                        yield "event: keep-alive\ndata:\n\n"
-                        continue
-                with manager.lock:
-                    channel_items, overflow, error = listener.channel_items, listener.overflow, listener.error
-                    listener.aevent.clear()
-                    listener.channel_items = {}
-                    listener.overflow = False
-                body = []
-                for channel, items in channel_items.items():
-                    for item in items:
-                        if channel in last_ids:
-                            if item.id is not None:
-                                last_ids[channel] = item.id
-                            else:
-                                del last_ids[channel]
-                        body.append(_encoded(item, last_ids))
-                if error:
-                    # Kicked (access lost): say so, then read again, where the permission check ends the stream.
-                    body.append(sse_encode_error(error["condition"], error["text"], extra=error.get("extra")))
-                    yield "".join(body)
-                    break
-                if body:
-                    yield "".join(body)
-                if overflow:
-                    break  # past the queue's limit: read the rest from storage
-            event_request.channel_last_ids = last_ids
+        return _replay_page(job_id, after, upto)
     finally:
-        listener.aevent.set()
-        manager.remove_listener(listener)
+        release_connection()
 
 
-def _encoded(item, last_ids: dict) -> str:
-    """An event's SSE text with this stream's id; encoded once for all the streams that share it.
-
-    Every listener of a channel is handed the same ``Event`` object and, caught up, the same
-    position: 1,000 streams cost one encoding (three regular expressions and a URL quote) instead of 1,000.
-    """
-    from django_eventstream.utils import make_id, sse_encode_event
-
-    key = tuple(last_ids.items())
-    cached = getattr(item, "_studio_sse", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    text = sse_encode_event(item.type, item.data, event_id=make_id(last_ids) if last_ids else None)
-    item._studio_sse = (key, text)
-    return text
-
-
-def channel_job_id(channel: str) -> int | None:
-    match = _JOB_CHANNEL.match(channel)
-    return int(match[1]) if match else None
-
-
-def publish_log_event(job_id: int, event_type: str, payload: str, event_id: int) -> None:
-    """Send an already-encoded event on ``job-<id>`` with the given id (no storage write: the rows are it).
-
-    A failed fan-out is logged, not raised: the lines are committed and clients catch up by replay.
-    """
-    from django_eventstream import eventstream
-    from django_eventstream.views import get_listener_manager
-
-    channel = job_channel(job_id)
-    try:
-        if eventstream.redis_client is not None:
-            message = {"channel": channel, "event_type": event_type, "data": payload, "pub_id": str(event_id)}
-            eventstream.redis_client.publish(_LIBRARY_REDIS_CHANNEL, json.dumps(message))
-        else:
-            get_listener_manager().add_to_queues(channel, Event(channel, event_type, payload, id=event_id))
-    except Exception:
-        logger.exception(
-            "Publishing %s #%s on %s failed; clients will catch up by replay", event_type, event_id, channel
-        )
-
-
-class LogStorage(StorageBase):
-    """Event storage where a ``job-<id>`` channel's events are its log lines, ids their seqs."""
-
-    def __init__(self) -> None:
-        self._other_channels = DjangoModelStorage()
-
-    def append_event(self, channel, event_type, data):
-        job_id = channel_job_id(channel)
-        if job_id is None:
-            return self._other_channels.append_event(channel, event_type, data)
-        # Sent through send_event (not publish_log_event): nothing to store, the position is the last seq.
-        return Event(channel, event_type, data, id=self._current_id(job_id))
-
-    def get_events(self, channel, last_id, limit=100):
-        # Called from open streams (replay, overflow): each call gives its connection back when done.
-        try:
-            job_id = channel_job_id(channel)
-            if job_id is None:
-                return self._other_channels.get_events(channel, last_id, limit=limit)
-            return log_events_after(job_id, int(last_id), max_events=limit)
-        finally:
-            release_connection()
-
-    def get_current_id(self, channel):
-        try:
-            job_id = channel_job_id(channel)
-            if job_id is None:
-                return self._other_channels.get_current_id(channel)
-            return self._current_id(job_id)
-        finally:
-            release_connection()
-
-    @staticmethod
-    def _current_id(job_id: int) -> int:
-        from .selectors import log_stream_of
-
-        stream = log_stream_of(job_id)
-        return stream.last_seq if stream else 0
-
-
-def log_events_after(job_id: int, after: int, *, max_events: int = 100, upto: int | None = None) -> list[Event]:
-    """Replay: the lines after ``after`` as ``logs`` events of LOG_STREAM_EVENT_LINES lines each.
-
-    When everything is returned and the job has finished, a final ``end`` event follows.
-    django-eventstream asks for ``limit + 1`` events to learn whether more remain, so a full
-    answer carries exactly ``max_events`` events and the library reads again after them.
-    """
+def _replay_page(job_id: int, after: int, upto: int | None) -> Replay:
     from jobs.models import Job
 
     from .selectors import log_lines, log_stream_of, serialize_line
     from .services import encode_logs_event
 
-    channel = job_channel(job_id)
     per_event = settings.LOG_STREAM_EVENT_LINES
+    wanted = settings.LOG_STREAM_REPLAY_EVENTS * per_event
+    if upto is not None:
+        wanted = max(0, min(wanted, upto - after))
     stream = log_stream_of(job_id)
-    wanted = max_events * per_event
-    lines = log_lines(job_id, after=after, limit=wanted, stream=stream)
+    lines = log_lines(job_id, after=after, limit=wanted, stream=stream) if wanted else []
     if upto is not None:
         lines = [line for line in lines if line["seq"] <= upto]
     totals = None
     if stream is not None:
         totals = {"line_count": stream.line_count, "warn_count": stream.warn_count, "error_count": stream.error_count}
-    events = []
-    previous = after
+    body = []
+    sent = after
     for start in range(0, len(lines), per_event):
         chunk = [serialize_line(line) for line in lines[start : start + per_event]]
-        events.append(Event(channel, "logs", encode_logs_event(previous, chunk, totals), id=chunk[-1]["seq"]))
-        previous = chunk[-1]["seq"]
-    if len(lines) < wanted and upto is None:
+        last = chunk[-1]["seq"]
+        body.append(encode_event(job_id, "logs", encode_logs_event(sent, chunk, totals), last))
+        sent = last
+    done = len(lines) < wanted or (upto is not None and sent >= upto)
+    ended = False
+    if done and upto is None:
         status = Job.objects.filter(id=job_id).values_list("status", flat=True).first()
         if status in Job.FINISHED:
-            events.append(Event(channel, "end", json.dumps({"status": status, "last_seq": previous}), id=previous))
-    return events
+            body.append(encode_event(job_id, "end", json.dumps({"status": status, "last_seq": sent}), sent))
+            ended = True
+    return Replay(b"".join(body), sent, done, ended)
 
 
-# --- Exactly-once, in-order delivery over the library's stream ------------------------------------
+def table_position(job_id: int) -> tuple[int, bool]:
+    """(the job's last seq, whether it has finished)."""
+    from jobs.models import Job
 
-_EVENT_TYPE = re.compile(rb"^event: ([^\n]*)$", re.MULTILINE)
-_LOGS_RANGE = re.compile(rb'^data: \{"prev_seq":(\d+),"last_seq":(\d+)[,}]', re.MULTILINE)
-_END_LAST = re.compile(rb'"last_seq": ?(\d+)')
-
-
-async def sequenced(chunks: AsyncIterator[bytes], *, job_id: int, start: int) -> AsyncIterator[bytes]:
-    """Pass the stream through, keeping for the client a strictly increasing, gap-free run of seqs.
-
-    django-eventstream may send a replayed event twice (items queued during its first read
-    make it read again from the start) and live batches of concurrent writers may arrive out
-    of order. Each ``logs`` event says which seqs it covers (prev_seq, last_seq]: an event
-    already covered is dropped, an overlap is trimmed, a gap is filled from the table first.
-    After an ``end`` event the stream closes, so ``curl -N`` returns.
-    """
-    sent = start
-    async for chunk in chunks:
-        out: list[bytes] = []
-        ended = False
-        for block in chunk.split(b"\n\n"):
-            if not block:
-                continue
-            kind = _EVENT_TYPE.search(block)
-            kind = kind[1] if kind else b""
-            if kind == b"logs":
-                covered = _LOGS_RANGE.search(block)
-                if covered:
-                    previous, last = int(covered[1]), int(covered[2])
-                    if last <= sent:
-                        continue
-                    if previous > sent:
-                        out.append(await sync_to_async(_replay_blocks)(job_id, sent, previous))
-                    elif previous < sent:
-                        block = _trim_block(block, job_id, sent)
-                    sent = last
-            elif kind == b"end":
-                last = _END_LAST.search(block)
-                if last and int(last[1]) > sent:
-                    out.append(await sync_to_async(_replay_blocks)(job_id, sent, int(last[1])))
-                    sent = int(last[1])
-                ended = True
-            out.append(block + b"\n\n")
-            if ended:
-                break
-        if out:
-            yield b"".join(out)
-        if ended:
-            return
-
-
-def _replay_blocks(job_id: int, after: int, upto: int) -> bytes:
     try:
-        return _replay_range(job_id, after, upto)
+        row = Job.objects.filter(id=job_id).values_list("status", "log_stream__last_seq").first()
     finally:
         release_connection()
+    if row is None:
+        return 0, True
+    status, last_seq = row
+    return last_seq or 0, status in Job.FINISHED
 
 
-def _replay_range(job_id: int, after: int, upto: int) -> bytes:
-    out = []
-    while after < upto:
-        events = [event for event in log_events_after(job_id, after, upto=upto) if event.type == "logs"]
-        if not events:
-            break
-        for event in events:
-            out.append(_encode(job_id, event.type, event.data, event.id))
-        after = events[-1].id
-    return b"".join(out)
+_replay = sync_to_async(replay_page, thread_sensitive=False)
+_position = sync_to_async(table_position, thread_sensitive=False)
 
 
-def _trim_block(block: bytes, job_id: int, sent: int) -> bytes:
-    data_line = next(line for line in block.split(b"\n") if line.startswith(b"data: "))
-    body = json.loads(data_line[len(b"data: ") :])
-    trimmed = {"prev_seq": sent, **{key: value for key, value in body.items() if key != "prev_seq"}}
-    trimmed["lines"] = [line for line in body["lines"] if line["seq"] > sent]
-    encoded = json.dumps(trimmed, separators=(",", ":"))
-    return _encode(job_id, "logs", encoded, body["last_seq"]).rstrip(b"\n")
+# --- One listener per watched job and process --------------------------------------------------
 
 
-def _encode(job_id: int, event_type: str, data: str, event_id: int) -> bytes:
-    return sse_encode_event(event_type, data, event_id=make_id({job_channel(job_id): event_id})).encode()
+class LiveBatch:
+    """One event as a feed received it, encoded once for all the streams that read it."""
+
+    __slots__ = ("kind", "prev", "last", "finished", "body")
+
+    def __init__(self, kind: str, body: bytes, *, prev: int = -1, last: int = -1, finished: bool = False):
+        self.kind = kind  # "logs", "end", "tick" (the feed's idle check) or another event type
+        self.prev = prev  # logs: the seq before the batch's first line
+        self.last = last  # logs, end, tick: the last seq
+        self.finished = finished  # tick: the job has finished
+        self.body = body
+
+    @classmethod
+    def of(cls, job_id: int, event: Event) -> "LiveBatch":
+        body = encode_event(job_id, event.type, event.data, event.id)
+        if event.type == "logs":
+            covered = _LOGS_RANGE.match(event.data)
+            if covered:
+                return cls("logs", body, prev=int(covered[1]), last=int(covered[2]))
+        elif event.type == "end":
+            return cls("end", body, last=int(json.loads(event.data).get("last_seq") or 0))
+        return cls(event.type, body)
+
+
+class _FeedListener(Listener):
+    """A django-eventstream listener whose events are taken by its feed, on the feed's loop."""
+
+    catches_up_itself = True  # after a Redis re-subscription (see fanout): the feed reads the table
+
+    def __init__(self, feed: "JobFeed") -> None:
+        super().__init__()
+        self.feed = feed
+        self.take_scheduled = False
+
+    def wake_threadsafe(self) -> None:  # called by the library's ListenerManager, under its lock
+        if self.take_scheduled:
+            return
+        self.take_scheduled = True
+        try:
+            on_its_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_its_loop = False
+        if on_its_loop:
+            self.loop.call_soon(self.feed.take)
+        else:
+            self.loop.call_soon_threadsafe(self.feed.take)
+
+
+class JobFeed:
+    """The live batches of one job in this process (one event loop), kept for the job's open streams.
+
+    Streams keep a cursor into ``batches``; the feed keeps the last _FEED_KEPT_BATCHES or so.
+    When nothing arrived for LOG_STREAM_KEEP_ALIVE_SECONDS it adds a ``tick`` with the table's
+    last seq: streams send a keep-alive, or read what they missed (a lost event, the end).
+    """
+
+    _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, JobFeed]]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, job_id: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.job_id = job_id
+        self.channel = job_channel(job_id)
+        self.loop = loop
+        self.batches: list[LiveBatch] = []
+        self.base = 0  # the index of batches[0] since the feed began
+        self.arrivals = 0
+        self.streams = 0
+        self.waiters: list[asyncio.Future] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.listener = _FeedListener(self)
+        self.listener.loop = loop
+        self.listener.channels = {self.channel}
+        self.listener.user_id = f"feed-{job_id}"
+        get_listener_manager().add_listener(self.listener)
+        self.timer = loop.create_task(self._tick_when_idle())
+
+    @classmethod
+    def join(cls, job_id: int) -> "JobFeed":
+        loop = asyncio.get_running_loop()
+        feeds = cls._by_loop.setdefault(loop, {})
+        feed = feeds.get(job_id)
+        if feed is None:
+            feed = feeds[job_id] = cls(job_id, loop)
+        feed.streams += 1
+        return feed
+
+    def leave(self) -> None:
+        self.streams -= 1
+        if self.streams > 0:
+            return
+        get_listener_manager().remove_listener(self.listener)
+        self.timer.cancel()
+        feeds = self._by_loop.get(self.loop, {})
+        if feeds.get(self.job_id) is self:
+            del feeds[self.job_id]
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.batches)
+
+    def since(self, cursor: int) -> tuple[list[LiveBatch], int]:
+        """The batches from ``cursor`` on, and the next cursor. Dropped ones come back as a gap to read."""
+        return self.batches[max(0, cursor - self.base) :], self.end
+
+    async def next_arrival(self) -> None:
+        waiter = self.loop.create_future()
+        self.waiters.append(waiter)
+        await waiter
+
+    def take(self) -> None:
+        """Move what the listener received into the feed (runs on the feed's loop)."""
+        manager = get_listener_manager()
+        with manager.lock:
+            self.listener.take_scheduled = False
+            events = self.listener.channel_items.pop(self.channel, [])
+            overflow, self.listener.overflow = self.listener.overflow, False
+        if events:
+            self._add([LiveBatch.of(self.job_id, event) for event in events])
+        if overflow:  # the library dropped events past its queue's limit: the table has them
+            self.tick_soon()
+
+    def tick_soon(self) -> None:
+        task = self.loop.create_task(self.tick())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def tick(self) -> None:
+        try:
+            last_seq, finished = await _position(self.job_id)
+        except Exception:
+            logger.warning("Log stream of job %s: reading its position failed", self.job_id, exc_info=True)
+            self._add([LiveBatch("tick", KEEP_ALIVE)])
+            return
+        self._add([LiveBatch("tick", KEEP_ALIVE, last=last_seq, finished=finished)])
+
+    def _add(self, batches: list[LiveBatch]) -> None:
+        self.batches.extend(batches)
+        self.arrivals += 1
+        if len(self.batches) > 2 * _FEED_KEPT_BATCHES:
+            dropped = len(self.batches) - _FEED_KEPT_BATCHES
+            del self.batches[:dropped]
+            self.base += dropped
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _tick_when_idle(self) -> None:
+        while True:
+            seen = self.arrivals
+            await asyncio.sleep(settings.LOG_STREAM_KEEP_ALIVE_SECONDS)
+            if self.arrivals == seen:
+                await self.tick()
+
+    @classmethod
+    def catch_up_everywhere(cls) -> None:
+        """Every feed reads the table's position: events published while Redis was away never arrive."""
+        for loop, feeds in list(cls._by_loop.items()):
+            for feed in list(feeds.values()):
+                if loop.is_closed():
+                    continue
+                loop.call_soon_threadsafe(feed.tick_soon)
+
+
+on_redis_subscribed(JobFeed.catch_up_everywhere)
+
+
+# --- One stream ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamAccess:
+    """What opened the stream and must still hold: re-checked every LOG_STREAM_ACCESS_RECHECK_SECONDS."""
+
+    grant: Hashable  # streams with equal grants share one check
+    still_allowed: Callable[[], bool]
+
+
+async def job_log_stream(job_id: int, start: int, access: StreamAccess) -> AsyncIterator[bytes]:
+    """The SSE body: every seq after ``start`` exactly once and in order, live, until ``end``."""
+    task = asyncio.current_task()
+    watch = _AccessWatch.of(asyncio.get_running_loop(), settings.LOG_STREAM_ACCESS_RECHECK_SECONDS)
+    watch.add(access.grant, access.still_allowed, task)
+    feed = JobFeed.join(job_id)
+    cursor = feed.end  # joined before reading the table: nothing committed later can be missed
+    sent = start
+    try:
+        yield OPENING
+        while True:
+            page = await _replay(job_id, sent)
+            sent = page.sent
+            if page.body:
+                yield page.body
+            if page.ended:
+                return
+            if page.done:
+                break
+        while True:
+            batches, cursor = feed.since(cursor)
+            if not batches:
+                await feed.next_arrival()
+                continue
+            out = []
+            for batch in batches:
+                if batch.kind == "logs":
+                    if batch.last <= sent:
+                        continue  # already sent (from the table, or a replayed publish)
+                    if batch.prev == sent:
+                        out.append(batch.body)
+                        sent = batch.last
+                        continue
+                    upto = batch.last  # out of order, or batches lost on the way: the table has them
+                elif batch.kind == "end":
+                    upto = None  # the table's last lines, then its own end event
+                elif batch.kind == "tick":
+                    if not batch.finished and batch.last <= sent:
+                        if not out:
+                            out.append(KEEP_ALIVE)
+                        continue
+                    upto = None
+                else:
+                    out.append(batch.body)
+                    continue
+                if out:
+                    yield b"".join(out)
+                    out = []
+                while True:
+                    page = await _replay(job_id, sent, upto=upto)
+                    sent = page.sent
+                    if page.body:
+                        yield page.body
+                    if page.ended:
+                        return
+                    if page.done:
+                        break
+            if out:
+                yield b"".join(out)
+    except asyncio.CancelledError:
+        if task not in watch.revoked:
+            raise
+        task.uncancel()
+        logger.info("Closing the log stream of job %s: access was revoked", job_id)
+    finally:
+        feed.leave()
+        watch.discard(access.grant, task)
 
 
 # --- Access re-checked while a stream is open ---------------------------------------------------
 
 
-async def while_authorized(
-    chunks: AsyncIterator[bytes],
-    *,
-    still_allowed: Callable[[], bool],
-    interval: float,
-    grant: Hashable | None = None,
-) -> AsyncIterator[bytes]:
-    """Pass the stream through while ``still_allowed()`` holds, checked every ``interval`` seconds.
+class _AccessWatch:
+    """The open streams of one event loop whose access is re-checked every ``interval`` seconds.
 
     A stream is authorized once, when it opens; without this a revoked token (or a logged-out
     session, or a job moved away from the user) would keep receiving lines for hours. The check
     runs on a timer, so an idle stream ends too, and reads the database, so it works across web
-    processes. One timer per process checks every open stream, and streams opened with the same
-    ``grant`` (user, token or session, job) share one check: a per-stream timer and a task per
-    chunk cost 1,000 streams at 20 events/s most of a core (bench/bench_logs_stream.py). A
-    revoked stream's task is cancelled, so it ends even while waiting for lines.
+    processes. One timer per loop checks every open stream, and streams opened with the same
+    grant (user, token or session, job) share one check. A revoked stream's task is cancelled,
+    so it ends even while waiting for lines.
     """
-    task = asyncio.current_task()
-    watch = _AccessWatch.of(asyncio.get_running_loop(), interval)
-    key = grant if grant is not None else task
-    watch.add(key, still_allowed, task)
-    try:
-        async for chunk in chunks:
-            yield chunk
-    except asyncio.CancelledError:
-        if task not in watch.revoked:
-            raise
-        task.uncancel()
-        logger.info("Closing a log stream: access was revoked")
-    finally:
-        watch.discard(key, task)
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-class _AccessWatch:
-    """The open streams of one event loop whose access is re-checked every ``interval`` seconds."""
 
     _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _AccessWatch]]" = (
         weakref.WeakKeyDictionary()

@@ -5,8 +5,8 @@ from urllib.parse import unquote
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
-from django_eventstream.utils import make_id
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django_eventstream.utils import add_default_headers
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, parsers, serializers
@@ -21,7 +21,7 @@ from finetune_studio.streaming import release_connection
 from ..parsing import InvalidLine
 from ..selectors import LogFilter, iter_log_text, job_visible_to, log_backlog_start, log_lines, log_stream_of
 from ..services import LogsArchived, clean_lines, log_lines_append
-from ..streaming import sequenced, while_authorized
+from ..streaming import StreamAccess, job_log_stream
 from .serializers import LogAppendResultSerializer, LogHistoryQuerySerializer, LogLineSerializer
 
 
@@ -169,27 +169,15 @@ class JobLogsView(APIView):
         return Response(body)
 
     def _stream(self, request, job):
-        from django_eventstream.views import events
-
-        channel = job_channel(job.id)
-        start, resumed = _start_position(request, job.id, channel)
+        start, resumed = _start_position(request, job.id, job_channel(job.id))
         stream = log_stream_of(job.id)
         if resumed and job.is_finished and start >= (stream.last_seq if stream else 0):
-            return HttpResponse(status=204)
-        raw = request._request
-        # The library reads only the position we decided (no es-meta/recover tricks through the query string).
-        raw.META["HTTP_LAST_EVENT_ID"] = make_id({channel: start})
-        raw.GET = QueryDict()
-        response = events(raw, channels=[channel])
-        if isinstance(response, StreamingHttpResponse) and response.is_async:
-            grant, still_allowed = _access_check(request, job.id)
-            response.streaming_content = while_authorized(
-                sequenced(response.streaming_content, job_id=job.id, start=start),
-                still_allowed=still_allowed,
-                interval=settings.LOG_STREAM_ACCESS_RECHECK_SECONDS,
-                grant=grant,
-            )
-            release_connection()
+            return HttpResponse(status=204)  # EventSource stops reconnecting on 204
+        grant, still_allowed = _access_check(request, job.id)
+        events = job_log_stream(job.id, start, StreamAccess(grant, still_allowed))
+        response = StreamingHttpResponse(events, content_type="text/event-stream")
+        add_default_headers(response, request=request._request)
+        release_connection()
         return response
 
 

@@ -163,11 +163,13 @@ def test_archived_logs_still_serve_history_download_and_replay(old_job, alice_ap
     assert [line["seq"] for line in older["results"]] == [1, 2]
     text = b"".join(alice_api.get(f"/api/v1/jobs/{old_job.id}/logs.txt").streaming_content).decode()
     assert text.count("\n") == 50 and text.splitlines()[1].endswith("[WARN] m1")
-    from logs_app.streaming import LogStorage
+    from logs_app.streaming import replay_page
 
-    events = LogStorage().get_events(f"job-{old_job.id}", 45, limit=101)
+    from .sse import SseParser
+
+    events = SseParser().feed(replay_page(old_job.id, 45).body)
     assert [event.type for event in events] == ["logs", "end"]
-    assert [line["seq"] for line in json.loads(events[0].data)["lines"]] == [46, 47, 48, 49, 50]
+    assert [line["seq"] for line in events[0].json["lines"]] == [46, 47, 48, 49, 50]
 
 
 def test_a_failed_archive_upload_keeps_every_row(old_job, s3_buckets):

@@ -111,3 +111,56 @@ def test_two_web_processes_both_deliver_every_line_published_by_a_third(
     assert log_seqs(on_first) == list(range(1, 201))
     assert log_seqs(on_second) == list(range(1, 201))
     assert log_seqs(resumed) == list(range(201, 251))
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_live_lines_resume_at_once_after_redis_drops_the_web_processs_subscription(
+    transactional_db, make_job, alice, redis_url, tmp_path
+):
+    import redis
+
+    job = make_job(alice)
+    token = token_for(alice)
+    # Idle streams re-read the table only every 60 s here: what follows must not rely on that.
+    env = service_env(redis_url=redis_url, LOG_STREAM_KEEP_ALIVE_SECONDS="60")
+    server = redis.Redis.from_url(redis_url)
+
+    def drop_subscriptions() -> int:
+        subscribers = [
+            client
+            for client in server.client_list(_type="pubsub")
+            if client.get("name") == "finetune-studio-events"
+            and str(client.get("db")) == str(server.connection_pool.connection_kwargs.get("db", 0))
+        ]
+        for client in subscribers:
+            server.client_kill_filter(_id=client["id"])
+        return len(subscribers)
+
+    with asgi_server(env=env, log_path=tmp_path / "web.log") as base:
+
+        async def scenario():
+            url = f"{base}/api/v1/jobs/{job.id}/logs"
+            reached = lambda seq: lambda events: f"job-{job.id}:{seq}" in [event.id for event in events]  # noqa: E731
+            async with httpx.AsyncClient() as client:
+                reader = asyncio.create_task(read_stream(client, url, token, reached(20), timeout=8))
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(emit, env, job.id, 1, 10)
+                assert await asyncio.to_thread(drop_subscriptions) >= 1
+                # Published while the web process has no subscription: these events never reach it,
+                # and no later line shows the gap; subscribed again, the stream reads them from the table.
+                await asyncio.to_thread(emit, env, job.id, 1, 10)
+                first = await asyncio.wait_for(reader, 6)
+                # The new subscription carries live lines again.
+                reader = asyncio.create_task(
+                    read_stream(
+                        client, url, token, reached(30), headers={"Last-Event-ID": f"job-{job.id}:20"}, timeout=8
+                    )
+                )
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(emit, env, job.id, 1, 10)
+                return first + await asyncio.wait_for(reader, 6)
+
+        events = asyncio.run(scenario())
+    assert log_seqs(events) == list(range(1, 31))
+    assert "subscription dropped" in (tmp_path / "web.log").read_text()

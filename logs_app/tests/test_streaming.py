@@ -1,15 +1,14 @@
-"""The stream in-process: storage-backed replay, overflow, reconnects, the sequencer, the end."""
+"""The stream in-process: replay from the table, overflow, reconnects, batches out of order or lost, the end."""
 
 import asyncio
-import json
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.test import AsyncClient
 
-from finetune_studio.events import job_channel
+from logs_app.fanout import publish_log_event
 from logs_app.services import encode_logs_event, log_lines_append, log_stream_end
-from logs_app.streaming import LogStorage, sequenced
+from logs_app.streaming import JobFeed, Replay, replay_page
 
 from .sse import SseParser, log_seqs
 
@@ -59,40 +58,52 @@ def reached(seq):
     return lambda events: any(event.id and event.id.endswith(f":{seq}") for event in events)
 
 
-def test_storage_replays_the_log_table_with_seqs_as_event_ids(job, settings):
+def replayed(page):
+    return SseParser().feed(page.body)
+
+
+def test_replay_reads_the_log_table_as_events_whose_ids_are_seqs(job, settings):
     settings.LOG_STREAM_EVENT_LINES = 4
     append_batches(job.id, 1, 10)
-    storage = LogStorage()
-    channel = job_channel(job.id)
-    assert storage.get_current_id(channel) == 10
-    events = storage.get_events(channel, 3, limit=101)
-    assert [event.id for event in events] == [7, 10]
-    assert [json.loads(event.data)["prev_seq"] for event in events] == [3, 7]
-    # A full answer (limit events) tells django-eventstream to read again after it.
-    assert [event.id for event in storage.get_events(channel, 0, limit=2)] == [4, 8]
-    assert storage.get_events(channel, 10, limit=101) == []
+    page = replay_page(job.id, 3)
+    events = replayed(page)
+    assert [event.id for event in events] == [f"job-{job.id}:7", f"job-{job.id}:10"]
+    assert [event.json["prev_seq"] for event in events] == [3, 7]
+    assert log_seqs(events) == list(range(4, 11))
+    assert (page.sent, page.done, page.ended) == (10, True, False)
+    assert replay_page(job.id, 10) == Replay(b"", 10, True, False)
 
 
-def test_storage_ends_a_finished_jobs_replay_with_an_end_event(make_job, alice):
+def test_replay_reads_in_pages_and_stops_where_asked(job, settings):
+    settings.LOG_STREAM_EVENT_LINES = 2
+    settings.LOG_STREAM_REPLAY_EVENTS = 2
+    append_batches(job.id, 1, 9)
+    first = replay_page(job.id, 0)
+    assert (log_seqs(replayed(first)), first.sent, first.done) == ([1, 2, 3, 4], 4, False)
+    rest = replay_page(job.id, 8)
+    assert (log_seqs(replayed(rest)), rest.sent, rest.done) == ([9], 9, True)
+    gap = replay_page(job.id, 4, upto=6)
+    assert (log_seqs(replayed(gap)), gap.sent, gap.done) == ([5, 6], 6, True)
+
+
+def test_replay_ends_a_finished_jobs_log_with_an_end_event(make_job, alice):
     finished = make_job(alice, status="succeeded")
     append_batches(finished.id, 1, 3)
-    events = LogStorage().get_events(job_channel(finished.id), 0, limit=101)
-    assert [(event.type, event.id) for event in events] == [("logs", 3), ("end", 3)]
-    assert json.loads(events[-1].data) == {"status": "succeeded", "last_seq": 3}
+    page = replay_page(finished.id, 0)
+    events = replayed(page)
+    assert [(event.type, event.id) for event in events] == [("logs", f"job-{finished.id}:3")] * 1 + [
+        ("end", f"job-{finished.id}:3")
+    ]
+    assert events[-1].json == {"status": "succeeded", "last_seq": 3}
+    assert page.ended
+    # A read bounded by ``upto`` (a gap being filled) never ends the stream.
+    assert not replay_page(finished.id, 0, upto=3).ended
 
 
 def test_open_streams_queue_many_events_before_re_reading_the_table(settings):
     from django_eventstream import views as es_views
 
     assert es_views.MAX_PENDING == settings.LOG_STREAM_LISTENER_PENDING >= 1000
-
-
-def test_other_channels_keep_the_default_storage(db):
-    from django_eventstream import send_event
-
-    send_event("user-42", "job", {"id": 1})
-    storage = LogStorage()
-    assert storage.get_current_id("user-42") >= 1
 
 
 @pytest.mark.postgres
@@ -166,37 +177,62 @@ def test_a_new_client_gets_the_last_lines_then_live_ones(transactional_db, make_
     assert async_to_sync(scenario)() == list(range(71, 124))
 
 
-def _block(job_id, previous, seqs):
-    lines = [
-        {"seq": seq, "timestamp": "2024-01-01T00:00:00+00:00", "level": "INFO", "message": f"m{seq}"} for seq in seqs
-    ]
-    data = encode_logs_event(previous, lines, None)
-    return f"event: logs\nid: job-{job_id}:{seqs[-1]}\ndata: {data}\n\n".encode()
+def _publish(job_id, previous, seqs):
+    """A live ``logs`` event as the writer publishes it (the rows must be in the table already)."""
+    lines = [{"seq": seq, "timestamp": "2024-01-01T00:00:00+00:00", "level": "INFO", "message": "x"} for seq in seqs]
+    publish_log_event(job_id, "logs", encode_logs_event(previous, lines, None), seqs[-1])
 
 
-def test_the_sequencer_drops_repeats_trims_overlaps_and_fills_gaps_from_the_table(job):
-    append_batches(job.id, 1, 12)
+@pytest.mark.postgres
+def test_live_batches_out_of_order_repeated_or_lost_still_reach_the_client_once_in_order(
+    transactional_db, make_job, alice, monkeypatch
+):
+    from logs_app import services
 
-    async def chunks():
-        yield b":" + b" " * 2048 + b"\n\nevent: stream-open\ndata:\n\n"
-        yield _block(job.id, 0, [1, 2, 3])
-        yield _block(job.id, 0, [1, 2, 3]) + _block(job.id, 3, [4, 5])  # the library's re-read after a conflict
-        yield _block(job.id, 4, [5, 6])  # overlaps what was sent
-        yield _block(job.id, 9, [10, 11])  # a batch published before the one covering 7..9
-        yield _block(job.id, 6, [7, 8, 9])  # ...which then arrives late
-        yield b"event: keep-alive\ndata:\n\n"
-        yield b'event: end\nid: job-1:12\ndata: {"status": "failed", "last_seq": 12}\n\n'
-        yield _block(job.id, 12, [13])  # never read: the stream is over
+    job = make_job(alice)
 
-    async def collect():
-        parser = SseParser()
-        events = []
-        async for chunk in sequenced(chunks(), job_id=job.id, start=0):
-            events.extend(parser.feed(chunk))
-        return events
+    async def scenario():
+        stream = await open_stream(alice, job.id, query="?after=0")
+        await sync_to_async(append_batches)(job.id, 1, 1)
+        await stream.read_until(reached(1))  # the stream is live now
+        # Lines 2..12 are written without their events; then the events come as a fan-out may deliver them.
+        monkeypatch.setattr(services, "publish_log_event", lambda *args: None)
+        await sync_to_async(append_batches)(job.id, 1, 11)
+        await sync_to_async(_publish)(job.id, 1, [2, 3])
+        await sync_to_async(_publish)(job.id, 1, [2, 3])  # published twice
+        await sync_to_async(_publish)(job.id, 9, [10, 11])  # overtook the batch of 4..9
+        await sync_to_async(_publish)(job.id, 3, [4, 5, 6, 7, 8, 9])  # ...which arrives late
+        await stream.read_until(reached(11))
+        # Seq 12's event is lost: after Redis comes back (or when the stream is idle) the feed reads the table.
+        JobFeed.catch_up_everywhere()
+        await stream.read_until(reached(12))
+        await stream.close()
+        return stream.events
 
-    events = async_to_sync(collect)()
+    events = async_to_sync(scenario)()
     assert log_seqs(events) == list(range(1, 13))
-    assert [event.type for event in events][:2] == ["stream-open", "logs"]
-    assert events[-1].type == "end"
-    assert "keep-alive" in [event.type for event in events]
+    assert [event.id for event in events if event.type == "logs"] == [f"job-{job.id}:{seq}" for seq in (1, 3, 11, 12)]
+
+
+@pytest.mark.postgres
+def test_an_idle_stream_gets_keep_alives_and_sees_a_lost_end(transactional_db, make_job, alice, settings):
+    settings.LOG_STREAM_KEEP_ALIVE_SECONDS = 1
+    job = make_job(alice)
+    append_batches(job.id, 1, 2)
+
+    async def scenario():
+        stream = await open_stream(alice, job.id, query="?after=0")
+        await stream.read_until(reached(2))
+        await stream.read_until(lambda events: events[-1].type == "keep-alive", timeout=3)
+        from django.utils import timezone
+
+        from jobs.models import Job
+
+        # Finished without log_stream_end (its event lost on the way): the next idle check sees it.
+        await Job.objects.filter(id=job.id).aupdate(status="failed", finished_at=timezone.now())
+        await stream.read_until(lambda events: stream.closed, timeout=5)
+        return stream
+
+    stream = async_to_sync(scenario)()
+    assert stream.closed and stream.events[-1].type == "end"
+    assert stream.events[-1].json == {"status": "failed", "last_seq": 2}

@@ -1,0 +1,228 @@
+"""Our use of django-eventstream's fan-out: publishing log batches, and three changes to its listeners.
+
+- ``publish_log_event`` sends a batch with its own id (the batch's last seq), through Redis
+  pub/sub to every web process when EVENTSTREAM_REDIS is set, else to this process's listeners.
+- ``tune_listeners`` (called once at start-up) makes the library's per-stream loop cheaper,
+  wakes listeners without the event loop's self-pipe, and keeps the Redis subscriber alive:
+  the library starts it once and, when Redis drops the connection, never again, so a web
+  process would stop delivering live events for good after a Redis restart.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django_eventstream.event import Event
+
+from finetune_studio.events import job_channel
+
+logger = logging.getLogger(__name__)
+
+LIBRARY_REDIS_CHANNEL = "events_channel"  # hard-coded in django-eventstream 5.3 (sender and listeners)
+_RESUBSCRIBE_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+# Called (on the subscriber's event loop) each time the Redis subscription is (re)established:
+# events published while it was down never arrive, so whoever relies on them catches up.
+_on_subscribed: list[Callable[[], None]] = []
+
+
+def on_redis_subscribed(callback: Callable[[], None]) -> None:
+    _on_subscribed.append(callback)
+
+
+def publish_log_event(job_id: int, event_type: str, payload: str, event_id: int) -> None:
+    """Send an already-encoded event on ``job-<id>`` with the given id (no storage write: the rows are it).
+
+    A failed fan-out is logged, not raised: the lines are committed and clients catch up from the table.
+    """
+    from django_eventstream import eventstream
+    from django_eventstream.views import get_listener_manager
+
+    channel = job_channel(job_id)
+    try:
+        if eventstream.redis_client is not None:
+            message = {"channel": channel, "event_type": event_type, "data": payload, "pub_id": str(event_id)}
+            eventstream.redis_client.publish(LIBRARY_REDIS_CHANNEL, json.dumps(message))
+        else:
+            get_listener_manager().add_to_queues(channel, Event(channel, event_type, payload, id=event_id))
+    except Exception:
+        logger.exception(
+            "Publishing %s #%s on %s failed; clients will catch up from the table", event_type, event_id, channel
+        )
+
+
+def tune_listeners() -> None:
+    """Changes to django-eventstream 5.3's in-process fan-out (the user event streams use it as is otherwise).
+
+    - Each open stream may queue LOG_STREAM_LISTENER_PENDING events instead of 10 before it is
+      flagged "overflow" and re-reads from storage.
+    - Waking a listener from its own event loop (the Redis subscriber runs there) sets its
+      ``asyncio.Event`` directly; ``call_soon_threadsafe`` wrote to the loop's self-pipe once per
+      listener per event. Wakes from other threads (standalone mode's worker) still go through it.
+    - The Redis subscriber is restarted when Redis drops it, and each new subscription makes the
+      open streams catch up from storage (see ``_supervised_redis_listener``).
+    """
+    from importlib.metadata import version
+
+    from django_eventstream import views
+
+    views.MAX_PENDING = max(views.MAX_PENDING, settings.LOG_STREAM_LISTENER_PENDING)
+    views.Listener.wake_threadsafe = _wake_listener
+    # ``lean_stream`` and the supervisor follow this version's code; another version keeps its own.
+    if version("django-eventstream").startswith("5.3."):
+        views.stream = lean_stream
+        views.ListenerManager.start_redis_listener = _supervised_redis_listener
+    else:
+        logger.warning(
+            "django-eventstream %s: its own stream loop and Redis subscriber are kept (ours follow 5.3)",
+            version("django-eventstream"),
+        )
+
+
+def _wake_listener(listener) -> None:
+    try:
+        on_its_loop = asyncio.get_running_loop() is listener.loop
+    except RuntimeError:
+        on_its_loop = False
+    if on_its_loop:
+        listener.aevent.set()
+    else:
+        listener.loop.call_soon_threadsafe(listener.aevent.set)
+
+
+async def _supervised_redis_listener(manager) -> None:
+    """The library's Redis subscriber, subscribed again (with a growing pause) whenever its connection drops.
+
+    Pub/sub delivers at most once: what was published while the subscription was down is gone.
+    After each subscription the library's listeners are flagged "overflow" (they re-read their
+    channels from storage) and ``on_redis_subscribed`` callbacks run (log streams re-read the table).
+    """
+    from django_eventstream import views
+
+    failures = 0
+    subscriber = manager.redis_listener
+    while True:
+        try:
+            await subscriber.pubsub.subscribe(LIBRARY_REDIS_CHANNEL)
+            failures = 0
+            _catch_up_after_subscribing(manager)
+            await subscriber.listen()
+            raise ConnectionError("the subscription ended")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            pause = _RESUBSCRIBE_DELAYS[min(failures, len(_RESUBSCRIBE_DELAYS) - 1)]
+            failures += 1
+            logger.warning("Live events: the Redis subscription dropped (%s); subscribing again in %.1f s", exc, pause)
+        try:
+            await subscriber.redis_client.aclose()
+        except Exception as exc:
+            logger.debug("Closing the dropped Redis subscriber failed: %s", exc)
+        await asyncio.sleep(pause)
+        subscriber = manager.redis_listener = views.RedisListener()
+
+
+def _catch_up_after_subscribing(manager) -> None:
+    with manager.lock:
+        listeners = {listener for group in manager.listeners_by_channel.values() for listener in group}
+        for listener in listeners:
+            if not getattr(listener, "catches_up_itself", False):
+                listener.overflow = True
+                listener.wake_threadsafe()
+    for callback in _on_subscribed:
+        try:
+            callback()
+        except Exception:
+            logger.exception("A catch-up after subscribing to Redis failed")
+
+
+_KEEP_ALIVE = "event: keep-alive\ndata:\n\n"
+_PADDING = ":" + " " * 2048 + "\n\n"
+
+
+async def lean_stream(event_request, listener) -> AsyncIterator[str]:
+    """django-eventstream 5.3's ``views.stream`` with the same protocol and less work per event.
+
+    The library's loop creates a task, a waiter and a 20 s timer (``asyncio.wait``) every time a
+    listener waits for its next event, and builds each body by string concatenation. Here a
+    listener waits on its event under ``asyncio.timeout`` (no task), bodies are joined once,
+    and reading from storage (first read, ``more``, overflow, items queued during a read) is unchanged.
+    Job log streams do not use it (see ``logs_app.streaming``); the user event streams do.
+    """
+    from django_eventstream.eventstream import EventPermissionError, get_events
+    from django_eventstream.utils import make_id, sse_encode_error, sse_encode_event
+    from django_eventstream.views import get_listener_manager
+
+    read_events = sync_to_async(get_events)
+    listener.assign_loop()
+    manager = get_listener_manager()
+    manager.add_listener(listener)
+    try:
+        first = True
+        while True:
+            try:
+                response = await read_events(event_request)
+            except EventPermissionError as exc:
+                yield sse_encode_error("forbidden", str(exc), extra={"channels": exc.channels})
+                return
+            last_ids = dict(response.channel_last_ids)
+            body = []
+            if first:
+                first = False
+                body.append(_PADDING + "event: stream-open\ndata:\n\n")
+            if response.channel_reset:
+                reset = {"channels": list(response.channel_reset)}
+                body.append(sse_encode_event("stream-reset", reset, event_id=make_id(last_ids), json_encode=True))
+            for channel, items in response.channel_items.items():
+                for item in items:
+                    last_ids[channel] = item.id
+                    body.append(sse_encode_event(item.type, item.data, event_id=make_id(last_ids)))
+            yield "".join(body)
+            if response.channel_more:
+                continue
+            with manager.lock:
+                # Items queued while reading from storage: drop them and read again (as the library does).
+                conflict = bool(listener.channel_items)
+                if conflict:
+                    listener.aevent.clear()
+                    listener.channel_items = {}
+            if conflict:
+                continue
+            while True:  # caught up: live events
+                if not listener.aevent.is_set():
+                    try:
+                        async with asyncio.timeout(settings.LOG_STREAM_KEEP_ALIVE_SECONDS):
+                            await listener.aevent.wait()
+                    except TimeoutError:
+                        yield _KEEP_ALIVE
+                        continue
+                with manager.lock:
+                    channel_items, overflow, error = listener.channel_items, listener.overflow, listener.error
+                    listener.aevent.clear()
+                    listener.channel_items = {}
+                    listener.overflow = False
+                body = []
+                for channel, items in channel_items.items():
+                    for item in items:
+                        if channel in last_ids:
+                            if item.id is not None:
+                                last_ids[channel] = item.id
+                            else:
+                                del last_ids[channel]
+                        body.append(sse_encode_event(item.type, item.data, event_id=make_id(last_ids) or None))
+                if error:
+                    # Kicked (access lost): say so, then read again, where the permission check ends the stream.
+                    body.append(sse_encode_error(error["condition"], error["text"], extra=error.get("extra")))
+                    yield "".join(body)
+                    break
+                if body:
+                    yield "".join(body)
+                if overflow:
+                    break  # past the queue's limit (or the Redis subscription was renewed): read from storage
+            event_request.channel_last_ids = last_ids
+    finally:
+        listener.aevent.set()
+        manager.remove_listener(listener)
