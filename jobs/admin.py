@@ -116,6 +116,24 @@ class JobAdmin(admin.ModelAdmin):
             except Conflict as exc:
                 self.message_user(request, str(exc.detail), messages.WARNING)
 
+    def has_delete_permission(self, request, obj=None):
+        # As in the API: a job is cancelled before it is deleted.
+        return super().has_delete_permission(request, obj) and (obj is None or obj.is_finished)
+
+    def get_deleted_objects(self, objs, request):
+        # A selection with running jobs: the finished ones are deleted, the others are named in a warning.
+        return super().get_deleted_objects([obj for obj in objs if obj.is_finished], request)
+
+    def delete_model(self, request, obj):
+        services.job_delete(job_id=obj.id)  # the row locked first, the log objects removed too
+
+    def delete_queryset(self, request, queryset):
+        for job_id in queryset.values_list("id", flat=True):
+            try:
+                services.job_delete(job_id=job_id)
+            except Conflict as exc:
+                self.message_user(request, str(exc.detail), messages.WARNING)
+
     @admin.action(description="Fail running jobs whose worker stopped sending heartbeats")
     def sweep_stale(self, request, queryset):
         self.message_user(request, f"{services.job_sweep_stale()} job(s) marked failed.")

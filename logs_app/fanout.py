@@ -9,10 +9,10 @@
 """
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django_eventstream.event import Event
@@ -45,7 +45,7 @@ def publish_log_event(job_id: int, event_type: str, payload: str, event_id: int)
     try:
         if eventstream.redis_client is not None:
             message = {"channel": channel, "event_type": event_type, "data": payload, "pub_id": str(event_id)}
-            eventstream.redis_client.publish(LIBRARY_REDIS_CHANNEL, json.dumps(message))
+            eventstream.redis_client.publish(LIBRARY_REDIS_CHANNEL, orjson.dumps(message))
         else:
             get_listener_manager().add_to_queues(channel, Event(channel, event_type, payload, id=event_id))
     except Exception:

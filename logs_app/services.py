@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Max, Q
@@ -172,7 +173,7 @@ def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> App
         inserted = _insert_rows(job_id, rows, may_conflict=bool(given))
         dicts: list[dict] = []
         if inserted:
-            _update_stream(job_id, last_seq, inserted)
+            totals = _update_stream(job_id, last_seq, inserted)
             if metrics:
                 index_of = {id(line): index for index, line in enumerate(cleaned)}
                 points = [metrics[i] for _, line in inserted if (i := index_of[id(line)]) in metrics]
@@ -181,7 +182,7 @@ def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> App
             dicts = _line_dicts(inserted)
             live = [line for line in dicts if line["seq"] > previous] if given else dicts
             if live:
-                _publish_batch_on_commit(job_id, previous, live)
+                _publish_batch_on_commit(job_id, previous, live, totals)
     return AppendResult(received=len(cleaned), inserted=len(inserted), last_seq=last_seq, lines=dicts)
 
 
@@ -277,15 +278,19 @@ def _insert_rows(job_id: int, rows: list[tuple[int, _Line]], *, may_conflict: bo
     return sorted(rows, key=lambda row: row[0])
 
 
-def _update_stream(job_id: int, last_seq: int, inserted: list[tuple[int, _Line]]) -> None:
+def _update_stream(job_id: int, last_seq: int, inserted: list[tuple[int, _Line]]) -> dict:
+    """Move the counter and the totals; returns the new totals (line_count, warn_count, error_count)."""
     warns = sum(1 for _, line in inserted if line.level == LogEntry.Level.WARN)
     errors = sum(1 for _, line in inserted if line.level == LogEntry.Level.ERROR)
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE log_streams SET last_seq = %s, line_count = line_count + %s, warn_count = warn_count + %s,"
-            " error_count = error_count + %s, updated_at = %s WHERE job_id = %s",
+            " error_count = error_count + %s, updated_at = %s WHERE job_id = %s"
+            " RETURNING line_count, warn_count, error_count",
             [last_seq, len(inserted), warns, errors, timezone.now(), job_id],
         )
+        line_count, warn_count, error_count = cursor.fetchone()
+    return {"line_count": line_count, "warn_count": warn_count, "error_count": error_count}
 
 
 def _hand_metrics(job_id: int, points: list[dict]) -> None:
@@ -360,11 +365,9 @@ def _line_dicts(rows: list[tuple[int, _Line]]) -> list[dict]:
     ]
 
 
-def _publish_batch_on_commit(job_id: int, previous: int, live: list[dict]) -> None:
+def _publish_batch_on_commit(job_id: int, previous: int, live: list[dict], totals: dict) -> None:
     def publish() -> None:
-        totals = LogStream.objects.filter(job_id=job_id).values("line_count", "warn_count", "error_count").first()
-        payload = encode_logs_event(previous, live, totals)
-        publish_log_event(job_id, "logs", payload, live[-1]["seq"])
+        publish_log_event(job_id, "logs", encode_logs_event(previous, live, totals), live[-1]["seq"])
 
     transaction.on_commit(publish)
 
@@ -378,7 +381,7 @@ def encode_logs_event(previous: int, lines: list[dict], totals: dict | None) -> 
             "warnings": totals["warn_count"],
             "errors": totals["error_count"],
         }
-    return json.dumps(body, separators=(",", ":"))
+    return orjson.dumps(body).decode()
 
 
 def log_stream_end(*, job_id: int, status: str) -> None:

@@ -2,12 +2,13 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from finetune_studio.api import OwnedQuerysetMixin, RequestTooLarge, ServiceUnavailable, error_response
 from finetune_studio.objects import StorageError, UploadTooLarge
+from finetune_studio.parsers import JSONParser
 
 from .. import selectors, services
 from ..models import Dataset, Job, Trainer

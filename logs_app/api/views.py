@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from finetune_studio.api import Conflict, RequestTooLarge
 from finetune_studio.events import job_channel
 from finetune_studio.keys import download_filename
+from finetune_studio.parsers import JSONParser
 from finetune_studio.streaming import release_connection
 
 from ..parsing import InvalidLine
@@ -48,7 +49,7 @@ def _wants_json(request) -> bool:
 class JobLogsView(APIView):
     """The log of one job: a live SSE stream, its JSON history, and the way in for external runners."""
 
-    parser_classes = [parsers.JSONParser, PlainTextParser]
+    parser_classes = [JSONParser, PlainTextParser]
 
     def perform_content_negotiation(self, request, force=False):
         # EventSource asks for text/event-stream, which no DRF renderer offers; errors still go out as JSON.

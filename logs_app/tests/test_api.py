@@ -61,6 +61,7 @@ def test_a_text_body_is_one_line_per_line_in_the_seed_form(alice_api, job):
         (b'[{"message": "x", "seq": 3}, {"message": "y", "seq": 3}]', "application/json", "seq 3 appears twice"),
         (b'[{"message": "x", "timestamp": "soon"}]', "application/json", "not ISO 8601"),
         (b"[{broken", "application/json", "JSON parse error"),
+        (b'["ok", {"message": "half a pair \\ud83d"}]', "application/json", "at [1].message holds a lone"),
         (b"\xff\xfe bad", "text/plain; charset=utf-8", "not valid utf-8"),
     ],
 )
@@ -69,6 +70,12 @@ def test_it_refuses_malformed_payloads_with_the_reason_and_stores_nothing(alice_
     assert response.status_code == 400
     assert reason.lower() in response.json()["detail"].lower()
     assert not LogEntry.objects.filter(job=job).exists()
+
+
+def test_a_surrogate_pair_escape_is_stored_as_its_character(alice_api, job):
+    response = alice_api.generic("POST", url(job), b'["smile \\ud83d\\ude00"]', content_type="application/json")
+    assert response.status_code == 201
+    assert LogEntry.objects.get(job=job).message == "smile \U0001f600"
 
 
 def test_it_refuses_an_over_long_message_instead_of_cutting_it(alice_api, job, settings):

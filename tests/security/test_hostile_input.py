@@ -163,6 +163,9 @@ MALFORMED_JSON = {
     "not UTF-8": b"\xff\xfe{}",
     "deeply nested": b"[" * 100_000 + b"]" * 100_000,
     "trailing garbage": b'{"a": "\\ud800"}x',
+    # Valid JSON, but text no UTF-8 store can hold: once a 500 from PostgreSQL.
+    "lone surrogate": b'["ok", {"name": "a\\ud800b", "message": "a\\ud800b"}]',
+    "lone low surrogate in a key": b'{"\\udfff": 1}',
 }
 JSON_WRITES = ["/api/v1/jobs/", "/api/v1/models/", "/api/v1/models/{model}/evaluate", "/api/v1/jobs/{job}/logs"]
 
