@@ -277,6 +277,8 @@ if REDIS_URL:
         "socket_connect_timeout": 2,
         "client_name": "finetune-studio-events",  # CLIENT LIST tells the web processes' subscribers apart
     }
+    # Pub/sub channels are server-wide (database numbers do not separate them): one per studio.
+    EVENTS_REDIS_CHANNEL = env_str("EVENTS_REDIS_CHANNEL", f"finetune-studio:db{EVENTSTREAM_REDIS['db']}:events")
 EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
 EVENTSTREAM_CHANNELMANAGER_CLASS = "finetune_studio.events.StudioChannelManager"
 

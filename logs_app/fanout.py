@@ -21,7 +21,6 @@ from finetune_studio.events import job_channel
 
 logger = logging.getLogger(__name__)
 
-LIBRARY_REDIS_CHANNEL = "events_channel"  # hard-coded in django-eventstream 5.3 (sender and listeners)
 _RESUBSCRIBE_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 # Called (on the subscriber's event loop) each time the Redis subscription is (re)established:
@@ -45,7 +44,7 @@ def publish_log_event(job_id: int, event_type: str, payload: str, event_id: int)
     try:
         if eventstream.redis_client is not None:
             message = {"channel": channel, "event_type": event_type, "data": payload, "pub_id": str(event_id)}
-            eventstream.redis_client.publish(LIBRARY_REDIS_CHANNEL, orjson.dumps(message))
+            eventstream.redis_client.publish(settings.EVENTS_REDIS_CHANNEL, orjson.dumps(message))
         else:
             get_listener_manager().add_to_queues(channel, Event(channel, event_type, payload, id=event_id))
     except Exception:
@@ -64,10 +63,13 @@ def tune_listeners() -> None:
       listener per event. Wakes from other threads (standalone mode's worker) still go through it.
     - The Redis subscriber is restarted when Redis drops it, and each new subscription makes the
       open streams catch up from storage (see ``_supervised_redis_listener``).
+    - Events go through the Redis channel EVENTS_REDIS_CHANNEL instead of the library's fixed
+      ``events_channel``: pub/sub ignores database numbers, so two studios (or a test run and a
+      benchmark) on one Redis server would otherwise deliver each other's events, log lines included.
     """
     from importlib.metadata import version
 
-    from django_eventstream import views
+    from django_eventstream import eventstream, views
 
     views.MAX_PENDING = max(views.MAX_PENDING, settings.LOG_STREAM_LISTENER_PENDING)
     views.Listener.wake_threadsafe = _wake_listener
@@ -75,6 +77,8 @@ def tune_listeners() -> None:
     if version("django-eventstream").startswith("5.3."):
         views.stream = lean_stream
         views.ListenerManager.start_redis_listener = _supervised_redis_listener
+        if eventstream.redis_client is not None and not isinstance(eventstream.redis_client, _OurChannel):
+            eventstream.redis_client = _OurChannel(eventstream.redis_client)
     else:
         logger.warning(
             "django-eventstream %s: its own stream loop and Redis subscriber are kept (ours follow 5.3)",
@@ -93,23 +97,39 @@ def _wake_listener(listener) -> None:
         listener.loop.call_soon_threadsafe(listener.aevent.set)
 
 
+class _OurChannel:
+    """The library's Redis client, publishing on EVENTS_REDIS_CHANNEL whatever channel it is asked for."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def publish(self, channel, message):
+        return self.client.publish(settings.EVENTS_REDIS_CHANNEL, message)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
 async def _supervised_redis_listener(manager) -> None:
-    """The library's Redis subscriber, subscribed again (with a growing pause) whenever its connection drops.
+    """The library's Redis subscriber (on EVENTS_REDIS_CHANNEL), subscribed again whenever its connection drops.
 
     Pub/sub delivers at most once: what was published while the subscription was down is gone.
     After each subscription the library's listeners are flagged "overflow" (they re-read their
     channels from storage) and ``on_redis_subscribed`` callbacks run (log streams re-read the table).
     """
-    from django_eventstream import views
+    from redis.asyncio import Redis
 
     failures = 0
-    subscriber = manager.redis_listener
     while True:
+        client = Redis(**settings.EVENTSTREAM_REDIS)
+        subscription = client.pubsub()
         try:
-            await subscriber.pubsub.subscribe(LIBRARY_REDIS_CHANNEL)
+            await subscription.subscribe(settings.EVENTS_REDIS_CHANNEL)
             failures = 0
             _catch_up_after_subscribing(manager)
-            await subscriber.listen()
+            async for message in subscription.listen():
+                if message["type"] == "message":
+                    _deliver(manager, message["data"])
             raise ConnectionError("the subscription ended")
         except asyncio.CancelledError:
             raise
@@ -117,12 +137,23 @@ async def _supervised_redis_listener(manager) -> None:
             pause = _RESUBSCRIBE_DELAYS[min(failures, len(_RESUBSCRIBE_DELAYS) - 1)]
             failures += 1
             logger.warning("Live events: the Redis subscription dropped (%s); subscribing again in %.1f s", exc, pause)
-        try:
-            await subscriber.redis_client.aclose()
-        except Exception as exc:
-            logger.debug("Closing the dropped Redis subscriber failed: %s", exc)
+        finally:
+            try:
+                await client.aclose()
+            except Exception as exc:
+                logger.debug("Closing the dropped Redis subscriber failed: %s", exc)
         await asyncio.sleep(pause)
-        subscriber = manager.redis_listener = views.RedisListener()
+
+
+def _deliver(manager, raw: bytes) -> None:
+    """One published event to this process's listeners (the library's message format)."""
+    try:
+        message = orjson.loads(raw)
+        event = Event(message["channel"], message["event_type"], message["data"], id=message["pub_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        logger.warning("Live events: a malformed message on %s was ignored", settings.EVENTS_REDIS_CHANNEL)
+        return
+    manager.add_to_queues(event.channel, event)
 
 
 def _catch_up_after_subscribing(manager) -> None:

@@ -164,3 +164,45 @@ def test_live_lines_resume_at_once_after_redis_drops_the_web_processs_subscripti
         events = asyncio.run(scenario())
     assert log_seqs(events) == list(range(1, 31))
     assert "subscription dropped" in (tmp_path / "web.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_events_of_another_studio_on_the_same_redis_server_never_reach_a_stream(
+    transactional_db, make_job, alice, redis_url, tmp_path
+):
+    import json
+
+    import redis
+
+    job = make_job(alice)
+    token = token_for(alice)
+    env = service_env(redis_url=redis_url)
+    server = redis.Redis.from_url(redis_url)
+    intruder = {
+        "channel": f"job-{job.id}",
+        "event_type": "logs",
+        "data": json.dumps(
+            {"prev_seq": 0, "last_seq": 1, "lines": [{"seq": 1, "level": "INFO", "message": "from another studio"}]},
+            separators=(",", ":"),
+        ),
+        "pub_id": "1",
+    }
+    with asgi_server(env=env, log_path=tmp_path / "web.log") as base:
+
+        async def scenario():
+            url = f"{base}/api/v1/jobs/{job.id}/logs"
+            reached = lambda seq: lambda events: f"job-{job.id}:{seq}" in [event.id for event in events]  # noqa: E731
+            async with httpx.AsyncClient() as client:
+                reader = asyncio.create_task(read_stream(client, url, token, reached(5), timeout=8))
+                await asyncio.sleep(1.0)
+                # django-eventstream's own channel, and another studio's (same server, another database).
+                for channel in ("events_channel", "finetune-studio:db3:events"):
+                    server.publish(channel, json.dumps(intruder))
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(emit, env, job.id, 1, 5)
+                return await reader
+
+        events = asyncio.run(scenario())
+    messages = [line["message"] for event in events if event.type == "logs" for line in event.json["lines"]]
+    assert messages == [f"batch 0 line {n}" for n in range(5)]

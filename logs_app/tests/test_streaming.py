@@ -236,3 +236,17 @@ def test_an_idle_stream_gets_keep_alives_and_sees_a_lost_end(transactional_db, m
     stream = async_to_sync(scenario)()
     assert stream.closed and stream.events[-1].type == "end"
     assert stream.events[-1].json == {"status": "failed", "last_seq": 2}
+
+
+def test_a_malformed_message_on_the_events_channel_is_ignored_with_a_warning(listen, caplog, settings):
+    from django_eventstream.views import get_listener_manager
+
+    from logs_app.fanout import _deliver
+
+    settings.EVENTS_REDIS_CHANNEL = "finetune-studio:test:events"
+    listener = listen("job-7")
+    for raw in (b"not json", b'{"channel": "job-7"}', b"[1, 2]"):
+        _deliver(get_listener_manager(), raw)
+    _deliver(get_listener_manager(), b'{"channel": "job-7", "event_type": "end", "data": "{}", "pub_id": "3"}')
+    assert [(event.type, event.id) for event in listener.events()] == [("end", "3")]
+    assert caplog.text.count("malformed message") == 3
