@@ -9,9 +9,9 @@ One uvicorn web process (Redis fan-out configured), a separate process emitting 
     while lines flow: how many clients end with every seq exactly once, in order.
 Latency counts from just before the emitter's database write to the client's read of the event.
 
-Figures, 2026-11-29, idle 2-vCPU machine (load ~2 during the runs, the clients on the same cores):
-(a) p50 9.6 ms, p99 16.4 ms; (b) 100 % of 1,000 clients exact and in order, p50 74 ms, p99 154 ms,
-web CPU 23 µs per line per client; (d) 100 % exact over 893 random drops. Before the shared job
+Figures, 2026-11-29, idle 2-vCPU machine (load 1-2 during the runs, the clients on the same cores):
+(a) p50 7.9 ms, p99 14.6 ms; (b) 100 % of 1,000 clients exact and in order, p50 64 ms, p99 114 ms,
+web CPU 23 µs per line per client; (d) 100 % exact over 844 random drops. Before the shared job
 feed and the GC tuning (same machine, same day): (b) p99 719 ms, 50 µs per delivery; gen-2
 collections paused the web process 120-370 ms every few seconds. Clients are raw asyncio
 streams (httpx cost ~30 µs per delivery on the same cores).

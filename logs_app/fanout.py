@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 _RESUBSCRIBE_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
+_subscribers: set[asyncio.Task] = set()
+
 # Called (on the subscriber's event loop) each time the Redis subscription is (re)established:
 # events published while it was down never arrive, so whoever relies on them catches up.
 _on_subscribed: list[Callable[[], None]] = []
@@ -119,6 +121,9 @@ async def _supervised_redis_listener(manager) -> None:
     """
     from redis.asyncio import Redis
 
+    # The library starts this task without keeping it: the event loop holds tasks weakly, and a
+    # garbage collection ended the subscription (and every live stream) in the middle of a run.
+    _subscribers.add(asyncio.current_task())
     failures = 0
     while True:
         client = Redis(**settings.EVENTSTREAM_REDIS)

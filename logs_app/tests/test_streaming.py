@@ -1,6 +1,7 @@
 """The stream in-process: replay from the table, overflow, reconnects, batches out of order or lost, the end."""
 
 import asyncio
+import json
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -250,3 +251,38 @@ def test_a_malformed_message_on_the_events_channel_is_ignored_with_a_warning(lis
     _deliver(get_listener_manager(), b'{"channel": "job-7", "event_type": "end", "data": "{}", "pub_id": "3"}')
     assert [(event.type, event.id) for event in listener.events()] == [("end", "3")]
     assert caplog.text.count("malformed message") == 3
+
+
+@pytest.mark.redis
+def test_the_redis_subscription_outlives_garbage_collections(redis_url, settings, listen):
+    """django-eventstream starts the subscriber as a task nobody holds; a collection once ended it mid-run."""
+    import gc
+
+    import redis
+    from django_eventstream.views import get_listener_manager
+
+    from logs_app.fanout import _supervised_redis_listener
+
+    settings.EVENTSTREAM_REDIS = {"host": "127.0.0.1", "port": 6379, "db": int(redis_url.rsplit("/", 1)[1])}
+    settings.EVENTS_REDIS_CHANNEL = f"finetune-studio:test-{id(settings)}:events"
+    listener = listen("job-9")
+    publisher = redis.Redis.from_url(redis_url)
+
+    async def scenario():
+        asyncio.get_running_loop().create_task(_supervised_redis_listener(get_listener_manager()))  # not kept
+        for _ in range(50):
+            if publisher.pubsub_numsub(settings.EVENTS_REDIS_CHANNEL)[0][1]:
+                break
+            await asyncio.sleep(0.05)
+        gc.collect()
+        message = {"channel": "job-9", "event_type": "end", "data": "{}", "pub_id": "4"}
+        publisher.publish(settings.EVENTS_REDIS_CHANNEL, json.dumps(message))
+        for _ in range(50):
+            if listener.events():
+                break
+            await asyncio.sleep(0.05)
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
+
+    asyncio.run(scenario())
+    assert [(event.type, event.id) for event in listener.events()] == [("end", "4")]
