@@ -477,5 +477,5 @@ if REDIS_URL:
     # held a request for 22 s. One try, bounded by socket_timeout: the rows are committed already and
     # clients catch up by replay.
     EVENTSTREAM_REDIS["retry"] = Retry(NoBackoff(), 0)
-# An open log stream re-checks its token/session and the job's visibility this often (revocation ends it).
+# Open event streams (job logs, page events) re-check their token/session (and the job's visibility) this often.
 LOG_STREAM_ACCESS_RECHECK_SECONDS = env_int("LOG_STREAM_ACCESS_RECHECK_SECONDS", 5, minimum=1)

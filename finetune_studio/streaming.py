@@ -5,14 +5,21 @@ large download would sit in memory. ``response_chunks`` hands chunks over one by
 read-ahead thread instead (bounded: a few chunks in flight), and passes sync iterators through
 unchanged under WSGI. Errors raised while producing propagate to the server, which drops the
 connection: the client sees an incomplete transfer, never a complete-looking truncated file.
+
+Open event streams (SSE) re-check their access on a timer (``AccessWatch``, ``while_allowed``).
 """
 
+import asyncio
+import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+import weakref
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
+
+logger = logging.getLogger(__name__)
 
 COALESCE_BYTES = 512 * 1024
 
@@ -115,3 +122,94 @@ def release_connection() -> None:
 
     if not connection.in_atomic_block:
         connection.close()
+
+
+class AccessWatch:
+    """The open streams of one event loop whose access is re-checked every ``interval`` seconds.
+
+    A stream is authorized once, when it opens; without this a revoked token (or a logged-out
+    session, or a job moved away from the user) would keep receiving events for hours. The check
+    runs on a timer, so an idle stream ends too, and reads the database, so it works across web
+    processes. One timer per loop checks every open stream, and streams opened with the same
+    grant (user, token or session, job) share one check. A revoked stream's task is cancelled,
+    so it ends even while waiting for lines.
+    """
+
+    _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, AccessWatch]]" = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.grants: dict[Hashable, tuple[Callable[[], bool], set[asyncio.Task]]] = {}
+        self.revoked: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+        self.timer: asyncio.Task | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, interval: float) -> "AccessWatch":
+        watches = cls._by_loop.setdefault(loop, {})
+        if interval not in watches:
+            watches[interval] = cls(interval)
+        return watches[interval]
+
+    def add(self, key: Hashable, still_allowed: Callable[[], bool], task: asyncio.Task) -> None:
+        self.grants.setdefault(key, (still_allowed, set()))[1].add(task)
+        if self.timer is None or self.timer.done():
+            self.timer = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, key: Hashable, task: asyncio.Task) -> None:
+        entry = self.grants.get(key)
+        if entry is not None:
+            entry[1].discard(task)
+            if not entry[1]:
+                del self.grants[key]
+
+    async def _run(self) -> None:
+        while self.grants:
+            await asyncio.sleep(self.interval)
+            checks = {key: still_allowed for key, (still_allowed, _) in self.grants.items()}
+            verdicts = await sync_to_async(_run_checks, thread_sensitive=False)(checks)
+            for key, allowed in verdicts.items():
+                entry = self.grants.get(key)
+                if allowed or entry is None:
+                    continue
+                for task in list(entry[1]):
+                    self.revoked.add(task)
+                    task.cancel()
+
+
+def _run_checks(checks: dict[Hashable, Callable[[], bool]]) -> dict[Hashable, bool]:
+    """Each grant's verdict; a check that fails (database down) closes its streams, as a refusal would."""
+    verdicts = {}
+    try:
+        for key, still_allowed in checks.items():
+            try:
+                verdicts[key] = bool(still_allowed())
+            except Exception:
+                logger.exception("Re-checking a log stream's access failed; closing it")
+                verdicts[key] = False
+    finally:
+        release_connection()
+    return verdicts
+
+
+async def while_allowed(
+    chunks: AsyncIterator, *, grant: Hashable, still_allowed: Callable[[], bool], interval: float
+) -> AsyncIterator:
+    """Pass a stream through until ``still_allowed()`` fails (checked every ``interval`` s); then end it."""
+    task = asyncio.current_task()
+    watch = AccessWatch.of(asyncio.get_running_loop(), interval)
+    watch.add(grant, still_allowed, task)
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except asyncio.CancelledError:
+        if task not in watch.revoked:
+            raise
+        task.uncancel()
+        logger.info("Closing a stream: access was revoked")
+    finally:
+        watch.discard(grant, task)
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

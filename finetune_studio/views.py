@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core import signing
 from django.db import connection
@@ -8,7 +9,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from .objects import ObjectNotFound, read_local_link
-from .streaming import release_connection, response_chunks
+from .streaming import release_connection, response_chunks, while_allowed
 
 
 @login_required
@@ -86,5 +87,22 @@ def user_events(request):
     if not request.user.is_authenticated:
         return HttpResponse("Authentication required.\n", status=401, content_type="text/plain")
     response = events(request, channels=[user_channel(request.user.id)])
+    if getattr(response, "is_async", False):
+        # Signing out (here or on another device) or being deactivated ends the stream.
+        user_id, session_key, store = request.user.id, request.session.session_key, type(request.session)
+        response.streaming_content = while_allowed(
+            response.streaming_content,
+            grant=("session", user_id, session_key),
+            still_allowed=lambda: _still_signed_in(store(session_key=session_key), user_id),
+            interval=settings.LOG_STREAM_ACCESS_RECHECK_SECONDS,
+        )
     release_connection()
     return response
+
+
+def _still_signed_in(session, user_id: int) -> bool:
+    from django.contrib.auth import SESSION_KEY, get_user_model
+
+    if session.session_key is None or str(session.get(SESSION_KEY)) != str(user_id):
+        return False
+    return get_user_model().objects.filter(id=user_id, is_active=True).exists()

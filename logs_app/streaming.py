@@ -10,7 +10,7 @@
   order, or after some were lost (Redis down, a listener overflow, a slow client), makes the
   stream read the missing seqs from the table; the feed's idle timer sends keep-alives and
   notices lines or an end whose event never came. After ``end`` the stream closes.
-- Access is re-checked on a timer while the stream is open (``_AccessWatch``).
+- Access is re-checked on a timer while the stream is open (``finetune_studio.streaming.AccessWatch``).
 
 1,000 streams of a 20 lines/s job cost the web process one wake-up and a few list reads per
 stream per batch: bench/bench_logs_stream.py.
@@ -31,7 +31,7 @@ from django_eventstream.utils import make_id, sse_encode_event
 from django_eventstream.views import Listener, get_listener_manager
 
 from finetune_studio.events import job_channel
-from finetune_studio.streaming import release_connection
+from finetune_studio.streaming import AccessWatch, release_connection
 
 from .fanout import on_redis_subscribed
 
@@ -306,7 +306,7 @@ class StreamAccess:
 async def job_log_stream(job_id: int, start: int, access: StreamAccess) -> AsyncIterator[bytes]:
     """The SSE body: every seq after ``start`` exactly once and in order, live, until ``end``."""
     task = asyncio.current_task()
-    watch = _AccessWatch.of(asyncio.get_running_loop(), settings.LOG_STREAM_ACCESS_RECHECK_SECONDS)
+    watch = AccessWatch.of(asyncio.get_running_loop(), settings.LOG_STREAM_ACCESS_RECHECK_SECONDS)
     watch.add(access.grant, access.still_allowed, task)
     feed = JobFeed.join(job_id)
     cursor = feed.end  # joined before reading the table: nothing committed later can be missed
@@ -370,75 +370,3 @@ async def job_log_stream(job_id: int, start: int, access: StreamAccess) -> Async
     finally:
         feed.leave()
         watch.discard(access.grant, task)
-
-
-# --- Access re-checked while a stream is open ---------------------------------------------------
-
-
-class _AccessWatch:
-    """The open streams of one event loop whose access is re-checked every ``interval`` seconds.
-
-    A stream is authorized once, when it opens; without this a revoked token (or a logged-out
-    session, or a job moved away from the user) would keep receiving lines for hours. The check
-    runs on a timer, so an idle stream ends too, and reads the database, so it works across web
-    processes. One timer per loop checks every open stream, and streams opened with the same
-    grant (user, token or session, job) share one check. A revoked stream's task is cancelled,
-    so it ends even while waiting for lines.
-    """
-
-    _by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _AccessWatch]]" = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.grants: dict[Hashable, tuple[Callable[[], bool], set[asyncio.Task]]] = {}
-        self.revoked: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
-        self.timer: asyncio.Task | None = None
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop, interval: float) -> "_AccessWatch":
-        watches = cls._by_loop.setdefault(loop, {})
-        if interval not in watches:
-            watches[interval] = cls(interval)
-        return watches[interval]
-
-    def add(self, key: Hashable, still_allowed: Callable[[], bool], task: asyncio.Task) -> None:
-        self.grants.setdefault(key, (still_allowed, set()))[1].add(task)
-        if self.timer is None or self.timer.done():
-            self.timer = asyncio.get_running_loop().create_task(self._run())
-
-    def discard(self, key: Hashable, task: asyncio.Task) -> None:
-        entry = self.grants.get(key)
-        if entry is not None:
-            entry[1].discard(task)
-            if not entry[1]:
-                del self.grants[key]
-
-    async def _run(self) -> None:
-        while self.grants:
-            await asyncio.sleep(self.interval)
-            checks = {key: still_allowed for key, (still_allowed, _) in self.grants.items()}
-            verdicts = await sync_to_async(_run_checks, thread_sensitive=False)(checks)
-            for key, allowed in verdicts.items():
-                entry = self.grants.get(key)
-                if allowed or entry is None:
-                    continue
-                for task in list(entry[1]):
-                    self.revoked.add(task)
-                    task.cancel()
-
-
-def _run_checks(checks: dict[Hashable, Callable[[], bool]]) -> dict[Hashable, bool]:
-    """Each grant's verdict; a check that fails (database down) closes its streams, as a refusal would."""
-    verdicts = {}
-    try:
-        for key, still_allowed in checks.items():
-            try:
-                verdicts[key] = bool(still_allowed())
-            except Exception:
-                logger.exception("Re-checking a log stream's access failed; closing it")
-                verdicts[key] = False
-    finally:
-        release_connection()
-    return verdicts

@@ -1,4 +1,4 @@
-"""An open SSE log stream ends soon after its token is revoked (a real uvicorn: streams need ASGI)."""
+"""Open SSE streams end soon after their access is revoked (a real uvicorn: streams need ASGI)."""
 
 import json
 import time
@@ -80,3 +80,28 @@ def test_an_untouched_stream_stays_open(alice):
         stream = _open_stream(base, world.running_job.id, {"Authorization": f"Token {token.key}"})
         assert _seconds_until_closed(stream.iter_content(chunk_size=None), limit=3 * RECHECK_SECONDS) == float("inf")
         stream.close()
+
+
+def test_signing_out_ends_the_open_page_event_stream(alice):
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(alice)
+    session_key = browser.cookies["sessionid"].value
+    env = service_env(LOG_STREAM_ACCESS_RECHECK_SECONDS=str(RECHECK_SECONDS))
+    with asgi_server(env=env) as base:
+        stream = requests.get(
+            f"{base}/events/",
+            cookies={"sessionid": session_key},
+            headers={"Accept": "text/event-stream"},
+            stream=True,
+            timeout=(5, READ_TIMEOUT),
+        )
+        assert stream.status_code == 200
+        chunks = stream.iter_content(chunk_size=None)
+        assert b"stream-open" in next(chunks)
+        Session.objects.filter(session_key=session_key).delete()  # what signing out does
+        closed_after = _seconds_until_closed(chunks, limit=READ_TIMEOUT)
+        stream.close()
+    assert closed_after <= RECHECK_SECONDS + 3
