@@ -110,9 +110,13 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
+        self._each_job(request, queryset, services.job_cancel)
+
+    def _each_job(self, request, queryset, service) -> None:
+        """``service(job_id=…)`` for each selected job; a refusal (409) becomes a warning, the others go on."""
         for job_id in queryset.values_list("id", flat=True):
             try:
-                services.job_cancel(job_id=job_id)
+                service(job_id=job_id)
             except Conflict as exc:
                 self.message_user(request, str(exc.detail), messages.WARNING)
 
@@ -128,11 +132,7 @@ class JobAdmin(admin.ModelAdmin):
         services.job_delete(job_id=obj.id)  # the row locked first, the log objects removed too
 
     def delete_queryset(self, request, queryset):
-        for job_id in queryset.values_list("id", flat=True):
-            try:
-                services.job_delete(job_id=job_id)
-            except Conflict as exc:
-                self.message_user(request, str(exc.detail), messages.WARNING)
+        self._each_job(request, queryset, services.job_delete)
 
     @admin.action(description="Fail running jobs whose worker stopped sending heartbeats")
     def sweep_stale(self, request, queryset):

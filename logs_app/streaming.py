@@ -292,6 +292,9 @@ class JobFeed:
 on_redis_subscribed(JobFeed.catch_up_everywhere)
 
 
+_READ_THE_TABLE = LiveBatch("tick", KEEP_ALIVE, last=2**63 - 1)  # a position beyond any stream's
+
+
 # --- One stream ------------------------------------------------------------------------------
 
 
@@ -311,21 +314,13 @@ async def job_log_stream(job_id: int, start: int, access: StreamAccess) -> Async
     feed = JobFeed.join(job_id)
     cursor = feed.end  # joined before reading the table: nothing committed later can be missed
     sent = start
+    batches = [_READ_THE_TABLE]  # first the backlog: whatever the table holds after ``start``
     try:
         yield OPENING
         while True:
-            page = await _replay(job_id, sent)
-            sent = page.sent
-            if page.body:
-                yield page.body
-            if page.ended:
-                return
-            if page.done:
-                break
-        while True:
-            batches, cursor = feed.since(cursor)
             if not batches:
                 await feed.next_arrival()
+                batches, cursor = feed.since(cursor)
                 continue
             out = []
             for batch in batches:
@@ -362,6 +357,7 @@ async def job_log_stream(job_id: int, start: int, access: StreamAccess) -> Async
                         break
             if out:
                 yield b"".join(out)
+            batches, cursor = feed.since(cursor)
     except asyncio.CancelledError:
         if task not in watch.revoked:
             raise

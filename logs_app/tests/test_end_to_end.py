@@ -33,6 +33,11 @@ async def read_stream(client, url, token, until, *, headers=None, timeout=20.0):
     return events
 
 
+def reached(job_id: int, seq: int):
+    """``until`` for read_stream: an event with this seq as its id has arrived."""
+    return lambda events: f"job-{job_id}:{seq}" in [event.id for event in events]
+
+
 def emit(env: dict, job_id: int, batches: int, size: int) -> None:
     """Another process writes lines the way the local runner does (log_lines_append)."""
     code = (
@@ -88,9 +93,10 @@ def test_two_web_processes_both_deliver_every_line_published_by_a_third(
 
         async def scenario():
             async with httpx.AsyncClient() as client:
-                done = lambda seq: lambda events: f"job-{job.id}:{seq}" in [event.id for event in events]  # noqa: E731
                 readers = [
-                    asyncio.create_task(read_stream(client, f"{base}/api/v1/jobs/{job.id}/logs", token, done(200)))
+                    asyncio.create_task(
+                        read_stream(client, f"{base}/api/v1/jobs/{job.id}/logs", token, reached(job.id, 200))
+                    )
                     for base in (first, second)
                 ]
                 await asyncio.sleep(1.0)  # both streams open and subscribed
@@ -102,7 +108,7 @@ def test_two_web_processes_both_deliver_every_line_published_by_a_third(
                     client,
                     f"{second}/api/v1/jobs/{job.id}/logs",
                     token,
-                    done(250),
+                    reached(job.id, 250),
                     headers={"Last-Event-ID": f"job-{job.id}:200"},
                 )
                 return events, resumed
@@ -141,9 +147,8 @@ def test_live_lines_resume_at_once_after_redis_drops_the_web_processs_subscripti
 
         async def scenario():
             url = f"{base}/api/v1/jobs/{job.id}/logs"
-            reached = lambda seq: lambda events: f"job-{job.id}:{seq}" in [event.id for event in events]  # noqa: E731
             async with httpx.AsyncClient() as client:
-                reader = asyncio.create_task(read_stream(client, url, token, reached(20), timeout=8))
+                reader = asyncio.create_task(read_stream(client, url, token, reached(job.id, 20), timeout=8))
                 await asyncio.sleep(1.0)
                 await asyncio.to_thread(emit, env, job.id, 1, 10)
                 assert await asyncio.to_thread(drop_subscriptions) >= 1
@@ -154,7 +159,12 @@ def test_live_lines_resume_at_once_after_redis_drops_the_web_processs_subscripti
                 # The new subscription carries live lines again.
                 reader = asyncio.create_task(
                     read_stream(
-                        client, url, token, reached(30), headers={"Last-Event-ID": f"job-{job.id}:20"}, timeout=8
+                        client,
+                        url,
+                        token,
+                        reached(job.id, 30),
+                        headers={"Last-Event-ID": f"job-{job.id}:20"},
+                        timeout=8,
                     )
                 )
                 await asyncio.sleep(1.0)
@@ -192,9 +202,8 @@ def test_events_of_another_studio_on_the_same_redis_server_never_reach_a_stream(
 
         async def scenario():
             url = f"{base}/api/v1/jobs/{job.id}/logs"
-            reached = lambda seq: lambda events: f"job-{job.id}:{seq}" in [event.id for event in events]  # noqa: E731
             async with httpx.AsyncClient() as client:
-                reader = asyncio.create_task(read_stream(client, url, token, reached(5), timeout=8))
+                reader = asyncio.create_task(read_stream(client, url, token, reached(job.id, 5), timeout=8))
                 await asyncio.sleep(1.0)
                 # django-eventstream's own channel, and another studio's (same server, another database).
                 for channel in ("events_channel", "finetune-studio:db3:events"):
