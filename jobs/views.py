@@ -57,7 +57,7 @@ def job_create(request):
                 messages.error(request, str(exc))
                 return redirect("job-detail", pk=exc.job_id)
             else:
-                messages.success(request, f"Job “{job.name}” is queued.")
+                messages.success(request, f"Job “{job.name}” created: it starts as soon as a worker is free.")
                 return redirect("job-detail", pk=job.pk)
     else:
         initial = {"trainer": trainer.name if trainer else None, "dataset": request.GET.get("dataset")}

@@ -116,3 +116,19 @@ def test_deploy_checks_pass_with_production_settings(tmp_path):
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_redis_settings_isolate_events_and_share_cache_connections(tmp_path):
+    env = {"VAR_DIR": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:6379/4", "SECRET_KEY": "k" * 50}
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.EVENTS_REDIS_CHANNEL, s.CACHES['default']['OPTIONS']['pool_class'])"
+    )
+    result = _settings_in_subprocess(env, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["finetune-studio:db4:events", "finetune_studio.cache.SharedConnectionPool"]
+    named = _settings_in_subprocess(
+        {**env, "EVENTS_REDIS_CHANNEL": "studio-b"},
+        "from django.conf import settings as s; print(s.EVENTS_REDIS_CHANNEL)",
+    )
+    assert named.stdout.strip() == "studio-b"
