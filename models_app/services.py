@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -386,6 +386,13 @@ def _publish_deploy_event(model: RegisteredModel) -> None:
     )
 
 
+def _lock_ollama_name(name: str) -> None:
+    """Hold the Ollama name until commit (PostgreSQL; SQLite runs one write transaction at a time)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"ollama-name:{deploy.normalize(name)}"])
+
+
 def _check_name_free(model: RegisteredModel, name: str) -> None:
     others = RegisteredModel.objects.exclude(id=model.id)
     wanted = {name, deploy.normalize(name)}
@@ -413,13 +420,15 @@ def model_deploy_start(*, model_id: int, ollama_name: str | None = None, base: s
         plan = deploy.plan(model, name=ollama_name, base=base, ollama=ollama)
     finally:
         ollama.close()
-    _check_name_free(model, plan.name)
     now = timezone.now()
     stale = now - timedelta(seconds=settings.MODEL_DEPLOY_STALE_SECONDS)
     claimable = Q(deploy_status__in=DEPLOY_CLAIMABLE) | Q(
         deploy_status=RegisteredModel.DeployStatus.DEPLOYING, deploy_started_at__lt=stale
     )
     with transaction.atomic():
+        # Two models asking for one new name at once: the second waits here, then sees the first's claim.
+        _lock_ollama_name(plan.name)
+        _check_name_free(model, plan.name)
         updated = RegisteredModel.objects.filter(claimable, id=model_id).update(
             deploy_status=RegisteredModel.DeployStatus.DEPLOYING,
             deploy_error="",

@@ -371,3 +371,44 @@ def test_the_admin_deploy_action_reports_refusals(admin_client, alice, deploy_ol
     assert "No adapter: not deployed: the model has no adapter_model.safetensors" in page
     ready.refresh_from_db()
     assert ready.deploy_status == "deploying"
+
+
+@pytest.mark.postgres
+def test_two_models_asking_for_one_new_name_at_once_get_one_deploy_and_one_409(
+    transactional_db, alice, deploy_ollama, monkeypatch
+):
+    import threading
+    import time
+
+    from django.db import connection
+
+    from models_app import services
+
+    monkeypatch.setattr(services, "_enqueue_deploy", lambda model_id: None)
+    check = services._check_name_free
+
+    def slow_check(model, name):  # widen the window between "the name is free" and taking it
+        check(model, name)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(services, "_check_name_free", slow_check)
+    models = [deployable(alice) for _ in range(3)]
+    outcomes = []
+
+    def start(model):
+        try:
+            services.model_deploy_start(model_id=model.id, ollama_name="shared-name")
+            outcomes.append("deploying")
+        except deploy.DeployConflict as exc:
+            outcomes.append(str(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start, args=(model,)) for model in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes)[-1] == "deploying" and outcomes.count("deploying") == 1
+    assert all("another registered model" in outcome for outcome in outcomes if outcome != "deploying")
+    assert RegisteredModel.objects.filter(deploy_status="deploying").count() == 1
