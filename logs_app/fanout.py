@@ -1,11 +1,12 @@
-"""Our use of django-eventstream's fan-out: publishing log batches, and three changes to its listeners.
+"""Our use of django-eventstream's fan-out: publishing log batches, and changes to its listeners.
 
 - ``publish_log_event`` sends a batch with its own id (the batch's last seq), through Redis
   pub/sub to every web process when EVENTSTREAM_REDIS is set, else to this process's listeners.
 - ``tune_listeners`` (called once at start-up) makes the library's per-stream loop cheaper,
-  wakes listeners without the event loop's self-pipe, and keeps the Redis subscriber alive:
-  the library starts it once and, when Redis drops the connection, never again, so a web
-  process would stop delivering live events for good after a Redis restart.
+  wakes listeners without the event loop's self-pipe, moves events to a Redis channel of this
+  studio's own, and keeps the Redis subscriber alive: the library starts it once and, when
+  Redis drops the connection, never again, so a web process would stop delivering live events
+  for good after a Redis restart.
 """
 
 import asyncio

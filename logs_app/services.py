@@ -282,13 +282,18 @@ def _update_stream(job_id: int, last_seq: int, inserted: list[tuple[int, _Line]]
     """Move the counter and the totals; returns the new totals (line_count, warn_count, error_count)."""
     warns = sum(1 for _, line in inserted if line.level == LogEntry.Level.WARN)
     errors = sum(1 for _, line in inserted if line.level == LogEntry.Level.ERROR)
+    update = (
+        "UPDATE log_streams SET last_seq = %s, line_count = line_count + %s, warn_count = warn_count + %s,"
+        " error_count = error_count + %s, updated_at = %s WHERE job_id = %s"
+    )
+    totals = "SELECT line_count, warn_count, error_count FROM log_streams WHERE job_id = %s"
     with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE log_streams SET last_seq = %s, line_count = line_count + %s, warn_count = warn_count + %s,"
-            " error_count = error_count + %s, updated_at = %s WHERE job_id = %s"
-            " RETURNING line_count, warn_count, error_count",
-            [last_seq, len(inserted), warns, errors, timezone.now(), job_id],
-        )
+        values = [last_seq, len(inserted), warns, errors, timezone.now(), job_id]
+        if connection.vendor == "postgresql":
+            cursor.execute(update + " RETURNING line_count, warn_count, error_count", values)
+        else:  # SQLite has RETURNING only from 3.35
+            cursor.execute(update, values)
+            cursor.execute(totals, [job_id])
         line_count, warn_count, error_count = cursor.fetchone()
     return {"line_count": line_count, "warn_count": warn_count, "error_count": error_count}
 
