@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 
 OPENING = b":" + b" " * 2048 + b"\n\nevent: stream-open\ndata:\n\n"  # padding first, as django-eventstream does
 KEEP_ALIVE = b"event: keep-alive\ndata:\n\n"
-_FEED_KEPT_BATCHES = 2048  # a stream further behind than this reads the rest from the table
+# A stream further behind than this reads the rest from the table.
+_FEED_KEPT_BATCHES = 2048
+_FEED_KEPT_BYTES = 8 * 1024 * 1024
 _LOGS_RANGE = re.compile(r'^\{"prev_seq":(\d+),"last_seq":(\d+)[,}]')
 
 
@@ -177,7 +179,8 @@ class _FeedListener(Listener):
 class JobFeed:
     """The live batches of one job in this process (one event loop), kept for the job's open streams.
 
-    Streams keep a cursor into ``batches``; the feed keeps the last _FEED_KEPT_BATCHES or so.
+    Streams keep a cursor into ``batches``; the feed keeps the last _FEED_KEPT_BATCHES (at most
+    _FEED_KEPT_BYTES) or so.
     When nothing arrived for LOG_STREAM_KEEP_ALIVE_SECONDS it adds a ``tick`` with the table's
     last seq: streams send a keep-alive, or read what they missed (a lost event, the end).
     """
@@ -190,6 +193,7 @@ class JobFeed:
         self.loop = loop
         self.batches: list[LiveBatch] = []
         self.base = 0  # the index of batches[0] since the feed began
+        self.kept_bytes = 0
         self.arrivals = 0
         self.streams = 0
         self.waiters: list[asyncio.Future] = []
@@ -262,9 +266,13 @@ class JobFeed:
 
     def _add(self, batches: list[LiveBatch]) -> None:
         self.batches.extend(batches)
+        self.kept_bytes += sum(len(batch.body) for batch in batches)
         self.arrivals += 1
-        if len(self.batches) > 2 * _FEED_KEPT_BATCHES:
-            dropped = len(self.batches) - _FEED_KEPT_BATCHES
+        if len(self.batches) > 2 * _FEED_KEPT_BATCHES or self.kept_bytes > 2 * _FEED_KEPT_BYTES:
+            dropped = 0
+            while len(self.batches) - dropped > _FEED_KEPT_BATCHES or self.kept_bytes > _FEED_KEPT_BYTES:
+                self.kept_bytes -= len(self.batches[dropped].body)
+                dropped += 1
             del self.batches[:dropped]
             self.base += dropped
         waiters, self.waiters = self.waiters, []

@@ -286,3 +286,28 @@ def test_the_redis_subscription_outlives_garbage_collections(redis_url, settings
 
     asyncio.run(scenario())
     assert [(event.type, event.id) for event in listener.events()] == [("end", "4")]
+
+
+@pytest.mark.postgres
+def test_a_stream_left_behind_by_its_feed_reads_what_it_missed_from_the_table(
+    transactional_db, make_job, alice, monkeypatch
+):
+    from logs_app import streaming
+
+    monkeypatch.setattr(streaming, "_FEED_KEPT_BATCHES", 3)
+    monkeypatch.setattr(streaming, "_FEED_KEPT_BYTES", 2000)
+    job = make_job(alice)
+
+    async def scenario():
+        slow = await open_stream(alice, job.id, query="?after=0")
+        await sync_to_async(append_batches)(job.id, 1, 1)
+        await slow.read_until(reached(1))
+        # 40 batches while this client reads nothing: the feed keeps only the last few.
+        await sync_to_async(append_batches)(job.id, 40, 3)
+        feed = streaming.JobFeed._by_loop[asyncio.get_running_loop()][job.id]
+        assert feed.base > 0 and len(feed.batches) <= 6 and feed.kept_bytes <= 4000
+        await slow.read_until(reached(121))
+        await slow.close()
+        return log_seqs(slow.events)
+
+    assert async_to_sync(scenario)() == list(range(1, 122))
