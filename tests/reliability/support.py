@@ -1,4 +1,5 @@
-"""A private redis-server for fault tests: SIGSTOP freezes it without touching the shared one on 6379."""
+"""Shared pieces of the fault tests: a private redis-server (SIGSTOP freezes it without touching the shared one on
+6379) and a reader of streamed responses that a fault may cut."""
 
 import contextlib
 import os
@@ -50,3 +51,17 @@ class PrivateRedis:
 
     def resume(self) -> None:
         os.kill(self.process.pid, signal.SIGCONT)
+
+
+BIG = bytes(range(256)) * 8192  # 2 MiB
+
+
+def read_stream(response) -> tuple[bytes, Exception | None]:
+    """The body received, and the error that cut it (None when it arrived whole)."""
+    received = bytearray()
+    try:
+        for chunk in response.streaming_content:
+            received += chunk
+    except Exception as exc:  # the server aborts the response: the client sees a cut connection
+        return bytes(received), exc
+    return bytes(received), None

@@ -11,19 +11,9 @@ from finetune_studio.objects import bucket
 from models_app.models import RegisteredModel
 from models_app.services import artifacts_manifest
 
+from .support import BIG, read_stream
+
 pytestmark = pytest.mark.django_db
-
-BIG = bytes(range(256)) * 8192  # 2 MiB
-
-
-def _read_stream(response) -> tuple[bytes, Exception | None]:
-    received = bytearray()
-    try:
-        for chunk in response.streaming_content:
-            received += chunk
-    except Exception as exc:  # the server aborts the response: the client sees a cut connection
-        return bytes(received), exc
-    return bytes(received), None
 
 
 def test_a_connection_reset_mid_zip_never_yields_a_valid_archive(world, alice_api, storage_spy):
@@ -32,7 +22,7 @@ def test_a_connection_reset_mid_zip_never_yields_a_valid_archive(world, alice_ap
     RegisteredModel.objects.filter(id=model.id).update(files=artifacts_manifest(model.storage_path))
     storage_spy.reset_after = 256 * 1024  # every S3 connection dies after 256 KiB of answer
     response = alice_api.get(f"/api/v1/models/{model.id}/download")
-    received, error = _read_stream(response) if response.status_code == 200 else (b"", None)
+    received, error = read_stream(response) if response.status_code == 200 else (b"", None)
     if response.status_code == 200:
         assert error is not None, "the stream ended normally although storage failed"
         with pytest.raises(zipfile.BadZipFile):

@@ -14,21 +14,12 @@ from logs_app.services import job_log_prefix, log_objects_aggregate
 from models_app.models import RegisteredModel
 from models_app.services import artifacts_manifest
 
+from .support import BIG, read_stream
+
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
-BIG = bytes(range(256)) * 8192  # 2 MiB
 # More SlowDowns than botocore's standard mode makes attempts (settings: max_attempts 5).
 EXHAUSTING = 12
-
-
-def _read_stream(response) -> tuple[bytes, Exception | None]:
-    received = bytearray()
-    try:
-        for chunk in response.streaming_content:
-            received += chunk
-    except Exception as exc:  # the server aborts the response: the client sees a cut connection
-        return bytes(received), exc
-    return bytes(received), None
 
 
 def test_a_model_file_upload_meeting_slowdowns_is_retried_and_stored_intact(world, alice_api, storage_spy):
@@ -56,7 +47,7 @@ def test_a_zip_meeting_slowdowns_is_retried_whole_or_aborted_never_truncated(wor
     storage_spy.slow_down(2)
     response = alice_api.get(f"/api/v1/models/{model.id}/download")
     assert response.status_code == 200
-    received, error = _read_stream(response)
+    received, error = read_stream(response)
     assert error is None
     with zipfile.ZipFile(io.BytesIO(received)) as zipped:
         assert zipped.testzip() is None
@@ -67,7 +58,7 @@ def test_a_zip_meeting_slowdowns_is_retried_whole_or_aborted_never_truncated(wor
     storage_spy.slow_down(EXHAUSTING)
     response = alice_api.get(f"/api/v1/models/{model.id}/download")
     if response.status_code == 200:
-        received, error = _read_stream(response)
+        received, error = read_stream(response)
         assert error is not None, "the stream ended normally although storage kept refusing"
         with pytest.raises(zipfile.BadZipFile):
             zipfile.ZipFile(io.BytesIO(received)).testzip()
