@@ -6,15 +6,17 @@ read-ahead thread instead (bounded: a few chunks in flight), and passes sync ite
 unchanged under WSGI. Errors raised while producing propagate to the server, which drops the
 connection: the client sees an incomplete transfer, never a complete-looking truncated file.
 
-Open event streams (SSE) re-check their access on a timer (``AccessWatch``, ``while_allowed``).
+Open event streams (SSE) re-check their access on a timer (``AccessWatch``, ``revocable``).
 """
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -193,23 +195,42 @@ def _run_checks(checks: dict[Hashable, Callable[[], bool]]) -> dict[Hashable, bo
     return verdicts
 
 
-async def while_allowed(
-    chunks: AsyncIterator, *, grant: Hashable, still_allowed: Callable[[], bool], interval: float
-) -> AsyncIterator:
-    """Pass a stream through until ``still_allowed()`` fails (checked every ``interval`` s); then end it."""
+@dataclass(frozen=True)
+class StreamAccess:
+    """What opened a stream and must still hold while it runs."""
+
+    grant: Hashable  # streams with equal grants share one check
+    still_allowed: Callable[[], bool]
+
+
+@contextlib.contextmanager
+def revocable(access: StreamAccess, interval: float) -> Iterator[None]:
+    """Inside a stream's body: re-check ``access`` every ``interval`` s; a refusal ends the body quietly.
+
+    The stream's task is cancelled when access is refused, wherever it waits; that cancellation
+    is taken back here, so the response ends like any finished stream.
+    """
     task = asyncio.current_task()
     watch = AccessWatch.of(asyncio.get_running_loop(), interval)
-    watch.add(grant, still_allowed, task)
+    watch.add(access.grant, access.still_allowed, task)
     try:
-        async for chunk in chunks:
-            yield chunk
+        yield
     except asyncio.CancelledError:
         if task not in watch.revoked:
             raise
         task.uncancel()
         logger.info("Closing a stream: access was revoked")
     finally:
-        watch.discard(grant, task)
+        watch.discard(access.grant, task)
+
+
+async def while_allowed(chunks: AsyncIterator, access: StreamAccess, *, interval: float) -> AsyncIterator:
+    """Pass a stream through until its access is refused (see ``revocable``)."""
+    try:
+        with revocable(access, interval):
+            async for chunk in chunks:
+                yield chunk
+    finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()

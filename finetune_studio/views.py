@@ -9,7 +9,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from .objects import ObjectNotFound, read_local_link
-from .streaming import release_connection, response_chunks, while_allowed
+from .streaming import StreamAccess, release_connection, response_chunks, while_allowed
 
 
 @login_required
@@ -90,11 +90,12 @@ def user_events(request):
     if getattr(response, "is_async", False):
         # Signing out (here or on another device) or being deactivated ends the stream.
         user_id, session_key, store = request.user.id, request.session.session_key, type(request.session)
-        response.streaming_content = while_allowed(
-            response.streaming_content,
+        access = StreamAccess(
             grant=("session", user_id, session_key),
             still_allowed=lambda: _still_signed_in(store(session_key=session_key), user_id),
-            interval=settings.LOG_STREAM_ACCESS_RECHECK_SECONDS,
+        )
+        response.streaming_content = while_allowed(
+            response.streaming_content, access, interval=settings.LOG_STREAM_ACCESS_RECHECK_SECONDS
         )
     release_connection()
     return response

@@ -10,18 +10,19 @@
   order, or after some were lost (Redis down, a listener overflow, a slow client), makes the
   stream read the missing seqs from the table; the feed's idle timer sends keep-alives and
   notices lines or an end whose event never came. After ``end`` the stream closes.
-- Access is re-checked on a timer while the stream is open (``finetune_studio.streaming.AccessWatch``).
+- Access is re-checked on a timer while the stream is open (``finetune_studio.streaming.revocable``).
 
 1,000 streams of a 20 lines/s job cost the web process one wake-up and a few list reads per
 stream per batch: bench/bench_logs_stream.py.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -31,7 +32,7 @@ from django_eventstream.utils import make_id, sse_encode_event
 from django_eventstream.views import Listener, get_listener_manager
 
 from finetune_studio.events import job_channel
-from finetune_studio.streaming import AccessWatch, release_connection
+from finetune_studio.streaming import StreamAccess, release_connection, revocable
 
 from .fanout import on_redis_subscribed
 
@@ -206,19 +207,23 @@ class JobFeed:
         self.timer = loop.create_task(self._tick_when_idle())
 
     @classmethod
-    def join(cls, job_id: int) -> "JobFeed":
+    @contextlib.contextmanager
+    def joined(cls, job_id: int) -> Iterator["JobFeed"]:
+        """This loop's feed of the job (made by its first stream, closed after its last) while a stream runs."""
         loop = asyncio.get_running_loop()
         feeds = cls._by_loop.setdefault(loop, {})
         feed = feeds.get(job_id)
         if feed is None:
             feed = feeds[job_id] = cls(job_id, loop)
         feed.streams += 1
-        return feed
+        try:
+            yield feed
+        finally:
+            feed.streams -= 1
+            if feed.streams == 0:
+                feed._close()
 
-    def leave(self) -> None:
-        self.streams -= 1
-        if self.streams > 0:
-            return
+    def _close(self) -> None:
         get_listener_manager().remove_listener(self.listener)
         self.timer.cancel()
         feeds = self._by_loop.get(self.loop, {})
@@ -306,24 +311,15 @@ _READ_THE_TABLE = LiveBatch("tick", KEEP_ALIVE, last=2**63 - 1)  # a position be
 # --- One stream ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StreamAccess:
-    """What opened the stream and must still hold: re-checked every LOG_STREAM_ACCESS_RECHECK_SECONDS."""
-
-    grant: Hashable  # streams with equal grants share one check
-    still_allowed: Callable[[], bool]
-
-
 async def job_log_stream(job_id: int, start: int, access: StreamAccess) -> AsyncIterator[bytes]:
-    """The SSE body: every seq after ``start`` exactly once and in order, live, until ``end``."""
-    task = asyncio.current_task()
-    watch = AccessWatch.of(asyncio.get_running_loop(), settings.LOG_STREAM_ACCESS_RECHECK_SECONDS)
-    watch.add(access.grant, access.still_allowed, task)
-    feed = JobFeed.join(job_id)
-    cursor = feed.end  # joined before reading the table: nothing committed later can be missed
-    sent = start
-    batches = [_READ_THE_TABLE]  # first the backlog: whatever the table holds after ``start``
-    try:
+    """The SSE body: every seq after ``start`` exactly once and in order, live, until ``end``.
+
+    ``access`` is re-checked every LOG_STREAM_ACCESS_RECHECK_SECONDS; a refusal ends the stream.
+    """
+    with JobFeed.joined(job_id) as feed, revocable(access, settings.LOG_STREAM_ACCESS_RECHECK_SECONDS):
+        cursor = feed.end  # joined before reading the table: nothing committed later can be missed
+        sent = start
+        batches = [_READ_THE_TABLE]  # first the backlog: whatever the table holds after ``start``
         yield OPENING
         while True:
             if not batches:
@@ -366,11 +362,3 @@ async def job_log_stream(job_id: int, start: int, access: StreamAccess) -> Async
             if out:
                 yield b"".join(out)
             batches, cursor = feed.since(cursor)
-    except asyncio.CancelledError:
-        if task not in watch.revoked:
-            raise
-        task.uncancel()
-        logger.info("Closing the log stream of job %s: access was revoked", job_id)
-    finally:
-        feed.leave()
-        watch.discard(access.grant, task)

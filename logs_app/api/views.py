@@ -17,12 +17,12 @@ from finetune_studio.api import Conflict, RequestTooLarge
 from finetune_studio.events import job_channel
 from finetune_studio.keys import download_filename
 from finetune_studio.parsers import JSONParser
-from finetune_studio.streaming import release_connection
+from finetune_studio.streaming import StreamAccess, release_connection
 
 from ..parsing import InvalidLine
 from ..selectors import LogFilter, iter_log_text, job_visible_to, log_backlog_start, log_lines, log_stream_of
 from ..services import LogsArchived, clean_lines, log_lines_append
-from ..streaming import StreamAccess, job_log_stream
+from ..streaming import job_log_stream
 from .serializers import LogAppendResultSerializer, LogHistoryQuerySerializer, LogLineSerializer
 
 
@@ -174,16 +174,15 @@ class JobLogsView(APIView):
         stream = log_stream_of(job.id)
         if resumed and job.is_finished and start >= (stream.last_seq if stream else 0):
             return HttpResponse(status=204)  # EventSource stops reconnecting on 204
-        grant, still_allowed = _access_check(request, job.id)
-        events = job_log_stream(job.id, start, StreamAccess(grant, still_allowed))
+        events = job_log_stream(job.id, start, _access_check(request, job.id))
         response = StreamingHttpResponse(events, content_type="text/event-stream")
         add_default_headers(response, request=request._request)
         release_connection()
         return response
 
 
-def _access_check(request, job_id: int):
-    """(grant, check): what opened the stream must still hold: the same token (or session), an active user who
+def _access_check(request, job_id: int) -> StreamAccess:
+    """What opened the stream must still hold: the same token (or session), an active user who
     sees the job. Streams with equal grants share one check (1,000 viewers of one job cost one check per interval).
     """
     from django.contrib.auth import get_user_model
@@ -209,7 +208,7 @@ def _access_check(request, job_id: int):
             return False
         return True
 
-    return (user_id, token_key, session_key, job_id), still_allowed
+    return StreamAccess(grant=(user_id, token_key, session_key, job_id), still_allowed=still_allowed)
 
 
 def _start_position(request, job_id: int, channel: str) -> tuple[int, bool]:
