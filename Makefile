@@ -40,7 +40,7 @@ run: venv
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py ensure_admin
 	@if $(PY) -c "import torch, transformers, peft" 2>/dev/null; then \
-	  [ -d "$${VAR_DIR:-var}/demo-base" ] || $(PY) manage.py build_demo_base; \
+	  [ -d "$${DEMO_BASE_DIR:-$${VAR_DIR:-var}/demo-base}" ] || $(PY) manage.py build_demo_base; \
 	else \
 	  echo "Tip: 'make train-extra' adds the lora-sft trainer (about 1 GB) for genuine LoRA fine-tunes."; \
 	fi

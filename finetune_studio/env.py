@@ -4,6 +4,7 @@ Each one fails loudly with ImproperlyConfigured naming the variable, so a typo
 in production stops the process at start instead of running with a silent default.
 """
 
+import json
 import os
 from urllib.parse import urlparse
 
@@ -57,6 +58,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_json_object(name: str) -> dict:
+    """A JSON object (``{"key": "value", …}``) of string values; empty when unset."""
+    raw = env_str(name)
+    if raw is None or raw.strip() == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ImproperlyConfigured(f'{name} must be a JSON object of strings, like {{"name": "/folder"}}')
+    return value
 
 
 def env_url(name: str, default: str | None = None, *, schemes: tuple[str, ...]) -> str | None:

@@ -14,7 +14,7 @@ import dj_database_url
 from botocore.config import Config as BotoConfig
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_int, env_list, env_str, env_url
+from .env import env_bool, env_int, env_json_object, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -392,6 +392,16 @@ JOB_KILL_GRACE_SECONDS = env_int("JOB_KILL_GRACE_SECONDS", 10, minimum=0)
 JOB_LOG_BATCH_LINES = 200
 JOB_LOG_BATCH_SECONDS = 0.05
 JOB_WORK_DIR = env_str("JOB_WORK_DIR") or None
+# Base models a job may name (finetune_studio/base_models.py): the demo base, names declared here
+# ({"name": "/folder"}), folders under BASE_MODELS_DIR and the local Hugging Face cache; a path is accepted
+# only inside BASE_MODELS_DIR or BASE_MODEL_ROOTS, and never inside the studio's own storage.
+DEMO_BASE_DIR = Path(env_str("DEMO_BASE_DIR", str(VAR_DIR / "demo-base")))
+BASE_MODELS_DIR = Path(env_str("BASE_MODELS_DIR", str(BASE_DIR / "base-models")))
+BASE_MODEL_ROOTS = [Path(root) for root in env_list("BASE_MODEL_ROOTS", [])]
+BASE_MODELS = env_json_object("BASE_MODELS")
+HF_HUB_CACHE = Path(
+    env_str("HF_HUB_CACHE") or str(Path(env_str("HF_HOME") or str(Path.home() / ".cache" / "huggingface")) / "hub")
+)
 # The only worker environment variables a trainer process sees (besides the contract's own).
 JOB_TRAINER_ENV_PASSTHROUGH = env_list(
     "JOB_TRAINER_ENV_PASSTHROUGH",

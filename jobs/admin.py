@@ -17,6 +17,7 @@ class TrainerForm(forms.ModelForm):
             "command",
             "hyperparameter_schema",
             "required_modules",
+            "loads_base_model",
             "queue",
             "timeout_seconds",
             "enabled",

@@ -16,7 +16,11 @@ class JobForm(forms.Form):
     """The new-job form: fixed fields plus one field per hyperparameter of the chosen trainer."""
 
     name = forms.CharField(max_length=200)
-    base_model = forms.CharField(max_length=200, help_text="e.g. llama3.2:3b, or a local model folder.")
+    base_model = forms.CharField(
+        max_length=200,
+        help_text="demo-base, a base model of the studio's catalogue, or a folder inside BASE_MODELS_DIR "
+        "(trainers that only record the name, like example, take any name).",
+    )
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False)
     trainer = forms.ChoiceField()
 

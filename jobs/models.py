@@ -45,6 +45,9 @@ class Trainer(models.Model):
     hyperparameter_schema = models.JSONField(default=dict, blank=True)
     # Importable module names the trainer needs (torch, peft…); missing ones make it unavailable, with the reason.
     required_modules = models.JSONField(default=list, blank=True)
+    # The trainer loads BASE_MODEL (lora-sft): the base must be in the catalogue or inside an allowed folder
+    # (finetune_studio/base_models.py). Off: the name is only recorded, and a path is still checked.
+    loads_base_model = models.BooleanField(default=True)
     queue = models.CharField(max_length=50, default="training")
     timeout_seconds = models.PositiveIntegerField(default=6 * 3600)
     enabled = models.BooleanField(default=True)

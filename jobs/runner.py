@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Q
 
-from finetune_studio import keys, objects
+from finetune_studio import base_models, keys, objects
 
 from . import hyperparameters, services
 from .models import Job
@@ -163,6 +163,14 @@ def _run_claimed(job_id: int, lease_owner: str) -> str:
             only_if=ours,
         )
         return "failed"
+    try:
+        # Checked again here: the settings (or the folders) may have changed since the job was created.
+        base = base_models.base_model_resolve(job.base_model, loadable=trainer.loads_base_model)
+    except base_models.BaseModelRefused as refused:
+        message = f"not started: {refused}"
+        shipper.runner(message, "ERROR")
+        services.job_complete(job_id=job_id, status=Job.Status.FAILED, error_message=message, only_if=ours)
+        return "failed"
     command = [sys.executable if part == "{python}" else str(part) for part in trainer.command]
     with tempfile.TemporaryDirectory(prefix=f"studio-job-{job_id}-", dir=settings.JOB_WORK_DIR) as work_name:
         work = Path(work_name)
@@ -171,7 +179,7 @@ def _run_claimed(job_id: int, lease_owner: str) -> str:
         dataset_path = _download_dataset(job, work)
         hyperparams_file = work / "hyperparameters.json"
         hyperparams_file.write_text(json.dumps(job.hyperparameters, indent=2))
-        env = _trainer_environment(job, dataset_path, hyperparams_file, output_dir)
+        env = _trainer_environment(job, base, dataset_path, hyperparams_file, output_dir)
         shipper.runner(f"starting trainer {trainer.name}: {shlex.join(command)}")
         stop_reason, returncode, last_stderr = _supervise(job, lease_owner, command, env, work, shipper)
         shipper.flush()
@@ -219,14 +227,21 @@ def _download_dataset(job: Job, work: Path) -> Path | None:
     return target
 
 
-def _trainer_environment(job: Job, dataset_path: Path | None, hyperparams_file: Path, output_dir: Path) -> dict:
-    """Only what the contract promises plus an allow-list: the worker's secrets stay out of the trainer."""
+def _trainer_environment(
+    job: Job, base: base_models.BaseModel, dataset_path: Path | None, hyperparams_file: Path, output_dir: Path
+) -> dict:
+    """Only what the contract promises plus an allow-list: the worker's secrets stay out of the trainer.
+
+    BASE_MODEL is the folder the catalogue resolved (or the recorded name for trainers that load nothing);
+    BASE_MODEL_NAME is the name to record in what the trainer writes.
+    """
     env = {name: os.environ[name] for name in settings.JOB_TRAINER_ENV_PASSTHROUGH if name in os.environ}
     env.update(hyperparameters.environment(job.hyperparameters))
     env.update(
         {
             "JOB_ID": str(job.id),
-            "BASE_MODEL": job.base_model,
+            "BASE_MODEL": str(base.path) if job.trainer.loads_base_model else base.name,
+            "BASE_MODEL_NAME": base.name,
             "DATASET_PATH": str(dataset_path or ""),
             "HYPERPARAMS_FILE": str(hyperparams_file),
             "OUTPUT_DIR": str(output_dir),

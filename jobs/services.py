@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from finetune_studio import keys, objects, records
+from finetune_studio import base_models, keys, objects, records
 from finetune_studio.api import Conflict
 from finetune_studio.events import publish_event_on_commit, user_channel
 
@@ -150,8 +150,18 @@ def trainer_sync_builtin() -> list[str]:
     created = []
     for definition in BUILTIN_TRAINERS:
         hyperparameters.check_schema(definition["hyperparameter_schema"])
-        fields = {key: definition[key] for key in ("description", "command", "hyperparameter_schema")}
-        fields.update({key: definition[key] for key in ("required_modules", "queue", "timeout_seconds")})
+        fields = {
+            key: definition[key]
+            for key in (
+                "description",
+                "command",
+                "hyperparameter_schema",
+                "required_modules",
+                "loads_base_model",
+                "queue",
+                "timeout_seconds",
+            )
+        }
         try:
             with transaction.atomic():
                 _, was_created = Trainer.objects.get_or_create(name=definition["name"], defaults=fields)
@@ -170,7 +180,8 @@ def job_create(
 ) -> Job:
     """Create a job and queue it (local trainers: the run is enqueued after commit).
 
-    Raises JobInvalid (400) naming each field: unknown/unavailable trainer, a dataset that is
+    Raises JobInvalid (400) naming each field: unknown/unavailable trainer, a base model the studio
+    does not allow (finetune_studio/base_models.py; the canonical name is stored), a dataset that is
     not the owner's, hyperparameters that do not fit the trainer's schema.
     """
     errors: dict[str, Any] = {}
@@ -186,6 +197,11 @@ def job_create(
         cleaned, hp_errors = hyperparameters.validate(trainer.hyperparameter_schema, hyperparameters_given)
         if hp_errors:
             errors["hyperparameters"] = hp_errors
+    if trainer is not None:
+        try:
+            base_model = base_models.base_model_resolve(base_model, loadable=trainer.loads_base_model).name
+        except base_models.BaseModelRefused as refused:
+            errors["base_model"] = [str(refused)]
     needs_dataset = trainer is None or not trainer.is_external
     with transaction.atomic():
         dataset = None

@@ -1,7 +1,8 @@
 """Trainers that ship with the studio. Operators add more in the admin.
 
 Each definition module exposes DEFINITION = {name, description, command, hyperparameter_schema,
-required_modules, queue, timeout_seconds}. ``{python}`` in a command stands for the worker's interpreter.
+required_modules, loads_base_model, queue, timeout_seconds}. ``{python}`` in a command stands for the
+worker's interpreter.
 """
 
 from .example.definition import DEFINITION as EXAMPLE
@@ -14,6 +15,7 @@ EXTERNAL = {
     "command": [],
     "hyperparameter_schema": {},
     "required_modules": [],
+    "loads_base_model": False,
     "queue": "training",
     "timeout_seconds": 7 * 24 * 3600,
 }

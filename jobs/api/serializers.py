@@ -88,7 +88,12 @@ class JobSerializer(serializers.ModelSerializer):
 
 class JobCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    base_model = serializers.CharField(max_length=200)
+    base_model = serializers.CharField(
+        max_length=200,
+        help_text="A base model the studio knows (demo-base, a declared name, a folder under BASE_MODELS_DIR, "
+        "a repository in the local Hugging Face cache) or a folder inside the allowed roots; trainers that only "
+        "record the name (external, example) take any name, but never a path outside those roots.",
+    )
     dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     trainer = serializers.CharField(max_length=100)
     hyperparameters = serializers.JSONField(required=False, default=dict)

@@ -61,6 +61,7 @@ def slow_trainer(db):
             "artifact": {"type": "boolean", "default": False},
         },
         timeout_seconds=60,
+        loads_base_model=False,
     )
 
 

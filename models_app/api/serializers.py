@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from finetune_studio.base_models import BaseModelRefused, base_model_resolve
+
 from .. import lineage
 from ..models import RegisteredModel
 
@@ -77,6 +79,14 @@ class ModelDeploySerializer(serializers.Serializer):
         return {key: value.strip() or None for key, value in attrs.items()}
 
 
+def recorded_base_model(value: str) -> str:
+    """Any name is recorded as given, but a path only inside the allowed base-model folders."""
+    try:
+        return base_model_resolve(value, loadable=False).name
+    except BaseModelRefused as refused:
+        raise serializers.ValidationError(str(refused)) from None
+
+
 class ModelWriteSerializer(serializers.Serializer):
     """What a client may set; storage paths, manifest and sizes are the server's."""
 
@@ -93,6 +103,9 @@ class ModelWriteSerializer(serializers.Serializer):
             raise serializers.ValidationError("The name may not be blank.")
         return value.strip()
 
+    def validate_base_model(self, value: str) -> str:
+        return recorded_base_model(value)
+
 
 class ModelUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255)
@@ -105,6 +118,9 @@ class ModelUpdateSerializer(serializers.Serializer):
         if not value.strip():
             raise serializers.ValidationError("The name may not be blank.")
         return value.strip()
+
+    def validate_base_model(self, value: str) -> str:
+        return recorded_base_model(value)
 
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields)

@@ -47,6 +47,30 @@ def test_it_gives_bob_404_on_every_action_on_alice_objects_and_changes_nothing(w
     assert _state(world) == before
 
 
+def test_bob_cannot_name_the_storage_folders_of_alice_objects_as_a_base_model(local_storage, world, bob, bob_api):
+    """Standalone storage: alice's model, dataset and job folders are readable files on the server."""
+    bobs_dataset = build_bob_world(bob).dataset
+    alices_folders = [
+        local_storage / "models" / world.model.storage_path,
+        local_storage / "models" / world.finished_job.storage_prefix,
+        local_storage / "datasets" / "users" / str(world.owner.id),
+        local_storage / "logs" / "users" / str(world.owner.id),
+    ]
+    jobs_before = Job.objects.count()
+    answers = {}
+    for folder in alices_folders:
+        for trainer in ("lora-sft", "example"):
+            response = bob_api.post(
+                "/api/v1/jobs",
+                {"name": "x", "base_model": str(folder), "dataset": bobs_dataset.id, "trainer": trainer},
+                format="json",
+            )
+            answers[(folder.name, trainer)] = (response.status_code, str(response.json().get("errors")))
+    assert {key: code for key, (code, _) in answers.items()} == dict.fromkeys(answers, 400)
+    assert all("inside the studio's own storage" in errors for _, errors in answers.values())
+    assert Job.objects.count() == jobs_before
+
+
 @pytest.mark.parametrize(
     "row", [row for row in API_OBJECT_ENDPOINTS if not row.is_write and "SSE" not in row.name], ids=lambda r: r.name
 )

@@ -45,6 +45,33 @@ def test_it_refuses_hostile_model_file_paths_before_any_storage_call(world, alic
     assert len(RegisteredModel.objects.get(id=world.model.id).files) == len(world.model.files)
 
 
+def test_it_refuses_hostile_base_models_before_anything_is_queued(world, alice_api, settings):
+    from jobs.models import Job
+
+    tricks = {
+        **HOSTILE_PATHS,
+        "system folder": "/etc",
+        "temporary folder": "/tmp",
+        "the root": "/",
+        "home shorthand": "~/models",
+        "the studio's var": str(settings.VAR_DIR),
+        "the storage root": str(settings.LOCAL_STORAGE_ROOT),
+        "file URL": "file:///etc/passwd",
+        "unknown name": "meta-llama/not-cached-here",
+    }
+    jobs_before = Job.objects.count()
+    answers = {}
+    for trick, base_model in tricks.items():
+        response = alice_api.post(
+            "/api/v1/jobs",
+            {"name": "x", "base_model": base_model, "dataset": world.dataset.id, "trainer": "lora-sft"},
+            format="json",
+        )
+        answers[trick] = (response.status_code, "base_model" in response.json().get("errors", {}))
+    assert answers == dict.fromkeys(tricks, (400, True))
+    assert Job.objects.count() == jobs_before
+
+
 def test_it_refuses_a_model_file_path_that_is_not_utf8(world, alice_api, storage_spy):
     boundary = "XyZ"
     body = (

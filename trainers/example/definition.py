@@ -37,6 +37,7 @@ DEFINITION = {
         "seed": {"type": "integer", "default": 42, "minimum": 0, "maximum": 2147483647},
     },
     "required_modules": ["sklearn", "joblib"],
+    "loads_base_model": False,
     "queue": "training",
     "timeout_seconds": 3600,
 }

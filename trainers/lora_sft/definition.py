@@ -136,6 +136,7 @@ DEFINITION = {
     "command": ["{python}", "-m", "trainers.lora_sft"],
     "hyperparameter_schema": HYPERPARAMETER_SCHEMA,
     "required_modules": ["torch", "transformers", "peft"],
+    "loads_base_model": True,
     "queue": "training",
     "timeout_seconds": 6 * 3600,
 }

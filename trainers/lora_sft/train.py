@@ -52,6 +52,7 @@ class RunConfig:
     hyperparams_file: str | None
     output_dir: Path
     base_model: str
+    base_model_name: str = ""  # the name the studio records (BASE_MODEL_NAME); the folder's identity otherwise
 
 
 def force_offline() -> None:
@@ -77,6 +78,7 @@ def read_environment(environ=os.environ) -> RunConfig:
         hyperparams_file=environ.get("HYPERPARAMS_FILE") or None,
         output_dir=Path(environ["OUTPUT_DIR"]),
         base_model=environ["BASE_MODEL"],
+        base_model_name=environ.get("BASE_MODEL_NAME", ""),
     )
 
 
@@ -217,17 +219,14 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    identity = base_identity(config.base_model)
-    out.info(f"base model {identity} ({config.base_model}), device {device.type}{' bf16' if use_bf16 else ''}")
+    identity = config.base_model_name or base_identity(config.base_model)
+    out.info(f"base model {identity}, device {device.type}{' bf16' if use_bf16 else ''}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.base_model, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(config.base_model, local_files_only=True, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInput(
-            f"cannot load base model {config.base_model!r}: it must be a local folder or already in the local "
-            f"Hugging Face cache (downloads are disabled). {first_line}"
-        ) from None
+    except (OSError, ValueError, KeyError, TypeError):
+        # Never the loader's text: it tells whether a path exists and what a config.json there declares.
+        raise BadInput(f"base model {identity} is not available here") from None
     if not tokenizer.chat_template:
         out.warn("the base tokenizer has no chat template: records are rendered with a ChatML template")
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE

@@ -1,5 +1,7 @@
 """A lora-sft job through the local job runner ends with a model in the registry holding the adapter."""
 
+import json
+
 import pytest
 
 pytest.importorskip("torch", reason="the training extra (requirements-train.txt) is not installed")
@@ -10,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 
 from jobs import services as job_services  # noqa: E402
 from jobs.models import Job  # noqa: E402
+from models_app.lineage import model_lineage  # noqa: E402
 from models_app.models import RegisteredModel  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -17,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.django_db
 def test_a_lora_sft_job_ends_with_a_registered_model_holding_the_adapter_and_loss_history(
-    alice, alice_api, demo_base, clause_dataset, django_capture_on_commit_callbacks, monkeypatch
+    alice, alice_api, demo_base, clause_dataset, django_capture_on_commit_callbacks, monkeypatch, settings
 ):
+    settings.DEMO_BASE_DIR = demo_base
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # passed through to the trainer: threads only slow the tiny model
     dataset = job_services.dataset_create(
         owner=alice, uploaded_file=SimpleUploadedFile("clauses.jsonl", clause_dataset.read_bytes())
@@ -28,7 +32,7 @@ def test_a_lora_sft_job_ends_with_a_registered_model_holding_the_adapter_and_los
             "/api/v1/jobs",
             {
                 "name": "lora on the demo base",
-                "base_model": str(demo_base),
+                "base_model": "demo-base",
                 "dataset": dataset.id,
                 "trainer": "lora-sft",
                 "hyperparameters": {
@@ -45,11 +49,16 @@ def test_a_lora_sft_job_ends_with_a_registered_model_holding_the_adapter_and_los
     job = Job.objects.get(id=response.json()["id"])
     assert job.status == Job.Status.SUCCEEDED, job.error_message
     model = RegisteredModel.objects.get(job=job)
-    assert model.owner == alice and model.base_model == str(demo_base)
+    assert model.owner == alice and model.base_model == "demo-base"
     files = {entry["path"]: entry for entry in model.files}
     for path in ("lora_adapters/adapter_model.safetensors", "lora_adapters/adapter_config.json", "metrics.json"):
         assert path in files and files[path]["size"] > 0 and len(files[path]["sha256"]) == 64
     assert "lora_adapters/chat_template.jinja" in files
+    # The worker's folder of the base never reaches the user: not in the log, the metrics or the lineage.
+    log_text = " ".join(job.log_entries.values_list("message", flat=True))
+    assert "base model demo-base" in log_text
+    shown = log_text + json.dumps(model.training_metrics) + json.dumps(model_lineage(model), default=str)
+    assert str(demo_base) not in shown
     assert alice_api.get(f"/api/v1/models/{model.id}").status_code == 200
     history = model.training_metrics["loss_history"]
     assert [point["step"] for point in history] == list(range(2, 21, 2))  # 160 records / 16 = 10 steps per epoch

@@ -196,5 +196,24 @@ def test_it_refuses_a_base_model_that_is_not_local_without_trying_to_download(cl
     )
     assert run.returncode == 2
     [error] = run.lines_at("ERROR")
-    assert "cannot load base model 'nobody-here/not-a-cached-model'" in error
-    assert "downloads are disabled" in error
+    assert "base model nobody-here/not-a-cached-model is not available here" in error
+
+
+def test_a_base_it_cannot_load_is_named_without_the_loaders_details(clause_dataset, tmp_path):
+    """The loader's text would say whether a path exists and what a config.json there declares."""
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "secret-architecture", "hidden_size": 7}')
+    run = run_trainer(
+        base_model=str(folder),
+        dataset=clause_dataset,
+        hyperparameters={},
+        output_dir=tmp_path / "output",
+        extra_env={"BASE_MODEL_NAME": "my-base"},
+        timeout=60,
+    )
+    assert run.returncode == 2
+    [error] = run.lines_at("ERROR")
+    assert error.endswith("base model my-base is not available here")
+    assert "secret-architecture" not in run.stdout + run.stderr
+    assert str(folder) not in run.stdout + run.stderr
