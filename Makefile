@@ -24,7 +24,8 @@ $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	$(PIP) install --quiet -r requirements-dev.txt
 	@rm -f $(VENV)/.dev-*; touch $@
 
-# The training extra (torch, transformers, peft; about 1 GB): torch first, pinned, so pip takes the CPU build.
+# The training extra (torch, transformers, peft; about 1 GB), part of `make run` and `make test`: torch first,
+# pinned, so pip takes the CPU build.
 $(TRAIN_STAMP): $(RUNTIME_STAMP) requirements-train.txt
 	$(PIP) install --quiet "$$(grep -E '^torch==' requirements-train.txt)"
 	$(PIP) install --quiet -r requirements-train.txt
@@ -34,16 +35,13 @@ venv: $(RUNTIME_STAMP)
 dev-venv: $(DEV_STAMP)
 train-extra: $(TRAIN_STAMP)
 
-## The whole product on http://$(HOST):$(PORT): SQLite, local storage, in-process tasks and live events.
-run: venv
+## The whole product on http://$(HOST):$(PORT): SQLite, local storage, in-process tasks and live events,
+## real LoRA fine-tunes (lora-sft) on the demo base. The first run installs the training extra (about 1 GB).
+run: $(TRAIN_STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py ensure_admin
-	@if $(PY) -c "import torch, transformers, peft" 2>/dev/null; then \
-	  [ -d "$${DEMO_BASE_DIR:-$${VAR_DIR:-var}/demo-base}" ] || $(PY) manage.py build_demo_base; \
-	else \
-	  echo "Tip: 'make train-extra' adds the lora-sft trainer (about 1 GB) for genuine LoRA fine-tunes."; \
-	fi
+	@[ -f "$${DEMO_BASE_DIR:-$${VAR_DIR:-var}/demo-base}/config.json" ] || $(PY) manage.py build_demo_base
 	@echo "Finetune Studio on http://$(HOST):$(PORT)/  (Ctrl-C stops it)"
 	$(PY) -m uvicorn finetune_studio.asgi:application --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 3
 

@@ -18,6 +18,7 @@ Imports no app: jobs checks at creation, the runner checks again before the trai
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from django.conf import settings
 DEMO_BASE = "demo-base"
 MAX_NAME_LENGTH = 200
 _LISTED_NAMES = 8
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 
 class BaseModelRefused(ValueError):
@@ -94,6 +96,25 @@ def base_model_catalogue() -> list[BaseModel]:
     for name, path in _hf_cache_entries():
         entries.setdefault(name, BaseModel(name=name, path=path, source="hf-cache"))
     return list(entries.values())
+
+
+def base_model_describe(entry: BaseModel) -> dict:
+    """What the catalogue shows of a base: read from its files (config, tokenizer, safetensors headers), no torch."""
+    folder = entry.path
+    config = _read_json(folder / "config.json") if folder else {}
+    tokenizer_config = _read_json(folder / "tokenizer_config.json") if folder else {}
+    architectures = config.get("architectures") or []
+    return {
+        "name": entry.name,
+        "source": entry.source,
+        "architecture": architectures[0] if architectures else config.get("model_type", ""),
+        "model_type": config.get("model_type", ""),
+        "parameters": _parameter_count(folder) if folder else None,
+        "chat_template": bool(
+            folder and (tokenizer_config.get("chat_template") or (folder / "chat_template.jinja").is_file())
+        ),
+        "size_bytes": _size_on_disk(folder) if folder else 0,
+    }
 
 
 def base_model_settings_problems() -> list[str]:
@@ -215,3 +236,44 @@ def _hf_snapshot(repo: Path) -> Path | None:
         if folder is not None:
             return folder
     return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _parameter_count(folder: Path) -> int | None:
+    """Summed from the safetensors headers (8-byte length, then JSON of dtype/shape per tensor)."""
+    total, found = 0, False
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with open(weights, "rb") as handle:
+                length = int.from_bytes(handle.read(8), "little")
+                if not 0 < length <= _MAX_SAFETENSORS_HEADER:
+                    continue
+                header = json.loads(handle.read(length))
+        except (OSError, ValueError):
+            continue
+        for name, tensor in header.items():
+            if name != "__metadata__" and isinstance(tensor, dict):
+                count = 1
+                for dimension in tensor.get("shape", []):
+                    count *= int(dimension)
+                total += count
+                found = True
+    return total if found else None
+
+
+def _size_on_disk(folder: Path) -> int:
+    size = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file():  # follows the Hugging Face cache's links to its blobs
+                size += path.stat().st_size
+        except OSError:
+            continue
+    return size

@@ -51,3 +51,12 @@ def metric_label(name) -> str:
     """A metric key as words: 'eval_accuracy' → 'Eval accuracy', 'learning_rate' → 'Learning rate'."""
     words = str(name).replace("_", " ").strip()
     return words[:1].upper() + words[1:]
+
+
+@register.filter
+def thousands(number) -> str:
+    """185344 → "185,344" (no locale machinery: numbers read the same on every page)."""
+    try:
+        return f"{int(number):,}"
+    except (TypeError, ValueError):
+        return ""

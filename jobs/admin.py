@@ -18,10 +18,24 @@ class TrainerForm(forms.ModelForm):
             "hyperparameter_schema",
             "required_modules",
             "loads_base_model",
+            "presets",
             "queue",
             "timeout_seconds",
             "enabled",
         ]
+
+    def clean_presets(self):
+        presets = self.cleaned_data["presets"]
+        if not isinstance(presets, dict) or not all(isinstance(values, dict) for values in presets.values()):
+            raise forms.ValidationError(
+                'An object of base model name → hyperparameters, e.g. {"demo-base": {"epochs": 20}}.'
+            )
+        schema = self.cleaned_data.get("hyperparameter_schema") or {}
+        for base, values in presets.items():
+            errors = hyperparameters.validate(schema, values)[1] if isinstance(schema, dict) else {}
+            if errors:
+                raise forms.ValidationError(f"The preset for {base} does not fit the schema: {errors}")
+        return presets
 
     def clean_command(self):
         command = self.cleaned_data["command"]

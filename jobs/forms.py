@@ -1,5 +1,7 @@
 from django import forms
 
+from finetune_studio.base_models import DEMO_BASE, base_model_catalogue
+
 from . import hyperparameters
 from .models import Dataset, Trainer
 from .selectors import trainers_with_availability
@@ -12,20 +14,27 @@ class DatasetUploadForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
 
 
+def default_base_model() -> str:
+    """The form's first choice: the demo base when it is built, else the catalogue's first entry."""
+    names = [entry.name for entry in base_model_catalogue()]
+    return DEMO_BASE if DEMO_BASE in names else (names[0] if names else "")
+
+
 class JobForm(forms.Form):
     """The new-job form: fixed fields plus one field per hyperparameter of the chosen trainer."""
 
     name = forms.CharField(max_length=200)
     base_model = forms.CharField(
         max_length=200,
-        help_text="demo-base, a base model of the studio's catalogue, or a folder inside BASE_MODELS_DIR "
+        help_text="Pick one of the studio's base models, or give a folder inside BASE_MODELS_DIR "
         "(trainers that only record the name, like example, take any name).",
     )
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False)
     trainer = forms.ChoiceField()
 
-    def __init__(self, *args, user, trainer: Trainer | None, **kwargs):
+    def __init__(self, *args, user, trainer: Trainer | None, base_model: str = "", **kwargs):
         super().__init__(*args, **kwargs)
+        self.base_model_names = [entry.name for entry in base_model_catalogue()]
         self.fields["dataset"].queryset = Dataset.objects.filter(owner=user)
         choices = []
         self.unavailable: dict[str, str] = {}
@@ -37,7 +46,12 @@ class JobForm(forms.Form):
         self.fields["trainer"].choices = choices
         self.trainer = trainer
         self.schema = trainer.hyperparameter_schema if trainer else {}
+        # The base's preset (Trainer.presets) is what the form proposes; any value may still be changed.
+        self.preset = (trainer.presets or {}).get(base_model, {}) if trainer else {}
+        self.preset_base = base_model if self.preset else ""
         for name, spec in self.schema.items():
+            if name in self.preset:
+                spec = {**spec, "default": self.preset[name]}
             self.fields[HP_PREFIX + name] = _field_for(name, spec)
 
     def hyperparameter_fields(self):

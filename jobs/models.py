@@ -48,6 +48,8 @@ class Trainer(models.Model):
     # The trainer loads BASE_MODEL (lora-sft): the base must be in the catalogue or inside an allowed folder
     # (finetune_studio/base_models.py). Off: the name is only recorded, and a path is still checked.
     loads_base_model = models.BooleanField(default=True)
+    # {"<base model name>": {"epochs": 20, …}}: hyperparameters that suit one base, chosen for it by default.
+    presets = models.JSONField(default=dict, blank=True)
     queue = models.CharField(max_length=50, default="training")
     timeout_seconds = models.PositiveIntegerField(default=6 * 3600)
     enabled = models.BooleanField(default=True)
@@ -81,6 +83,8 @@ class Job(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     name = models.CharField(max_length=200)
     base_model = models.CharField(max_length=200)
+    # The base whose preset (Trainer.presets) the hyperparameters hold, "" when they are the user's own.
+    preset = models.CharField(max_length=200, blank=True, default="")
     dataset = models.ForeignKey(Dataset, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
     trainer = models.ForeignKey(Trainer, on_delete=models.PROTECT, related_name="jobs")
     hyperparameters = models.JSONField(default=dict, blank=True)

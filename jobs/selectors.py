@@ -4,6 +4,7 @@ import importlib.util
 
 from django.db.models import QuerySet
 
+from finetune_studio import base_models
 from finetune_studio.ownership import visible_to
 
 from .models import Dataset, Job, JobMetric, Trainer
@@ -28,6 +29,20 @@ def trainer_availability(trainer: Trainer) -> tuple[bool, str]:
 
 def trainers_with_availability() -> list[tuple[Trainer, bool, str]]:
     return [(trainer, *trainer_availability(trainer)) for trainer in Trainer.objects.all()]
+
+
+def base_models_catalogue() -> list[dict]:
+    """The catalogue as pages and the API show it: each base described, with the trainers' presets for it."""
+    trainers = list(Trainer.objects.exclude(presets={}))
+    return [
+        {
+            **base_models.base_model_describe(entry),
+            "presets": {
+                trainer.name: trainer.presets[entry.name] for trainer in trainers if entry.name in trainer.presets
+            },
+        }
+        for entry in base_models.base_model_catalogue()
+    ]
 
 
 def dataset_list(*, user) -> QuerySet[Dataset]:

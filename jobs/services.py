@@ -150,6 +150,9 @@ def trainer_sync_builtin() -> list[str]:
     created = []
     for definition in BUILTIN_TRAINERS:
         hyperparameters.check_schema(definition["hyperparameter_schema"])
+        for base, preset in definition["presets"].items():
+            if hyperparameters.validate(definition["hyperparameter_schema"], preset)[1]:
+                raise hyperparameters.SchemaError(f"{definition['name']}: the preset for {base} does not fit")
         fields = {
             key: definition[key]
             for key in (
@@ -158,6 +161,7 @@ def trainer_sync_builtin() -> list[str]:
                 "hyperparameter_schema",
                 "required_modules",
                 "loads_base_model",
+                "presets",
                 "queue",
                 "timeout_seconds",
             )
@@ -182,7 +186,9 @@ def job_create(
 
     Raises JobInvalid (400) naming each field: unknown/unavailable trainer, a base model the studio
     does not allow (finetune_studio/base_models.py; the canonical name is stored), a dataset that is
-    not the owner's, hyperparameters that do not fit the trainer's schema.
+    not the owner's, hyperparameters that do not fit the trainer's schema. A job that names no
+    hyperparameters gets the trainer's preset for its base (``Trainer.presets``); ``job.preset`` names
+    the base whose preset the stored hyperparameters hold.
     """
     errors: dict[str, Any] = {}
     trainer = Trainer.objects.filter(name=trainer_name).first()
@@ -193,15 +199,20 @@ def job_create(
         if not available:
             errors["trainer"] = [f"trainer {trainer.name!r} is unavailable: {reason}"]
     cleaned: dict = {}
-    if trainer is not None:
-        cleaned, hp_errors = hyperparameters.validate(trainer.hyperparameter_schema, hyperparameters_given)
-        if hp_errors:
-            errors["hyperparameters"] = hp_errors
+    preset_applied = ""
     if trainer is not None:
         try:
             base_model = base_models.base_model_resolve(base_model, loadable=trainer.loads_base_model).name
         except base_models.BaseModelRefused as refused:
             errors["base_model"] = [str(refused)]
+        preset = (trainer.presets or {}).get(base_model) or {}
+        if preset and not hyperparameters_given:
+            hyperparameters_given = preset  # a job that names no hyperparameters gets its base's preset
+        cleaned, hp_errors = hyperparameters.validate(trainer.hyperparameter_schema, hyperparameters_given)
+        if hp_errors:
+            errors["hyperparameters"] = hp_errors
+        elif preset and all(cleaned.get(key) == value for key, value in preset.items()):
+            preset_applied = base_model
     needs_dataset = trainer is None or not trainer.is_external
     with transaction.atomic():
         dataset = None
@@ -221,6 +232,7 @@ def job_create(
             dataset=dataset,
             trainer=trainer,
             hyperparameters=cleaned,
+            preset=preset_applied,
         )
         Job.objects.filter(id=job.id).update(storage_prefix=keys.user_key(owner.id, "jobs", str(job.id)) + "/")
         job_enqueue(job_id=job.id)

@@ -8,6 +8,7 @@ urlpatterns = [
     path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job-cancel"),
     path("jobs/<int:pk>/delete/", views.job_delete, name="job-delete"),
+    path("base-models/", views.base_model_list, name="base-model-list"),
     path("datasets/", views.dataset_list, name="dataset-list"),
     path("datasets/<int:pk>/", views.dataset_detail, name="dataset-detail"),
     path("datasets/<int:pk>/delete/", views.dataset_delete, name="dataset-delete"),

@@ -12,7 +12,7 @@ from finetune_studio.api import Conflict
 from finetune_studio.objects import StorageError, UploadTooLarge
 
 from . import selectors, services
-from .forms import HP_PREFIX, DatasetUploadForm, JobForm
+from .forms import HP_PREFIX, DatasetUploadForm, JobForm, default_base_model
 from .models import Job, Trainer
 from .uploads import limit_dataset_uploads
 
@@ -38,8 +38,10 @@ def job_list(request):
 def job_create(request):
     trainer_name = request.POST.get("trainer") if request.method == "POST" else request.GET.get("trainer")
     trainer = _pick_trainer(trainer_name)
+    source = request.POST if request.method == "POST" else request.GET
+    base_model = source.get("base_model", default_base_model()).strip()
     if request.method == "POST":
-        form = JobForm(request.POST, user=request.user, trainer=trainer)
+        form = JobForm(request.POST, user=request.user, trainer=trainer, base_model=base_model)
         if form.is_valid():
             dataset = form.cleaned_data["dataset"]
             try:
@@ -60,8 +62,12 @@ def job_create(request):
                 messages.success(request, f"Job “{job.name}” created: it starts as soon as a worker is free.")
                 return redirect("job-detail", pk=job.pk)
     else:
-        initial = {"trainer": trainer.name if trainer else None, "dataset": request.GET.get("dataset")}
-        form = JobForm(initial=initial, user=request.user, trainer=trainer)
+        initial = {
+            "trainer": trainer.name if trainer else None,
+            "dataset": request.GET.get("dataset"),
+            "base_model": base_model,
+        }
+        form = JobForm(initial=initial, user=request.user, trainer=trainer, base_model=base_model)
     return render(request, "jobs/job_form.html", {"form": form, "trainer": trainer})
 
 
@@ -85,6 +91,11 @@ def _attach_errors(form: JobForm, errors: dict) -> None:
         else:
             for message in messages_ if isinstance(messages_, list) else [str(messages_)]:
                 form.add_error(field if field in form.fields else None, message)
+
+
+@login_required
+def base_model_list(request):
+    return render(request, "jobs/base_model_list.html", {"base_models": selectors.base_models_catalogue()})
 
 
 @login_required

@@ -1,7 +1,7 @@
 """Trainers that ship with the studio. Operators add more in the admin.
 
 Each definition module exposes DEFINITION = {name, description, command, hyperparameter_schema,
-required_modules, loads_base_model, queue, timeout_seconds}. ``{python}`` in a command stands for the
+required_modules, loads_base_model, presets, queue, timeout_seconds}. ``{python}`` in a command stands for the
 worker's interpreter.
 """
 
@@ -16,6 +16,7 @@ EXTERNAL = {
     "hyperparameter_schema": {},
     "required_modules": [],
     "loads_base_model": False,
+    "presets": {},
     "queue": "training",
     "timeout_seconds": 7 * 24 * 3600,
 }

@@ -38,6 +38,8 @@ class TrainerSerializer(serializers.ModelSerializer):
             "name",
             "description",
             "hyperparameter_schema",
+            "presets",
+            "loads_base_model",
             "queue",
             "timeout_seconds",
             "available",
@@ -50,6 +52,19 @@ class TrainerSerializer(serializers.ModelSerializer):
 
     def get_unavailable_reason(self, trainer) -> str:
         return self.context["availability"][trainer.id][1]
+
+
+class BaseModelSerializer(serializers.Serializer):
+    """A base model of the catalogue (finetune_studio/base_models.py); its folder is never shown."""
+
+    name = serializers.CharField(help_text="What a job names as base_model.")
+    source = serializers.ChoiceField(choices=["demo", "declared", "folder", "hf-cache"])
+    architecture = serializers.CharField()
+    model_type = serializers.CharField()
+    parameters = serializers.IntegerField(allow_null=True, help_text="From the safetensors headers.")
+    chat_template = serializers.BooleanField(help_text="Whether its tokenizer has a chat template.")
+    size_bytes = serializers.IntegerField()
+    presets = serializers.DictField(help_text="Trainer name → the hyperparameters preset for this base.")
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -65,6 +80,7 @@ class JobSerializer(serializers.ModelSerializer):
             "dataset",
             "trainer",
             "hyperparameters",
+            "preset",
             "status",
             "progress",
             "exit_code",

@@ -15,6 +15,7 @@ from ..models import Dataset, Job, Trainer
 from ..uploads import limit_dataset_uploads
 from .filters import JobFilter
 from .serializers import (
+    BaseModelSerializer,
     DatasetSerializer,
     DatasetUploadSerializer,
     JobCompleteSerializer,
@@ -82,6 +83,19 @@ class TrainerListView(APIView):
         availability = {trainer.id: selectors.trainer_availability(trainer) for trainer in trainers}
         serializer = TrainerSerializer(trainers, many=True, context={"availability": availability})
         return Response({"count": len(trainers), "results": serializer.data})
+
+
+class BaseModelListView(APIView):
+    """Base models a job may name on this installation (nothing is downloaded)."""
+
+    @extend_schema(
+        responses=inline_serializer(
+            "BaseModelList", {"count": serializers.IntegerField(), "results": BaseModelSerializer(many=True)}
+        )
+    )
+    def get(self, request):
+        catalogue = selectors.base_models_catalogue()
+        return Response({"count": len(catalogue), "results": BaseModelSerializer(catalogue, many=True).data})
 
 
 class JobViewSet(

@@ -224,3 +224,49 @@ def test_a_model_record_never_shows_a_server_path_outside_the_roots(alice_api, b
     model_id = created.json()["model"]["id"]
     patched = alice_api.patch(f"/api/v1/models/{model_id}", {"base_model": "/root"}, format="json")
     assert patched.status_code == 400
+
+
+def safetensors_file(path: Path, shapes: dict[str, list[int]]) -> None:
+    """A safetensors file with zero-filled F32 tensors (header: 8-byte length, then JSON)."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 4
+        for dimension in shape:
+            size *= dimension
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + b"\0" * offset)
+
+
+def test_the_catalogue_describes_each_base_without_showing_its_folder(alice_api, base_folders, settings):
+    folder = base_folders / "llama-3.2-1b"
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
+    safetensors_file(folder / "model.safetensors", {"embed": [10, 4], "lm_head": [4, 10], "norm": [4]})
+
+    response = alice_api.get("/api/v1/base-models")
+
+    assert response.status_code == 200
+    bases = {entry["name"]: entry for entry in response.json()["results"]}
+    assert set(bases) == {"demo-base", "llama-3.2-1b"}
+    assert bases["llama-3.2-1b"] | {"size_bytes": None} == {
+        "name": "llama-3.2-1b",
+        "source": "folder",
+        "architecture": "LlamaForCausalLM",
+        "model_type": "llama",
+        "parameters": 84,
+        "chat_template": True,
+        "size_bytes": None,
+        "presets": {},
+    }
+    assert bases["llama-3.2-1b"]["size_bytes"] == sum(p.stat().st_size for p in folder.iterdir())
+    assert bases["demo-base"]["presets"]["lora-sft"]["epochs"] == 20
+    assert str(base_folders) not in response.content.decode()
+    assert str(settings.DEMO_BASE_DIR) not in response.content.decode()
+
+
+def test_the_catalogue_page_lists_the_bases_and_links_their_presets(alice_browser, base_folders):
+    page = alice_browser.get("/base-models/").content.decode()
+    assert "<code>llama-3.2-1b</code>" in page and "<code>demo-base</code>" in page
+    assert "/jobs/new/?trainer=lora-sft&amp;base_model=demo-base" in page

@@ -38,6 +38,7 @@ DEFINITION = {
     },
     "required_modules": ["sklearn", "joblib"],
     "loads_base_model": False,
+    "presets": {},
     "queue": "training",
     "timeout_seconds": 3600,
 }
