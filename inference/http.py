@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-import requests
-from requests.adapters import HTTPAdapter
+import json
+from dataclasses import dataclass
+
+import urllib3
+from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
 
 from .base import Backend, BadAnswer, Refused, RetryPolicy, Timeout, Transient, Unreachable
 
 
+@dataclass(frozen=True)
+class Response:
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+    reason: str = ""
+
+    @property
+    def is_redirect(self) -> bool:
+        return 300 <= self.status_code < 400
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self):
+        """The parsed body; ValueError when it is not JSON (as requests does)."""
+        return json.loads(self.content)
+
+
 class HttpBackend(Backend):
+    """urllib3 directly, not requests: at 32 requests in flight the client's own CPU per request decides how
+    close to the server's latency a run gets, and requests spent 2.6x urllib3's (835 vs 319 us per call here).
+    """
+
     def __init__(
         self,
         *,
@@ -21,32 +48,41 @@ class HttpBackend(Backend):
     ):
         super().__init__(endpoint=endpoint, concurrency=concurrency, timeout=timeout, retry=retry)
         self.url = url.rstrip("/")
-        self._session = requests.Session()
-        self._session.headers.update(headers or {})
-        # Retries are ours (they count, back off and honour Retry-After per request), so urllib3's stay off.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
+        # Retries and redirects are ours (retries count, back off and honour Retry-After; redirects are refused).
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=concurrency, retries=False)
 
     @property
     def label(self) -> str:
         return f"endpoint '{self.endpoint}' ({self.url})"
 
     def close(self) -> None:
-        self._session.close()
+        self._pool.clear()
 
-    def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs) -> requests.Response:
+    def _request(self, method: str, path: str, *, timeout: float | None = None, json_body=None) -> Response:
         """One HTTP exchange; a transport failure is Transient (Timeout or Unreachable once retries run out)."""
         timeout = self.timeout if timeout is None else timeout
+        body = json.dumps(json_body).encode() if json_body is not None else None
         try:
-            response = self._session.request(
-                method, f"{self.url}{path}", timeout=timeout, allow_redirects=False, **kwargs
+            raw = self._pool.request(
+                method,
+                f"{self.url}{path}",
+                body=body,
+                headers=self._headers,
+                timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
+                redirect=False,
+                retries=False,
             )
-        except requests.Timeout:
-            raise Transient(f"no answer within {timeout:g}s", final=Timeout)
-        except requests.RequestException as exc:
+        except NewConnectionError as exc:  # before TimeoutError: urllib3 makes it a subclass of ConnectTimeoutError
             raise Transient(describe(exc), final=Unreachable)
-        if response.is_redirect or 300 <= response.status_code < 400:
+        except TimeoutError:
+            raise Transient(f"no answer within {timeout:g}s", final=Timeout)
+        except HTTPError as exc:
+            raise Transient(describe(exc), final=Unreachable)
+        response = Response(
+            status_code=raw.status, headers=dict(raw.headers.items()), content=raw.data, reason=raw.reason or ""
+        )
+        if response.is_redirect:
             # The URL is the operator's choice: a redirect elsewhere (a moved or hijacked host) is not followed.
             target = response.headers.get("Location", "")[:200] or "an unnamed location"
             raise Refused(
@@ -56,7 +92,7 @@ class HttpBackend(Backend):
             )
         return response
 
-    def _single(self, method: str, path: str, **kwargs) -> requests.Response:
+    def _single(self, method: str, path: str, **kwargs) -> Response:
         """One attempt outside the retry loop (model lists): Transient becomes its final error at once."""
         try:
             return self._request(method, path, **kwargs)
@@ -64,7 +100,7 @@ class HttpBackend(Backend):
             raise exc.final(f"{self.label} failed on {path}: {exc}", endpoint=self.endpoint) from None
 
 
-def json_body(response: requests.Response) -> dict:
+def json_body(response: Response) -> dict:
     """The answer as a JSON object, or Transient(BadAnswer): a half-written answer is worth asking again."""
     try:
         body = response.json()
@@ -75,7 +111,7 @@ def json_body(response: requests.Response) -> dict:
     return body
 
 
-def retry_after_seconds(response: requests.Response) -> float | None:
+def retry_after_seconds(response: Response) -> float | None:
     raw = response.headers.get("Retry-After")
     if not raw:
         return None
@@ -85,11 +121,16 @@ def retry_after_seconds(response: requests.Response) -> float | None:
         return None  # an HTTP date: rare from inference servers; our own backoff applies
 
 
+_CLOSED_MARKERS = ("RemoteDisconnected", "Connection aborted", "Connection reset", "IncompleteRead")
+
+
 def describe(exc: Exception) -> str:
     text = str(exc)
     if "Connection refused" in text or "Errno 111" in text:
         return "connection refused"
-    if "RemoteDisconnected" in text or "Connection aborted" in text or "Connection reset" in text:
+    if any(
+        marker in text for marker in ("RemoteDisconnected", "Connection aborted", "Connection reset", "IncompleteRead")
+    ):
         return "connection closed without an answer"
     return f"{exc.__class__.__name__}: {text[:200]}"
 

@@ -6,10 +6,8 @@ Structured output is Ollama's ``format`` (a JSON schema); options map to ``tempe
 
 from __future__ import annotations
 
-import requests
-
 from .base import RETRYABLE_STATUSES, Answer, BadAnswer, ChatRequest, ModelNotFound, Refused, Transient
-from .http import HttpBackend, int_or_none, json_body, retry_after_seconds
+from .http import HttpBackend, Response, int_or_none, json_body, retry_after_seconds
 
 
 class OllamaBackend(HttpBackend):
@@ -46,7 +44,7 @@ class OllamaBackend(HttpBackend):
         }
         if request.schema is not None:
             payload["format"] = request.schema
-        response = self._request("POST", "/api/chat", json=payload)
+        response = self._request("POST", "/api/chat", json_body=payload)
         status = response.status_code
         if status == 404:
             raise ModelNotFound(
@@ -76,7 +74,7 @@ class OllamaBackend(HttpBackend):
         )
 
 
-def error_text(response: requests.Response) -> str:
+def error_text(response: Response) -> str:
     try:
         body = response.json()
         if isinstance(body, dict) and body.get("error"):

@@ -8,10 +8,8 @@ others ignore it, and callers parse the answer as free text either way.
 
 from __future__ import annotations
 
-import requests
-
 from .base import RETRYABLE_STATUSES, Answer, BadAnswer, ChatRequest, ModelNotFound, Refused, RetryPolicy, Transient
-from .http import HttpBackend, int_or_none, json_body, retry_after_seconds
+from .http import HttpBackend, Response, int_or_none, json_body, retry_after_seconds
 
 
 class OpenAIBackend(HttpBackend):
@@ -68,7 +66,7 @@ class OpenAIBackend(HttpBackend):
                 "type": "json_schema",
                 "json_schema": {"name": "answer", "schema": request.schema, "strict": True},
             }
-        response = self._request("POST", "/v1/chat/completions", json=payload)
+        response = self._request("POST", "/v1/chat/completions", json_body=payload)
         status = response.status_code
         if status in RETRYABLE_STATUSES:
             raise Transient(f"HTTP {status}: {error_text(response)}", retry_after=retry_after_seconds(response))
@@ -95,7 +93,7 @@ class OpenAIBackend(HttpBackend):
             finish_reason=choices[0].get("finish_reason"),
         )
 
-    def _refusal(self, response: requests.Response, what: str, *, model: str | None = None):
+    def _refusal(self, response: Response, what: str, *, model: str | None = None):
         status = response.status_code
         detail = error_text(response)
         code = error_code(response)
@@ -110,7 +108,7 @@ class OpenAIBackend(HttpBackend):
         return Refused(f"{self.label} refused {what} (HTTP {status}: {detail})", endpoint=self.endpoint)
 
 
-def _error_object(response: requests.Response) -> dict | None:
+def _error_object(response: Response) -> dict | None:
     try:
         body = response.json()
     except ValueError:
@@ -124,14 +122,14 @@ def _error_object(response: requests.Response) -> dict | None:
     return None
 
 
-def error_text(response: requests.Response) -> str:
+def error_text(response: Response) -> str:
     error = _error_object(response)
     if error and error.get("message"):
         return str(error["message"])[:300]
     return response.text[:300] or response.reason or "no body"
 
 
-def error_code(response: requests.Response) -> str | None:
+def error_code(response: Response) -> str | None:
     error = _error_object(response)
     code = error.get("code") if error else None
     return str(code) if code is not None else None
