@@ -227,7 +227,10 @@ class Backend:
         raise NotImplementedError
 
     def abort(self) -> None:
-        """Pending retries give up at once (cancelled work, or another request failed for good)."""
+        """Pending retries give up at once (cancelled work, or another request failed for good).
+
+        For good: an aborted backend retries nothing any more; a later run builds a new one.
+        """
         self._stop.set()
 
     def close(self) -> None:

@@ -276,3 +276,11 @@ def test_the_server_never_sees_more_requests_at_once_than_the_concurrency(openai
             thread.join()
     assert len(results) == 18 and all(o.answer for o in results)
     assert openai_server.max_in_flight == 3
+
+
+def test_a_redirect_is_refused_not_followed(openai_server):
+    openai_server.inject("redirect")
+    backend = OpenAIBackend(endpoint="vllm", url=openai_server.url, api_key="sk-secret-123", retry=QUICK)
+    with backend, pytest.raises(Refused, match="redirecting to http://elsewhere.example/v1/chat/completions"):
+        backend.chat(ask())
+    assert len(openai_server.chat_requests()) == 1

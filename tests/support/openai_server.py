@@ -5,7 +5,7 @@ The counterpart of ``ollama_server.py`` for vLLM, llama-server, SGLang, TGI, LM 
 an optional API key (``Authorization: Bearer``, 401 otherwise), and errors in OpenAI's shape
 ``{"error": {"message", "type", "code"}}``. Answers are deterministic (a function ``(model, prompt) -> answer``
 per model) and faults are injected on demand, as for the Ollama server: latency, HTTP errors (500, 503, 429
-with ``Retry-After``, ...), timeouts, malformed JSON, answers without choices, dropped connections, and the
+with ``Retry-After``, ...), timeouts, malformed JSON, answers without choices, dropped connections, redirects, and the
 404 for an unknown model. Every request is recorded with its headers.
 
     with OpenAIServer(api_key="sk-test") as server:
@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .ollama_server import AnswerFunction, RawAnswer, constant_answer
 
-FAULT_KINDS = ("status", "timeout", "malformed", "empty", "drop", "latency")
+FAULT_KINDS = ("status", "timeout", "malformed", "empty", "drop", "latency", "redirect")
 
 
 @dataclass
@@ -269,6 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             elif fault.kind == "malformed":
                 self._send_json(200, None, raw=b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "pos')
+                return
+            elif fault.kind == "redirect":
+                self._send_json(307, {}, raw=b"", headers={"Location": "http://elsewhere.example/v1/chat/completions"})
                 return
             elif fault.kind == "empty":
                 self._send_json(200, {"id": "chatcmpl-1", "object": "chat.completion", "choices": []})
