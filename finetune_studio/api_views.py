@@ -12,7 +12,7 @@ def api_root(request):
             "is_staff": request.user.is_staff,
             "resources": {
                 name: request.build_absolute_uri(f"/api/v1/{name}")
-                for name in ("datasets", "jobs", "models", "evaluations")
+                for name in ("datasets", "jobs", "models", "evaluations", "inference/endpoints")
             },
             "schema": request.build_absolute_uri("/api/schema/"),
         }

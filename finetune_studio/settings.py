@@ -14,6 +14,8 @@ import dj_database_url
 from botocore.config import Config as BotoConfig
 from django.core.exceptions import ImproperlyConfigured
 
+from inference.endpoints import EndpointConfigError, parse_endpoint_settings
+
 from .env import env_bool, env_int, env_json_object, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -67,6 +69,7 @@ INSTALLED_APPS = [
     "logs_app",
     "models_app",
     "evaluations",
+    "inference",
 ]
 
 MIDDLEWARE = [
@@ -240,6 +243,25 @@ MODEL_FILE_MAX_UPLOAD_BYTES = env_int("MODEL_FILE_MAX_UPLOAD_BYTES", 64 * 1024**
 # --- Ollama -------------------------------------------------------------------------------------
 OLLAMA_URL = env_url("OLLAMA_URL", "http://127.0.0.1:11434", schemes=("http", "https"))
 OLLAMA_TIMEOUT = env_int("OLLAMA_TIMEOUT", 120, minimum=1)
+
+# --- Inference endpoints ------------------------------------------------------------------------
+# Built in: "local" (the studio's own engine, on the evaluations workers) and "ollama" (OLLAMA_URL). More come
+# from the admin or from INFERENCE_ENDPOINTS, a JSON list of {"name", "kind": "ollama"|"openai"|"local", "url",
+# "api_key_env" | "api_key_file", "concurrency", "timeout", "enabled"}; keys are never given in clear.
+try:
+    INFERENCE_ENDPOINTS = parse_endpoint_settings(env_str("INFERENCE_ENDPOINTS"))
+except EndpointConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+INFERENCE_DEFAULT_ENDPOINT = env_str("INFERENCE_DEFAULT_ENDPOINT", "ollama")
+# May name an admin endpoint too, so it is checked when first used (the error lists the known names).
+# Seconds the endpoint list waits for each server's model list.
+INFERENCE_STATUS_TIMEOUT = env_int("INFERENCE_STATUS_TIMEOUT", 3, minimum=1, maximum=60)
+LOCAL_INFERENCE_DEVICE = env_str("LOCAL_INFERENCE_DEVICE", "auto")
+if not (LOCAL_INFERENCE_DEVICE in ("auto", "cpu", "cuda") or LOCAL_INFERENCE_DEVICE.startswith("cuda:")):
+    raise ImproperlyConfigured(f"LOCAL_INFERENCE_DEVICE={LOCAL_INFERENCE_DEVICE!r} is not auto, cpu, cuda or cuda:N")
+# Weights the local engine keeps loaded per worker process (least recently used go first).
+LOCAL_INFERENCE_MAX_BYTES = env_int("LOCAL_INFERENCE_MAX_BYTES", 8 * 1024**3, minimum=1024**2)
+LOCAL_INFERENCE_BATCH_SIZE = env_int("LOCAL_INFERENCE_BATCH_SIZE", 16, minimum=1, maximum=512)
 
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"

@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("logs_app.api.urls")),
     path("", include("models_app.api.urls")),
     path("", include("evaluations.api.urls")),
+    path("", include("inference.api.urls")),
 ]
 
 urlpatterns = [

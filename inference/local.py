@@ -1,0 +1,365 @@
+"""The studio's own inference engine: a base model folder, optionally a LoRA adapter folder, transformers + PEFT.
+
+Runs where the evaluation runs (the evaluations worker, a script), never in a page request: torch,
+transformers and PEFT are imported only when a model is first loaded, so importing this module, building
+a ``LocalBackend`` or listing endpoints costs nothing.
+
+Generation is greedy and batched: prompts are rendered with the tokenizer's chat template exactly as the
+lora-sft trainer renders them (``apply_chat_template(..., add_generation_prompt=True)`` then tokenized
+without extra special tokens), sorted by length, left-padded into batches and decoded with the KV cache.
+Loaded models are kept per process in an LRU cache bounded in bytes of weights.
+
+Folders come from trusted code (the registry's adapter, the operator's base-model catalogue), never from
+a user's request: this module does not check where they are.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import Answer, Backend, ChatRequest, InferenceError, ModelNotFound, Outcome, Refused
+
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class LocalModelRef:
+    """A base model folder and, optionally, a PEFT adapter folder trained on it."""
+
+    base: str
+    adapter: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.base} + adapter {self.adapter}" if self.adapter else self.base
+
+
+@dataclass
+class LoadedModel:
+    ref: LocalModelRef
+    model: object  # a transformers PreTrainedModel (or a PeftModel wrapping one), in eval mode
+    tokenizer: object
+    device: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_tokens: int
+    finish_reason: str  # "stop" (end-of-sequence or a stop string) | "length"
+
+
+class ModelTooLarge(Refused):
+    pass
+
+
+class ModelCache:
+    """Loaded models of this process, least recently used evicted first so the total stays under ``max_bytes``.
+
+    A model larger than the whole bound is refused rather than loaded past it: the bound is the operator's
+    promise about this worker's memory.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(loaded.nbytes for loaded in self._models.values())
+
+    def loaded_keys(self) -> list[tuple]:
+        """(base, adapter, device) of every loaded model, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+    def get(self, key: tuple, load) -> LoadedModel:
+        # One lock for loading too: two threads asking for the same model must not load it twice.
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            loaded = load()
+            if loaded.nbytes > self.max_bytes:
+                raise ModelTooLarge(
+                    f"{loaded.ref.describe()} needs {loaded.nbytes:,} bytes of weights, more than the local "
+                    f"engine's bound of {self.max_bytes:,} (LOCAL_INFERENCE_MAX_BYTES)",
+                    endpoint="local",
+                )
+            while self._models and self.total_bytes + loaded.nbytes > self.max_bytes:
+                self._models.popitem(last=False)
+            self._models[key] = loaded
+            return loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class LocalEngine:
+    """Loads models (cached) and generates greedily in batches. Thread-safe: one generation at a time."""
+
+    def __init__(self, *, device: str = "auto", max_bytes: int = 4 * 2**30, batch_size: int = 16, dtype: str = "auto"):
+        self.device_setting = device
+        self.dtype_setting = dtype
+        self.batch_size = batch_size
+        self.cache = ModelCache(max_bytes)
+        # torch already spreads one generation over every core: two at once only fight for them.
+        self._generating = threading.Lock()
+
+    def load(self, ref: LocalModelRef) -> LoadedModel:
+        device = resolve_device(self.device_setting)
+        key = (str(Path(ref.base).resolve()), str(Path(ref.adapter).resolve()) if ref.adapter else None, device)
+        return self.cache.get(key, lambda: _load(ref, device=device, dtype=self.dtype_setting))
+
+    def render(self, loaded: LoadedModel, messages: Sequence[dict]) -> list[int]:
+        """Token ids of the prompt, rendered as the lora-sft trainer renders its training records."""
+        tokenizer = loaded.tokenizer
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        else:
+            text = "\n\n".join(str(message.get("content", "")) for message in messages)
+        # The chat template already writes any BOS it wants: never let the tokenizer add another.
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(
+        self,
+        ref: LocalModelRef,
+        prompts: Sequence[Sequence[dict]],
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: Sequence[str] = (),
+    ) -> list[Generated]:
+        """Greedy answers to every prompt (a list of chat messages each), in the order given."""
+        loaded = self.load(ref)
+        encoded = [self.render(loaded, messages) for messages in prompts]
+        return self.generate_ids(loaded, encoded, max_new_tokens=max_new_tokens, stop=stop)
+
+    def generate_ids(
+        self,
+        loaded: LoadedModel,
+        encoded: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: Sequence[str] = (),
+    ) -> list[Generated]:
+        results: list[Generated | None] = [None] * len(encoded)
+        # Similar lengths batched together: less padding to compute over.
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            outputs = self._generate_batch(loaded, [encoded[i] for i in chunk], max_new_tokens, stop)
+            for index, output in zip(chunk, outputs, strict=True):
+                results[index] = output
+        return [result for result in results if result is not None]
+
+    def _generate_batch(self, loaded: LoadedModel, batch, max_new_tokens: int, stop) -> list[Generated]:
+        import torch
+        from transformers import GenerationConfig
+
+        tokenizer, model = loaded.tokenizer, loaded.model
+        pad_id = _pad_token_id(tokenizer)
+        eos_ids = _eos_token_ids(tokenizer, model)
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            if ids:
+                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids) :] = 1
+        config = GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+            eos_token_id=eos_ids or None,
+            use_cache=True,
+        )
+        with self._generating, torch.inference_mode():
+            output = model.generate(
+                input_ids=input_ids.to(loaded.device),
+                attention_mask=attention_mask.to(loaded.device),
+                generation_config=config,
+            )
+        new_tokens = output[:, width:].tolist()
+        results = []
+        for ids, prompt in zip(new_tokens, batch, strict=True):
+            finish = "length"
+            for position, token in enumerate(ids):
+                if token in eos_ids:
+                    ids, finish = ids[:position], "stop"
+                    break
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            for marker in stop:
+                if marker and marker in text:
+                    text, finish = text[: text.index(marker)], "stop"
+            results.append(Generated(text=text, token_ids=tuple(ids), prompt_tokens=len(prompt), finish_reason=finish))
+        return results
+
+
+def _pad_token_id(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _eos_token_ids(tokenizer, model) -> list[int]:
+    ids = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, configured):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(v for v in value if isinstance(v, int))
+    return sorted(ids)
+
+
+def _load(ref: LocalModelRef, *, device: str, dtype: str) -> LoadedModel:
+    # Before transformers/huggingface_hub are imported: a name that is not a local folder must fail at once,
+    # not stall on a network this studio must never use for weights.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if not (Path(ref.base) / "config.json").is_file():
+        raise ModelNotFound(f"the local base model folder {ref.base} has no config.json", endpoint="local")
+    if ref.adapter and not (Path(ref.adapter) / "adapter_config.json").is_file():
+        raise ModelNotFound(f"the local adapter folder {ref.adapter} has no adapter_config.json", endpoint="local")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    tokenizer_folder = ref.adapter if ref.adapter and (Path(ref.adapter) / "tokenizer_config.json").exists() else None
+    try:
+        # The adapter's tokenizer when it saved one: the trainer may have given it the chat template it trained with.
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder or ref.base, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(ref.base, local_files_only=True, dtype=torch_dtype)
+        if ref.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, ref.adapter, is_trainable=False)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"cannot load {ref.describe()} in the local engine: {_first_line(exc)}", endpoint="local")
+    tokenizer.padding_side = "left"
+    model.to(device)
+    model.eval()
+    nbytes = sum(t.numel() * t.element_size() for t in model.parameters())
+    nbytes += sum(t.numel() * t.element_size() for t in model.buffers())
+    return LoadedModel(ref=ref, model=model, tokenizer=tokenizer, device=device, nbytes=nbytes)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+class LocalBackend(Backend):
+    """The local engine behind the backend interface. Model names are registered by trusted code.
+
+    ``register("fine_tuned", LocalModelRef(base, adapter))`` and then ``chat(ChatRequest("fine_tuned", ...))``:
+    a caller never hands a folder through a request. ``chat_many`` batches; ``chat`` is a batch of one.
+    Answers are deterministic, so nothing is retried; a failure is the reason, as Refused or ModelNotFound.
+    """
+
+    kind = "local"
+    supports_schema = False  # free text: callers use their fallback parser
+
+    def __init__(self, *, endpoint: str = "local", engine: LocalEngine, timeout: float = 3600.0):
+        super().__init__(endpoint=endpoint, concurrency=1, timeout=timeout)
+        self.engine = engine
+        self._models: dict[str, LocalModelRef] = {}
+
+    def register(self, name: str, ref: LocalModelRef) -> None:
+        self._models[name] = ref
+
+    def list_models(self) -> list[str]:
+        return sorted(self._models)
+
+    def chat(self, request: ChatRequest) -> Answer:
+        (outcome,) = list(self.chat_many([request]))
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.answer  # type: ignore[return-value]
+
+    def chat_many(self, requests: Sequence[ChatRequest]) -> Iterator[Outcome]:
+        groups: dict[tuple, list[int]] = {}
+        for index, request in enumerate(requests):
+            key = (request.model, request.options.max_tokens, request.options.stop)
+            groups.setdefault(key, []).append(index)
+        for (model, max_tokens, stop), indexes in groups.items():
+            yield from self._answer_group(requests, model, max_tokens, stop, indexes)
+
+    def _answer_group(self, requests, model, max_tokens, stop, indexes) -> Iterator[Outcome]:
+        try:
+            ref = self._ref(model)
+            if any(requests[i].options.temperature > 0 for i in indexes):
+                raise Refused(
+                    f"endpoint '{self.endpoint}' generates greedily: temperature must be 0", endpoint=self.endpoint
+                )
+            loaded = self.engine.load(ref)
+        except InferenceError as exc:
+            for index in indexes:
+                yield Outcome(index=index, error=exc)
+            return
+        size = self.engine.batch_size
+        for start in range(0, len(indexes), size):
+            if self._stop.is_set():
+                return
+            chunk = indexes[start : start + size]
+            began = time.perf_counter()
+            try:
+                encoded = [self.engine.render(loaded, requests[i].messages) for i in chunk]
+                outputs = self.engine.generate_ids(
+                    loaded, encoded, max_new_tokens=max_tokens or DEFAULT_MAX_NEW_TOKENS, stop=stop
+                )
+            except Exception as exc:  # noqa: BLE001 - any failure of generation is the reason, named, not a crash
+                error = Refused(
+                    f"endpoint '{self.endpoint}' failed generating with {ref.describe()}: "
+                    f"{type(exc).__name__}: {_first_line(exc)}",
+                    endpoint=self.endpoint,
+                )
+                for index in chunk:
+                    yield Outcome(index=index, error=error)
+                continue
+            latency_ms = (time.perf_counter() - began) * 1000
+            for index, output in zip(chunk, outputs, strict=True):
+                yield Outcome(
+                    index=index,
+                    answer=Answer(
+                        content=output.text,
+                        latency_ms=latency_ms,
+                        prompt_tokens=output.prompt_tokens,
+                        completion_tokens=len(output.token_ids),
+                        finish_reason=output.finish_reason,
+                    ),
+                )
+
+    def _ref(self, model: str) -> LocalModelRef:
+        try:
+            return self._models[model]
+        except KeyError:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFound(
+                f"model '{model}' not found on endpoint '{self.endpoint}' (registered: {known})",
+                endpoint=self.endpoint,
+            ) from None

@@ -1,0 +1,155 @@
+"""The local engine on the demo base: batched greedy answers equal ``generate`` one at a time, adapters load
+from folders with the trained model's logits, and loaded models stay under the memory bound."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch", reason="the training extra (requirements-train.txt) is not installed")
+pytest.importorskip("peft", reason="the training extra (requirements-train.txt) is not installed")
+
+import torch  # noqa: E402
+
+from inference.base import ChatOptions, ChatRequest, ModelNotFound, Refused  # noqa: E402
+from inference.local import LocalBackend, LocalEngine, LocalModelRef, ModelTooLarge  # noqa: E402
+from trainers.demo_base import CLASSIFY_INSTRUCTION, synthetic_clause_records  # noqa: E402
+
+
+def clause_prompts(count: int, *, seed: int = 3) -> list[list[dict]]:
+    # One to three clauses each: prompts of different lengths, so batches really are left-padded.
+    records = [
+        *synthetic_clause_records(count // 2, seed=seed),
+        *synthetic_clause_records(count - count // 2, seed=seed + 1, clauses_per_record=3),
+    ]
+    return [
+        [{"role": "system", "content": CLASSIFY_INSTRUCTION}, {"role": "user", "content": record["input"]}]
+        for record in records
+    ]
+
+
+def one_at_a_time(loaded, engine, prompt, max_new_tokens):
+    """What ``model.generate`` answers for one unpadded prompt, up to its end-of-sequence token."""
+    ids = engine.render(loaded, prompt)
+    output = loaded.model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=max_new_tokens)
+    new = output[0, len(ids) :].tolist()
+    eos = loaded.tokenizer.eos_token_id
+    return new[: new.index(eos)] if eos in new else new
+
+
+def lora_adapter(base_folder, adapter_folder, *, seed: int):
+    """A PEFT model on the base with non-zero LoRA weights (as after training), saved to a folder."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_folder, local_files_only=True)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(adapter_folder)
+    AutoTokenizer.from_pretrained(base_folder, local_files_only=True).save_pretrained(adapter_folder)
+    return peft_model.eval()
+
+
+def test_batched_greedy_answers_equal_generate_one_at_a_time(demo_base):
+    engine = LocalEngine(device="cpu", batch_size=16)
+    ref = LocalModelRef(str(demo_base))
+    prompts = clause_prompts(21)  # a full batch of 16 and a partial one of 5
+    batched = engine.generate(ref, prompts, max_new_tokens=24)
+    loaded = engine.load(ref)
+    expected = [one_at_a_time(loaded, engine, prompt, 24) for prompt in prompts]
+    assert [list(answer.token_ids) for answer in batched] == expected
+    decoded = [loaded.tokenizer.decode(ids, skip_special_tokens=True) for ids in expected]
+    assert [answer.text for answer in batched] == decoded
+    assert len({answer.prompt_tokens for answer in batched}) > 5  # the padding was real
+
+
+def test_an_adapter_loaded_from_its_folder_gives_the_trained_models_logits(demo_base, tmp_path):
+    trained = lora_adapter(demo_base, tmp_path / "adapter", seed=11)
+    engine = LocalEngine(device="cpu")
+    loaded = engine.load(LocalModelRef(str(demo_base), adapter=str(tmp_path / "adapter")))
+    base = engine.load(LocalModelRef(str(demo_base)))
+    ids = torch.tensor([engine.render(loaded, clause_prompts(2)[0])])
+    with torch.no_grad():
+        expected = trained(input_ids=ids).logits
+        got = loaded.model(input_ids=ids).logits
+        base_logits = base.model(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert (got - base_logits).abs().max() > 1e-2  # the adapter changes the answer: this is not the base again
+
+
+def test_loaded_models_are_evicted_least_recently_used_to_stay_under_the_bound(demo_base, tmp_path):
+    for name, seed in (("a", 1), ("b", 2)):
+        lora_adapter(demo_base, tmp_path / name, seed=seed)
+    probe = LocalEngine(device="cpu").load(LocalModelRef(str(demo_base), adapter=str(tmp_path / "a")))
+    engine = LocalEngine(device="cpu", max_bytes=int(probe.nbytes * 2.5))
+    base = LocalModelRef(str(demo_base))
+    with_a = LocalModelRef(str(demo_base), adapter=str(tmp_path / "a"))
+    with_b = LocalModelRef(str(demo_base), adapter=str(tmp_path / "b"))
+    first = engine.load(base)
+    engine.load(with_a)
+    assert engine.load(base) is first  # cached, and now the most recently used
+    engine.load(with_b)
+    adapters = [key[1] for key in engine.cache.loaded_keys()]
+    assert adapters == [None, str((tmp_path / "b").resolve())]  # "a", the least recently used, went
+    assert engine.cache.total_bytes <= engine.cache.max_bytes
+
+
+def test_a_model_larger_than_the_bound_is_refused_with_the_reason(demo_base):
+    engine = LocalEngine(device="cpu", max_bytes=10_000)
+    bound = r"more than the local engine's bound of 10,000 \(LOCAL_INFERENCE_MAX_BYTES\)"
+    with pytest.raises(ModelTooLarge, match=bound):
+        engine.load(LocalModelRef(str(demo_base)))
+    assert engine.cache.loaded_keys() == []
+
+
+def test_a_folder_that_holds_no_model_is_model_not_found(tmp_path, demo_base):
+    engine = LocalEngine(device="cpu")
+    with pytest.raises(ModelNotFound, match="has no config.json"):
+        engine.load(LocalModelRef(str(tmp_path)))
+    with pytest.raises(ModelNotFound, match="has no adapter_config.json"):
+        engine.load(LocalModelRef(str(demo_base), adapter=str(tmp_path)))
+
+
+def test_the_backend_answers_registered_names_in_batches_and_refuses_others(demo_base, tmp_path):
+    lora_adapter(demo_base, tmp_path / "adapter", seed=5)
+    engine = LocalEngine(device="cpu", batch_size=4)
+    backend = LocalBackend(engine=engine)
+    backend.register("base", LocalModelRef(str(demo_base)))
+    backend.register("fine_tuned", LocalModelRef(str(demo_base), adapter=str(tmp_path / "adapter")))
+    assert backend.list_models() == ["base", "fine_tuned"]
+    prompts = clause_prompts(6)
+    options = ChatOptions(max_tokens=8)
+    requests = [ChatRequest("base", tuple(p), options) for p in prompts]
+    requests += [ChatRequest("fine_tuned", tuple(p), options) for p in prompts]
+    requests.append(ChatRequest("someone-elses-model", tuple(prompts[0]), options))
+    outcomes = sorted(backend.chat_many(requests), key=lambda outcome: outcome.index)
+    assert len(outcomes) == 13
+    expected_base = engine.generate(LocalModelRef(str(demo_base)), prompts, max_new_tokens=8)
+    assert [o.answer.content for o in outcomes[:6]] == [g.text for g in expected_base]
+    assert [o.answer.content for o in outcomes[6:12]] != [g.text for g in expected_base]
+    assert isinstance(outcomes[12].error, ModelNotFound)
+    assert "model 'someone-elses-model' not found on endpoint 'local'" in str(outcomes[12].error)
+    with pytest.raises(Refused, match="generates greedily: temperature must be 0"):
+        backend.chat(ChatRequest("base", tuple(prompts[0]), ChatOptions(temperature=0.7)))
+
+
+def test_stop_strings_end_the_answer(demo_base):
+    engine = LocalEngine(device="cpu")
+    ref = LocalModelRef(str(demo_base))
+    (full,) = engine.generate(ref, clause_prompts(1), max_new_tokens=24)
+    marker = full.text[len(full.text) // 2 :][:2]
+    (stopped,) = engine.generate(ref, clause_prompts(1), max_new_tokens=24, stop=[marker])
+    assert stopped.text == full.text[: full.text.index(marker)] and stopped.finish_reason == "stop"
+
+
+def test_importing_the_backends_imports_no_deep_learning_framework():
+    code = (
+        "import sys\n"
+        "import inference.base, inference.local, inference.openai, inference.ollama_backend\n"
+        "from inference.local import LocalBackend, LocalEngine\n"
+        "LocalBackend(engine=LocalEngine()).list_models()\n"
+        "heavy = sorted(name for name in ('torch', 'transformers', 'peft') if name in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

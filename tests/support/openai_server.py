@@ -1,0 +1,330 @@
+"""A real HTTP server on loopback that speaks the OpenAI chat-completions API, for tests and benchmarks.
+
+The counterpart of ``ollama_server.py`` for vLLM, llama-server, SGLang, TGI, LM Studio and LiteLLM:
+``POST /v1/chat/completions`` (non-streaming), ``GET /v1/models``, ``response_format`` with a JSON schema,
+an optional API key (``Authorization: Bearer``, 401 otherwise), and errors in OpenAI's shape
+``{"error": {"message", "type", "code"}}``. Answers are deterministic (a function ``(model, prompt) -> answer``
+per model) and faults are injected on demand, as for the Ollama server: latency, HTTP errors (500, 503, 429
+with ``Retry-After``, ...), timeouts, malformed JSON, answers without choices, dropped connections, redirects, and the
+404 for an unknown model. Every request is recorded with its headers.
+
+    with OpenAIServer(api_key="sk-test") as server:
+        server.add_model("tuned", answer=lambda model, prompt: "positive")
+        server.inject("status", status=429, times=1, headers={"Retry-After": "0"})
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .ollama_server import AnswerFunction, RawAnswer, constant_answer
+
+FAULT_KINDS = ("status", "timeout", "malformed", "empty", "drop", "latency", "redirect")
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    body: dict | None
+    headers: dict[str, str]
+    at: float
+
+    @property
+    def model(self) -> str | None:
+        return (self.body or {}).get("model")
+
+    @property
+    def prompt(self) -> str:
+        messages = (self.body or {}).get("messages") or []
+        return "\n".join(str(message.get("content", "")) for message in messages if isinstance(message, dict))
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour. ``times=None`` means every matching request."""
+
+    kind: str
+    status: int = 500
+    delay: float = 0.0
+    times: int | None = None
+    model: str | None = None
+    paths: tuple[str, ...] = ("/v1/chat/completions",)
+    message: str = "injected failure"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def matches(self, path: str, model: str | None) -> bool:
+        if self.times is not None and self.times <= 0:
+            return False
+        if path not in self.paths:
+            return False
+        return self.model is None or self.model == model
+
+
+class OpenAIServer:
+    """An OpenAI-compatible API on 127.0.0.1 (a free port), served by threads."""
+
+    def __init__(self, *, latency: float = 0.0, api_key: str | None = None):
+        self.latency = latency
+        self.api_key = api_key
+        self.requests: list[RecordedRequest] = []
+        self._models: dict[str, AnswerFunction] = {}
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._in_flight = 0
+        self.max_in_flight = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the OpenAI test server is not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> OpenAIServer:
+        handler = type("BoundHandler", (_Handler,), {"server_state": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._httpd.request_queue_size = 128
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-test-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # --- configuration --------------------------------------------------------------------------
+    def add_model(self, name: str, *, answer: AnswerFunction | str = "") -> None:
+        with self._lock:
+            self._models[name] = constant_answer(answer) if isinstance(answer, str) else answer
+
+    def inject(self, kind: str, **options) -> Fault:
+        """Add a fault; the first matching fault with times left applies to each request."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        fault = Fault(kind=kind, **options)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    # --- assertions -----------------------------------------------------------------------------
+    def chat_requests(self, *, model: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            recorded = list(self.requests)
+        return [r for r in recorded if r.path == "/v1/chat/completions" and (model is None or r.model == model)]
+
+    # --- used by the handler --------------------------------------------------------------------
+    def _record(self, method: str, path: str, body: dict | None, headers) -> None:
+        with self._lock:
+            self.requests.append(RecordedRequest(method, path, body, dict(headers.items()), time.monotonic()))
+
+    def _take_fault(self, path: str, model: str | None) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(path, model):
+                    if fault.times is not None:
+                        fault.times -= 1
+                    return fault
+        return None
+
+    def _answer_function(self, name: str) -> AnswerFunction | None:
+        with self._lock:
+            return self._models.get(name)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    @contextlib.contextmanager
+    def _counting(self):
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_state: OpenAIServer
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms each.
+    disable_nagle_algorithm = True
+    server_version = "openai-test/0.1"
+
+    def log_message(self, format, *args):  # quiet: the test output is for assertions
+        pass
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _send_json(self, status: int, payload, *, raw: bytes | None = None, headers: dict | None = None) -> None:
+        data = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, *, kind: str, code: str | None = None, headers=None) -> None:
+        self._send_json(status, {"error": {"message": message, "type": kind, "code": code}}, headers=headers)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _authorized(self) -> bool:
+        key = self.server_state.api_key
+        if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+            return True
+        self._error(401, "Incorrect API key provided.", kind="invalid_request_error", code="invalid_api_key")
+        return False
+
+    # --- routes ---------------------------------------------------------------------------------
+    def do_GET(self):
+        state = self.server_state
+        state._record("GET", self.path, None, self.headers)
+        if self.path != "/v1/models":
+            self._error(404, f"no route {self.path}", kind="not_found_error")
+            return
+        if not self._authorized():
+            return
+        fault = state._take_fault(self.path, None)
+        if fault is not None and fault.kind == "status":
+            self._error(fault.status, fault.message, kind="server_error", headers=fault.headers)
+            return
+        with state._lock:
+            names = sorted(state._models)
+        models = [{"id": name, "object": "model", "created": 0, "owned_by": "test"} for name in names]
+        self._send_json(200, {"object": "list", "data": models})
+
+    def do_POST(self):
+        state = self.server_state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            body = None
+        state._record("POST", self.path, body if isinstance(body, dict) else None, self.headers)
+        if self.path != "/v1/chat/completions":
+            self._error(404, f"no route {self.path}", kind="not_found_error")
+            return
+        if not isinstance(body, dict):
+            self._error(400, "the body is not a JSON object", kind="invalid_request_error")
+            return
+        if not self._authorized():
+            return
+        with state._counting():
+            self._complete(body)
+
+    def _complete(self, body: dict) -> None:
+        state = self.server_state
+        name = str(body.get("model") or "")
+        fault = state._take_fault(self.path, name)
+        state._sleep(state.latency)
+        if fault is not None:
+            if fault.kind == "latency":
+                state._sleep(fault.delay)
+            elif fault.kind == "status":
+                state._sleep(fault.delay)
+                kind = "rate_limit_error" if fault.status == 429 else "server_error"
+                self._error(fault.status, fault.message, kind=kind, headers=fault.headers)
+                return
+            elif fault.kind == "timeout":
+                state._sleep(fault.delay or 30)
+                self._drop()
+                return
+            elif fault.kind == "drop":
+                self._drop()
+                return
+            elif fault.kind == "malformed":
+                self._send_json(200, None, raw=b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "pos')
+                return
+            elif fault.kind == "redirect":
+                self._send_json(307, {}, raw=b"", headers={"Location": "http://elsewhere.example/v1/chat/completions"})
+                return
+            elif fault.kind == "empty":
+                self._send_json(200, {"id": "chatcmpl-1", "object": "chat.completion", "choices": []})
+                return
+        answer_function = state._answer_function(name)
+        if answer_function is None:
+            self._error(404, f"The model `{name}` does not exist.", kind="NotFoundError", code="model_not_found")
+            return
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            self._error(400, "messages must be a non-empty list", kind="invalid_request_error")
+            return
+        prompt = "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+        answer = answer_function(name, prompt)
+        response_format = body.get("response_format") or {}
+        wants_json = isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object")
+        if isinstance(answer, RawAnswer):
+            content = answer.text
+        elif wants_json and not _is_json(answer):
+            content = json.dumps({"label": answer})
+        else:
+            content = answer
+        finish_reason = "stop"
+        max_tokens = body.get("max_tokens")
+        words = content.split()
+        if isinstance(max_tokens, int) and 0 < max_tokens < len(words):
+            content, finish_reason = " ".join(words[:max_tokens]), "length"
+        for stop in body.get("stop") or []:
+            if isinstance(stop, str) and stop and stop in content:
+                content = content[: content.index(stop)]
+        completion_tokens = max(1, len(content.split()))
+        self._send_json(
+            200,
+            {
+                "id": f"chatcmpl-{len(state.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": name,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+                ],
+                "usage": {
+                    "prompt_tokens": max(1, len(prompt.split())),
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": max(1, len(prompt.split())) + completion_tokens,
+                },
+            },
+        )
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (TypeError, ValueError):
+        return False
+    return True
