@@ -82,6 +82,41 @@ def test_it_compares_more_than_two_candidates(
     assert results["best_fine_tuned"] == "contracts-ft"
 
 
+def test_fine_tuned_name_repeated_in_fine_tuned_names_is_one_candidate(
+    alice, alice_api, make_model, make_dataset, trained_ollama
+):
+    # Defect 12: the seed's field and the list naming the same model was a 400 "must be a different model".
+    trained_ollama.add_model("contracts-ft-v2", answer="positive")
+    response = evaluate(
+        alice_api,
+        make_model(alice),
+        make_dataset(alice),
+        fine_tuned_name="contracts-ft",
+        fine_tuned_names=["contracts-ft-v2", "contracts-ft"],
+    )
+    assert response.status_code == 202, response.content
+    evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
+    assert evaluation.candidates == ["llama3.2:3b", "contracts-ft", "contracts-ft-v2"]
+    assert evaluation.fine_tuned_name == "contracts-ft"
+
+
+def test_a_name_and_its_latest_tag_are_one_model_asked_once(
+    alice, alice_api, make_model, make_dataset, trained_ollama, django_capture_on_commit_callbacks
+):
+    # Defect 12: Ollama resolves "contracts-ft" as "contracts-ft:latest"; both were asked, twice the work.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = evaluate(
+            alice_api, make_model(alice), make_dataset(alice), fine_tuned_names=["contracts-ft", "contracts-ft:latest"]
+        )
+    assert response.status_code == 202, response.content
+    evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
+    assert evaluation.status == "completed", evaluation.error_message
+    assert evaluation.candidates == ["llama3.2:3b", "contracts-ft"]  # the first spelling is kept
+    assert len(trained_ollama.chat_requests(model="contracts-ft")) == 12  # once per example
+    assert "candidates" not in evaluation.results  # a pair, in the seed's shape
+    assert evaluation.results["fine_tuned"]["model"] == "contracts-ft"
+
+
 def test_it_lists_and_filters_evaluations(alice, alice_api, make_model, make_dataset, ollama_server):
     model, other_model = make_model(alice), make_model(alice, name="other")
     dataset = make_dataset(alice)
@@ -242,6 +277,7 @@ def test_it_refuses_labels_that_miss_the_test_sets_labels(alice, alice_api, make
         ({"base_model_name": ""}, "base_model_name"),
         ({"base_model_name": "bad name; rm -rf"}, "base_model_name"),
         ({"fine_tuned_name": "llama3.2:3b"}, "fine_tuned_names"),
+        ({"base_model_name": "contracts-ft", "fine_tuned_names": ["contracts-ft:latest"]}, "fine_tuned_names"),
         ({"concurrency": 0}, "concurrency"),
         ({"concurrency": "many"}, "concurrency"),
         ({"prompt_template": "no placeholder"}, "prompt_template"),
