@@ -120,6 +120,46 @@ def _cards(results: dict) -> list[dict]:
     return cards
 
 
+def _metric_name(key: str) -> str:
+    label = next((label for name, label, _higher in METRIC_CARDS if name == key), key)
+    return label[:1].lower() + label[1:]
+
+
+def _headline(results: dict) -> dict | None:
+    """Which fine-tuned candidate the page headlines and why (only when there are several)."""
+    headline = results.get("headline")
+    if not headline:
+        return None
+    return {
+        **headline,
+        "metric_name": _metric_name(headline["metric"]),
+        "tie_breaker_name": _metric_name(headline["tie_breaker"]),
+        "out_of": len(headline["ranking"]),
+    }
+
+
+def _candidate_rows(results: dict, candidates: dict) -> list[dict]:
+    """Every candidate's scores and, for each fine-tuned one, its own comparison with the base."""
+    base_name = results["base"]["model"]
+    headline = results["fine_tuned"]["model"]
+    comparisons = results.get("comparisons") or {
+        headline: {"improvement": results["improvement"], "significance": results.get("significance", {})}
+    }
+    rows = []
+    for scores in candidates.values():
+        comparison = comparisons.get(scores["model"]) if scores["model"] != base_name else None
+        rows.append(
+            {
+                "scores": scores,
+                "is_base": scores["model"] == base_name,
+                "is_headline": scores["model"] == headline,
+                "accuracy_delta": comparison["improvement"]["accuracy"] if comparison else None,
+                "verdict": comparison["significance"].get("verdict", "") if comparison else "base",
+            }
+        )
+    return rows
+
+
 def _heatmap(scores: dict) -> dict:
     matrix = scores["confusion_matrix"]
     rows = []
@@ -162,8 +202,9 @@ def evaluation_detail(request, pk: int):
                     for label in results["labels"]
                 ],
                 "heatmaps": [_heatmap(scores) for scores in candidates.values()],
-                "candidate_scores": list(candidates.values()),
+                "candidate_rows": _candidate_rows(results, candidates),
                 "significance": results.get("significance", {}),
+                "headline": _headline(results),
                 "examples": selectors.evaluation_side_by_side(evaluation=evaluation),
             }
         )

@@ -77,9 +77,38 @@ def test_it_compares_more_than_two_candidates(
     assert evaluation.status == "completed", evaluation.error_message
     results = evaluation.results
     assert set(results["candidates"]) == {"llama3.2:3b", "contracts-ft", "contracts-ft-v2"}
-    assert results["fine_tuned"]["model"] == "contracts-ft"  # the seed's shape stays
+    assert results["fine_tuned"]["model"] == "contracts-ft"  # the seed's shape, headlining the best candidate
     assert results["comparisons"]["contracts-ft-v2"]["improvement"]["accuracy"] == 0.0
     assert results["best_fine_tuned"] == "contracts-ft"
+
+
+def test_a_multi_candidate_evaluation_headlines_its_best_candidate(best_listed_last, alice_api):
+    results = best_listed_last.results
+    assert results["best_fine_tuned"] == "probe-tuned"
+    assert results["headline"] == {
+        "model": "probe-tuned",
+        "metric": "accuracy",
+        "tie_breaker": "f1_macro",
+        "ranking": ["probe-tuned", "probe-base:latest"],
+    }
+    assert results["fine_tuned"] == results["candidates"]["probe-tuned"]
+    assert results["improvement"] == results["comparisons"]["probe-tuned"]["improvement"]
+    assert results["significance"] == results["comparisons"]["probe-tuned"]["significance"]
+    assert results["significance"]["verdict"] == "significant improvement"
+    assert results["improvement"]["accuracy"] == pytest.approx(1 - 4 / 12, abs=1e-6)
+    # Every candidate's own verdict is still there.
+    assert results["comparisons"]["probe-base:latest"]["significance"]["verdict"] == "not significant"
+    # The examples compare the base with the headline candidate.
+    assert best_listed_last.examples[0]["outcome"] == "fixed"
+    assert all(example["fine_tuned_correct"] for example in best_listed_last.examples)
+
+    listed = alice_api.get("/api/v1/evaluations").json()["results"][0]["summary"]
+    assert listed["verdict"] == "significant improvement"
+    assert listed["fine_tuned_model"] == "probe-tuned" and listed["fine_tuned_accuracy"] == 1.0
+    assert listed["accuracy_delta"] == results["improvement"]["accuracy"]
+    best_listed_last.model.refresh_from_db()
+    summary = best_listed_last.model.eval_results
+    assert summary["fine_tuned"]["model"] == "probe-tuned" and summary["verdict"] == "significant improvement"
 
 
 def test_fine_tuned_name_repeated_in_fine_tuned_names_is_one_candidate(

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from evaluations.models import Evaluation
@@ -93,3 +95,30 @@ def test_cancelling_from_the_page(alice, alice_api, alice_browser, make_model, m
     response = alice_browser.post(f"/evaluations/{evaluation_id}/cancel/")
     assert response.status_code == 302
     assert Evaluation.objects.get(id=evaluation_id).status == "cancelled"
+
+
+def test_the_detail_page_headlines_the_best_candidate_and_shows_every_verdict(best_listed_last, alice_browser):
+    html = alice_browser.get(f"/evaluations/{best_listed_last.id}/").content.decode()
+    headline = re.search(r"<h2>Verdict</h2>(.*?)<h2>", html, re.DOTALL).group(1)
+    assert "significant improvement" in headline and "not significant" not in headline
+    assert "<code>probe-tuned</code>" in headline and "best of 2 fine-tuned candidates by accuracy" in headline
+    cards = re.search(r"<h2>Metrics</h2>(.*?)<h2>", html, re.DOTALL).group(1)
+    assert "100.0 %" in cards and "+66.7 pts" in cards
+    verdicts = dict(re.findall(r'<tr data-candidate="([^"]+)">.*?<td data-verdict>([^<]*)</td>', html, re.DOTALL))
+    assert verdicts == {
+        "llama3.2:3b": "base",
+        "probe-base:latest": "not significant",
+        "probe-tuned": "significant improvement",
+    }
+    assert 'data-outcome="fixed"' in html
+
+
+def test_the_list_and_the_dashboard_summarise_the_best_candidate(best_listed_last, alice_browser):
+    row = re.search(
+        rf'<tr data-evaluation-id="{best_listed_last.id}">(.*?)</tr>',
+        alice_browser.get("/evaluations/").content.decode(),
+        re.DOTALL,
+    ).group(1)
+    assert "+66.7 pts" in row and "significant improvement" in row
+    dashboard = alice_browser.get("/").content.decode()
+    assert "Significant improvement · accuracy" in dashboard and "Not significant" not in dashboard
