@@ -225,3 +225,23 @@ def evaluation_cancel(request, pk: int):
     else:
         messages.success(request, "Evaluation cancelled.")
     return redirect("evaluation-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def evaluation_retry(request, pk: int):
+    """The page's Retry: the API's service, so the same rule (failed only) and the stored answers are kept."""
+    try:
+        evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
+    except Evaluation.DoesNotExist:
+        raise Http404("No such evaluation.")
+    try:
+        services.evaluation_retry(evaluation=evaluation)
+    except services.EvaluationStateConflict as exc:
+        reason = str(exc)
+        messages.warning(request, reason[:1].upper() + reason[1:] + ".")
+    except services.EvaluationQueueUnavailable as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Evaluation queued again; the answers already stored are kept and not asked again.")
+    return redirect("evaluation-detail", pk=pk)
