@@ -138,7 +138,7 @@ def _headline(results: dict) -> dict | None:
     }
 
 
-def _candidate_rows(results: dict, candidates: dict) -> list[dict]:
+def _candidate_rows(results: dict, candidates: list[dict]) -> list[dict]:
     """Every candidate's scores and, for each fine-tuned one, its own comparison with the base."""
     base_name = results["base"]["model"]
     headline = results["fine_tuned"]["model"]
@@ -146,7 +146,7 @@ def _candidate_rows(results: dict, candidates: dict) -> list[dict]:
         headline: {"improvement": results["improvement"], "significance": results.get("significance", {})}
     }
     rows = []
-    for scores in candidates.values():
+    for scores in candidates:
         comparison = comparisons.get(scores["model"]) if scores["model"] != base_name else None
         rows.append(
             {
@@ -189,7 +189,12 @@ def evaluation_detail(request, pk: int):
     results = evaluation.results or {}
     context = {"evaluation": evaluation, "results": results}
     if results.get("base"):
-        candidates = results.get("candidates") or {"base": results["base"], "fine_tuned": results["fine_tuned"]}
+        by_model = results.get("candidates") or {
+            results["base"]["model"]: results["base"],
+            results["fine_tuned"]["model"]: results["fine_tuned"],
+        }
+        # In the order they were given (the base first): a JSON column does not keep its keys' order.
+        candidates = [by_model[name] for name in evaluation.candidates if name in by_model] or list(by_model.values())
         context.update(
             {
                 "cards": _cards(results),
@@ -201,7 +206,7 @@ def evaluation_detail(request, pk: int):
                     }
                     for label in results["labels"]
                 ],
-                "heatmaps": [_heatmap(scores) for scores in candidates.values()],
+                "heatmaps": [_heatmap(scores) for scores in candidates],
                 "candidate_rows": _candidate_rows(results, candidates),
                 "significance": results.get("significance", {}),
                 "headline": _headline(results),

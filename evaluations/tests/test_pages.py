@@ -104,12 +104,12 @@ def test_the_detail_page_headlines_the_best_candidate_and_shows_every_verdict(be
     assert "<code>probe-tuned</code>" in headline and "best of 2 fine-tuned candidates by accuracy" in headline
     cards = re.search(r"<h2>Metrics</h2>(.*?)<h2>", html, re.DOTALL).group(1)
     assert "100.0 %" in cards and "+66.7 pts" in cards
-    verdicts = dict(re.findall(r'<tr data-candidate="([^"]+)">.*?<td data-verdict>([^<]*)</td>', html, re.DOTALL))
-    assert verdicts == {
-        "llama3.2:3b": "base",
-        "probe-base:latest": "not significant",
-        "probe-tuned": "significant improvement",
-    }
+    verdicts = re.findall(r'<tr data-candidate="([^"]+)">.*?<td data-verdict>([^<]*)</td>', html, re.DOTALL)
+    assert verdicts == [  # in the order given, the base first
+        ("llama3.2:3b", "base"),
+        ("probe-base:latest", "not significant"),
+        ("probe-tuned", "significant improvement"),
+    ]
     assert 'data-outcome="fixed"' in html
 
 
