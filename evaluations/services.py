@@ -94,11 +94,6 @@ def _check_model_name(value, field: str, errors: dict) -> str | None:
     return value
 
 
-def ollama_model_key(name: str) -> str:
-    """The model Ollama resolves a name to: without a tag, ``name`` is ``name:latest``."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
 def default_fine_tuned_name(model) -> str:
     """The model's deployed Ollama name when the registry knows one, else its name."""
     return (getattr(model, "ollama_name", "") or model.name or "").strip()
@@ -135,19 +130,14 @@ def evaluation_start(
         names = [default_fine_tuned_name(model)]
     checked = [_check_model_name(candidate, "fine_tuned_names", errors) for candidate in names]
     if "fine_tuned_names" not in errors:
-        # One model named twice (the seed's field repeated in the list, or "x" and "x:latest") is asked once,
-        # under the first spelling given.
-        unique: dict[str, str] = {}
-        for candidate in checked:
-            unique.setdefault(ollama_model_key(candidate), candidate)
-        checked = list(unique.values())
-        if len(checked) > MAX_FINE_TUNED_CANDIDATES:
-            errors["fine_tuned_names"] = f"at most {MAX_FINE_TUNED_CANDIDATES} fine-tuned models per evaluation"
-        elif base is not None and ollama_model_key(base) in unique:
-            errors["fine_tuned_names"] = (
-                "every candidate (base and fine-tuned models) must be a different model: "
-                f"{unique[ollama_model_key(base)]!r} is the base model"
-            )
+        # One model named twice (the seed's field repeated in the list, or "x" and "x:latest") is asked once.
+        try:
+            checked = engine.distinct_fine_tuned(base or "", checked)
+        except engine.EvaluationInputError as exc:
+            errors["fine_tuned_names"] = str(exc)
+        else:
+            if len(checked) > MAX_FINE_TUNED_CANDIDATES:
+                errors["fine_tuned_names"] = f"at most {MAX_FINE_TUNED_CANDIDATES} fine-tuned models per evaluation"
     clean_labels = None
     if labels:
         clean_labels = [label.strip() for label in labels if isinstance(label, str)]

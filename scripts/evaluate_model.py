@@ -95,9 +95,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency must be between 1 and 64")
     if args.max_examples is not None and args.max_examples < 1:
         parser.error("--max-examples must be at least 1")
-    candidates = [args.base_model, *args.finetuned_models]
-    if len(set(candidates)) != len(candidates):
-        parser.error("the base and fine-tuned models must all be different")
     return args
 
 
@@ -128,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     except engine.EvaluationInputError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    candidates = [args.base_model, *args.finetuned_models]
+    try:
+        # The server's rule: a model named twice is asked once; the base is never one of the fine-tuned.
+        candidates = [args.base_model, *engine.distinct_fine_tuned(args.base_model, args.finetuned_models)]
+    except engine.EvaluationInputError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     client = OllamaClient(args.ollama_url, timeout=args.timeout, max_retries=args.retries, pool_size=args.concurrency)
     progress = None if args.quiet else ProgressBar()
     store = engine.MemoryStore(on_progress=progress)
