@@ -107,6 +107,12 @@ def print_summary(results: dict, stream=sys.stdout) -> None:
             f"{scores['model'][:32]:<32} {scores['accuracy']:>9.3f} {scores['f1_macro']:>9.3f} "
             f"{scores['unparseable']:>12d} {p50 if p50 is not None else float('nan'):>8.1f}\n"
         )
+    headline = results.get("headline")
+    if headline:
+        stream.write(
+            f"Headline: {headline['model']}, the best of {len(headline['ranking'])} fine-tuned candidates "
+            f"by {headline['metric']} (ties: {headline['tie_breaker']}); its comparison with the base:\n"
+        )
     stream.write(results["significance"]["summary"] + "\n")
 
 

@@ -184,3 +184,22 @@ def test_the_cli_asks_a_model_named_twice_once_and_refuses_the_base_as_a_candida
     refused = run_cli(*common, "--base-model", "contracts-ft", "--finetuned-model", "contracts-ft:latest")
     assert refused.returncode == 2
     assert "'contracts-ft:latest' is the base model" in refused.stderr
+
+
+def test_the_cli_names_the_candidate_its_verdict_describes(ollama, test_set):
+    result = run_cli(
+        "--test-set",
+        str(test_set),
+        "--base-model",
+        "llama3.2:3b",
+        "--finetuned-model",
+        "contracts-ft-v2",
+        "--finetuned-model",
+        "contracts-ft",
+        "--ollama-url",
+        ollama.url,
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Headline: contracts-ft, the best of 2 fine-tuned candidates by accuracy" in result.stdout
+    assert "Significant improvement" in result.stdout
