@@ -20,6 +20,7 @@ class EvaluationAdmin(admin.ModelAdmin):
         "completed_at",
         "heartbeat_at",
         "attempts",
+        "attempts_since_retry",
         "error_message",
         "created_at",
         "updated_at",

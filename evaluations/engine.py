@@ -106,6 +106,29 @@ class MemoryStore:
         return self.cancelled.is_set()
 
 
+# --- candidates -------------------------------------------------------------------------------------
+def ollama_model_key(name: str) -> str:
+    """The model Ollama resolves a name to: without a tag, ``name`` is ``name:latest``."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def distinct_fine_tuned(base: str, fine_tuned: Iterable[str]) -> list[str]:
+    """Each fine-tuned model once, under the first spelling given ("x" and "x:latest" are one model).
+
+    Raises EvaluationInputError when one of them is the base: a model is not compared with itself.
+    """
+    unique: dict[str, str] = {}
+    for name in fine_tuned:
+        unique.setdefault(ollama_model_key(name), name)
+    same_as_base = unique.get(ollama_model_key(base))
+    if same_as_base is not None:
+        raise EvaluationInputError(
+            "every candidate (base and fine-tuned models) must be a different model: "
+            f"{same_as_base!r} is the base model"
+        )
+    return list(unique.values())
+
+
 # --- test sets --------------------------------------------------------------------------------------
 def prepare_examples(records: Sequence, config: EvaluationConfig) -> tuple[list, list[str]]:
     """Check the records against the configuration; returns (records to ask, label set)."""
@@ -348,9 +371,11 @@ __all__ = [
     "OllamaError",
     "Prediction",
     "build_prompt",
+    "distinct_fine_tuned",
     "label_schema",
     "load_records_from_bytes",
     "load_records_from_file",
+    "ollama_model_key",
     "parse_label",
     "prepare_examples",
     "run_evaluation",

@@ -3,7 +3,8 @@
 No Django. ``compute_results`` turns predictions into the seed's shape:
 ``{"base": {...}, "fine_tuned": {...}, "improvement": {metric: fine_tuned - base}}``
 plus ``significance`` (McNemar's exact test and a paired bootstrap), and, with more
-than one fine-tuned candidate, ``candidates`` and ``comparisons`` keyed by model name.
+than one fine-tuned candidate, ``candidates`` and ``comparisons`` keyed by model name;
+then ``fine_tuned`` and its comparison are the best candidate's (``headline``).
 An unparseable answer is wrong; it has its own column in the confusion matrix.
 """
 
@@ -27,6 +28,9 @@ COMPARED_METRICS = (
     "f1_weighted",
     "unparseable_rate",
 )
+# What "best" means when several fine-tuned models are compared: the verdict is on accuracy too.
+PRIMARY_METRIC = "accuracy"
+TIE_BREAKER = "f1_macro"
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20240601
 EXAMPLES_SHOWN = 20
@@ -240,32 +244,46 @@ def paired_predictions(predictions: Sequence, candidates: Sequence[str]) -> dict
 
 
 def compute_results(predictions: Sequence, *, labels: Sequence[str], candidates: Sequence[str]) -> tuple[dict, list]:
-    """(results, examples) for a base (``candidates[0]``) and one or more fine-tuned candidates."""
+    """(results, examples) for a base (``candidates[0]``) and one or more fine-tuned candidates.
+
+    ``fine_tuned``, ``improvement``, ``significance`` and the examples describe the headline
+    candidate: the best fine-tuned one by PRIMARY_METRIC (ties: TIE_BREAKER, then the order given).
+    With more than one fine-tuned candidate, ``headline`` says which and why, and ``comparisons``
+    holds every candidate's own improvement and verdict.
+    """
     if len(candidates) < 2:
         raise ValueError("an evaluation compares at least two candidates")
     paired = paired_predictions(predictions, candidates)
     if not paired[candidates[0]]:
         raise ValueError("no example was answered by every candidate")
     scores = {name: {"model": name, **candidate_metrics(paired[name], labels)} for name in candidates}
-    base_name, fine_tuned_name = candidates[0], candidates[1]
+    base_name = candidates[0]
     comparisons = {
         name: compare(paired[base_name], paired[name], labels, scores[base_name], scores[name])
         for name in candidates[1:]
     }
+    # sorted() is stable: candidates tied on both metrics keep the order they were given in.
+    ranked = sorted(candidates[1:], key=lambda name: (-scores[name][PRIMARY_METRIC], -scores[name][TIE_BREAKER]))
+    headline = ranked[0]
     results = {
         "labels": list(labels),
         "examples_evaluated": len(paired[base_name]),
         "base": scores[base_name],
-        "fine_tuned": scores[fine_tuned_name],
-        "improvement": comparisons[fine_tuned_name]["improvement"],
-        "significance": comparisons[fine_tuned_name]["significance"],
+        "fine_tuned": scores[headline],
+        "improvement": comparisons[headline]["improvement"],
+        "significance": comparisons[headline]["significance"],
     }
     if len(candidates) > 2:
         results["candidates"] = scores
         results["comparisons"] = comparisons
-        ranked = sorted(candidates[1:], key=lambda name: (-scores[name]["accuracy"], -scores[name]["f1_macro"]))
-        results["best_fine_tuned"] = ranked[0]
-    examples = side_by_side(paired[base_name], paired[fine_tuned_name])
+        results["best_fine_tuned"] = headline
+        results["headline"] = {
+            "model": headline,
+            "metric": PRIMARY_METRIC,
+            "tie_breaker": TIE_BREAKER,
+            "ranking": ranked,
+        }
+    examples = side_by_side(paired[base_name], paired[headline])
     return results, examples
 
 

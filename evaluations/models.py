@@ -38,7 +38,10 @@ class Evaluation(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Runs started, in all (shown to users; a retry keeps counting). The lost-worker budget is
+    # ``attempts_since_retry``: claims since the owner started or last retried it.
     attempts = models.PositiveIntegerField(default=0)
+    attempts_since_retry = models.PositiveIntegerField(default=0)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

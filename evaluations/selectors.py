@@ -37,10 +37,14 @@ def evaluation_predictions(*, evaluation: Evaluation) -> QuerySet[Prediction]:
 
 
 def evaluation_side_by_side(*, evaluation: Evaluation, limit: int = SIDE_BY_SIDE_LIMIT) -> list[dict]:
-    """Base vs first fine-tuned, every example both answered (up to ``limit``), disagreements first."""
+    """Base vs the headline fine-tuned candidate (the best one once results exist, else the first),
+    every example both answered (up to ``limit``), disagreements first."""
     from .services import as_engine_prediction
 
-    candidates = evaluation.candidates[:2]
+    headline = (evaluation.results or {}).get("fine_tuned", {}).get("model")
+    if headline not in evaluation.candidates[1:]:
+        headline = evaluation.candidates[1]
+    candidates = [evaluation.candidates[0], headline]
     rows = [
         as_engine_prediction(row)
         for row in evaluation_predictions(evaluation=evaluation).filter(candidate__in=candidates)

@@ -125,18 +125,19 @@ def evaluation_start(
     except EvaluationInputInvalid as exc:
         errors.update(exc.errors)
     base = _check_model_name(base_model_name, "base_model_name", errors)
-    names = list(fine_tuned_names or [])
-    if fine_tuned_name and (not names or names[0] != fine_tuned_name):
-        names.insert(0, fine_tuned_name)
+    names = ([fine_tuned_name] if fine_tuned_name else []) + list(fine_tuned_names or [])
     if not names:
         names = [default_fine_tuned_name(model)]
     checked = [_check_model_name(candidate, "fine_tuned_names", errors) for candidate in names]
-    if len(names) > MAX_FINE_TUNED_CANDIDATES:
-        errors["fine_tuned_names"] = f"at most {MAX_FINE_TUNED_CANDIDATES} fine-tuned models per evaluation"
-    elif "fine_tuned_names" not in errors:
-        candidates = [base, *checked]
-        if len(set(candidates)) != len(candidates):
-            errors["fine_tuned_names"] = "every candidate (base and fine-tuned models) must be a different model"
+    if "fine_tuned_names" not in errors:
+        # One model named twice (the seed's field repeated in the list, or "x" and "x:latest") is asked once.
+        try:
+            checked = engine.distinct_fine_tuned(base or "", checked)
+        except engine.EvaluationInputError as exc:
+            errors["fine_tuned_names"] = str(exc)
+        else:
+            if len(checked) > MAX_FINE_TUNED_CANDIDATES:
+                errors["fine_tuned_names"] = f"at most {MAX_FINE_TUNED_CANDIDATES} fine-tuned models per evaluation"
     clean_labels = None
     if labels:
         clean_labels = [label.strip() for label in labels if isinstance(label, str)]
@@ -276,11 +277,12 @@ def evaluation_retry(*, evaluation: Evaluation) -> Evaluation:
 
     For a run that failed on something outside it (Ollama dropping connections, a model being
     loaded): the engine skips every (example, candidate) the store holds, so a retry costs only
-    what is missing. Attempts start over; the old error stays until the new run ends.
+    what is missing. ``attempts`` keeps counting runs; the budget for lost workers
+    (``attempts_since_retry``) starts over. The old error stays until the new run ends.
     """
     with transaction.atomic():
         updated = Evaluation.objects.filter(id=evaluation.id, status=Evaluation.Status.FAILED).update(
-            status=Evaluation.Status.PENDING, attempts=0, completed_at=None, updated_at=timezone.now()
+            status=Evaluation.Status.PENDING, attempts_since_retry=0, completed_at=None, updated_at=timezone.now()
         )
         evaluation.refresh_from_db()
         if not updated:
@@ -370,6 +372,7 @@ def evaluation_claim(*, evaluation_id: int) -> bool:
             heartbeat_at=now,
             started_at=Coalesce("started_at", Value(now)),
             attempts=F("attempts") + 1,
+            attempts_since_retry=F("attempts_since_retry") + 1,
             updated_at=now,
         )
     )
@@ -384,10 +387,10 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
     if not evaluation_claim(evaluation_id=evaluation_id):
         return None
     evaluation = Evaluation.objects.select_related("model").get(id=evaluation_id)
-    if evaluation.attempts > settings.EVALUATION_MAX_ATTEMPTS:
+    if evaluation.attempts_since_retry > settings.EVALUATION_MAX_ATTEMPTS:
         return _finish_failed(
             evaluation,
-            f"gave up after {evaluation.attempts - 1} attempts: the workers running it stopped responding",
+            f"gave up after {evaluation.attempts_since_retry - 1} attempts: the workers running it stopped responding",
         )
     _publish(evaluation)
     config = engine.EvaluationConfig.from_dict(evaluation.config)
@@ -507,13 +510,14 @@ def evaluation_sweep_stale() -> dict:
     stale = now - timedelta(seconds=settings.EVALUATION_LEASE_SECONDS)
     lost = Evaluation.objects.filter(status=Evaluation.Status.RUNNING, heartbeat_at__lt=stale)
     failed = 0
-    for evaluation in lost.filter(attempts__gte=settings.EVALUATION_MAX_ATTEMPTS):
+    for evaluation in lost.filter(attempts_since_retry__gte=settings.EVALUATION_MAX_ATTEMPTS):
         before = evaluation.status
         _finish_failed(
-            evaluation, f"gave up after {evaluation.attempts} attempts: the workers running it stopped responding"
+            evaluation,
+            f"gave up after {evaluation.attempts_since_retry} attempts: the workers running it stopped responding",
         )
         failed += int(before != Evaluation.Status.FAILED)
-    requeue = list(lost.filter(attempts__lt=settings.EVALUATION_MAX_ATTEMPTS).values_list("id", flat=True))
+    requeue = list(lost.filter(attempts_since_retry__lt=settings.EVALUATION_MAX_ATTEMPTS).values_list("id", flat=True))
     requeue += list(
         Evaluation.objects.filter(status=Evaluation.Status.PENDING, created_at__lt=stale).values_list("id", flat=True)
     )

@@ -120,6 +120,46 @@ def _cards(results: dict) -> list[dict]:
     return cards
 
 
+def _metric_name(key: str) -> str:
+    label = next((label for name, label, _higher in METRIC_CARDS if name == key), key)
+    return label[:1].lower() + label[1:]
+
+
+def _headline(results: dict) -> dict | None:
+    """Which fine-tuned candidate the page headlines and why (only when there are several)."""
+    headline = results.get("headline")
+    if not headline:
+        return None
+    return {
+        **headline,
+        "metric_name": _metric_name(headline["metric"]),
+        "tie_breaker_name": _metric_name(headline["tie_breaker"]),
+        "out_of": len(headline["ranking"]),
+    }
+
+
+def _candidate_rows(results: dict, candidates: list[dict]) -> list[dict]:
+    """Every candidate's scores and, for each fine-tuned one, its own comparison with the base."""
+    base_name = results["base"]["model"]
+    headline = results["fine_tuned"]["model"]
+    comparisons = results.get("comparisons") or {
+        headline: {"improvement": results["improvement"], "significance": results.get("significance", {})}
+    }
+    rows = []
+    for scores in candidates:
+        comparison = comparisons.get(scores["model"]) if scores["model"] != base_name else None
+        rows.append(
+            {
+                "scores": scores,
+                "is_base": scores["model"] == base_name,
+                "is_headline": scores["model"] == headline,
+                "accuracy_delta": comparison["improvement"]["accuracy"] if comparison else None,
+                "verdict": comparison["significance"].get("verdict", "") if comparison else "base",
+            }
+        )
+    return rows
+
+
 def _heatmap(scores: dict) -> dict:
     matrix = scores["confusion_matrix"]
     rows = []
@@ -149,7 +189,12 @@ def evaluation_detail(request, pk: int):
     results = evaluation.results or {}
     context = {"evaluation": evaluation, "results": results}
     if results.get("base"):
-        candidates = results.get("candidates") or {"base": results["base"], "fine_tuned": results["fine_tuned"]}
+        by_model = results.get("candidates") or {
+            results["base"]["model"]: results["base"],
+            results["fine_tuned"]["model"]: results["fine_tuned"],
+        }
+        # In the order they were given (the base first): a JSON column does not keep its keys' order.
+        candidates = [by_model[name] for name in evaluation.candidates if name in by_model] or list(by_model.values())
         context.update(
             {
                 "cards": _cards(results),
@@ -161,9 +206,10 @@ def evaluation_detail(request, pk: int):
                     }
                     for label in results["labels"]
                 ],
-                "heatmaps": [_heatmap(scores) for scores in candidates.values()],
-                "candidate_scores": list(candidates.values()),
+                "heatmaps": [_heatmap(scores) for scores in candidates],
+                "candidate_rows": _candidate_rows(results, candidates),
                 "significance": results.get("significance", {}),
+                "headline": _headline(results),
                 "examples": selectors.evaluation_side_by_side(evaluation=evaluation),
             }
         )
@@ -183,4 +229,24 @@ def evaluation_cancel(request, pk: int):
         messages.warning(request, str(exc).capitalize() + ".")
     else:
         messages.success(request, "Evaluation cancelled.")
+    return redirect("evaluation-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def evaluation_retry(request, pk: int):
+    """The page's Retry: the API's service, so the same rule (failed only) and the stored answers are kept."""
+    try:
+        evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
+    except Evaluation.DoesNotExist:
+        raise Http404("No such evaluation.")
+    try:
+        services.evaluation_retry(evaluation=evaluation)
+    except services.EvaluationStateConflict as exc:
+        reason = str(exc)
+        messages.warning(request, reason[:1].upper() + reason[1:] + ".")
+    except services.EvaluationQueueUnavailable as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Evaluation queued again; the answers already stored are kept and not asked again.")
     return redirect("evaluation-detail", pk=pk)

@@ -199,6 +199,17 @@ def _adapter_entries(model: RegisteredModel) -> tuple[dict, dict]:
     return weights[0], config
 
 
+def undeployable_reason(model: RegisteredModel) -> str | None:
+    """Why this model's files can never be deployed to Ollama (no LoRA adapter, as the example trainer's
+    classifier; an adapter without its config; several adapters), or None. Reads only the manifest: the
+    page asks it before offering a deploy, and the deploy itself still checks everything."""
+    try:
+        _adapter_entries(model)
+    except DeployRefused as exc:
+        return str(exc)
+    return None
+
+
 def _read_small(model: RegisteredModel, path: str) -> bytes:
     key = model.file_key(path)
     models_bucket = bucket("models")

@@ -55,6 +55,7 @@ def model_detail(request, pk: int):
         "evaluations": selectors.model_evaluations(request.user, model)[:50],
         "lineage": lineage_for(request.user, model),
         "deploy_defaults": {"ollama_name": deploy.default_ollama_name(model), "base": deploy.default_base(model)},
+        "deploy_unavailable": deploy.undeployable_reason(model),
         "loss_history": [
             {"step": point.get("step"), "loss": point.get("loss"), "eval_loss": point.get("eval_loss")}
             for point in model.loss_history

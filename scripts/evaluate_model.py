@@ -95,9 +95,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--concurrency must be between 1 and 64")
     if args.max_examples is not None and args.max_examples < 1:
         parser.error("--max-examples must be at least 1")
-    candidates = [args.base_model, *args.finetuned_models]
-    if len(set(candidates)) != len(candidates):
-        parser.error("the base and fine-tuned models must all be different")
     return args
 
 
@@ -109,6 +106,12 @@ def print_summary(results: dict, stream=sys.stdout) -> None:
         stream.write(
             f"{scores['model'][:32]:<32} {scores['accuracy']:>9.3f} {scores['f1_macro']:>9.3f} "
             f"{scores['unparseable']:>12d} {p50 if p50 is not None else float('nan'):>8.1f}\n"
+        )
+    headline = results.get("headline")
+    if headline:
+        stream.write(
+            f"Headline: {headline['model']}, the best of {len(headline['ranking'])} fine-tuned candidates "
+            f"by {headline['metric']} (ties: {headline['tie_breaker']}); its comparison with the base:\n"
         )
     stream.write(results["significance"]["summary"] + "\n")
 
@@ -128,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     except engine.EvaluationInputError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    candidates = [args.base_model, *args.finetuned_models]
+    try:
+        # The server's rule: a model named twice is asked once; the base is never one of the fine-tuned.
+        candidates = [args.base_model, *engine.distinct_fine_tuned(args.base_model, args.finetuned_models)]
+    except engine.EvaluationInputError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     client = OllamaClient(args.ollama_url, timeout=args.timeout, max_retries=args.retries, pool_size=args.concurrency)
     progress = None if args.quiet else ProgressBar()
     store = engine.MemoryStore(on_progress=progress)

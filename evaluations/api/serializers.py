@@ -77,6 +77,7 @@ class EvaluationListSerializer(serializers.ModelSerializer):
             return None
         return {
             "base_accuracy": results["base"]["accuracy"],
+            "fine_tuned_model": results["fine_tuned"].get("model"),  # the best candidate when there are several
             "fine_tuned_accuracy": results["fine_tuned"]["accuracy"],
             "accuracy_delta": results["improvement"]["accuracy"],
             "f1_macro_delta": results["improvement"]["f1_macro"],

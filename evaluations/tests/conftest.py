@@ -64,6 +64,31 @@ def make_model(db):
 def trained_ollama(ollama_server):
     """Ollama knowing a base model (always "neutral") and a perfect fine-tune of sample_records()."""
     ollama_server.add_model("llama3.2:3b", answer="neutral")
-    mapping = {record["text"]: record["label"] for record in sample_records(200)}
-    ollama_server.add_model("contracts-ft", answer=answer_from_mapping(mapping, default="neutral"))
+    ollama_server.add_model("contracts-ft", answer=perfect_answers())
     return ollama_server
+
+
+def perfect_answers():
+    return answer_from_mapping({record["text"]: record["label"] for record in sample_records(200)}, default="neutral")
+
+
+@pytest.fixture
+def best_listed_last(alice, alice_api, make_model, make_dataset, trained_ollama, django_capture_on_commit_callbacks):
+    """The reproduction of defect 11: the first fine-tuned name answers like the base, the second is perfect."""
+    trained_ollama.add_model("probe-base:latest", answer="neutral")
+    trained_ollama.add_model("probe-tuned", answer=perfect_answers())
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post(
+            f"/api/v1/models/{make_model(alice).id}/evaluate",
+            {
+                "test_set_path": make_dataset(alice).path,
+                "base_model_name": "llama3.2:3b",
+                "fine_tuned_names": ["probe-base:latest", "probe-tuned"],
+            },
+            format="json",
+        )
+    from evaluations.models import Evaluation
+
+    evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
+    assert evaluation.status == "completed", evaluation.error_message
+    return evaluation

@@ -77,9 +77,73 @@ def test_it_compares_more_than_two_candidates(
     assert evaluation.status == "completed", evaluation.error_message
     results = evaluation.results
     assert set(results["candidates"]) == {"llama3.2:3b", "contracts-ft", "contracts-ft-v2"}
-    assert results["fine_tuned"]["model"] == "contracts-ft"  # the seed's shape stays
+    assert results["fine_tuned"]["model"] == "contracts-ft"  # the seed's shape, headlining the best candidate
     assert results["comparisons"]["contracts-ft-v2"]["improvement"]["accuracy"] == 0.0
     assert results["best_fine_tuned"] == "contracts-ft"
+
+
+def test_a_multi_candidate_evaluation_headlines_its_best_candidate(best_listed_last, alice_api):
+    results = best_listed_last.results
+    assert results["best_fine_tuned"] == "probe-tuned"
+    assert results["headline"] == {
+        "model": "probe-tuned",
+        "metric": "accuracy",
+        "tie_breaker": "f1_macro",
+        "ranking": ["probe-tuned", "probe-base:latest"],
+    }
+    assert results["fine_tuned"] == results["candidates"]["probe-tuned"]
+    assert results["improvement"] == results["comparisons"]["probe-tuned"]["improvement"]
+    assert results["significance"] == results["comparisons"]["probe-tuned"]["significance"]
+    assert results["significance"]["verdict"] == "significant improvement"
+    assert results["improvement"]["accuracy"] == pytest.approx(1 - 4 / 12, abs=1e-6)
+    # Every candidate's own verdict is still there.
+    assert results["comparisons"]["probe-base:latest"]["significance"]["verdict"] == "not significant"
+    # The examples compare the base with the headline candidate.
+    assert best_listed_last.examples[0]["outcome"] == "fixed"
+    assert all(example["fine_tuned_correct"] for example in best_listed_last.examples)
+
+    listed = alice_api.get("/api/v1/evaluations").json()["results"][0]["summary"]
+    assert listed["verdict"] == "significant improvement"
+    assert listed["fine_tuned_model"] == "probe-tuned" and listed["fine_tuned_accuracy"] == 1.0
+    assert listed["accuracy_delta"] == results["improvement"]["accuracy"]
+    best_listed_last.model.refresh_from_db()
+    summary = best_listed_last.model.eval_results
+    assert summary["fine_tuned"]["model"] == "probe-tuned" and summary["verdict"] == "significant improvement"
+
+
+def test_fine_tuned_name_repeated_in_fine_tuned_names_is_one_candidate(
+    alice, alice_api, make_model, make_dataset, trained_ollama
+):
+    # Defect 12: the seed's field and the list naming the same model was a 400 "must be a different model".
+    trained_ollama.add_model("contracts-ft-v2", answer="positive")
+    response = evaluate(
+        alice_api,
+        make_model(alice),
+        make_dataset(alice),
+        fine_tuned_name="contracts-ft",
+        fine_tuned_names=["contracts-ft-v2", "contracts-ft"],
+    )
+    assert response.status_code == 202, response.content
+    evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
+    assert evaluation.candidates == ["llama3.2:3b", "contracts-ft", "contracts-ft-v2"]
+    assert evaluation.fine_tuned_name == "contracts-ft"
+
+
+def test_a_name_and_its_latest_tag_are_one_model_asked_once(
+    alice, alice_api, make_model, make_dataset, trained_ollama, django_capture_on_commit_callbacks
+):
+    # Defect 12: Ollama resolves "contracts-ft" as "contracts-ft:latest"; both were asked, twice the work.
+    with django_capture_on_commit_callbacks(execute=True):
+        response = evaluate(
+            alice_api, make_model(alice), make_dataset(alice), fine_tuned_names=["contracts-ft", "contracts-ft:latest"]
+        )
+    assert response.status_code == 202, response.content
+    evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
+    assert evaluation.status == "completed", evaluation.error_message
+    assert evaluation.candidates == ["llama3.2:3b", "contracts-ft"]  # the first spelling is kept
+    assert len(trained_ollama.chat_requests(model="contracts-ft")) == 12  # once per example
+    assert "candidates" not in evaluation.results  # a pair, in the seed's shape
+    assert evaluation.results["fine_tuned"]["model"] == "contracts-ft"
 
 
 def test_it_lists_and_filters_evaluations(alice, alice_api, make_model, make_dataset, ollama_server):
@@ -242,6 +306,7 @@ def test_it_refuses_labels_that_miss_the_test_sets_labels(alice, alice_api, make
         ({"base_model_name": ""}, "base_model_name"),
         ({"base_model_name": "bad name; rm -rf"}, "base_model_name"),
         ({"fine_tuned_name": "llama3.2:3b"}, "fine_tuned_names"),
+        ({"base_model_name": "contracts-ft", "fine_tuned_names": ["contracts-ft:latest"]}, "fine_tuned_names"),
         ({"concurrency": 0}, "concurrency"),
         ({"concurrency": "many"}, "concurrency"),
         ({"prompt_template": "no placeholder"}, "prompt_template"),

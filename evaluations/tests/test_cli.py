@@ -162,3 +162,44 @@ def test_the_cli_reports_a_missing_dependency_instead_of_installing_it(tmp_path)
     assert result.returncode == 3
     assert "a required package is missing (sklearn)" in result.stderr
     assert "pip install -r" in result.stderr
+
+
+def test_the_cli_asks_a_model_named_twice_once_and_refuses_the_base_as_a_candidate(ollama, test_set, tmp_path):
+    output = tmp_path / "results.json"
+    common = ("--test-set", str(test_set), "--ollama-url", ollama.url, "--max-examples", "3", "--quiet")
+    result = run_cli(
+        *common,
+        "--base-model",
+        "llama3.2:3b",
+        "--finetuned-model",
+        "contracts-ft",
+        "--finetuned-model",
+        "contracts-ft:latest",
+        "--output",
+        str(output),
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(output.read_text())["candidates"] == ["llama3.2:3b", "contracts-ft"]
+    assert len(ollama.chat_requests(model="contracts-ft")) == 3
+    refused = run_cli(*common, "--base-model", "contracts-ft", "--finetuned-model", "contracts-ft:latest")
+    assert refused.returncode == 2
+    assert "'contracts-ft:latest' is the base model" in refused.stderr
+
+
+def test_the_cli_names_the_candidate_its_verdict_describes(ollama, test_set):
+    result = run_cli(
+        "--test-set",
+        str(test_set),
+        "--base-model",
+        "llama3.2:3b",
+        "--finetuned-model",
+        "contracts-ft-v2",
+        "--finetuned-model",
+        "contracts-ft",
+        "--ollama-url",
+        ollama.url,
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Headline: contracts-ft, the best of 2 fine-tuned candidates by accuracy" in result.stdout
+    assert "Significant improvement" in result.stdout

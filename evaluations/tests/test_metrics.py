@@ -133,3 +133,26 @@ def test_examples_put_disagreements_first_then_both_wrong_and_stop_at_twenty():
     assert [r["outcome"] for r in rows[7:12]] == ["both_wrong"] * 5
     assert rows[7]["base_unparseable"] is True
     assert {r["outcome"] for r in rows[12:]} == {"both_right"}
+
+
+def test_the_headline_is_the_best_candidate_by_accuracy_then_macro_f1_then_the_order_given():
+    expected = list("aabb")
+    # All three are right on 3 of 4. A wrong label costs macro F1 more than no label does:
+    # "unanswered" (1 + 2/3) / 2, "confused" and its twin (2/3 + 4/5) / 2.
+    answers = {
+        "base": ["a", "a", "a", "a"],
+        "twin": ["a", "b", "b", "b"],
+        "confused": ["a", "b", "b", "b"],
+        "unanswered": ["a", "a", "b", None],
+    }
+    everyone = [p for name, labels in answers.items() for p in predictions(name, expected, labels)]
+    results, examples = compute_results(everyone, labels=LABELS, candidates=list(answers))
+    assert results["headline"] == {
+        "model": "unanswered",
+        "metric": "accuracy",
+        "tie_breaker": "f1_macro",
+        "ranking": ["unanswered", "twin", "confused"],
+    }
+    assert results["fine_tuned"]["model"] == results["best_fine_tuned"] == "unanswered"
+    assert results["significance"] == results["comparisons"]["unanswered"]["significance"]
+    assert [row["fine_tuned_prediction"] for row in sorted(examples, key=lambda row: row["index"])][:3] == list("aab")

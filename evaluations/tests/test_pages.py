@@ -1,6 +1,8 @@
+import re
+
 import pytest
 
-from evaluations.models import Evaluation
+from evaluations.models import Evaluation, Prediction
 
 from .test_api import evaluate
 
@@ -93,3 +95,65 @@ def test_cancelling_from_the_page(alice, alice_api, alice_browser, make_model, m
     response = alice_browser.post(f"/evaluations/{evaluation_id}/cancel/")
     assert response.status_code == 302
     assert Evaluation.objects.get(id=evaluation_id).status == "cancelled"
+
+
+def test_the_detail_page_headlines_the_best_candidate_and_shows_every_verdict(best_listed_last, alice_browser):
+    html = alice_browser.get(f"/evaluations/{best_listed_last.id}/").content.decode()
+    headline = re.search(r"<h2>Verdict</h2>(.*?)<h2>", html, re.DOTALL).group(1)
+    assert "significant improvement" in headline and "not significant" not in headline
+    assert "<code>probe-tuned</code>" in headline and "best of 2 fine-tuned candidates by accuracy" in headline
+    cards = re.search(r"<h2>Metrics</h2>(.*?)<h2>", html, re.DOTALL).group(1)
+    assert "100.0 %" in cards and "+66.7 pts" in cards
+    verdicts = re.findall(r'<tr data-candidate="([^"]+)">.*?<td data-verdict>([^<]*)</td>', html, re.DOTALL)
+    assert verdicts == [  # in the order given, the base first
+        ("llama3.2:3b", "base"),
+        ("probe-base:latest", "not significant"),
+        ("probe-tuned", "significant improvement"),
+    ]
+    assert 'data-outcome="fixed"' in html
+
+
+def test_the_list_and_the_dashboard_summarise_the_best_candidate(best_listed_last, alice_browser):
+    row = re.search(
+        rf'<tr data-evaluation-id="{best_listed_last.id}">(.*?)</tr>',
+        alice_browser.get("/evaluations/").content.decode(),
+        re.DOTALL,
+    ).group(1)
+    assert "+66.7 pts" in row and "significant improvement" in row
+    dashboard = alice_browser.get("/").content.decode()
+    assert "Significant improvement · accuracy" in dashboard and "Not significant" not in dashboard
+
+
+def test_a_failed_evaluations_page_offers_retry_which_asks_only_what_is_missing(
+    alice, alice_api, alice_browser, make_model, make_dataset, ollama_server, django_capture_on_commit_callbacks
+):
+    ollama_server.add_model("llama3.2:3b", answer="neutral")  # the fine-tuned model is missing: the run fails
+    with django_capture_on_commit_callbacks(execute=True):
+        evaluation_id = evaluate(alice_api, make_model(alice), make_dataset(alice)).json()["evaluation_id"]
+    assert Evaluation.objects.get(id=evaluation_id).status == "failed"
+    retry_form = f'action="/evaluations/{evaluation_id}/retry/"'
+    assert retry_form in alice_browser.get(f"/evaluations/{evaluation_id}/").content.decode()
+    asked_before = len(ollama_server.chat_requests(model="llama3.2:3b"))
+    stored_base_answers = Prediction.objects.filter(evaluation_id=evaluation_id, candidate="llama3.2:3b").count()
+
+    ollama_server.add_model("contracts-ft", answer="positive")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_browser.post(f"/evaluations/{evaluation_id}/retry/", follow=True)
+    assert response.redirect_chain == [(f"/evaluations/{evaluation_id}/", 302)]
+    evaluation = Evaluation.objects.get(id=evaluation_id)
+    assert evaluation.status == "completed", evaluation.error_message
+    # The base's answers from the failed run were kept: a retry asks only what is missing.
+    assert len(ollama_server.chat_requests(model="llama3.2:3b")) - asked_before == 12 - stored_base_answers
+    html = response.content.decode()
+    assert "queued again" in html and retry_form not in html
+
+
+def test_retrying_an_evaluation_that_did_not_fail_says_why_and_changes_nothing(completed, alice_browser):
+    assert (
+        f'action="/evaluations/{completed.id}/retry/"'
+        not in alice_browser.get(f"/evaluations/{completed.id}/").content.decode()
+    )
+    response = alice_browser.post(f"/evaluations/{completed.id}/retry/", follow=True)
+    assert "Only a failed evaluation can be retried; this one is completed." in response.content.decode()
+    assert Evaluation.objects.get(id=completed.id).status == "completed"
+    assert alice_browser.get(f"/evaluations/{completed.id}/retry/").status_code == 405

@@ -71,7 +71,7 @@ def test_a_killed_worker_is_resumed_without_asking_stored_examples_again(
 def test_the_sweeper_fails_an_evaluation_whose_workers_keep_dying(pending, settings):
     settings.EVALUATION_MAX_ATTEMPTS = 2
     Evaluation.objects.filter(id=pending.id).update(
-        status="running", attempts=2, heartbeat_at=timezone.now() - timedelta(hours=1)
+        status="running", attempts=2, attempts_since_retry=2, heartbeat_at=timezone.now() - timedelta(hours=1)
     )
     assert services.evaluation_sweep_stale() == {"requeued": 0, "failed": 1}
     pending.refresh_from_db()
@@ -80,7 +80,9 @@ def test_the_sweeper_fails_an_evaluation_whose_workers_keep_dying(pending, setti
 
 
 def test_the_sweeper_leaves_healthy_runs_alone(pending):
-    Evaluation.objects.filter(id=pending.id).update(status="running", attempts=1, heartbeat_at=timezone.now())
+    Evaluation.objects.filter(id=pending.id).update(
+        status="running", attempts=1, attempts_since_retry=1, heartbeat_at=timezone.now()
+    )
     assert services.evaluation_sweep_stale() == {"requeued": 0, "failed": 0}
 
 
@@ -116,3 +118,28 @@ def test_the_beat_schedule_runs_the_sweeper(settings):
         and evaluation_run.acks_late
         and evaluation_run.reject_on_worker_lost
     )
+
+
+def test_attempts_keep_counting_runs_across_a_retry(
+    alice, alice_api, make_model, make_dataset, ollama_server, settings, django_capture_on_commit_callbacks
+):
+    # Defect 13: a retry used to reset attempts (1 → 0 → 1). Only one run per retry is allowed here,
+    # so the count of runs and the budget for lost workers must be two different things.
+    settings.EVALUATION_MAX_ATTEMPTS = 1
+    ollama_server.add_model("llama3.2:3b", answer="neutral")  # the fine-tuned model is not there yet: a 404
+    with django_capture_on_commit_callbacks(execute=True):
+        response = evaluate(alice_api, make_model(alice), make_dataset(alice))
+    evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
+    assert evaluation.status == "failed" and evaluation.attempts == 1
+    assert alice_api.get(f"/api/v1/evaluations/{evaluation.id}").json()["attempts"] == 1
+
+    ollama_server.add_model("contracts-ft", answer="positive")
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        retried = alice_api.post(f"/api/v1/evaluations/{evaluation.id}/retry")
+    assert retried.status_code == 202 and retried.json()["attempts"] == 1  # queued again, not yet run
+    for callback in queued:
+        callback()
+    evaluation.refresh_from_db()
+    assert evaluation.status == "completed", evaluation.error_message
+    assert evaluation.attempts == 2
+    assert alice_api.get(f"/api/v1/evaluations/{evaluation.id}").json()["attempts"] == 2

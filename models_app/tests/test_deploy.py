@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -299,6 +300,29 @@ def test_the_page_deploys_and_then_shows_the_name_and_digest(
     assert model.ollama_name == "from-page"
     assert "<code data-ollama-name>from-page</code>" in page and model.ollama_digest[:10] in page
     assert "Deploy again" in page
+
+
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        # What the example trainer registers: a scikit-learn classifier, no LoRA adapter.
+        (
+            {"classifier/model.joblib": b"joblib", "classifier/labels.json": b"[]", "metrics.json": b"{}"},
+            "the model has no adapter_model.safetensors",
+        ),
+        (
+            {"lora_adapters/adapter_model.safetensors": ADAPTER_WEIGHTS},
+            "no lora_adapters/adapter_config.json beside it",
+        ),
+    ],
+    ids=["example classifier", "adapter without its config"],
+)
+def test_the_page_does_not_offer_a_deploy_it_would_refuse_and_says_why(alice_browser, alice, files, reason):
+    model = make_model(alice, files=files, name="Example classifier")
+    page = alice_browser.get(f"/models/{model.id}/").content.decode()
+    assert f'action="/models/{model.id}/deploy/"' not in page and "Deploy to Ollama</button>" not in page
+    unavailable = re.search(r"<p class=\"hint\" data-deploy-unavailable>(.*?)</p>", page, re.DOTALL).group(1)
+    assert "Not deployable to Ollama" in unavailable and reason in unavailable
 
 
 def test_the_page_shows_a_refusal_as_a_message(alice_browser, alice, settings, closed_port_url):

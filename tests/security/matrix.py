@@ -97,6 +97,8 @@ PAGE_OBJECT_ENDPOINTS = [
     Page("model delete", "POST", "/models/{model}/delete/"),
     Page("evaluation page", "GET", "/evaluations/{evaluation}/"),
     Page("evaluation cancel", "POST", "/evaluations/{running_evaluation}/cancel/"),
+    Page("evaluation retry", "POST", "/evaluations/{evaluation}/retry/"),
+    Page("model deploy to Ollama", "POST", "/models/{model}/deploy/"),
 ]
 
 PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/"]

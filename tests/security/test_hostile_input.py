@@ -7,6 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evaluations.models import Evaluation
 from finetune_studio import keys
 from jobs.models import Dataset
 from models_app.models import RegisteredModel
@@ -105,6 +106,22 @@ def test_it_refuses_hostile_test_set_paths_before_any_storage_call(world, bob, a
         answers[trick] = (response.status_code, bool(body.get("detail")), "test_set_path" in body.get("errors", {}))
     assert answers == dict.fromkeys(tricks, (400, True, True))
     assert storage_spy.connections == 0
+
+
+def test_one_model_named_many_ways_is_asked_once_and_never_as_its_own_base(world, alice_api):
+    # Ten spellings of one model would have made ten candidates (ten times the requests to Ollama).
+    url = f"/api/v1/models/{world.model.id}/evaluate"
+    body = {"test_set_path": world.dataset.path, "base_model_name": "tiny"}
+    spellings = ["probe", "probe:latest", " probe ", "probe:latest "] * 2 + ["probe", "probe:latest"]
+    response = alice_api.post(url, {**body, "fine_tuned_name": "probe", "fine_tuned_names": spellings}, format="json")
+    assert response.status_code == 202, response.content
+    evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
+    assert evaluation.candidates == ["tiny", "probe"]
+    # The base under another spelling is still the base: a model is not compared with itself.
+    refused = alice_api.post(url, {**body, "fine_tuned_names": ["probe", "tiny:latest"]}, format="json")
+    assert refused.status_code == 400
+    assert "'tiny:latest' is the base model" in refused.json()["errors"]["fine_tuned_names"][0]
+    assert Evaluation.objects.filter(owner=world.owner).count() == 3  # the world's two and the first one
 
 
 def test_dataset_upload_names_never_leave_the_owner_prefix(alice, alice_api):
