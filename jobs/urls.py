@@ -10,5 +10,6 @@ urlpatterns = [
     path("jobs/<int:pk>/delete/", views.job_delete, name="job-delete"),
     path("datasets/", views.dataset_list, name="dataset-list"),
     path("datasets/<int:pk>/", views.dataset_detail, name="dataset-detail"),
+    path("datasets/<int:pk>/split/", views.dataset_split, name="dataset-split"),
     path("datasets/<int:pk>/delete/", views.dataset_delete, name="dataset-delete"),
 ]

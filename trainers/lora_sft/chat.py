@@ -153,3 +153,57 @@ def token_length(tokenizer, record: Record, *, system_prompt: str = "") -> int:
     """Tokens of the whole rendered record before any truncation (the dataset page's histogram)."""
     segments = render_segments(tokenizer, conversation_for(record, system_prompt))
     return sum(len(ids) for ids, _ in tokenize_segments(tokenizer, segments))
+
+
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+class TemplateTokenizer:
+    """A base's tokenizer and chat template without transformers' model stack (so without torch).
+
+    For the web process: renders with transformers' own chat-template renderer and the same named special
+    tokens ``apply_chat_template`` passes, and encodes with the same ``tokenizers`` backend the trainer's
+    fast tokenizer wraps, so the ids are the trainer's. A base without a chat template gets the trainer's
+    fallback (``uses_fallback_template``).
+    """
+
+    def __init__(self, folder):
+        import json
+        from pathlib import Path
+
+        from tokenizers import Tokenizer
+
+        from .data import FALLBACK_CHAT_TEMPLATE
+
+        folder = Path(folder)
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        self.backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        template_file = folder / "chat_template.jinja"
+        template = template_file.read_text(encoding="utf-8") if template_file.is_file() else config.get("chat_template")
+        if isinstance(template, list):  # named templates: [{"name": "default", "template": …}, …]
+            template = next((item.get("template") for item in template if item.get("name") == "default"), None)
+        self.uses_fallback_template = not template
+        self.chat_template = template or FALLBACK_CHAT_TEMPLATE
+        self.special_tokens = {}
+        for name in SPECIAL_TOKEN_NAMES:
+            value = config.get(name)
+            value = value.get("content") if isinstance(value, dict) else value
+            if isinstance(value, str):
+                self.special_tokens[name] = value
+
+    def apply_chat_template(self, turns, *, tokenize: bool = False, add_generation_prompt: bool = False) -> str:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        rendered, _ = render_jinja_template(
+            conversations=[turns],
+            chat_template=self.chat_template,
+            add_generation_prompt=add_generation_prompt,
+            **self.special_tokens,
+        )
+        return rendered[0]
+
+    def __call__(self, text: str, *, add_special_tokens: bool = False) -> dict:
+        return {"input_ids": self.backend.encode(text, add_special_tokens=add_special_tokens).ids}
+
+    def decode(self, ids) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=False)

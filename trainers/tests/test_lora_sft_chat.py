@@ -135,3 +135,34 @@ def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_reason(token
     )
     with pytest.raises(RenderError, match="renders turn 3 differently once later turns follow"):
         encode_conversation(forgetful, CONVERSATION, max_length=512)
+
+
+def test_the_light_tokenizer_of_the_web_process_gives_the_trainers_ids_and_mask(tokenizer, demo_base):
+    from trainers.lora_sft.chat import TemplateTokenizer
+
+    light = TemplateTokenizer(demo_base)
+    assert not light.uses_fallback_template
+    for messages in (CONVERSATION, CONVERSATION[1:3] + CONVERSATION[3:5]):
+        assert encode_conversation(light, messages, max_length=512) == encode_conversation(
+            tokenizer, messages, max_length=512
+        )
+
+
+def test_rendering_for_the_web_process_imports_no_torch(demo_base):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys\n"
+        "from finetune_studio.records import Record\n"
+        "from trainers.lora_sft.chat import TemplateTokenizer, encode_record\n"
+        f"tokenizer = TemplateTokenizer({str(demo_base)!r})\n"
+        "example = encode_record(tokenizer, Record(text='Hi', label='Yo'), system_prompt='', max_length=64)\n"
+        "assert example.answer_tokens > 0\n"
+        "print('torch' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"

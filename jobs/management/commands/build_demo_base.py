@@ -16,7 +16,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--output",
-            default=str(Path(settings.VAR_DIR) / "demo-base"),
+            default=str(settings.DEMO_BASE_DIR),
             help="folder to create (default: %(default)s)",
         )
         parser.add_argument("--force", action="store_true", help="replace the folder if it exists")
