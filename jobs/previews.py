@@ -51,8 +51,11 @@ def preview_tokenizer(base_name: str):
     folder = preview_bases().get(base_name)
     if folder is None:
         raise PreviewUnavailable(f"unknown base model {base_name[:100]!r}: pick one of the listed bases")
-    # Rebuilt bases (build_demo_base --force) are read again: the file's time is part of the cache key.
-    return _tokenizer(str(folder), (folder / "tokenizer.json").stat().st_mtime)
+    try:
+        # Rebuilt bases (build_demo_base --force) are read again: the file's time is part of the cache key.
+        return _tokenizer(str(folder), (folder / "tokenizer.json").stat().st_mtime)
+    except Exception as exc:  # tokenizers raises plain Exception on a broken file: the page says so, no 500
+        raise PreviewUnavailable(f"the tokenizer of {base_name} cannot be read ({type(exc).__name__})") from None
 
 
 @dataclass(frozen=True)
