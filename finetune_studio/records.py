@@ -167,12 +167,12 @@ def _string_field(obj: dict, name: str, location: str, *, required: bool = True)
     return value
 
 
-def _single_turn(obj: dict, record_format: str, *, system: str, user: str, answer: str) -> Record:
+def _single_turn(obj: dict, record_format: str, *, system: str, user: str, answer: str, **fields) -> Record:
     messages = ((Message("system", system),) if system.strip() else ()) + (
         Message("user", user),
         Message("assistant", answer),
     )
-    return Record(text=user, label=answer.strip(), raw=obj, format=record_format, messages=messages)
+    return Record(text=user, label=answer.strip(), raw=obj, format=record_format, messages=messages, **fields)
 
 
 def _alpaca(obj: dict, location: str) -> Record:
@@ -185,15 +185,8 @@ def _alpaca(obj: dict, location: str) -> Record:
     text = "\n\n".join(part for part in (instruction.strip(), given_input.strip()) if part)
     if not text:
         raise RecordError(location, "fields 'instruction' and 'input' are both empty")
-    record = _single_turn(obj, ALPACA, system=system, user=text, answer=output)
-    return Record(
-        text=record.text,
-        label=record.label,
-        instruction=instruction,
-        input=given_input,
-        raw=obj,
-        format=ALPACA,
-        messages=record.messages,
+    return _single_turn(
+        obj, ALPACA, system=system, user=text, answer=output, instruction=instruction, input=given_input
     )
 
 
