@@ -1,10 +1,21 @@
-"""Reading training and test sets: JSON array, JSON lines or CSV, record by record.
+"""Reading training and test sets: JSON array, JSON lines or CSV, record by record, in five record formats.
 
-One parser serves dataset upload validation (jobs), the evaluation engine and the
-evaluation CLI, so a file accepted at upload is read the same way everywhere.
-Records are normalised to ``Record(text, label)``: ``text``/``label`` records as they
-are, ``instruction``/``input``/``output`` records with ``output`` as the label and the
-instruction and input joined as the text. Errors name the line (or record) and why.
+One parser serves dataset upload validation (jobs), the trainers, the evaluation engine and the evaluation
+CLI, so a file accepted at upload is read the same way everywhere. The record format is detected per record
+and must be the same for the whole file:
+
+- ``openai_chat``: ``{"messages": [{"role": "system"|"user"|"assistant", "content": …, "weight": 0|1}, …]}``
+  (OpenAI chat fine-tuning JSONL, multi-turn; ``weight`` 0 keeps an assistant turn as context, untrained);
+- ``sharegpt``: ``{"conversations": [{"from": "system"|"human"|"gpt", "value": …}, …]}`` (optional top-level
+  ``system``);
+- ``alpaca``: ``{"instruction", "input", "output"}`` (optional ``system``);
+- ``prompt_completion``: ``{"prompt", "completion"}``;
+- ``text_label``: ``{"text", "label"}`` (JSON or CSV): the only classification format.
+
+Every record becomes a ``Record`` holding its conversation (``messages``) and, for the readers that need one
+string each, ``text`` (the last user turn) and ``label`` (the expected answer: the class of a text/label
+record, the last assistant turn otherwise). Only text/label records are classification data: nothing else
+is summarised as labels. Errors name the line (or record), the message when there is one, and why.
 """
 
 import csv
@@ -15,6 +26,27 @@ from dataclasses import dataclass, field
 MAX_LINE_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 20
 
+OPENAI_CHAT = "openai_chat"
+SHAREGPT = "sharegpt"
+ALPACA = "alpaca"
+PROMPT_COMPLETION = "prompt_completion"
+TEXT_LABEL = "text_label"
+FORMAT_NAMES = {
+    OPENAI_CHAT: "OpenAI chat",
+    SHAREGPT: "ShareGPT",
+    ALPACA: "Alpaca",
+    PROMPT_COMPLETION: "prompt/completion",
+    TEXT_LABEL: "text/label",
+}
+CLASSIFICATION = "classification"
+GENERATION = "generation"
+TASK_NAMES = {CLASSIFICATION: "classification", GENERATION: "generation"}
+
+ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython"}
+TOOL_REFUSAL = "tool calls are not supported: remove the tool messages and tool_calls, or keep them out of this dataset"
+
 
 class RecordError(ValueError):
     def __init__(self, location: str, reason: str):
@@ -24,15 +56,43 @@ class RecordError(ValueError):
 
 
 @dataclass(frozen=True)
+class Message:
+    """One turn. ``weight`` matters on assistant turns only: 0 keeps the turn as context but teaches nothing."""
+
+    role: str
+    content: str
+    weight: int = 1
+
+    @property
+    def trained(self) -> bool:
+        return self.role == "assistant" and self.weight == 1
+
+
+@dataclass(frozen=True)
 class Record:
     text: str
     label: str
     instruction: str = ""
     input: str = ""
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    format: str = TEXT_LABEL
+    messages: tuple[Message, ...] = ()
+
+    @property
+    def task(self) -> str:
+        return task_of(self.format)
+
+    def conversation(self) -> tuple[Message, ...]:
+        """The turns a chat model is trained on: the record's own, or user = text and assistant = label."""
+        return self.messages or (Message("user", self.text), Message("assistant", self.label))
+
+
+def task_of(record_format: str) -> str:
+    return CLASSIFICATION if record_format == TEXT_LABEL else GENERATION
 
 
 def detect_format(filename: str, head: bytes) -> str:
+    """The file's encoding (json, jsonl or csv) from its name, else its first bytes."""
     lowered = filename.lower()
     if lowered.endswith(".csv"):
         return "csv"
@@ -46,31 +106,212 @@ def detect_format(filename: str, head: bytes) -> str:
     raise RecordError("file", "not a JSON array, JSON lines or CSV file (name it .json, .jsonl or .csv)")
 
 
+# --- one record -------------------------------------------------------------------------------------
+def record_format_of(obj: dict) -> str | None:
+    if "messages" in obj:
+        return OPENAI_CHAT
+    if "conversations" in obj:
+        return SHAREGPT
+    if "output" in obj and ("instruction" in obj or "input" in obj):
+        return ALPACA
+    if "prompt" in obj and "completion" in obj:
+        return PROMPT_COMPLETION
+    if "text" in obj and "label" in obj:
+        return TEXT_LABEL
+    return None
+
+
 def record_from_object(obj, location: str) -> Record:
     if not isinstance(obj, dict):
         raise RecordError(location, f"expected a JSON object, got {type(obj).__name__}")
-    if "output" in obj and ("instruction" in obj or "input" in obj):
-        instruction, given_input, output = (obj.get(key, "") for key in ("instruction", "input", "output"))
-        for name, value in (("instruction", instruction), ("input", given_input), ("output", output)):
-            if not isinstance(value, str):
-                raise RecordError(location, f"field '{name}' must be a string")
-        if not output.strip():
-            raise RecordError(location, "field 'output' is empty")
-        text = "\n\n".join(part for part in (instruction.strip(), given_input.strip()) if part)
-        if not text:
-            raise RecordError(location, "fields 'instruction' and 'input' are both empty")
-        return Record(text=text, label=output.strip(), instruction=instruction, input=given_input, raw=obj)
-    if "text" in obj and "label" in obj:
-        text, label = obj["text"], obj["label"]
-        if not isinstance(text, str) or not text.strip():
-            raise RecordError(location, "field 'text' must be a non-empty string")
-        if isinstance(label, (int, float)) and not isinstance(label, bool):
-            label = str(label)
-        if not isinstance(label, str) or not label.strip():
-            raise RecordError(location, "field 'label' must be a non-empty string")
-        return Record(text=text, label=label.strip(), raw=obj)
+    record_format = record_format_of(obj)
+    if record_format == OPENAI_CHAT:
+        return _openai_chat(obj, location)
+    if record_format == SHAREGPT:
+        return _sharegpt(obj, location)
+    if record_format == ALPACA:
+        return _alpaca(obj, location)
+    if record_format == PROMPT_COMPLETION:
+        prompt = _string_field(obj, "prompt", location)
+        completion = _string_field(obj, "completion", location)
+        return _single_turn(obj, PROMPT_COMPLETION, system="", user=prompt, answer=completion)
+    if record_format == TEXT_LABEL:
+        return _text_label(obj, location)
+    if "preferred_output" in obj or "non_preferred_output" in obj:
+        raise RecordError(location, "preference (DPO) records are not supported: give chat records")
     keys = ", ".join(sorted(map(str, obj))[:8]) or "none"
-    raise RecordError(location, f"needs 'text' and 'label', or 'instruction'/'input' and 'output' (found: {keys})")
+    raise RecordError(
+        location,
+        "needs 'messages' (OpenAI chat), 'conversations' (ShareGPT), 'instruction'/'input' and 'output' "
+        f"(Alpaca), 'prompt' and 'completion', or 'text' and 'label' (found: {keys})",
+    )
+
+
+def _text_label(obj: dict, location: str) -> Record:
+    text, label = obj["text"], obj["label"]
+    if not isinstance(text, str) or not text.strip():
+        raise RecordError(location, "field 'text' must be a non-empty string")
+    if isinstance(label, (int, float)) and not isinstance(label, bool):
+        label = str(label)
+    if not isinstance(label, str) or not label.strip():
+        raise RecordError(location, "field 'label' must be a non-empty string")
+    return Record(text=text, label=label.strip(), raw=obj)
+
+
+def _string_field(obj: dict, name: str, location: str, *, required: bool = True) -> str:
+    value = obj.get(name, "")
+    if not isinstance(value, str):
+        raise RecordError(location, f"field '{name}' must be a string")
+    if required and not value.strip():
+        raise RecordError(location, f"field '{name}' is empty")
+    return value
+
+
+def _single_turn(obj: dict, record_format: str, *, system: str, user: str, answer: str, **fields) -> Record:
+    messages = ((Message("system", system),) if system.strip() else ()) + (
+        Message("user", user),
+        Message("assistant", answer),
+    )
+    return Record(text=user, label=answer.strip(), raw=obj, format=record_format, messages=messages, **fields)
+
+
+def _alpaca(obj: dict, location: str) -> Record:
+    instruction = _string_field(obj, "instruction", location, required=False)
+    given_input = _string_field(obj, "input", location, required=False)
+    output = _string_field(obj, "output", location)
+    system = _string_field(obj, "system", location, required=False)
+    if obj.get("history"):
+        raise RecordError(location, "field 'history' is not supported: give multi-turn data as OpenAI chat records")
+    text = "\n\n".join(part for part in (instruction.strip(), given_input.strip()) if part)
+    if not text:
+        raise RecordError(location, "fields 'instruction' and 'input' are both empty")
+    return _single_turn(
+        obj, ALPACA, system=system, user=text, answer=output, instruction=instruction, input=given_input
+    )
+
+
+def _content(value, where: str):
+    """A message's text: a string, or OpenAI's list of ``{"type": "text", "text": …}`` parts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for part in value:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text" or not isinstance(part.get("text"), str):
+                shown = kind if isinstance(kind, str) else type(part).__name__
+                raise RecordError(where, f"only text content is supported (found a {shown[:40]!r} part)")
+            parts.append(part["text"])
+        return "".join(parts)
+    if value is None:
+        raise RecordError(where, "empty content")
+    raise RecordError(where, f"content must be a string, got {type(value).__name__}")
+
+
+def _weight(message: dict, role: str, where: str) -> int:
+    if "weight" not in message:
+        return 1
+    weight = message["weight"]
+    if role != "assistant":
+        raise RecordError(where, "'weight' is only allowed on assistant messages")
+    if isinstance(weight, bool) or weight not in (0, 1):
+        raise RecordError(where, f"weight must be 0 or 1, got {json.dumps(weight)[:40]}")
+    return int(weight)
+
+
+def _openai_chat(obj: dict, location: str) -> Record:
+    if obj.get("tools") or obj.get("functions"):
+        raise RecordError(location, TOOL_REFUSAL)
+    given = obj["messages"]
+    if not isinstance(given, list) or not given:
+        raise RecordError(location, "field 'messages' must be a non-empty list")
+    messages = []
+    for number, message in enumerate(given, start=1):
+        where = f"{location}: message {number}"
+        if not isinstance(message, dict):
+            raise RecordError(where, f"expected an object, got {type(message).__name__}")
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise RecordError(where, "needs a 'role' (system, user or assistant)")
+        if role in TOOL_ROLES or message.get("tool_calls") or message.get("function_call"):
+            raise RecordError(where, TOOL_REFUSAL)
+        if role not in ROLES:
+            raise RecordError(where, f"unknown role {role[:40]!r} (system, user or assistant)")
+        where = f"{where} ({role})"
+        content = _content(message.get("content"), where)
+        if not content.strip():
+            raise RecordError(where, "empty content")
+        messages.append(Message(role, content, _weight(message, role, where)))
+    return _conversation(obj, OPENAI_CHAT, messages, location)
+
+
+def _sharegpt(obj: dict, location: str) -> Record:
+    given = obj["conversations"]
+    if not isinstance(given, list) or not given:
+        raise RecordError(location, "field 'conversations' must be a non-empty list")
+    if obj.get("tools"):
+        raise RecordError(location, TOOL_REFUSAL)
+    system = _string_field(obj, "system", location, required=False)
+    messages = [Message("system", system)] if system.strip() else []
+    for number, turn in enumerate(given, start=1):
+        where = f"{location}: turn {number}"
+        if not isinstance(turn, dict):
+            raise RecordError(where, f"expected an object, got {type(turn).__name__}")
+        speaker = turn.get("from")
+        if not isinstance(speaker, str):
+            raise RecordError(where, "needs 'from' (system, human or gpt)")
+        if speaker in TOOL_ROLES:
+            raise RecordError(where, TOOL_REFUSAL)
+        if speaker not in SHAREGPT_ROLES:
+            raise RecordError(where, f"unknown role {speaker[:40]!r} (system, human or gpt)")
+        role = SHAREGPT_ROLES[speaker]
+        where = f"{where} ({speaker})"
+        value = turn.get("value")
+        if value is None:
+            raise RecordError(where, "empty content")
+        if not isinstance(value, str):
+            raise RecordError(where, f"'value' must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise RecordError(where, "empty content")
+        messages.append(Message(role, value, _weight(turn, role, where)))
+    return _conversation(obj, SHAREGPT, messages, location)
+
+
+def _conversation(obj: dict, record_format: str, messages: list[Message], location: str) -> Record:
+    if not any(message.role == "assistant" for message in messages):
+        raise RecordError(location, "no assistant turn to learn from")
+    if not any(message.trained for message in messages):
+        raise RecordError(location, "no assistant turn to learn from (every assistant turn has weight 0)")
+    last_answer = max(index for index, message in enumerate(messages) if message.role == "assistant")
+    questions = [message for message in messages[:last_answer] if message.role == "user"]
+    if not questions:
+        raise RecordError(location, "no user turn before the assistant's answer")
+    return Record(
+        text=questions[-1].content,
+        label=messages[last_answer].content.strip(),
+        raw=obj,
+        format=record_format,
+        messages=tuple(messages),
+    )
+
+
+class _OneFormat:
+    """Every record of a file has the first record's format; the refusal names both lines."""
+
+    def __init__(self):
+        self.first: tuple[str, str] | None = None
+
+    def check(self, record: Record, location: str) -> Record:
+        if self.first is None:
+            self.first = (record.format, location)
+        elif record.format != self.first[0]:
+            first_format, first_location = self.first
+            raise RecordError(
+                location,
+                f"this record is {FORMAT_NAMES[record.format]}, but {first_location} is {FORMAT_NAMES[first_format]}: "
+                "mixed formats in one file (one record format per file)",
+            )
+        return record
 
 
 def _check_depth(line: bytes | str, location: str) -> None:
@@ -116,6 +357,7 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def iter_jsonl(chunks: Iterable[bytes]) -> Iterator[Record]:
+    one_format = _OneFormat()
     for number, line in enumerate(_lines(chunks), start=1):
         location = f"line {number}"
         if len(line) > MAX_LINE_BYTES:
@@ -128,7 +370,7 @@ def iter_jsonl(chunks: Iterable[bytes]) -> Iterator[Record]:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RecordError(location, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-        yield record_from_object(obj, location)
+        yield one_format.check(record_from_object(obj, location), location)
 
 
 def iter_json_array(chunks: Iterable[bytes], *, max_bytes: int = 256 * 1024 * 1024) -> Iterator[Record]:
@@ -146,8 +388,9 @@ def iter_json_array(chunks: Iterable[bytes], *, max_bytes: int = 256 * 1024 * 10
         raise RecordError(f"line {exc.lineno}", f"invalid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(items, list):
         raise RecordError("file", "the top level must be a JSON array of records")
+    one_format = _OneFormat()
     for index, obj in enumerate(items, start=1):
-        yield record_from_object(obj, f"record {index}")
+        yield one_format.check(record_from_object(obj, f"record {index}"), f"record {index}")
 
 
 def iter_csv(chunks: Iterable[bytes]) -> Iterator[Record]:
@@ -159,7 +402,8 @@ def iter_csv(chunks: Iterable[bytes]) -> Iterator[Record]:
         location = f"line {reader.line_num}"
         if None in row:
             raise RecordError(location, "more fields than the header has")
-        yield record_from_object({k.strip(): (v or "") for k, v in row.items()}, location)
+        # A CSV file is text/label whatever other columns it has.
+        yield _text_label({k.strip(): (v or "") for k, v in row.items()}, location)
 
 
 def iter_records(chunks: Iterable[bytes], fmt: str) -> Iterator[Record]:
@@ -184,4 +428,16 @@ def open_records(path: str) -> list[Record]:
         return list(iter_records(iter(lambda: handle.read(1 << 20), b""), detect_format(path, head)))
 
 
-__all__ = ["Record", "RecordError", "detect_format", "iter_records", "open_records", "read_records_from_bytes"]
+__all__ = [
+    "CLASSIFICATION",
+    "FORMAT_NAMES",
+    "GENERATION",
+    "Message",
+    "Record",
+    "RecordError",
+    "detect_format",
+    "iter_records",
+    "open_records",
+    "read_records_from_bytes",
+    "task_of",
+]

@@ -80,11 +80,23 @@ class TrainerAdmin(admin.ModelAdmin):
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "format", "records", "size_bytes", "created_at")
-    list_filter = ("format",)
+    list_display = ("name", "owner", "format", "task", "file_format", "records", "size_bytes", "created_at")
+    list_filter = ("task", "format", "file_format")
     search_fields = ("name", "path", "owner__username", "sha256")
     list_select_related = ("owner",)
-    readonly_fields = ("path", "sha256", "size_bytes", "records", "labels", "label_counts", "created_at", "updated_at")
+    readonly_fields = (
+        "path",
+        "file_format",
+        "format",
+        "task",
+        "sha256",
+        "size_bytes",
+        "records",
+        "labels",
+        "label_counts",
+        "created_at",
+        "updated_at",
+    )
     actions = ("delete_with_object",)
 
     def has_add_permission(self, request) -> bool:

@@ -10,7 +10,10 @@ HP_PREFIX = "hp_"
 
 
 class DatasetUploadForm(forms.Form):
-    file = forms.FileField(help_text="JSON array, JSON lines or CSV with text,label (or instruction/input/output).")
+    file = forms.FileField(
+        help_text="JSON lines, a JSON array or CSV: OpenAI chat (messages), ShareGPT (conversations), Alpaca "
+        "(instruction/input/output), prompt/completion, or text/label for classification. One format per file."
+    )
     name = forms.CharField(max_length=200, required=False, help_text="Defaults to the file name.")
 
 
@@ -18,6 +21,23 @@ def default_base_model() -> str:
     """The form's first choice: the demo base when it is built, else the catalogue's first entry."""
     names = [entry.name for entry in base_model_catalogue()]
     return DEMO_BASE if DEMO_BASE in names else (names[0] if names else "")
+
+
+class DatasetPreviewForm(forms.Form):
+    """The dataset page's query: which base renders the records, how many, and the trainer's max_length."""
+
+    base = forms.ChoiceField(required=False)
+    records = forms.IntegerField(min_value=1, max_value=50, required=False, initial=3)
+    max_length = forms.IntegerField(min_value=16, max_value=32768, required=False, initial=512)
+
+    def __init__(self, *args, bases: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["base"].choices = [(name, name) for name in bases]
+
+
+class DatasetSplitForm(forms.Form):
+    test_fraction = forms.FloatField(min_value=0.01, max_value=0.9, initial=0.2, help_text="Share for the test set.")
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=42, help_text="Same seed, same split.")
 
 
 class JobForm(forms.Form):

@@ -3,19 +3,38 @@ from django.db import models
 
 
 class Dataset(models.Model):
-    """A training or test set uploaded by a user, validated and summarised at upload."""
+    """A training or test set uploaded by a user, validated and summarised at upload.
 
-    class Format(models.TextChoices):
+    ``file_format`` is how the file is encoded; ``format`` is the shape of its records (one per file) and
+    ``task`` follows from it: only text/label records are classification data with ``labels``.
+    """
+
+    class FileFormat(models.TextChoices):
         JSON = "json", "JSON array"
         JSONL = "jsonl", "JSON lines"
         CSV = "csv", "CSV"
+
+    class Format(models.TextChoices):
+        OPENAI_CHAT = "openai_chat", "OpenAI chat"
+        SHAREGPT = "sharegpt", "ShareGPT"
+        ALPACA = "alpaca", "Alpaca"
+        PROMPT_COMPLETION = "prompt_completion", "prompt/completion"
+        TEXT_LABEL = "text_label", "text/label"
+        # Uploaded before record formats were detected: ``manage.py dataset_detect_formats`` reads them again.
+        UNKNOWN = "", "not detected"
+
+    class Task(models.TextChoices):
+        CLASSIFICATION = "classification"
+        GENERATION = "generation"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=200)
     # Storage path as the API shows it ("datasets/users/<id>/…"); evaluations accept it as test_set_path.
     path = models.CharField(max_length=500, unique=True)
     original_filename = models.CharField(max_length=255, blank=True)
-    format = models.CharField(max_length=10, choices=Format.choices)
+    file_format = models.CharField(max_length=10, choices=FileFormat.choices)
+    format = models.CharField(max_length=20, choices=Format.choices, blank=True, default="")
+    task = models.CharField(max_length=20, choices=Task.choices, default=Task.CLASSIFICATION)
     size_bytes = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True)
     records = models.PositiveIntegerField(default=0)

@@ -9,7 +9,9 @@ is the only one that enqueues the model auto-creation, so it fires once per job.
 import json
 import logging
 import os
+import random
 import socket
+import tempfile
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta
@@ -17,6 +19,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from django.conf import settings
+from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -76,8 +79,8 @@ def dataset_create(*, owner, uploaded_file: UploadedFile, name: str = "") -> Dat
     head = next(iter(uploaded_file.chunks(64)), b"")
     uploaded_file.seek(0)
     try:
-        fmt = records.detect_format(filename, head)
-        count, label_counts = _summarise(records.iter_records(uploaded_file.chunks(), fmt))
+        file_format = records.detect_format(filename, head)
+        count, record_format, label_counts = _summarise(records.iter_records(uploaded_file.chunks(), file_format))
     except records.RecordError as exc:
         raise DatasetInvalid(exc.location, exc.reason) from None
     if count == 0:
@@ -93,7 +96,9 @@ def dataset_create(*, owner, uploaded_file: UploadedFile, name: str = "") -> Dat
             name=display_name,
             path=f"datasets/{key}",
             original_filename=original[:255],
-            format=fmt,
+            file_format=file_format,
+            format=record_format,
+            task=records.task_of(record_format),
             size_bytes=result.size,
             sha256=result.sha256,
             records=count,
@@ -111,14 +116,19 @@ def _storage_filename(original: str) -> str:
     return keys.clean_name(keys.download_filename(path.stem or "dataset", extension=suffix))
 
 
-def _summarise(items) -> tuple[int, Counter]:
+def _summarise(items) -> tuple[int, str, Counter]:
+    """(records, record format, label counts): labels are counted for classification records only."""
     count = 0
+    record_format = ""
     label_counts: Counter = Counter()
     for record in items:
         count += 1
+        record_format = record.format  # the reader refuses a file whose records change format
+        if record.task != records.CLASSIFICATION:
+            continue
         if record.label in label_counts or len(label_counts) < settings.DATASET_MAX_LABELS:
             label_counts[record.label] += 1
-    return count, label_counts
+    return count, record_format, label_counts
 
 
 def dataset_key(dataset: Dataset) -> str:
@@ -138,6 +148,107 @@ def dataset_delete(*, dataset_id: int) -> None:
         raise Conflict(f"dataset is used by unfinished job(s) {', '.join(f'#{i}' for i in busy)}; cancel them first")
     objects.bucket("datasets").delete(dataset_key(dataset))
     dataset.delete()
+
+
+def dataset_detect_format(*, dataset_id: int) -> Dataset:
+    """Read a stored dataset again and record its record format, task and labels (rows uploaded before
+    formats were detected). Raises DatasetInvalid when today's reader refuses the file; the row is kept."""
+    dataset = Dataset.objects.get(id=dataset_id)
+    chunks = objects.bucket("datasets").iter_chunks(dataset_key(dataset))
+    try:
+        count, record_format, label_counts = _summarise(records.iter_records(chunks, dataset.file_format))
+    except records.RecordError as exc:
+        raise DatasetInvalid(exc.location, exc.reason) from None
+    Dataset.objects.filter(id=dataset.id).update(
+        format=record_format,
+        task=records.task_of(record_format),
+        records=count,
+        labels=sorted(label_counts),
+        label_counts=dict(sorted(label_counts.items())),
+        updated_at=timezone.now(),
+    )
+    dataset.refresh_from_db()
+    return dataset
+
+
+SPLIT_MIN_FRACTION = 0.01
+SPLIT_MAX_FRACTION = 0.9
+
+
+class DatasetSplitInvalid(ValueError):
+    """A split that cannot be made: ``errors`` maps the field to its message."""
+
+    def __init__(self, errors: dict):
+        self.errors = errors
+        super().__init__(_first_error({field: [message] for field, message in errors.items()}))
+
+
+def dataset_split(*, dataset_id: int, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split one dataset into two new ones (train, test) of its owner (whoever asks); the original is kept.
+
+    Seeded and reproducible: the same dataset, fraction and seed give the same two files. Classification
+    records are stratified (each label keeps its share on both sides, a label with two records or more has
+    one on each); other records are shuffled as one group. Reads the file twice (label pass, write pass) so
+    memory holds record indices, not records. Both files are JSON lines of the original records.
+    """
+    dataset = Dataset.objects.get(id=dataset_id)
+    errors = {}
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
+        errors["test_fraction"] = "must be a number"
+    elif not SPLIT_MIN_FRACTION <= test_fraction <= SPLIT_MAX_FRACTION:
+        errors["test_fraction"] = f"must be between {SPLIT_MIN_FRACTION} and {SPLIT_MAX_FRACTION}"
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        errors["seed"] = "must be an integer from 0 to 2147483647"
+    if not errors and dataset.records < 2:
+        errors["test_fraction"] = "a dataset of fewer than two records cannot be split"
+    if errors:
+        raise DatasetSplitInvalid(errors)
+
+    def read():
+        chunks = objects.bucket("datasets").iter_chunks(dataset_key(dataset))
+        return records.iter_records(chunks, dataset.file_format)
+
+    groups: dict[str, list[int]] = {}
+    try:
+        for index, record in enumerate(read()):
+            group = record.label if record.task == records.CLASSIFICATION else ""
+            groups.setdefault(group, []).append(index)
+    except records.RecordError as exc:  # the stored file was valid at upload: only a changed reader gets here
+        raise DatasetSplitInvalid({"dataset": f"{exc.location}: {exc.reason}"}) from None
+    rng = random.Random(seed)
+    test_indices: set[int] = set()
+    for label in sorted(groups):
+        indices = groups[label]
+        rng.shuffle(indices)
+        take = round(len(indices) * test_fraction)
+        if len(indices) >= 2:
+            take = min(len(indices) - 1, max(1, take))
+        test_indices.update(indices[:take])
+    total = sum(len(indices) for indices in groups.values())
+    if not test_indices or len(test_indices) == total:
+        raise DatasetSplitInvalid({"test_fraction": f"leaves one side empty with {total} records"})
+
+    stem = PurePosixPath(dataset.original_filename or dataset.name).stem or "dataset"
+    with tempfile.TemporaryFile() as train_file, tempfile.TemporaryFile() as test_file:
+        for index, record in enumerate(read()):
+            target = test_file if index in test_indices else train_file
+            target.write(json.dumps(record.raw, ensure_ascii=False).encode() + b"\n")
+
+        def create(side: str, handle) -> Dataset:
+            handle.seek(0)
+            uploaded = File(handle, name=f"{stem}-{side}.jsonl")
+            return dataset_create(
+                owner=dataset.owner, uploaded_file=uploaded, name=f"{dataset.name[:170]} ({side}, seed {seed})"
+            )
+
+        train = create("train", train_file)
+        try:
+            test = create("test", test_file)
+        except BaseException:  # two datasets or none: never a train set without its test set
+            objects.bucket("datasets").delete(dataset_key(train))
+            train.delete()
+            raise
+    return train, test
 
 
 # --- Trainers -------------------------------------------------------------------------------------

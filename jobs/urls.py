@@ -11,5 +11,6 @@ urlpatterns = [
     path("base-models/", views.base_model_list, name="base-model-list"),
     path("datasets/", views.dataset_list, name="dataset-list"),
     path("datasets/<int:pk>/", views.dataset_detail, name="dataset-detail"),
+    path("datasets/<int:pk>/split/", views.dataset_split, name="dataset-split"),
     path("datasets/<int:pk>/delete/", views.dataset_delete, name="dataset-delete"),
 ]

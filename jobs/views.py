@@ -11,8 +11,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from finetune_studio.api import Conflict
 from finetune_studio.objects import StorageError, UploadTooLarge
 
-from . import selectors, services
-from .forms import HP_PREFIX, DatasetUploadForm, JobForm, default_base_model
+from . import previews, selectors, services
+from .forms import HP_PREFIX, DatasetPreviewForm, DatasetSplitForm, DatasetUploadForm, JobForm, default_base_model
 from .models import Job, Trainer
 from .uploads import limit_dataset_uploads
 
@@ -192,7 +192,55 @@ def dataset_detail(request, pk: int):
         for label, count in sorted(dataset.label_counts.items(), key=lambda item: (-item[1], item[0]))
     ]
     jobs = dataset.jobs.select_related("trainer")[:20]
-    return render(request, "jobs/dataset_detail.html", {"dataset": dataset, "label_rows": label_rows, "jobs": jobs})
+    bases = list(previews.preview_bases())
+    preview_form = DatasetPreviewForm(request.GET or None, bases=bases)
+    context = {
+        "dataset": dataset,
+        "label_rows": label_rows,
+        "jobs": jobs,
+        "bases": bases,
+        "preview_form": preview_form,
+        "split_form": DatasetSplitForm(),
+    }
+    status_code = 200
+    if request.GET and not preview_form.is_valid():
+        status_code = 400
+    elif bases:
+        query = preview_form.cleaned_data if request.GET else {}
+        base = query.get("base") or bases[0]
+        max_length = query.get("max_length") or 512
+        try:
+            context["rendered"] = previews.dataset_rendered_records(
+                dataset=dataset, base_name=base, count=query.get("records") or 3, max_length=max_length
+            )
+            context["lengths"] = previews.dataset_token_lengths(dataset=dataset, base_name=base, max_length=max_length)
+        except (previews.PreviewUnavailable, StorageError) as exc:
+            context["preview_error"] = str(exc)
+        context.update(preview_base=base, preview_max_length=max_length)
+    return render(request, "jobs/dataset_detail.html", context, status=status_code)
+
+
+@login_required
+@require_POST
+def dataset_split(request, pk: int):
+    dataset = get_object_or_404(selectors.dataset_list(user=request.user), pk=pk)
+    form = DatasetSplitForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(f"{field}: {' '.join(messages_)}" for field, messages_ in form.errors.items())
+        messages.error(request, f"Not split: {errors}")
+        return redirect("dataset-detail", pk=dataset.pk)
+    try:
+        train, test = services.dataset_split(dataset_id=dataset.id, **form.cleaned_data)
+    except services.DatasetSplitInvalid as exc:
+        messages.error(request, f"Not split: {exc}")
+        return redirect("dataset-detail", pk=dataset.pk)
+    except StorageError as exc:
+        messages.error(request, f"Storage failed; nothing was created: {exc}")
+        return redirect("dataset-detail", pk=dataset.pk)
+    messages.success(
+        request, f"Split into “{train.name}” ({train.records} records) and “{test.name}” ({test.records} records)."
+    )
+    return redirect("dataset-detail", pk=train.pk)
 
 
 @login_required

@@ -28,6 +28,8 @@ def job_provenance(job) -> dict:
                 "sha256": dataset.sha256 or None,
                 "records": dataset.records,
                 "format": dataset.format,
+                "file_format": dataset.file_format,
+                "task": dataset.task,
                 "size_bytes": dataset.size_bytes,
             }
             if dataset is not None

@@ -324,7 +324,7 @@ def test_it_refuses_bad_options_with_a_reason(extra, field, alice, alice_api, ma
     "raw, reason",
     [
         (b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n{not json}\n', "line 3"),
-        (b'{"text": "a", "label": "x"}\n{"text": "b"}\n', "needs 'text' and 'label'"),
+        (b'{"text": "a", "label": "x"}\n{"text": "b"}\n', "or 'text' and 'label' (found: "),
         (b'{"text": "a", "label": "x"}\n{"text": "b", "label": "x"}\n', "at least two labels"),
     ],
 )

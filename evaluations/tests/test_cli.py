@@ -139,7 +139,7 @@ def test_the_cli_refuses_a_bad_test_set(tmp_path):
     bad.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n')
     result = run_cli("--test-set", str(bad), "--base-model", "a", "--finetuned-model", "b", "--quiet")
     assert result.returncode == 2
-    assert "line 2" in result.stderr and "needs 'text' and 'label'" in result.stderr
+    assert "line 2" in result.stderr and "or 'text' and 'label' (found: " in result.stderr
 
 
 def test_the_cli_reports_a_missing_dependency_instead_of_installing_it(tmp_path):

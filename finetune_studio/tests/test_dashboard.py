@@ -26,7 +26,9 @@ def test_failures_needing_attention_link_to_their_pages(alice_browser, alice):
 
 
 def test_storage_used_sums_dataset_sizes(alice_browser, alice):
-    Dataset.objects.create(owner=alice, name="d", path="datasets/users/1/x", format="jsonl", size_bytes=3 * 1024 * 1024)
+    Dataset.objects.create(
+        owner=alice, name="d", path="datasets/users/1/x", file_format="jsonl", size_bytes=3 * 1024 * 1024
+    )
     page = alice_browser.get(reverse("dashboard")).content.decode()
     assert "3.0\xa0MB" in page and "datasets · 1 dataset" in page
 

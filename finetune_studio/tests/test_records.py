@@ -1,28 +1,237 @@
+"""The record reader: five record formats, one per file, every bad record named by its line and why."""
+
+import json
+
 import pytest
 
-from finetune_studio.records import RecordError, read_records_from_bytes
+from finetune_studio.records import Message, RecordError, read_records_from_bytes
 
 
-def test_it_reads_text_label_jsonl_and_instruction_records():
-    data = (
-        b'{"text": "Either party may terminate.", "label": "termination"}\n\n'
-        b'{"instruction": "Classify", "input": "Governed by Delaware law.", "output": "governing_law"}\n'
+def jsonl(*rows) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def chat(*turns, **extra) -> dict:
+    return {
+        "messages": [dict(zip(("role", "content"), turn[:2]), **(turn[2] if len(turn) > 2 else {})) for turn in turns],
+        **extra,
+    }
+
+
+def refusal(data: bytes, filename: str = "t.jsonl") -> RecordError:
+    with pytest.raises(RecordError) as info:
+        read_records_from_bytes(data, filename)
+    return info.value
+
+
+# --- accepted ----------------------------------------------------------------------------------------
+def test_it_reads_openai_chat_records_multi_turn_with_weights():
+    data = jsonl(
+        chat(
+            ("system", "You are terse."),
+            ("user", "Hi"),
+            ("assistant", "Hello.", {"weight": 0}),
+            ("user", "Capital of France?"),
+            ("assistant", "Paris.", {"weight": 1}),
+        ),
+        chat(("user", "2+2?"), ("assistant", "4")),
     )
-    records = read_records_from_bytes(data, "train.jsonl")
-    assert [r.label for r in records] == ["termination", "governing_law"]
-    assert records[1].text == "Classify\n\nGoverned by Delaware law."
+    first, second = read_records_from_bytes(data, "chat.jsonl")
+    assert (first.format, first.task) == ("openai_chat", "generation")
+    assert first.messages == (
+        Message("system", "You are terse."),
+        Message("user", "Hi"),
+        Message("assistant", "Hello.", weight=0),
+        Message("user", "Capital of France?"),
+        Message("assistant", "Paris."),
+    )
+    assert [message.trained for message in first.messages] == [False, False, False, False, True]
+    assert (first.text, first.label) == ("Capital of France?", "Paris.")
+    assert second.conversation() == (Message("user", "2+2?"), Message("assistant", "4"))
+
+
+def test_it_reads_openai_text_content_parts():
+    data = jsonl(
+        chat(("user", [{"type": "text", "text": "Say "}, {"type": "text", "text": "hi"}]), ("assistant", "hi"))
+    )
+    [record] = read_records_from_bytes(data, "chat.jsonl")
+    assert record.messages[0] == Message("user", "Say hi")
+
+
+def test_it_reads_sharegpt_conversations_and_a_top_level_system():
+    data = jsonl(
+        {
+            "conversations": [
+                {"from": "system", "value": "Be kind."},
+                {"from": "human", "value": "Hi"},
+                {"from": "gpt", "value": "Hello!"},
+            ]
+        },
+        {"system": "Be brief.", "conversations": [{"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Bye."}]},
+    )
+    first, second = read_records_from_bytes(data, "share.jsonl")
+    assert (first.format, first.task) == ("sharegpt", "generation")
+    assert first.messages == (Message("system", "Be kind."), Message("user", "Hi"), Message("assistant", "Hello!"))
+    assert second.messages[0] == Message("system", "Be brief.")
+
+
+def test_it_reads_alpaca_as_generation_without_inventing_labels():
+    data = jsonl(
+        {"instruction": "Translate to French", "input": "cat", "output": "chat"},
+        {"instruction": "Name a colour", "input": "", "output": "blue", "system": "One word."},
+    )
+    first, second = read_records_from_bytes(data, "alpaca.jsonl")
+    assert (first.format, first.task) == ("alpaca", "generation")
+    assert first.messages == (Message("user", "Translate to French\n\ncat"), Message("assistant", "chat"))
+    assert second.messages == (
+        Message("system", "One word."),
+        Message("user", "Name a colour"),
+        Message("assistant", "blue"),
+    )
+    # The evaluation engine still reads the instruction, the input and the expected answer.
+    assert (first.instruction, first.input, first.text, first.label) == (
+        "Translate to French",
+        "cat",
+        "Translate to French\n\ncat",
+        "chat",
+    )
+
+
+def test_it_reads_prompt_completion_records():
+    [record] = read_records_from_bytes(jsonl({"prompt": "Once upon", "completion": " a time"}), "pc.jsonl")
+    assert (record.format, record.task) == ("prompt_completion", "generation")
+    assert record.messages == (Message("user", "Once upon"), Message("assistant", " a time"))
+
+
+def test_only_text_label_records_are_classification():
+    [record] = read_records_from_bytes(
+        jsonl({"text": "Either party may terminate.", "label": "termination"}), "t.jsonl"
+    )
+    assert (record.format, record.task, record.label) == ("text_label", "classification", "termination")
+    assert record.conversation() == (
+        Message("user", "Either party may terminate."),
+        Message("assistant", "termination"),
+    )
 
 
 def test_it_reads_a_json_array_and_csv():
     assert read_records_from_bytes(b'[{"text": "a", "label": "x"}]', "t.json")[0].label == "x"
-    csv_records = read_records_from_bytes(b'text,label\n"Hello, world",greeting\n', "t.csv")
-    assert csv_records[0].text == "Hello, world"
+    csv_records = read_records_from_bytes(b'text,label,output\n"Hello, world",greeting,x\n', "t.csv")
+    assert (csv_records[0].text, csv_records[0].format) == ("Hello, world", "text_label")
+    chats = read_records_from_bytes(json.dumps([chat(("user", "a"), ("assistant", "b"))]).encode(), "c.json")
+    assert chats[0].format == "openai_chat"
+
+
+# --- refused -----------------------------------------------------------------------------------------
+OK = chat(("user", "hi"), ("assistant", "hello"))
+
+
+@pytest.mark.parametrize(
+    ("row", "location", "reason"),
+    [
+        (chat(("user", "hi")), "line 2", "no assistant turn to learn from"),
+        (chat(("user", "hi"), ("assistant", "x", {"weight": 0})), "line 2", "every assistant turn has weight 0"),
+        (chat(("user", "hi"), ("assistant", "  ")), "line 2: message 2 (assistant)", "empty content"),
+        (chat(("user", None), ("assistant", "x")), "line 2: message 1 (user)", "empty content"),
+        (chat(("narrator", "hi"), ("assistant", "x")), "line 2: message 1", "unknown role 'narrator'"),
+        (
+            chat(("user", "hi"), ("assistant", "x", {"weight": 2})),
+            "line 2: message 2 (assistant)",
+            "weight must be 0 or 1, got 2",
+        ),
+        (
+            chat(("user", "hi"), ("assistant", "x", {"weight": True})),
+            "line 2: message 2 (assistant)",
+            "weight must be 0 or 1",
+        ),
+        (chat(("user", "hi"), ("assistant", "x", {"weight": "1"})), "line 2: message 2 (assistant)", 'got "1"'),
+        (
+            chat(("user", "hi", {"weight": 1}), ("assistant", "x")),
+            "line 2: message 1 (user)",
+            "only allowed on assistant",
+        ),
+        (chat(("assistant", "x"), ("user", "hi")), "line 2", "no user turn before the assistant"),
+        (
+            chat(("user", "hi"), ("assistant", None, {"tool_calls": [{"id": "1"}]})),
+            "line 2: message 2",
+            "tool calls are not supported",
+        ),
+        (chat(("user", "hi"), ("tool", "42"), ("assistant", "x")), "line 2: message 2", "tool calls are not supported"),
+        (
+            chat(("user", "hi"), ("assistant", "x"), tools=[{"type": "function"}]),
+            "line 2",
+            "tool calls are not supported",
+        ),
+        (
+            chat(("user", [{"type": "image_url", "image_url": {}}]), ("assistant", "x")),
+            "line 2: message 1 (user)",
+            "only text content",
+        ),
+        ({"messages": []}, "line 2", "'messages' must be a non-empty list"),
+        ({"messages": ["hi"]}, "line 2: message 1", "expected an object"),
+    ],
+)
+def test_it_refuses_a_bad_chat_record_naming_the_line_and_message(row, location, reason):
+    error = refusal(jsonl(OK, row))
+    assert error.location == location
+    assert reason in error.reason
+
+
+@pytest.mark.parametrize(
+    ("row", "location", "reason"),
+    [
+        ({"conversations": [{"from": "human", "value": "hi"}]}, "line 1", "no assistant turn to learn from"),
+        (
+            {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": ""}]},
+            "line 1: turn 2 (gpt)",
+            "empty content",
+        ),
+        (
+            {"conversations": [{"from": "alien", "value": "hi"}, {"from": "gpt", "value": "x"}]},
+            "line 1: turn 1",
+            "unknown role 'alien'",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "hi"}, {"from": "function_call", "value": "{}"}]},
+            "line 1: turn 2",
+            "tool calls are not supported",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x", "weight": 0.5}]},
+            "line 1: turn 2 (gpt)",
+            "weight must be 0 or 1",
+        ),
+        ({"instruction": "x", "input": "y", "output": ""}, "line 1", "field 'output' is empty"),
+        ({"instruction": "", "input": " ", "output": "z"}, "line 1", "'instruction' and 'input' are both empty"),
+        ({"instruction": "x", "output": "z", "history": [["a", "b"]]}, "line 1", "'history' is not supported"),
+        ({"prompt": "p", "completion": ""}, "line 1", "field 'completion' is empty"),
+        ({"prompt": 3, "completion": "c"}, "line 1", "field 'prompt' must be a string"),
+        ({"text": "a"}, "line 1", "needs 'messages' (OpenAI chat)"),
+        ({"input": "q", "preferred_output": [], "non_preferred_output": []}, "line 1", "preference (DPO) records"),
+    ],
+)
+def test_it_refuses_bad_records_of_the_other_formats(row, location, reason):
+    error = refusal(jsonl(row))
+    assert error.location == location
+    assert reason in error.reason
+
+
+def test_it_refuses_mixed_formats_in_one_file_naming_both_lines():
+    error = refusal(
+        jsonl(
+            {"text": "a", "label": "x"}, {"text": "b", "label": "y"}, {"instruction": "i", "input": "", "output": "o"}
+        )
+    )
+    assert error.location == "line 3"
+    assert error.reason.startswith("this record is Alpaca, but line 1 is text/label: mixed formats in one file")
+    error = refusal(json.dumps([OK, {"prompt": "p", "completion": "c"}]).encode(), "t.json")
+    assert (error.location, "mixed formats" in error.reason) == ("record 2", True)
 
 
 @pytest.mark.parametrize(
     ("data", "filename", "location", "reason"),
     [
-        (b'{"text": "a", "label": "x"}\n{"text": "b"}\n', "t.jsonl", "line 2", "needs 'text' and 'label'"),
+        (b'{"text": "a", "label": "x"}\n{"text": "b"}\n', "t.jsonl", "line 2", "needs 'messages'"),
         (b'{"text": "a", "label": "x"}\n{oops\n', "t.jsonl", "line 2", "invalid JSON"),
         (b"text,label\na,\n", "t.csv", "line 2", "'label' must be a non-empty string"),
         (b"name,value\na,b\n", "t.csv", "line 1", "header row"),
@@ -31,7 +240,6 @@ def test_it_reads_a_json_array_and_csv():
     ],
 )
 def test_a_bad_file_names_the_first_bad_line_and_why(data, filename, location, reason):
-    with pytest.raises(RecordError) as info:
-        read_records_from_bytes(data, filename)
-    assert info.value.location == location
-    assert reason in info.value.reason
+    error = refusal(data, filename)
+    assert error.location == location
+    assert reason in error.reason

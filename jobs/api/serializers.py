@@ -12,6 +12,8 @@ class DatasetSerializer(serializers.ModelSerializer):
             "name",
             "path",
             "format",
+            "task",
+            "file_format",
             "records",
             "labels",
             "label_counts",
@@ -26,6 +28,16 @@ class DatasetSerializer(serializers.ModelSerializer):
 class DatasetUploadSerializer(serializers.Serializer):
     file = serializers.FileField(allow_empty_file=False)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class DatasetSplitSerializer(serializers.Serializer):
+    test_fraction = serializers.FloatField(default=0.2, min_value=0.01, max_value=0.9)
+    seed = serializers.IntegerField(default=42, min_value=0, max_value=2**31 - 1)
+
+
+class DatasetSplitResultSerializer(serializers.Serializer):
+    train = DatasetSerializer()
+    test = DatasetSerializer()
 
 
 class TrainerSerializer(serializers.ModelSerializer):

@@ -17,6 +17,8 @@ from .filters import JobFilter
 from .serializers import (
     BaseModelSerializer,
     DatasetSerializer,
+    DatasetSplitResultSerializer,
+    DatasetSplitSerializer,
     DatasetUploadSerializer,
     JobCompleteSerializer,
     JobCreateSerializer,
@@ -31,7 +33,7 @@ class DatasetViewSet(
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Datasets: upload (multipart ``file``, optional ``name``), list, detail, delete."""
+    """Datasets: upload (multipart ``file``, optional ``name``), list, detail, split, delete."""
 
     queryset = Dataset.objects.all()
     serializer_class = DatasetSerializer
@@ -60,6 +62,22 @@ class DatasetViewSet(
         except services.DatasetInvalid as exc:
             return error_response(f"{exc.location}: {exc.reason}", errors={"file": [f"{exc.location}: {exc.reason}"]})
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=DatasetSplitSerializer, responses={201: DatasetSplitResultSerializer})
+    @action(detail=True, methods=["post"])
+    def split(self, request, pk=None):
+        """A seeded split into two new datasets, train and test (stratified by label for classification)."""
+        dataset = self.get_object()
+        given = DatasetSplitSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        try:
+            train, test = services.dataset_split(dataset_id=dataset.id, **given.validated_data)
+        except services.DatasetSplitInvalid as exc:
+            return error_response(str(exc), errors=exc.errors)
+        except StorageError as exc:
+            raise ServiceUnavailable(f"Storage failed while splitting the dataset; nothing was created: {exc}")
+        body = {"train": DatasetSerializer(train).data, "test": DatasetSerializer(test).data}
+        return Response(body, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, pk=None):
         dataset = self.get_object()

@@ -28,9 +28,9 @@ def test_it_stores_a_valid_upload_with_its_summary(alice_api, alice):
     body = response.json()
     assert body["name"] == "Contracts"
     assert body["records"] == 20
-    assert body["format"] == "jsonl"
-    assert body["labels"] == ["governing_law", "payment_terms"]
-    assert body["label_counts"] == {"governing_law": 8, "payment_terms": 12}
+    assert (body["file_format"], body["format"], body["task"]) == ("jsonl", "alpaca", "generation")
+    # Alpaca outputs are answers to learn, not classes: no labels are made up from them.
+    assert (body["labels"], body["label_counts"]) == ([], {})
     assert body["size_bytes"] == len(jsonl(SAMPLE_ROWS))
     key = body["path"].removeprefix("datasets/")
     assert key.startswith(f"users/{alice.id}/datasets/") and key.endswith("/train.jsonl")
@@ -45,10 +45,12 @@ def test_it_accepts_csv_and_json_arrays(alice_api):
     response = upload(alice_api, csv_body, "clauses.csv")
     assert response.status_code == 201, response.content
     assert response.json()["label_counts"] == {"governing_law": 1, "payment_terms": 1}
+    assert (response.json()["format"], response.json()["task"]) == ("text_label", "classification")
     array = json.dumps([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}, {"text": "c", "label": "x"}])
     response = upload(alice_api, array.encode(), "set.json")
     assert response.status_code == 201
-    assert (response.json()["format"], response.json()["records"]) == ("json", 3)
+    assert (response.json()["file_format"], response.json()["records"]) == ("json", 3)
+    assert response.json()["labels"] == ["x", "y"]
 
 
 def test_it_refuses_a_bad_line_naming_it_and_stores_nothing(alice_api):
@@ -64,11 +66,21 @@ def test_it_refuses_a_bad_line_naming_it_and_stores_nothing(alice_api):
 @pytest.mark.parametrize(
     ("data", "filename", "expected"),
     [
-        (b'{"text": "x"}\n', "a.jsonl", "line 1: needs 'text' and 'label'"),
+        (b'{"text": "x"}\n', "a.jsonl", "line 1: needs 'messages' (OpenAI chat)"),
         (
-            b'{"text": "ok", "label": "a"}\n{"instruction": "x", "input": "y", "output": ""}\n',
+            b'{"instruction": "z", "input": "w", "output": "v"}\n{"instruction": "x", "input": "y", "output": ""}\n',
             "a.jsonl",
             "line 2: field 'output' is empty",
+        ),
+        (
+            b'{"text": "ok", "label": "a"}\n{"prompt": "x", "completion": "y"}\n',
+            "a.jsonl",
+            "line 2: this record is prompt/completion, but line 1 is text/label: mixed formats",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x", "weight": 3}]}',
+            "a.jsonl",
+            "line 1: message 2 (assistant): weight must be 0 or 1",
         ),
         (b"label,other\nx,y\n", "a.csv", "line 1: a CSV file needs a header row"),
         (b"\xff\xfe garbage", "a.bin", "file: not a JSON array"),
@@ -165,3 +177,119 @@ def test_label_counts_are_bounded(alice, settings):
     dataset = services.dataset_create(owner=alice, uploaded_file=SimpleUploadedFile("x.jsonl", jsonl(rows)))
     assert dataset.records == 10
     assert dataset.labels == ["l0", "l1", "l2"]
+
+
+CHAT_ROWS = [
+    {
+        "messages": [
+            {"role": "system", "content": "You answer in one word."},
+            {"role": "user", "content": f"Say the number {i}."},
+            {"role": "assistant", "content": str(i)},
+        ]
+    }
+    for i in range(10)
+]
+
+
+def test_an_openai_chat_file_is_a_generation_dataset_with_no_labels(alice_api):
+    response = upload(alice_api, jsonl(CHAT_ROWS), "chat.jsonl")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["format"], body["task"], body["records"], body["labels"]) == ("openai_chat", "generation", 10, [])
+    assert alice_api.get(f"/api/v1/datasets/{body['id']}").json()["format"] == "openai_chat"
+
+
+def read_split(dataset) -> list[dict]:
+    data = bucket("datasets").read_bytes(dataset.path.removeprefix("datasets/"))
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def test_a_seeded_split_makes_two_datasets_stratified_by_label(alice_api, alice):
+    rows = [{"text": f"clause {i}", "label": "pay" if i < 30 else "law"} for i in range(40)]
+    original = upload(alice_api, jsonl(rows), "clauses.jsonl").json()
+    response = alice_api.post(
+        f"/api/v1/datasets/{original['id']}/split", {"test_fraction": 0.25, "seed": 3}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    train, test = response.json()["train"], response.json()["test"]
+    assert (train["records"], test["records"]) == (30, 10)
+    # Each label keeps its share on both sides: 30 pay / 10 law → test 7.5 → 8 pay and 2.5 → 2 law (rounded).
+    assert test["label_counts"] == {"law": 2, "pay": 8}
+    assert train["label_counts"] == {"law": 8, "pay": 22}
+    assert set(Dataset.objects.filter(id__in=[train["id"], test["id"]]).values_list("owner", flat=True)) == {alice.id}
+    train_rows, test_rows = (
+        read_split(Dataset.objects.get(id=train["id"])),
+        read_split(Dataset.objects.get(id=test["id"])),
+    )
+    assert sorted(map(json.dumps, train_rows + test_rows)) == sorted(map(json.dumps, rows))
+    assert Dataset.objects.count() == 3  # the original is kept
+    # Same seed, same split; another seed, another one.
+    again = alice_api.post(
+        f"/api/v1/datasets/{original['id']}/split", {"test_fraction": 0.25, "seed": 3}, format="json"
+    )
+    assert read_split(Dataset.objects.get(id=again.json()["test"]["id"])) == test_rows
+    other = alice_api.post(
+        f"/api/v1/datasets/{original['id']}/split", {"test_fraction": 0.25, "seed": 4}, format="json"
+    )
+    assert read_split(Dataset.objects.get(id=other.json()["test"]["id"])) != test_rows
+
+
+def test_a_chat_dataset_splits_without_strata_and_keeps_its_format(alice_api):
+    original = upload(alice_api, jsonl(CHAT_ROWS), "chat.jsonl").json()
+    response = alice_api.post(f"/api/v1/datasets/{original['id']}/split", {"test_fraction": 0.2}, format="json")
+    assert response.status_code == 201, response.content
+    train, test = response.json()["train"], response.json()["test"]
+    assert (train["records"], test["records"]) == (8, 2)
+    assert {train["format"], test["format"]} == {"openai_chat"}
+    assert train["name"].endswith("(train, seed 42)") and test["path"].endswith("/chat-test.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"test_fraction": 0}, "test_fraction"),
+        ({"test_fraction": 0.95}, "test_fraction"),
+        ({"test_fraction": "half"}, "test_fraction"),
+        ({"test_fraction": None}, "test_fraction"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**40}, "seed"),
+        ({"seed": "x"}, "seed"),
+    ],
+)
+def test_a_bad_split_request_is_a_400_naming_the_field_and_creates_nothing(alice_api, alice, make_dataset, body, field):
+    dataset = make_dataset(alice)
+    response = alice_api.post(f"/api/v1/datasets/{dataset.id}/split", body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["errors"]
+    assert Dataset.objects.count() == 1
+
+
+def test_a_one_record_dataset_cannot_be_split(alice_api, alice, make_dataset):
+    dataset = make_dataset(alice, rows=[{"text": "only", "label": "one"}])
+    response = alice_api.post(f"/api/v1/datasets/{dataset.id}/split", {}, format="json")
+    assert response.status_code == 400
+    assert "fewer than two records" in response.json()["detail"]
+    assert Dataset.objects.count() == 1
+
+
+def test_nobody_else_can_split_a_dataset(alice, bob_api, anon_api, make_dataset):
+    dataset = make_dataset(alice)
+    assert bob_api.post(f"/api/v1/datasets/{dataset.id}/split", {}, format="json").status_code == 404
+    assert anon_api.post(f"/api/v1/datasets/{dataset.id}/split", {}, format="json").status_code == 401
+    assert Dataset.objects.count() == 1
+
+
+def test_datasets_uploaded_before_formats_were_detected_are_read_again(alice, make_dataset):
+    from django.core.management import call_command
+
+    dataset = make_dataset(alice, rows=CHAT_ROWS)
+    old = make_dataset(alice, rows=[{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
+    # As the migration leaves rows uploaded before: no record format, read as classification.
+    Dataset.objects.filter(id__in=[dataset.id, old.id]).update(format="", task="classification", labels=["0", "1"])
+    out = io.StringIO()
+    call_command("dataset_detect_formats", stdout=out)
+    dataset.refresh_from_db()
+    old.refresh_from_db()
+    assert (dataset.format, dataset.task, dataset.labels) == ("openai_chat", "generation", [])
+    assert (old.format, old.task, old.labels) == ("text_label", "classification", ["x", "y"])
+    assert "2 dataset(s) detected, 0 refused." in out.getvalue()

@@ -51,4 +51,4 @@ def test_the_example_trainer_exits_2_on_a_bad_dataset(tmp_path):
     }
     result = subprocess.run([sys.executable, "-m", "trainers.example"], env=env, capture_output=True, text=True)
     assert result.returncode == 2
-    assert "line 1: needs 'text' and 'label'" in result.stderr
+    assert "line 1: needs 'messages'" in result.stderr and "or 'text' and 'label'" in result.stderr

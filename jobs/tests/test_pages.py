@@ -18,7 +18,8 @@ def test_pages_redirect_anonymous_visitors_to_login(client):
 
 
 def test_the_dataset_page_uploads_and_shows_label_counts(alice_browser):
-    handle = io.BytesIO(jsonl(SAMPLE_ROWS))
+    # Labels belong to text/label records (classification); the Alpaca sample rows have none.
+    handle = io.BytesIO(jsonl([{"text": row["input"], "label": row["output"]} for row in SAMPLE_ROWS]))
     handle.name = "contracts.jsonl"
     response = alice_browser.post(reverse("dataset-list"), {"file": handle, "name": "Contracts"})
     dataset = Dataset.objects.get()

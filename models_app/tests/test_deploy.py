@@ -352,7 +352,14 @@ def test_after_a_deploy_evaluate_defaults_to_the_deployed_name(
     data = b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n'
     bucket("datasets").put_bytes(path.removeprefix("datasets/"), data)
     Dataset.objects.create(
-        owner=alice, name="test", path=path, format="jsonl", size_bytes=len(data), records=2, labels=["x", "y"]
+        owner=alice,
+        name="test",
+        path=path,
+        file_format="jsonl",
+        format="text_label",
+        size_bytes=len(data),
+        records=2,
+        labels=["x", "y"],
     )
 
     form = alice_browser.get(f"/evaluations/new/?model={model.id}").content.decode()

@@ -36,7 +36,9 @@ def trained_model(alice):
         owner=alice,
         name="contracts train",
         path=f"datasets/users/{alice.id}/datasets/1-train/train.jsonl",
-        format="jsonl",
+        file_format="jsonl",
+        format="alpaca",
+        task="generation",
         size_bytes=1234,
         sha256=DATASET_SHA,
         records=200,
@@ -71,7 +73,9 @@ def check_lineage(lineage: dict, model) -> None:
         "name": "contracts train",
         "sha256": DATASET_SHA,
         "records": 200,
-        "format": "jsonl",
+        "format": "alpaca",
+        "file_format": "jsonl",
+        "task": "generation",
         "size_bytes": 1234,
     }
     assert lineage["trainer"]["name"] == "lora-sft"

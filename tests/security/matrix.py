@@ -43,6 +43,7 @@ class Page:
 API_OBJECT_ENDPOINTS = [
     Api("dataset detail", "GET", "/api/v1/datasets/{dataset}"),
     Api("dataset delete", "DELETE", "/api/v1/datasets/{dataset}/"),
+    Api("dataset split", "POST", "/api/v1/datasets/{dataset}/split", {"test_fraction": 0.5, "seed": 1}),
     Api("job detail", "GET", "/api/v1/jobs/{job}"),
     Api("job cancel", "POST", "/api/v1/jobs/{job}/cancel"),
     Api("job complete", "POST", "/api/v1/jobs/{job}/complete", {"status": "succeeded"}),
@@ -91,6 +92,8 @@ PAGE_OBJECT_ENDPOINTS = [
     Page("job cancel", "POST", "/jobs/{job}/cancel/"),
     Page("job delete", "POST", "/jobs/{finished_job}/delete/"),
     Page("dataset page", "GET", "/datasets/{dataset}/"),
+    Page("dataset page preview", "GET", "/datasets/{dataset}/?records=5&max_length=64"),
+    Page("dataset split", "POST", "/datasets/{dataset}/split/", {"test_fraction": "0.5", "seed": "1"}),
     Page("dataset delete", "POST", "/datasets/{dataset}/delete/"),
     Page("model page", "GET", "/models/{model}/"),
     Page("model ZIP download", "GET", "/models/{model}/download/"),

@@ -383,3 +383,88 @@ def test_date_filters_with_offsets_postgresql_refuses_are_answered_not_crashed(w
     ]
     answers = {f"{path} {params}": alice_api.get(path, params).status_code for path, params in queries}
     assert all(status in (200, 400) for status in answers.values()), answers
+
+
+# --- record formats, the dataset page's preview, the split ----------------------------------------
+HOSTILE_CHAT_RECORDS = {
+    "role is an object": {"messages": [{"role": {"$ne": 1}, "content": "x"}, {"role": "assistant", "content": "y"}]},
+    "role is huge": {"messages": [{"role": "r" * 100_000, "content": "x"}, {"role": "assistant", "content": "y"}]},
+    "content is a number": {"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "y"}]},
+    "content part without a type": {
+        "messages": [{"role": "user", "content": [{}]}, {"role": "assistant", "content": "y"}]
+    },
+    "content part of a huge type": {
+        "messages": [{"role": "user", "content": [{"type": "t" * 100_000}]}, {"role": "assistant", "content": "y"}]
+    },
+    "weight NaN": {
+        "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": "NaN"}]
+    },
+    "weight a list": {
+        "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": [1]}]
+    },
+    "messages an object": {"messages": {"role": "user"}},
+    "conversations a string": {"conversations": "human: hi"},
+    "from is null": {"conversations": [{"from": None, "value": "x"}]},
+    "tool calls": {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": "rm -rf /"}]},
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_CHAT_RECORDS)
+def test_hostile_chat_records_are_a_400_naming_the_line_and_store_nothing(alice_api, storage_spy, name):
+    data = json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}).encode()
+    upload = SimpleUploadedFile("chat.jsonl", data + b"\n" + json.dumps(HOSTILE_CHAT_RECORDS[name]).encode() + b"\n")
+    response = alice_api.post("/api/v1/datasets/", {"file": upload}, format="multipart")
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["detail"].startswith("line 2")
+    assert len(response.json()["detail"]) < 400  # hostile values are cut, never echoed whole
+    assert storage_spy.connections == 0
+    assert not Dataset.objects.exists()
+
+
+HOSTILE_SPLITS = {
+    "NaN": {"test_fraction": "NaN"},
+    "infinity": {"test_fraction": "Infinity"},
+    "negative": {"test_fraction": -0.5},
+    "whole": {"test_fraction": 1},
+    "a list": {"test_fraction": [0.5]},
+    "an object": {"test_fraction": {"$gt": 0}},
+    "true": {"test_fraction": True},
+    "huge seed": {"seed": 10**30},
+    "float seed": {"seed": 1.5},
+    "string seed": {"seed": "1; DROP TABLE"},
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_SPLITS)
+def test_hostile_split_requests_are_a_400_and_create_nothing(world, alice_api, name):
+    before = Dataset.objects.count()
+    response = alice_api.post(f"/api/v1/datasets/{world.dataset.id}/split", HOSTILE_SPLITS[name], format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["detail"]
+    assert Dataset.objects.count() == before
+
+
+@pytest.mark.parametrize("name", [*HOSTILE_PATHS, "absolute path", "home", "the storage root"])
+def test_the_preview_never_takes_a_base_path_from_the_request(world, alice_browser, tmp_path, settings, name):
+    base = {
+        **HOSTILE_PATHS,
+        "absolute path": "/etc",
+        "home": "~/.cache/huggingface",
+        "the storage root": str(settings.LOCAL_STORAGE_ROOT),
+    }[name]
+    # A base is offered (the demo one, by name): a path given instead is refused, never opened.
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    settings.DEMO_BASE_DIR = tmp_path
+    response = alice_browser.get(f"/datasets/{world.dataset.id}/", {"base": base})
+    assert response.status_code == 400
+    assert 'class="tok' not in response.content.decode()
+
+
+def test_a_broken_base_folder_is_reported_on_the_page_not_a_500(world, alice_browser, tmp_path, settings):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "tokenizer_config.json").write_text("not json")
+    settings.DEMO_BASE_DIR = tmp_path
+    response = alice_browser.get(f"/datasets/{world.dataset.id}/")
+    assert response.status_code == 200
+    assert "cannot be read" in response.content.decode() and str(tmp_path) not in response.content.decode()

@@ -194,7 +194,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
 
     from finetune_studio.records import RecordError, open_records
 
-    from .data import FALLBACK_CHAT_TEMPLATE, DataError, collate, encode_records, split_records
+    from .chat import RenderError, encode_records
+    from .data import FALLBACK_CHAT_TEMPLATE, collate, split_records
 
     try:
         records = open_records(str(config.dataset_path))
@@ -239,11 +240,13 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         encode = {"system_prompt": params["system_prompt"], "max_length": params["max_length"]}
         train_examples = encode_records(tokenizer, train_records, **encode)
         validation_examples = encode_records(tokenizer, validation_records, **encode)
-    except DataError as exc:
+    except RenderError as exc:
         raise BadInput(f"cannot render the records with the chat template: {exc}") from None
     truncated = sum(example.prompt_truncated for example in (*train_examples, *validation_examples))
     if truncated:
-        out.warn(f"{truncated} record(s) longer than max_length={params['max_length']}: their prompt was cut")
+        out.warn(f"{truncated} record(s) longer than max_length={params['max_length']}: their beginning was cut")
+    # Classification records report accuracy; conversations the share answered exactly (every trained token).
+    score_name = "eval_accuracy" if records[0].task == "classification" else "eval_exact_match"
     out.info(
         f"{len(records)} records: {len(train_examples)} for training, {len(validation_examples)} held out "
         "for validation"
@@ -307,7 +310,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             autocast=autocast,
         )
         out.info(
-            f"before training: validation loss {baseline['eval_loss']:.4f}, accuracy {baseline['eval_accuracy']:.3f}"
+            f"before training: validation loss {baseline['eval_loss']:.4f}, "
+            f"{score_name.removeprefix('eval_').replace('_', ' ')} {baseline['eval_accuracy']:.3f}"
         )
 
     started = time.monotonic()
@@ -376,7 +380,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             point = {
                 "epoch": epoch + 1,
                 "eval_loss": _rounded(scores["eval_loss"]),
-                "eval_accuracy": _rounded(scores["eval_accuracy"]),
+                score_name: _rounded(scores["eval_accuracy"]),
             }
             out.metrics(point)
             evaluations.append(point)
@@ -408,7 +412,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         "tokens_per_second": round(all_tokens / max(runtime, 1e-9), 1),
     }
     if evaluations:
-        final.update(eval_loss=evaluations[-1]["eval_loss"], eval_accuracy=evaluations[-1]["eval_accuracy"])
+        final.update(eval_loss=evaluations[-1]["eval_loss"], **{score_name: evaluations[-1][score_name]})
     if device.type == "cuda":
         final["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     metrics = {
@@ -420,6 +424,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             "job_id": config.job_id,
             "base_model": identity,
             "device": device.type + (" bf16" if use_bf16 else ""),
+            "record_format": records[0].format,
+            "task": records[0].task,
             "train_records": len(train_examples),
             "validation_records": len(validation_examples),
             "trainable_parameters": trainable_count,
@@ -432,7 +438,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     (config.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     summary = f"done in {runtime:.1f}s: {step} steps, final loss {final['loss']}"
     if evaluations:
-        summary += f", validation loss {final['eval_loss']}, accuracy {final['eval_accuracy']}"
+        summary += f", validation loss {final['eval_loss']}, {score_name.removeprefix('eval_')} {final[score_name]}"
     if "peak_gpu_memory_mib" in final:
         summary += f", peak GPU memory {final['peak_gpu_memory_mib']} MiB"
     out.info(summary)
