@@ -453,6 +453,7 @@ def test_the_preview_never_takes_a_base_path_from_the_request(world, alice_brows
         "the storage root": str(settings.LOCAL_STORAGE_ROOT),
     }[name]
     # A base is offered (the demo one, by name): a path given instead is refused, never opened.
+    (tmp_path / "config.json").write_text("{}")
     (tmp_path / "tokenizer.json").write_text("{}")
     (tmp_path / "tokenizer_config.json").write_text("{}")
     settings.DEMO_BASE_DIR = tmp_path
@@ -462,6 +463,7 @@ def test_the_preview_never_takes_a_base_path_from_the_request(world, alice_brows
 
 
 def test_a_broken_base_folder_is_reported_on_the_page_not_a_500(world, alice_browser, tmp_path, settings):
+    (tmp_path / "config.json").write_text("{}")
     (tmp_path / "tokenizer.json").write_text("{}")
     (tmp_path / "tokenizer_config.json").write_text("not json")
     settings.DEMO_BASE_DIR = tmp_path
