@@ -120,6 +120,33 @@ def test_it_refuses_hostile_filter_values_with_a_reason(world, alice_api):
     assert answers == {(path, name): (400, True) for path, name, _ in HOSTILE_FILTERS}
 
 
+LIST_ENDPOINTS = ["/api/v1/jobs/", "/api/v1/evaluations/", "/api/v1/models/", "/api/v1/datasets/"]
+BAD_LIST_PARAMETERS = {
+    "page_size": ["-1", "0", "ten", "1.5"],
+    "page": ["-1", "0", "abc"],
+    "ordering": ["owner__password", "-owner__password", "password", ",", "name,owner__email"],
+}
+
+
+@pytest.mark.parametrize("path", LIST_ENDPOINTS)
+def test_every_list_refuses_bad_paging_and_ordering_with_a_400_naming_the_parameter(world, alice_api, path):
+    answers = {}
+    for name, values in BAD_LIST_PARAMETERS.items():
+        for value in values:
+            response = alice_api.get(path, {name: value})
+            body = response.json()
+            answers[(name, value)] = (response.status_code, name in body.get("errors", {}), bool(body.get("detail")))
+    expected = {(name, value): (400, True, True) for name, values in BAD_LIST_PARAMETERS.items() for value in values}
+    assert answers == expected
+
+
+@pytest.mark.parametrize("path", LIST_ENDPOINTS)
+def test_every_list_still_accepts_good_paging_and_ordering(world, alice_api, path):
+    for query in ({"page_size": "1"}, {"page": "1"}, {"page_size": "500"}, {"ordering": "-created_at"}):
+        response = alice_api.get(path, query)
+        assert response.status_code == 200, (query, response.content[:300])
+
+
 FREE_TEXT = ["\x00", "%00", "'; select pg_sleep(10); --", "\\", "%", "_", "é" * 3000]
 
 
