@@ -154,6 +154,10 @@ def test_job_filter(alice_api, alice, catalogue):
         "type=diffusion",
         "date_from=yesterday",
         "date_to=2025-13-45",
+        "date_to=9999-12-31",
+        "date_from=9999-12-31",
+        "date_to=9999-12-31T23:59:59-14:00",
+        "date_from=0001-01-01T00:00:00%2B14:00",
         "job=abc",
         "job=-3",
         "ordering=password",
@@ -169,6 +173,10 @@ def test_bad_query_values_are_a_400_naming_the_parameter(alice_api, catalogue, q
     response = alice_api.get(f"{API}?{query}")
     assert response.status_code == 400, response.content
     assert query.split("=")[0] in response.json()["errors"]
+
+
+def test_the_widest_whole_days_that_fit_are_accepted(alice_api, catalogue):
+    assert len(names(alice_api.get(f"{API}?date_from=0001-01-01&date_to=9999-12-30"))) == len(catalogue)
 
 
 def test_pagination_edges(alice_api, catalogue):

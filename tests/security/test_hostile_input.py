@@ -366,3 +366,21 @@ def test_date_filters_with_offsets_postgresql_refuses_are_answered_not_crashed(w
     ]
     answers = {f"{path} {params}": alice_api.get(path, params).status_code for path, params in queries}
     assert all(status in (200, 400) for status in answers.values()), answers
+
+
+EDGES_OF_TIME = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+
+
+def test_the_edges_of_the_date_range_are_a_400_not_a_500(world, alice_api):
+    """Instants that fall in year 0 or 10000 once converted to UTC, and whole days whose end does."""
+    job_logs = f"/api/v1/jobs/{world.running_job.id}/logs"
+    answers = {}
+    for stamp in EDGES_OF_TIME:
+        posted = alice_api.post(job_logs, [{"message": "x", "timestamp": stamp}], format="json")
+        answers[f"POST logs {stamp}"] = posted.status_code
+        for path, name in [("/api/v1/models/", "date_to"), ("/api/v1/jobs/", "created_before")]:
+            answers[f"{path}?{name}={stamp}"] = alice_api.get(path, {name: stamp}).status_code
+    answers["/api/v1/models/?date_to=9999-12-31"] = alice_api.get(
+        "/api/v1/models/", {"date_to": "9999-12-31"}
+    ).status_code
+    assert answers == dict.fromkeys(answers, 400)
