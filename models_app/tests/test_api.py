@@ -61,7 +61,7 @@ def test_it_refuses_a_second_model_for_the_same_job_with_409(alice_api, alice):
 
 
 def test_patch_changes_editable_fields_and_put_needs_them_all(alice_api, alice):
-    model = make_model(alice)
+    model = make_model(alice, files={"adapter_model.safetensors": b"weights"})
     response = alice_api.patch(f"{API}/{model.id}", {"status": "archived", "description": "old"})
     assert response.status_code == 200
     assert response.json()["model"]["status"] == "archived"
@@ -71,6 +71,38 @@ def test_patch_changes_editable_fields_and_put_needs_them_all(alice_api, alice):
     assert response.status_code == 200
     model.refresh_from_db()
     assert (model.name, model.base_model, model.type, model.status) == ("n2", "b2", "gguf", "ready")
+
+
+def test_a_new_registration_cannot_claim_to_be_ready(alice_api):
+    """A model is ready only when its manifest has files; a new record has none yet."""
+    response = alice_api.post(API, {"name": "empty", "base_model": "x", "status": "ready"})
+    assert response.status_code == 400, response.content
+    assert "only once it has files" in response.json()["errors"]["status"][0]
+    assert not RegisteredModel.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_a_model_without_files_cannot_be_made_ready_but_one_with_files_can(alice_api, alice, method):
+    empty = make_model(alice, status="pending")
+    full = {"name": "n", "description": "", "base_model": "b", "type": "lora", "status": "ready"}
+    body = full if method == "put" else {"status": "ready"}
+    response = getattr(alice_api, method)(f"{API}/{empty.id}", body)
+    assert response.status_code == 400, response.content
+    assert "status" in response.json()["errors"]
+    empty.refresh_from_db()
+    assert empty.status == "pending" and empty.name == "my model"
+
+    uploaded = make_model(alice, status="uploading", files={"adapter_model.safetensors": b"weights"})
+    response = getattr(alice_api, method)(f"{API}/{uploaded.id}", body)
+    assert response.status_code == 200, response.content
+    assert response.json()["model"]["status"] == "ready"
+
+
+def test_a_job_that_wrote_nothing_leaves_a_model_awaiting_files_not_a_ready_one(alice):
+    from models_app.services import model_create_from_job
+
+    job = make_job(alice, artifacts={})
+    assert model_create_from_job(job_id=job.id).status == "pending"
 
 
 @pytest.mark.parametrize("field", ["storage_path", "files", "total_size", "owner", "gguf_path"])
