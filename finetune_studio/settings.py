@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_eventstream",
+    "finetune_studio.apps.StudioCoreConfig",
     "accounts",
     "jobs",
     "logs_app",

@@ -1,3 +1,5 @@
+import logging
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core import signing
@@ -8,8 +10,10 @@ from django.template import loader
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
-from .objects import ObjectNotFound, read_local_link
+from .objects import ObjectNotFound, StorageError, buckets_missing, read_local_link
 from .streaming import StreamAccess, release_connection, response_chunks, while_allowed
+
+logger = logging.getLogger(__name__)
 
 
 @login_required
@@ -21,15 +25,30 @@ def dashboard(request):
 
 @require_GET
 def healthz(request):
-    """Database check; with ``?worker=1`` also waits (up to 10 s) for a worker to answer a ping task."""
+    """Database and buckets check; with ``?worker=1`` also waits (up to 10 s) for a worker to answer a ping task."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    body = {"status": "ok"}
+    body = {"status": "ok", "buckets": _buckets_state()}
+    if body["buckets"] != "ok":
+        body["status"] = "degraded"
     if request.GET.get("worker"):
         body["worker"] = _worker_answers()
         if body["worker"] != "ok":
             body["status"] = "degraded"
     return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+
+
+def _buckets_state() -> str:
+    """ "ok", or which buckets are missing (named: the operator must create them), or that storage did not answer."""
+    try:
+        missing = buckets_missing()
+    except StorageError as exc:
+        logger.warning("healthz: could not check the buckets: %s", exc)
+        return "storage did not answer (see the server log)"
+    if not missing:
+        return "ok"
+    names = ", ".join(f"{alias} ({settings.BUCKETS[alias]})" for alias in missing)
+    return f"missing: {names}; run `python manage.py buckets_create`"
 
 
 def _worker_answers() -> str:
