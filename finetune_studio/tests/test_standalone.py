@@ -28,3 +28,6 @@ def test_standalone_server_serves_pages_api_and_runs_tasks_in_process(transactio
         assert download.status_code == 200 and download.content == payload
         assert download.headers["Content-Length"] == str(len(payload))
         assert download.headers["Content-Disposition"] == 'attachment; filename="weights.bin"'
+        resumed = requests.get(f"{base_url}{link}", headers={"Range": f"bytes={len(payload) - 1_500_000}-"}, timeout=15)
+        assert resumed.status_code == 206 and resumed.content == payload[-1_500_000:]
+        assert resumed.headers["Content-Range"] == f"bytes {len(payload) - 1_500_000}-{len(payload) - 1}/{len(payload)}"
