@@ -379,6 +379,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# Standalone console: Celery's lines for every task sent by beat, received and finished (two every five seconds
+# from log aggregation alone) bury what matters. Failures (WARNING and above) still show; true shows them all.
+STANDALONE_TASK_LOGS = env_bool("STANDALONE_TASK_LOGS", False)
+if TASKS_IN_PROCESS and not STANDALONE_TASK_LOGS:
+    LOGGING["loggers"].update(
+        {name: {"level": "WARNING"} for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace")}
+    )
 
 # --- Per-app settings (each app's section; keep them here, in one module) ----------------------
 # jobs
