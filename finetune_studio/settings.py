@@ -269,6 +269,10 @@ CELERY_BEAT_SCHEDULE: dict = {}
 STANDALONE_WORKER_THREADS = env_int("STANDALONE_WORKER_THREADS", 8, minimum=2)
 # Services called at start of a standalone process to re-queue work the in-memory broker forgot.
 UNFINISHED_WORK_REDISPATCHERS: list[str] = []
+# A queued job or pending evaluation nobody claimed for this long may have lost its broker message (Redis
+# restarted without persistence, say): the sweepers send it again, once per period. Work that merely waits
+# behind other work gets an extra message per period, which finds nothing to claim once it has run.
+QUEUED_REDISPATCH_SECONDS = env_int("QUEUED_REDISPATCH_SECONDS", 600, minimum=30)
 
 # --- Live events (django-eventstream) -----------------------------------------------------------
 if REDIS_URL:
