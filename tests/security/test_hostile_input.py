@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finetune_studio import keys
-from jobs.models import Dataset
+from jobs.models import Dataset, Job, Trainer
 from models_app.models import RegisteredModel
 
 pytestmark = pytest.mark.django_db
@@ -384,3 +384,35 @@ def test_the_edges_of_the_date_range_are_a_400_not_a_500(world, alice_api):
         "/api/v1/models/", {"date_to": "9999-12-31"}
     ).status_code
     assert answers == dict.fromkeys(answers, 400)
+
+
+NUL_JOB_FIELDS = {
+    "name": {"name": "run\x00"},
+    "base_model": {"base_model": "tiny\x00base"},
+    "string hyperparameter": {"hyperparameters": {"note": "a\x00b"}},
+    "string array hyperparameter": {"hyperparameters": {"tags": ["ok", "\x00"]}},
+}
+
+
+def test_a_nul_byte_anywhere_in_a_job_is_refused_at_creation(world, alice_api):
+    """Hyperparameters become the trainer's environment variables, which cannot hold NUL (it failed at run time)."""
+    Trainer.objects.create(
+        name="notes",
+        command=["python", "-c", "pass"],
+        hyperparameter_schema={"note": {"type": "string", "default": ""}, "tags": {"type": "array", "default": []}},
+    )
+    jobs_before = Job.objects.count()
+    answers = {}
+    for trick, fields in NUL_JOB_FIELDS.items():
+        body = {"name": "run", "base_model": "tiny", "dataset": world.dataset.id, "trainer": "notes", **fields}
+        response = alice_api.post("/api/v1/jobs", body, format="json")
+        answers[trick] = (response.status_code, bool(response.json().get("detail")))
+    assert answers == dict.fromkeys(NUL_JOB_FIELDS, (400, True))
+    assert Job.objects.count() == jobs_before
+
+
+def test_a_model_cannot_be_registered_ready_without_files(world, alice_api):
+    models_before = RegisteredModel.objects.count()
+    response = alice_api.post("/api/v1/models", {"name": "hollow", "base_model": "tiny", "status": "ready"})
+    assert response.status_code == 400 and "status" in response.json()["errors"]
+    assert RegisteredModel.objects.count() == models_before
