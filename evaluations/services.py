@@ -501,6 +501,24 @@ def evaluation_redispatch_unfinished() -> int:
     return len(ids)
 
 
+def _pending_unclaimed_take(*, now) -> list[int]:
+    """Pending evaluations nobody claimed for ``QUEUED_REDISPATCH_SECONDS``: their message may be lost.
+
+    ``updated_at`` moves with every state change (creation, retry), so an old one was not picked up since.
+    Each is taken by a conditional UPDATE of ``updated_at``: one sweeper wins, and the next resend comes a
+    period later at the earliest (a message too many finds nothing to claim).
+    """
+    bound = now - timedelta(seconds=settings.QUEUED_REDISPATCH_SECONDS)
+    taken = []
+    old = Evaluation.objects.filter(status=Evaluation.Status.PENDING, updated_at__lt=bound)
+    for evaluation_id, seen in old.values_list("id", "updated_at"):
+        if Evaluation.objects.filter(id=evaluation_id, status=Evaluation.Status.PENDING, updated_at=seen).update(
+            updated_at=now
+        ):
+            taken.append(evaluation_id)
+    return taken
+
+
 def evaluation_sweep_stale() -> dict:
     """Beat: re-queue running evaluations whose heartbeat expired (a lost worker) and pending ones
     nobody picked up; fail those that used up their attempts."""
@@ -518,9 +536,7 @@ def evaluation_sweep_stale() -> dict:
         )
         failed += int(before != Evaluation.Status.FAILED)
     requeue = list(lost.filter(attempts_since_retry__lt=settings.EVALUATION_MAX_ATTEMPTS).values_list("id", flat=True))
-    requeue += list(
-        Evaluation.objects.filter(status=Evaluation.Status.PENDING, created_at__lt=stale).values_list("id", flat=True)
-    )
+    requeue += _pending_unclaimed_take(now=now)
     for evaluation_id in requeue:
         transaction.on_commit(lambda evaluation_id=evaluation_id: evaluation_run.delay(evaluation_id))
     return {"requeued": len(requeue), "failed": failed}

@@ -5,6 +5,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
+from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -13,9 +14,51 @@ from .ownership import visible_to
 
 
 class StudioPagination(PageNumberPagination):
+    """Page numbers and sizes that are not positive integers are a 400 naming the parameter, on every list.
+
+    DRF's own falls back to the default size for ``page_size=-1``, so a client's mistake went unnoticed.
+    """
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def paginate_queryset(self, queryset, request, view=None):
+        errors = {}
+        for param in (self.page_query_param, self.page_size_query_param):
+            raw = request.query_params.get(param)
+            if raw is not None and raw not in self.last_page_strings and (not raw.isdigit() or int(raw) < 1):
+                errors[param] = [f"Must be a positive integer, got {raw!r}."]
+        if errors:
+            raise exceptions.ValidationError(errors)
+        return super().paginate_queryset(queryset, request, view)
+
+
+class StrictOrderingFilter(OrderingFilter):
+    """Like DRF's, but a field outside the view's ``ordering_fields`` is a 400 naming it, not silently ignored.
+
+    Ties break on id, so pages of an ordering by a non-unique field neither repeat nor skip rows.
+    """
+
+    def get_ordering(self, request, queryset, view):
+        params = request.query_params.get(self.ordering_param)
+        if not params:
+            return self.get_default_ordering(view)
+        fields = [param.strip() for param in params.split(",") if param.strip()]
+        allowed = [name for name, _label in self.get_valid_fields(queryset, view, {"request": request})]
+        invalid = [field for field in fields if field.lstrip("-") not in allowed]
+        if invalid or not fields:
+            raise exceptions.ValidationError(
+                {
+                    self.ordering_param: [
+                        f"Unknown ordering field {', '.join(invalid) or params!r}; use one of: "
+                        f"{', '.join(allowed)} (prefix '-' for descending)."
+                    ]
+                }
+            )
+        if not any(field.lstrip("-") in ("id", "pk") for field in fields):
+            fields.append("-id")
+        return fields
 
 
 class RequestTooLarge(exceptions.APIException):

@@ -90,12 +90,70 @@ class S3Bucket:
         self.name = storage.bucket_name
         self.client = storage.connection.meta.client
         self._storage = storage
+        self._probe = None
 
     def ensure_exists(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.name)
         except ClientError:
             self.client.create_bucket(Bucket=self.name)
+
+    def is_present(self) -> bool:
+        """Whether the bucket exists: one quick try (health checks must not hang on a storage outage).
+
+        StorageError when S3 cannot say (unreachable, refused credentials).
+        """
+        try:
+            self._probe_client().head_bucket(Bucket=self.name)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise StorageError(f"S3 {code or 'error'} on bucket {self.name}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"storage unreachable while checking bucket {self.name}: {exc}") from exc
+        return True
+
+    def create(self) -> bool:
+        """Create the bucket if it is missing; False when it was there already.
+
+        No ACL and no bucket policy is given, so the bucket is private (S3's and MinIO's default): objects
+        are reached only with credentials or through the presigned links the studio signs.
+        """
+        if self.is_present():
+            return False
+        options = {}
+        if self._storage.region_name and self._storage.region_name != "us-east-1":
+            options["CreateBucketConfiguration"] = {"LocationConstraint": self._storage.region_name}
+        try:
+            self.client.create_bucket(Bucket=self.name, **options)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
+                return False
+            raise _translate(exc, self.name, "") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"storage unreachable while creating bucket {self.name}: {exc}") from exc
+        return True
+
+    def _probe_client(self):
+        if self._probe is None:
+            import boto3
+
+            self._probe = boto3.client(
+                "s3",
+                endpoint_url=self._storage.endpoint_url,
+                aws_access_key_id=self._storage.access_key,
+                aws_secret_access_key=self._storage.secret_key,
+                region_name=self._storage.region_name,
+                config=BotoConfig(
+                    connect_timeout=2,
+                    read_timeout=2,
+                    retries={"max_attempts": 1, "mode": "standard"},
+                    signature_version="s3v4",
+                    s3={"addressing_style": "path"},
+                ),
+            )
+        return self._probe
 
     def size(self, key: str) -> int:
         try:
@@ -231,6 +289,15 @@ class LocalBucket:
     def ensure_exists(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def is_present(self) -> bool:
+        # Folders are made by the first write: a local bucket is never missing.
+        return True
+
+    def create(self) -> bool:
+        existed = self.root.is_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        return not existed
+
     def size(self, key: str) -> int:
         try:
             return self._path(key).stat().st_size
@@ -326,6 +393,16 @@ def bucket(alias: str) -> S3Bucket | LocalBucket:
     if cache_key not in _buckets:
         _buckets[cache_key] = S3Bucket(alias) if settings.STORAGE_BACKEND == "s3" else LocalBucket(alias)
     return _buckets[cache_key]
+
+
+def buckets_missing() -> list[str]:
+    """The logical names (``datasets``, …) whose bucket does not exist; StorageError when storage cannot say."""
+    return [alias for alias in settings.BUCKETS if not bucket(alias).is_present()]
+
+
+def buckets_create() -> dict[str, bool]:
+    """Create every missing bucket (private); maps each logical name to whether it was created now."""
+    return {alias: bucket(alias).create() for alias in settings.BUCKETS}
 
 
 def reset_bucket_cache() -> None:

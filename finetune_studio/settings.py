@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_eventstream",
+    "finetune_studio.apps.StudioCoreConfig",
     "accounts",
     "jobs",
     "logs_app",
@@ -290,6 +291,10 @@ CELERY_BEAT_SCHEDULE: dict = {}
 STANDALONE_WORKER_THREADS = env_int("STANDALONE_WORKER_THREADS", 8, minimum=2)
 # Services called at start of a standalone process to re-queue work the in-memory broker forgot.
 UNFINISHED_WORK_REDISPATCHERS: list[str] = []
+# A queued job or pending evaluation nobody claimed for this long may have lost its broker message (Redis
+# restarted without persistence, say): the sweepers send it again, once per period. Work that merely waits
+# behind other work gets an extra message per period, which finds nothing to claim once it has run.
+QUEUED_REDISPATCH_SECONDS = env_int("QUEUED_REDISPATCH_SECONDS", 600, minimum=30)
 
 # --- Live events (django-eventstream) -----------------------------------------------------------
 if REDIS_URL:
@@ -325,7 +330,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "finetune_studio.api.StrictOrderingFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "finetune_studio.api.exception_handler",
@@ -400,6 +405,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# Standalone console: Celery's lines for every task sent by beat, received and finished (two every five seconds
+# from log aggregation alone) bury what matters. Failures (WARNING and above) still show; true shows them all.
+STANDALONE_TASK_LOGS = env_bool("STANDALONE_TASK_LOGS", False)
+if TASKS_IN_PROCESS and not STANDALONE_TASK_LOGS:
+    LOGGING["loggers"].update(
+        {name: {"level": "WARNING"} for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace")}
+    )
 
 # --- Per-app settings (each app's section; keep them here, in one module) ----------------------
 # jobs

@@ -41,6 +41,10 @@ def check_schema(schema: Any) -> None:
             choices = spec.get("choices")
             if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
                 raise SchemaError(f"{name}: an enum needs a non-empty 'choices' list of strings")
+            if any("\x00" in choice for choice in choices):
+                raise SchemaError(
+                    f"{name}: choices must not contain a NUL character (values become environment variables)"
+                )
         if kind == "array" and spec.get("items", "string") != "string":
             raise SchemaError(f"{name}: only arrays of strings are supported")
         for bound in ("minimum", "maximum"):
@@ -109,6 +113,9 @@ def _validate_value(spec: dict, value: Any) -> tuple[Any, str | None]:
             return None, "must be a string"
         if len(value) > MAX_STRING_LENGTH:
             return None, f"must be at most {MAX_STRING_LENGTH} characters"
+        if "\x00" in value:
+            # Values become environment variables, which cannot hold NUL: the run would fail at its start.
+            return None, "must not contain a NUL character (\\u0000)"
         return value, None
     if kind == "enum":
         if value not in spec["choices"]:
@@ -119,6 +126,8 @@ def _validate_value(spec: dict, value: Any) -> tuple[Any, str | None]:
             return None, "must be a list of strings"
         if len(value) > MAX_ARRAY_ITEMS:
             return None, f"must have at most {MAX_ARRAY_ITEMS} items"
+        if any("\x00" in item for item in value):
+            return None, "items must not contain a NUL character (\\u0000)"
         return value, None
     return None, f"unsupported type {kind!r}"
 

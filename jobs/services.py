@@ -24,6 +24,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from finetune_studio import base_models, keys, objects, records
 from finetune_studio.api import Conflict
@@ -681,9 +682,10 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def job_sweep_stale() -> int:
-    """Fail running local jobs whose runner stopped renewing its lease, and external jobs past their timeout."""
+    """Fail running local jobs whose runner stopped renewing its lease, and external jobs past their timeout;
+    send queued local jobs whose broker message was lost again (``job_redispatch_lost``). Returns jobs acted on."""
     now = timezone.now()
-    swept = 0
+    swept = job_redispatch_lost()
     stale = Job.objects.filter(status=Job.Status.RUNNING, lease_expires_at__lt=now).exclude(
         trainer__name=Trainer.EXTERNAL
     )
@@ -708,6 +710,37 @@ def job_sweep_stale() -> int:
             )
             swept += changed
     return swept
+
+
+def job_redispatch_lost() -> int:
+    """Send the run of each local job queued longer than ``QUEUED_REDISPATCH_SECONDS`` again; returns how many.
+
+    A queued job's ``updated_at`` moves only when its state does, so an old one has not been claimed: its
+    message may be lost (the broker restarted empty) or still waiting behind other jobs. Which sweeper
+    re-sends is decided by a conditional UPDATE of ``updated_at`` (exactly one winner, and the next try only
+    a period later); a message too many finds the job claimed already and does nothing (``job_claim``).
+    A broker that refuses leaves the job queued for the next sweep: it was queued fine, only the resend failed.
+    """
+    from .tasks import job_run_local
+
+    bound = timezone.now() - timedelta(seconds=settings.QUEUED_REDISPATCH_SECONDS)
+    lost = Job.objects.filter(status=Job.Status.QUEUED, updated_at__lt=bound).exclude(trainer__name=Trainer.EXTERNAL)
+    resent = 0
+    for job_id, queue, seen in lost.values_list("id", "trainer__queue", "updated_at"):
+        with transaction.atomic():
+            won = Job.objects.filter(id=job_id, status=Job.Status.QUEUED, updated_at=seen).update(
+                updated_at=timezone.now()
+            )
+            if not won:
+                continue
+        try:
+            job_run_local.apply_async(args=[job_id], queue=queue)
+        except (KombuOperationalError, OSError) as exc:
+            logger.warning("Could not send queued job %s again (%s); the next sweep retries", job_id, exc)
+            continue
+        logger.info("Job %s was queued since %s without being claimed: its run was sent again", job_id, seen)
+        resent += 1
+    return resent
 
 
 def job_poll_external_status() -> int:

@@ -147,10 +147,14 @@ def _recognise(text: str) -> tuple[str, str | None, str | None] | None:
 def _parse_stamp(raw: str, *, now: datetime | None) -> datetime | None:
     raw = raw.replace(",", ".")
     if "-" in raw[:5]:
-        parsed = parse_datetime(raw.replace(" ", "T", 1))
+        try:
+            parsed = parse_datetime(raw.replace(" ", "T", 1))
+        except ValueError:
+            parsed = None
         if parsed is None:
             return None
-        return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+        # A runner's own clock that no column can hold: the line keeps the time it arrived.
+        return _in_utc(parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed))
     # A bare clock time: today in the server's zone, or yesterday if that would lie in the future.
     try:
         clock = time.fromisoformat(raw if len(raw.split(":")[0]) == 2 else "0" + raw)
@@ -183,8 +187,23 @@ def parse_timestamp(value) -> datetime:
             if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
                 return timezone.make_aware(datetime.combine(date.fromisoformat(value.strip()), time()))
             raise InvalidLine(f"timestamp {value!r} is not ISO 8601 (e.g. 2024-05-01T12:00:00Z)")
-        return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+        stamp = _in_utc(parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed))
+        if stamp is None:
+            raise InvalidLine(f"timestamp {value!r} is out of range (in UTC it must fall in the years 1 to 9999)")
+        return stamp
     raise InvalidLine("timestamp must be ISO 8601 text or Unix seconds")
+
+
+def _in_utc(stamp: datetime) -> datetime | None:
+    """The instant in UTC, or None when it falls outside the years 1-9999 there.
+
+    "0001-01-01T00:00:00+14:00" is in year 0 in UTC and "9999-12-31T23:59:59-14:00" in year 10000:
+    PostgreSQL stores the second and then cannot read it back, and refuses offsets beyond ±15:59.
+    """
+    try:
+        return stamp.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 def format_line(timestamp: datetime, level: str, message: str) -> str:

@@ -48,9 +48,18 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark selected models ready")
     def mark_ready(self, request, queryset):
+        marked, refused = 0, []
         for model in queryset:
-            services.model_update(model_id=model.id, changes={"status": RegisteredModel.Status.READY})
-        self.message_user(request, f"Marked {queryset.count()} models ready.")
+            try:
+                services.model_update(model_id=model.id, changes={"status": RegisteredModel.Status.READY})
+                marked += 1
+            except services.ModelInvalid:
+                refused.append(model.name)
+        self.message_user(request, f"Marked {marked} models ready.")
+        if refused:
+            self.message_user(
+                request, f"Not marked ready (no files yet): {', '.join(refused)}.", level=messages.WARNING
+            )
 
     @admin.action(description="Deploy selected models to Ollama (default name and base)")
     def deploy_to_ollama(self, request, queryset):

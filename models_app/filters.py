@@ -23,9 +23,11 @@ class DateOrDateTimeField(forms.Field):
             return None
         value = str(value).strip()
         try:
-            return date.fromisoformat(value)
+            day = date.fromisoformat(value)
         except ValueError:
             pass
+        else:
+            return self._whole_day(day)
         try:
             parsed = parse_datetime(value)
         except ValueError:
@@ -38,6 +40,22 @@ class DateOrDateTimeField(forms.Field):
             return aware.astimezone(UTC)
         except (OverflowError, ValueError):
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+
+    def _whole_day(self, day: date) -> date:
+        """A date stands for a whole day: both of its ends must be instants the database holds (years 1-9999 in UTC).
+
+        ``date_to=9999-12-31`` needs the start of the day after: a 500 (OverflowError) once.
+        """
+        try:
+            _start_of(day).astimezone(UTC)
+            _start_of(day + timedelta(days=1)).astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError(
+                f"The whole day {day.isoformat()} does not fit the years 1 to 9999; give an earlier or later date, "
+                "or a date-time.",
+                code="out_of_range",
+            ) from None
+        return day
 
 
 def _start_of(day: date) -> datetime:

@@ -40,6 +40,20 @@ class InvalidJob(ValueError):
     """The job named does not exist or belongs to someone else."""
 
 
+class ModelInvalid(ValueError):
+    """Values the registry refuses; ``errors`` maps each field to its messages."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {messages[0]}" for field, messages in errors.items()))
+
+
+READY_NEEDS_FILES = (
+    "A model is ready only once it has files: register it (pending), upload its files "
+    "(POST /api/v1/models/<id>/files), then set its status to ready."
+)
+
+
 def _publish_model_event(model: RegisteredModel, action: str) -> None:
     publish_event_on_commit(
         user_channel(model.owner_id),
@@ -71,8 +85,10 @@ def model_create(
     """Register a model whose files will be uploaded through ``model_file_add`` (a model trained elsewhere).
 
     Its objects live under ``users/<owner>/models/<id>/``. A job may carry only one model (ModelConflict);
-    it must be the owner's (InvalidJob).
+    it must be the owner's (InvalidJob). A new record has no files yet, so it cannot start ``ready`` (ModelInvalid).
     """
+    if status == RegisteredModel.Status.READY:
+        raise ModelInvalid({"status": [READY_NEEDS_FILES]})
     if job_id is not None:
         from jobs.models import Job
 
@@ -100,11 +116,18 @@ def model_create(
 
 @transaction.atomic
 def model_update(*, model_id: int, changes: dict[str, Any]) -> RegisteredModel:
-    """Change the editable fields (name, description, base_model, type, status); the rest is derived."""
+    """Change the editable fields (name, description, base_model, type, status); the rest is derived.
+
+    A model becomes ``ready`` only when its manifest has files (ModelInvalid otherwise); the row is locked,
+    so a file upload cannot interleave with the check.
+    """
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
     model = RegisteredModel.objects.select_for_update().get(id=model_id)
+    becomes_ready = changes.get("status") == RegisteredModel.Status.READY and model.status != changes["status"]
+    if becomes_ready and not model.files:
+        raise ModelInvalid({"status": [READY_NEEDS_FILES]})
     for field, value in changes.items():
         setattr(model, field, value)
     model.save(update_fields=[*changes, "updated_at"])
@@ -325,7 +348,8 @@ def model_create_from_job(*, job_id: int) -> RegisteredModel | None:
                 files=files,
                 training_metrics=training_metrics,
                 total_size=derived["total_size"],
-                status=RegisteredModel.Status.READY,
+                # A job that wrote nothing (``models_backfill --include-empty``) leaves a record awaiting files.
+                status=RegisteredModel.Status.READY if files else RegisteredModel.Status.PENDING,
                 provenance=job_provenance(job),
             )
             _publish_model_event(model, "created")

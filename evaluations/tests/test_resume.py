@@ -86,6 +86,42 @@ def test_the_sweeper_leaves_healthy_runs_alone(pending):
     assert services.evaluation_sweep_stale() == {"requeued": 0, "failed": 0}
 
 
+def _unclaimed_for(evaluation, seconds: float) -> None:
+    """As if the evaluation had been queued ``seconds`` ago and nobody had claimed it since."""
+    Evaluation.objects.filter(id=evaluation.id).update(updated_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_the_sweeper_runs_a_pending_evaluation_whose_message_was_lost(
+    pending, settings, django_capture_on_commit_callbacks
+):
+    _unclaimed_for(pending, settings.QUEUED_REDISPATCH_SECONDS + 1)  # its message never went out
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.evaluation_sweep_stale() == {"requeued": 1, "failed": 0}
+    pending.refresh_from_db()
+    assert pending.status == "completed", pending.error_message
+    assert pending.attempts == 1
+
+
+def test_a_lost_evaluation_is_sent_again_once_per_period_not_by_every_sweep(
+    pending, settings, django_capture_on_commit_callbacks
+):
+    from tests.support.broker import messages_kept_in_the_broker, take_messages
+
+    _unclaimed_for(pending, settings.QUEUED_REDISPATCH_SECONDS + 1)
+    with messages_kept_in_the_broker(), django_capture_on_commit_callbacks(execute=True):
+        sweeps = [services.evaluation_sweep_stale(), services.evaluation_sweep_stale()]
+    assert [sweep["requeued"] for sweep in sweeps] == [1, 0]
+    assert take_messages("evaluations") == [("evaluations.tasks.evaluation_run", [pending.id])]
+    pending.refresh_from_db()
+    assert pending.status == "pending"
+
+
+def test_a_just_retried_evaluation_is_not_sent_again_however_old_it_is(pending, settings):
+    Evaluation.objects.filter(id=pending.id).update(created_at=timezone.now() - timedelta(days=2))
+    _unclaimed_for(pending, settings.QUEUED_REDISPATCH_SECONDS - 30)  # its retry sent a message moments ago
+    assert services.evaluation_sweep_stale() == {"requeued": 0, "failed": 0}
+
+
 def test_a_redelivered_task_does_not_run_a_finished_evaluation_twice(
     pending, trained_ollama, django_capture_on_commit_callbacks
 ):

@@ -56,6 +56,20 @@ def test_it_refuses_bad_hyperparameters_with_per_field_errors(alice_api, dataset
     assert Job.objects.count() == 0
 
 
+@pytest.mark.parametrize(("name", "value"), [("note", "before\x00after"), ("tags", ["fine", "\x00"])])
+def test_it_refuses_a_nul_byte_in_a_string_hyperparameter_at_creation(alice_api, dataset, name, value):
+    """Values become HP_* environment variables, which cannot hold NUL: the run used to fail later, not the POST."""
+    Trainer.objects.create(
+        name="notes",
+        command=["python", "-c", "pass"],
+        hyperparameter_schema={"note": {"type": "string", "default": ""}, "tags": {"type": "array", "default": []}},
+    )
+    response = create(alice_api, dataset, trainer="notes", hyperparameters={name: value})
+    assert response.status_code == 400, response.content
+    assert "NUL" in response.json()["errors"]["hyperparameters"][name][0]
+    assert Job.objects.count() == 0
+
+
 def test_it_refuses_another_users_dataset(bob_api, dataset):
     response = create(bob_api, dataset)
     assert response.status_code == 400

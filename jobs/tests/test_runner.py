@@ -222,6 +222,58 @@ def test_standalone_restart_requeues_queued_jobs_and_fails_orphaned_running_ones
     assert Job.objects.get(id=external.id).status == "queued"
 
 
+def _unclaimed_for(job, seconds: float) -> None:
+    """As if the job had been queued ``seconds`` ago and nobody had claimed it since."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Job.objects.filter(id=job.id).update(updated_at=timezone.now() - timedelta(seconds=seconds))
+
+
+@pytest.mark.django_db
+def test_the_sweeper_runs_a_queued_job_whose_message_was_lost(
+    alice, alice_dataset, slow_trainer, queued_job, settings, django_capture_on_commit_callbacks
+):
+    job = queued_job(alice, alice_dataset, slow_trainer, seconds=0)  # its message never went out
+    _unclaimed_for(job, settings.QUEUED_REDISPATCH_SECONDS + 1)
+    assert services.job_sweep_stale() == 1  # the broker (eager here) runs the job at once
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error_message
+    assert services.job_sweep_stale() == 0
+
+
+@pytest.mark.django_db
+def test_a_lost_job_is_sent_again_once_per_period_not_by_every_sweep(
+    alice, alice_dataset, slow_trainer, queued_job, settings
+):
+    from tests.support.broker import messages_kept_in_the_broker, take_messages
+
+    lost = queued_job(alice, alice_dataset, slow_trainer, seconds=0)
+    recent = queued_job(alice, alice_dataset, slow_trainer, seconds=0)
+    external = queued_job(alice, None, "external")
+    for job in (lost, external):
+        _unclaimed_for(job, settings.QUEUED_REDISPATCH_SECONDS + 1)
+    _unclaimed_for(recent, settings.QUEUED_REDISPATCH_SECONDS - 30)
+    with messages_kept_in_the_broker():
+        first, second = services.job_sweep_stale(), services.job_sweep_stale()
+        assert take_messages(slow_trainer.queue) == [("jobs.job_run_local", [lost.id])]
+        assert (first, second) == (1, 0)
+
+        _unclaimed_for(lost, settings.QUEUED_REDISPATCH_SECONDS + 1)  # a whole period later, still unclaimed
+        assert services.job_sweep_stale() == 1
+        assert take_messages(slow_trainer.queue) == [("jobs.job_run_local", [lost.id])]
+    assert Job.objects.get(id=lost.id).status == "queued"
+    assert Job.objects.get(id=external.id).status == "queued"  # external runners are not ours to send
+
+
+@pytest.mark.django_db
+def test_a_message_sent_twice_runs_the_job_once(alice, alice_dataset, slow_trainer, queued_job):
+    job = queued_job(alice, alice_dataset, slow_trainer, seconds=0)
+    assert runner.run_job(job_id=job.id) != "not-claimed"
+    assert runner.run_job(job_id=job.id) == "not-claimed"
+
+
 def test_the_sweeper_and_poller_are_scheduled_and_the_redispatcher_registered(settings):
     tasks = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert {"jobs.job_sweep_stale", "jobs.job_poll_external_status"} <= tasks

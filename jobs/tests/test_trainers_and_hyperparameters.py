@@ -34,6 +34,8 @@ def test_it_fills_defaults_and_keeps_given_values():
         ({"loss": "c"}, "loss", "must be one of: a, b"),
         ({"tags": "x,y"}, "tags", "must be a list of strings"),
         ({"note": 3}, "note", "must be a string"),
+        ({"note": "a\x00b"}, "note", "must not contain a NUL character"),
+        ({"tags": ["ok", "a\x00"]}, "tags", "items must not contain a NUL character"),
         ({"bogus": 1}, "bogus", "unknown hyperparameter"),
         ({}, "seed", "this hyperparameter is required"),
     ],
@@ -56,6 +58,8 @@ def test_environment_variables_are_uppercase_and_typed():
         {"x": {"type": "float"}},
         {"x": {"type": "enum"}},
         {"x": {"type": "integer", "default": "1"}},
+        {"x": {"type": "string", "default": "a\x00"}},
+        {"x": {"type": "enum", "choices": ["a", "b\x00"]}},
     ],
 )
 def test_it_refuses_unusable_schemas(schema):

@@ -72,6 +72,28 @@ def test_it_refuses_malformed_payloads_with_the_reason_and_stores_nothing(alice_
     assert not LogEntry.objects.filter(job=job).exists()
 
 
+EDGE_OF_TIME = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+23:59"]
+
+
+@pytest.mark.parametrize("stamp", EDGE_OF_TIME)
+def test_a_line_timestamp_outside_the_storable_range_is_a_400_naming_the_line(alice_api, job, stamp):
+    """In UTC these fall in year 0 or 10000: no database column holds them (once a 500)."""
+    response = alice_api.post(url(job), ["ok", {"message": "x", "timestamp": stamp}], format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert "line 1" in response.json()["detail"] and "out of range" in response.json()["detail"]
+    assert not LogEntry.objects.filter(job=job).exists()
+
+
+@pytest.mark.parametrize("stamp", EDGE_OF_TIME)
+def test_a_text_line_stamped_outside_the_storable_range_is_kept_with_the_time_it_arrived(alice_api, job, stamp):
+    before = timezone.now()
+    response = alice_api.post(url(job), [f"[{stamp}] [WARN] odd clock", f"{stamp} ERROR odder"], format="json")
+    assert response.status_code == 201, response.content[:300]
+    stored = list(LogEntry.objects.filter(job=job).order_by("seq").values_list("level", "timestamp"))
+    assert [level for level, _ in stored] == ["WARN", "ERROR"]
+    assert all(stamped >= before - timedelta(seconds=1) for _, stamped in stored)
+
+
 def test_a_surrogate_pair_escape_is_stored_as_its_character(alice_api, job):
     response = alice_api.generic("POST", url(job), b'["smile \\ud83d\\ude00"]', content_type="application/json")
     assert response.status_code == 201

@@ -183,6 +183,8 @@ class ModelViewSet(viewsets.ViewSet):
             )
         except services.InvalidJob as exc:
             raise serializers.ValidationError({"job": [str(exc)]})
+        except services.ModelInvalid as exc:
+            raise serializers.ValidationError(exc.errors)
         except services.ModelConflict as exc:
             raise Conflict(str(exc))
         return Response(_detail_body(request, model), status=status.HTTP_201_CREATED)
@@ -199,7 +201,10 @@ class ModelViewSet(viewsets.ViewSet):
         model = self._model(pk)
         serializer = ModelUpdateSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        model = services.model_update(model_id=model.id, changes=dict(serializer.validated_data))
+        try:
+            model = services.model_update(model_id=model.id, changes=dict(serializer.validated_data))
+        except services.ModelInvalid as exc:
+            raise serializers.ValidationError(exc.errors)
         return Response(_detail_body(request, model))
 
     @extend_schema(responses={204: None, 503: OpenApiTypes.OBJECT})

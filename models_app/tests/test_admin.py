@@ -23,3 +23,16 @@ def test_admin_archive_action_moves_status_through_the_service(admin_client, ali
     client.post("/admin/models_app/registeredmodel/", {"action": "archive_models", "_selected_action": [model.id]})
     model.refresh_from_db()
     assert model.status == "archived"
+
+
+def test_admin_marks_ready_only_models_that_have_files(admin_client, alice):
+    empty = make_model(alice, name="no files yet", status="pending")
+    full = make_model(alice, name="has files", status="uploading", files={"a.bin": b"a"})
+    response = admin_client.post(
+        "/admin/models_app/registeredmodel/",
+        {"action": "mark_ready", "_selected_action": [empty.id, full.id]},
+        follow=True,
+    )
+    assert b"Not marked ready (no files yet): no files yet" in response.content
+    assert RegisteredModel.objects.get(id=empty.id).status == "pending"
+    assert RegisteredModel.objects.get(id=full.id).status == "ready"

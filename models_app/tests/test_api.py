@@ -61,7 +61,7 @@ def test_it_refuses_a_second_model_for_the_same_job_with_409(alice_api, alice):
 
 
 def test_patch_changes_editable_fields_and_put_needs_them_all(alice_api, alice):
-    model = make_model(alice)
+    model = make_model(alice, files={"adapter_model.safetensors": b"weights"})
     response = alice_api.patch(f"{API}/{model.id}", {"status": "archived", "description": "old"})
     assert response.status_code == 200
     assert response.json()["model"]["status"] == "archived"
@@ -71,6 +71,38 @@ def test_patch_changes_editable_fields_and_put_needs_them_all(alice_api, alice):
     assert response.status_code == 200
     model.refresh_from_db()
     assert (model.name, model.base_model, model.type, model.status) == ("n2", "b2", "gguf", "ready")
+
+
+def test_a_new_registration_cannot_claim_to_be_ready(alice_api):
+    """A model is ready only when its manifest has files; a new record has none yet."""
+    response = alice_api.post(API, {"name": "empty", "base_model": "x", "status": "ready"})
+    assert response.status_code == 400, response.content
+    assert "only once it has files" in response.json()["errors"]["status"][0]
+    assert not RegisteredModel.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_a_model_without_files_cannot_be_made_ready_but_one_with_files_can(alice_api, alice, method):
+    empty = make_model(alice, status="pending")
+    full = {"name": "n", "description": "", "base_model": "b", "type": "lora", "status": "ready"}
+    body = full if method == "put" else {"status": "ready"}
+    response = getattr(alice_api, method)(f"{API}/{empty.id}", body)
+    assert response.status_code == 400, response.content
+    assert "status" in response.json()["errors"]
+    empty.refresh_from_db()
+    assert empty.status == "pending" and empty.name == "my model"
+
+    uploaded = make_model(alice, status="uploading", files={"adapter_model.safetensors": b"weights"})
+    response = getattr(alice_api, method)(f"{API}/{uploaded.id}", body)
+    assert response.status_code == 200, response.content
+    assert response.json()["model"]["status"] == "ready"
+
+
+def test_a_job_that_wrote_nothing_leaves_a_model_awaiting_files_not_a_ready_one(alice):
+    from models_app.services import model_create_from_job
+
+    job = make_job(alice, artifacts={})
+    assert model_create_from_job(job_id=job.id).status == "pending"
 
 
 @pytest.mark.parametrize("field", ["storage_path", "files", "total_size", "owner", "gguf_path"])
@@ -154,6 +186,10 @@ def test_job_filter(alice_api, alice, catalogue):
         "type=diffusion",
         "date_from=yesterday",
         "date_to=2025-13-45",
+        "date_to=9999-12-31",
+        "date_from=9999-12-31",
+        "date_to=9999-12-31T23:59:59-14:00",
+        "date_from=0001-01-01T00:00:00%2B14:00",
         "job=abc",
         "job=-3",
         "ordering=password",
@@ -169,6 +205,10 @@ def test_bad_query_values_are_a_400_naming_the_parameter(alice_api, catalogue, q
     response = alice_api.get(f"{API}?{query}")
     assert response.status_code == 400, response.content
     assert query.split("=")[0] in response.json()["errors"]
+
+
+def test_the_widest_whole_days_that_fit_are_accepted(alice_api, catalogue):
+    assert len(names(alice_api.get(f"{API}?date_from=0001-01-01&date_to=9999-12-30"))) == len(catalogue)
 
 
 def test_pagination_edges(alice_api, catalogue):

@@ -93,3 +93,55 @@ def test_local_storage_links_are_signed_app_links_that_serve_the_file(alice_api,
     assert response["Content-Disposition"].startswith("attachment")
     tampered = urlparse(url).path[:-3] + "xyz"
     assert alice_api.get(tampered).status_code == 404
+
+
+WEIGHTS = b"0123456789"
+# Single ranges are served as S3 serves them; several ranges or a malformed header get the whole file.
+RANGES = {
+    "bytes=2-5": (206, "bytes 2-5/10", b"2345"),
+    "bytes=7-": (206, "bytes 7-9/10", b"789"),
+    "bytes=-3": (206, "bytes 7-9/10", b"789"),
+    "bytes=-30": (206, "bytes 0-9/10", WEIGHTS),
+    "bytes=2-100": (206, "bytes 2-9/10", b"23456789"),
+    "bytes=9-9": (206, "bytes 9-9/10", b"9"),
+    "bytes=0-1,4-5": (200, None, WEIGHTS),
+    "bytes=5-2": (200, None, WEIGHTS),
+    "bytes=x-": (200, None, WEIGHTS),
+    "bytes=10-": (416, None, None),
+    "bytes=-0": (416, None, None),
+}
+
+
+def _fetch_range(alice_api, url: str, header: str) -> tuple[int, str | None, bytes]:
+    if url.startswith("http://testserver/"):
+        response = alice_api.get(urlparse(url).path, HTTP_RANGE=header)
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        return response.status_code, response.headers.get("Content-Range"), body
+    response = requests.get(url, headers={"Range": header}, timeout=10)
+    return response.status_code, response.headers.get("Content-Range"), response.content
+
+
+@pytest.mark.parametrize("backend", ["s3", "local"])
+def test_download_links_honour_a_single_range_on_both_backends(alice_api, alice, request, backend):
+    """A big download resumes from where it broke, whether the link is S3's presigned one or the studio's own."""
+    if backend == "local":
+        request.getfixturevalue("local_storage")
+    model = make_model(alice, files={"lora_adapters/adapter_model.safetensors": WEIGHTS})
+    url = alice_api.get(f"{API}/{model.id}").json()["download_links"]["lora_adapters"]
+    answers = {}
+    for header in RANGES:
+        status, content_range, body = _fetch_range(alice_api, url, header)
+        answers[header] = (status, content_range if status == 206 else None, body if status != 416 else None)
+    assert answers == RANGES
+
+
+def test_an_unsatisfiable_range_on_a_local_link_names_the_size(alice_api, alice, local_storage):
+    model = make_model(alice, files={"lora_adapters/adapter_model.safetensors": WEIGHTS})
+    url = alice_api.get(f"{API}/{model.id}").json()["download_links"]["lora_adapters"]
+    response = alice_api.get(urlparse(url).path, HTTP_RANGE="bytes=10-")
+    assert response.status_code == 416
+    assert response["Content-Range"] == "bytes */10"
+    whole = alice_api.get(urlparse(url).path)
+    assert whole["Accept-Ranges"] == "bytes" and whole["Content-Length"] == "10"
+    partial = alice_api.get(urlparse(url).path, HTTP_RANGE="bytes=4-")
+    assert partial["Content-Length"] == "6"

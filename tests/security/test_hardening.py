@@ -131,6 +131,24 @@ def test_a_server_error_shows_no_secret_and_logs_no_token(world, alice, settings
     assert token not in logged and django_settings.SECRET_KEY not in logged  # …but not the credentials
 
 
+def test_the_server_error_page_promises_nothing_it_cannot_know(alice, settings, monkeypatch):
+    """The same request fails the same way every time and its work may be half saved: no "nothing was lost"."""
+    settings.DEBUG = False
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("a fault that happens every time")
+
+    monkeypatch.setattr("models_app.selectors.model_list", explode)
+    client = Client(raise_request_exception=False)
+    client.force_login(alice)
+    pages = [client.get("/models/").content.decode() for _ in range(2)]
+    assert pages[0] == pages[1]
+    assert "logged for the operators" in pages[0]
+    assert "Check whether your last change was saved" in pages[0]
+    assert "it will keep failing until the fault is fixed" in pages[0]
+    assert "Nothing you submitted was lost" not in pages[0] and "try again in a moment" not in pages[0]
+
+
 def test_unknown_pages_are_a_plain_404_without_debug_details(settings, alice_browser):
     settings.DEBUG = False
     response = alice_browser.get("/no/such/page/")

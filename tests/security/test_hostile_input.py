@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from evaluations.models import Evaluation
 from finetune_studio import keys
-from jobs.models import Dataset
+from jobs.models import Dataset, Job, Trainer
 from models_app.models import RegisteredModel
 
 pytestmark = pytest.mark.django_db
@@ -162,6 +162,33 @@ def test_it_refuses_hostile_filter_values_with_a_reason(world, alice_api):
         response = alice_api.get(url, {name: value, **({"format": "json"} if "/logs" in url else {})})
         answers[(path, name)] = (response.status_code, bool(response.json().get("detail")))
     assert answers == {(path, name): (400, True) for path, name, _ in HOSTILE_FILTERS}
+
+
+LIST_ENDPOINTS = ["/api/v1/jobs/", "/api/v1/evaluations/", "/api/v1/models/", "/api/v1/datasets/"]
+BAD_LIST_PARAMETERS = {
+    "page_size": ["-1", "0", "ten", "1.5"],
+    "page": ["-1", "0", "abc"],
+    "ordering": ["owner__password", "-owner__password", "password", ",", "name,owner__email"],
+}
+
+
+@pytest.mark.parametrize("path", LIST_ENDPOINTS)
+def test_every_list_refuses_bad_paging_and_ordering_with_a_400_naming_the_parameter(world, alice_api, path):
+    answers = {}
+    for name, values in BAD_LIST_PARAMETERS.items():
+        for value in values:
+            response = alice_api.get(path, {name: value})
+            body = response.json()
+            answers[(name, value)] = (response.status_code, name in body.get("errors", {}), bool(body.get("detail")))
+    expected = {(name, value): (400, True, True) for name, values in BAD_LIST_PARAMETERS.items() for value in values}
+    assert answers == expected
+
+
+@pytest.mark.parametrize("path", LIST_ENDPOINTS)
+def test_every_list_still_accepts_good_paging_and_ordering(world, alice_api, path):
+    for query in ({"page_size": "1"}, {"page": "1"}, {"page_size": "500"}, {"ordering": "-created_at"}):
+        response = alice_api.get(path, query)
+        assert response.status_code == 200, (query, response.content[:300])
 
 
 FREE_TEXT = ["\x00", "%00", "'; select pg_sleep(10); --", "\\", "%", "_", "é" * 3000]
@@ -470,3 +497,53 @@ def test_a_broken_base_folder_is_reported_on_the_page_not_a_500(world, alice_bro
     response = alice_browser.get(f"/datasets/{world.dataset.id}/")
     assert response.status_code == 200
     assert "cannot be read" in response.content.decode() and str(tmp_path) not in response.content.decode()
+
+
+EDGES_OF_TIME = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+
+
+def test_the_edges_of_the_date_range_are_a_400_not_a_500(world, alice_api):
+    """Instants that fall in year 0 or 10000 once converted to UTC, and whole days whose end does."""
+    job_logs = f"/api/v1/jobs/{world.running_job.id}/logs"
+    answers = {}
+    for stamp in EDGES_OF_TIME:
+        posted = alice_api.post(job_logs, [{"message": "x", "timestamp": stamp}], format="json")
+        answers[f"POST logs {stamp}"] = posted.status_code
+        for path, name in [("/api/v1/models/", "date_to"), ("/api/v1/jobs/", "created_before")]:
+            answers[f"{path}?{name}={stamp}"] = alice_api.get(path, {name: stamp}).status_code
+    answers["/api/v1/models/?date_to=9999-12-31"] = alice_api.get(
+        "/api/v1/models/", {"date_to": "9999-12-31"}
+    ).status_code
+    assert answers == dict.fromkeys(answers, 400)
+
+
+NUL_JOB_FIELDS = {
+    "name": {"name": "run\x00"},
+    "base_model": {"base_model": "tiny\x00base"},
+    "string hyperparameter": {"hyperparameters": {"note": "a\x00b"}},
+    "string array hyperparameter": {"hyperparameters": {"tags": ["ok", "\x00"]}},
+}
+
+
+def test_a_nul_byte_anywhere_in_a_job_is_refused_at_creation(world, alice_api):
+    """Hyperparameters become the trainer's environment variables, which cannot hold NUL (it failed at run time)."""
+    Trainer.objects.create(
+        name="notes",
+        command=["python", "-c", "pass"],
+        hyperparameter_schema={"note": {"type": "string", "default": ""}, "tags": {"type": "array", "default": []}},
+    )
+    jobs_before = Job.objects.count()
+    answers = {}
+    for trick, fields in NUL_JOB_FIELDS.items():
+        body = {"name": "run", "base_model": "tiny", "dataset": world.dataset.id, "trainer": "notes", **fields}
+        response = alice_api.post("/api/v1/jobs", body, format="json")
+        answers[trick] = (response.status_code, bool(response.json().get("detail")))
+    assert answers == dict.fromkeys(NUL_JOB_FIELDS, (400, True))
+    assert Job.objects.count() == jobs_before
+
+
+def test_a_model_cannot_be_registered_ready_without_files(world, alice_api):
+    models_before = RegisteredModel.objects.count()
+    response = alice_api.post("/api/v1/models", {"name": "hollow", "base_model": "tiny", "status": "ready"})
+    assert response.status_code == 400 and "status" in response.json()["errors"]
+    assert RegisteredModel.objects.count() == models_before
