@@ -430,6 +430,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         "loss": history[-1]["loss"] if history else None,
         "runtime_seconds": round(runtime, 3),
         "tokens_per_second": round(all_tokens / max(runtime, 1e-9), 1),
+        "tokens": all_tokens,  # the records' own tokens, over all processes: never padding
     }
     if evaluations:
         final.update(eval_loss=evaluations[-1]["eval_loss"], eval_accuracy=evaluations[-1]["eval_accuracy"])
