@@ -202,6 +202,17 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     if not records:
         raise BadInput("the dataset has no records")
 
+    from . import distributed, modeling
+
+    # Before the heavy imports: what this worker cannot run is refused in seconds.
+    cuda = torch.cuda.is_available()
+    try:
+        setup = modeling.resolve_setup(
+            params, device_type="cuda" if cuda else "cpu", bf16_supported=cuda and torch.cuda.is_bf16_supported()
+        )
+    except modeling.SetupError as exc:
+        raise BadInput(str(exc)) from None
+
     import transformers
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
@@ -210,17 +221,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
-    from . import distributed, modeling
-
     seed = params["seed"]
     torch.manual_seed(seed)
-    cuda = torch.cuda.is_available()
-    try:
-        setup = modeling.resolve_setup(
-            params, device_type="cuda" if cuda else "cpu", bf16_supported=cuda and torch.cuda.is_bf16_supported()
-        )
-    except modeling.SetupError as exc:
-        raise BadInput(str(exc)) from None
     world = distributed.start()
     device = torch.device(f"cuda:{world.local_rank}" if cuda else "cpu")
     use_bf16 = setup.autocast
