@@ -268,8 +268,9 @@ def _run(spec: dict) -> dict:
     model.train()
     losses, times, real, computed = [], [], 0, 0
     warmup = spec["warmup_steps"]
+    batch_size = spec["batch_size"]
     for step in range(spec["steps"]):
-        batch_examples = examples[step * BATCH_SIZE : (step + 1) * BATCH_SIZE]
+        batch_examples = examples[step * batch_size : (step + 1) * batch_size]
         if cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -290,7 +291,7 @@ def _run(spec: dict) -> dict:
             computed += len(batch_examples) * max(len(e.input_ids) for e in batch_examples)
     seconds = sum(times)
     peak, kind = _peak_memory(torch, device)
-    timed_records = records[warmup * BATCH_SIZE : spec["steps"] * BATCH_SIZE]
+    timed_records = records[warmup * batch_size : spec["steps"] * batch_size]
     peak_flops = next((v for k, v in PEAK_BF16_FLOPS.items() if cuda and k in torch.cuda.get_device_name(0)), None)
     mfu = None
     if peak_flops:
@@ -430,6 +431,9 @@ def main() -> int:
     parser.add_argument(
         "--kernels", choices=["auto", "torch", "liger"], default="auto", help="lora-sft's kernels option"
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help="records per step (8; 4 if the padded 3B baseline runs out)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -468,7 +472,7 @@ def main() -> int:
         "ok": True,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "versions": _versions(),
-        "batch_size": BATCH_SIZE,
+        "batch_size": args.batch_size,
         "lora": {**LORA, "target_modules": TARGET_MODULES},
         "learning_rate": LEARNING_RATE,
         "steps": steps,
@@ -480,7 +484,7 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="gpu-lora-check-") as tmp:
         work = Path(tmp)
-        count = steps * BATCH_SIZE
+        count = steps * args.batch_size
         datasets = {}
         for name, full_length in (("spread 64-2048", None), ("full length 1024", 1024)):
             records = synthetic_records(
@@ -517,6 +521,7 @@ def main() -> int:
                     "data": str(path),
                     "steps": steps,
                     "warmup_steps": warmup,
+                    "batch_size": args.batch_size,
                     "cpu": not cuda,
                 }
                 runs[trainer] = _complete(_spawn(spec))
@@ -561,6 +566,7 @@ def main() -> int:
                         "data": str(path),
                         "steps": steps,
                         "warmup_steps": warmup,
+                        "batch_size": args.batch_size,
                     }
                 )
             )

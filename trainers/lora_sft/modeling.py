@@ -91,6 +91,9 @@ def load_base(base_model: str, setup: Setup, *, device):
 
     dtype = getattr(torch, setup.base_dtype)
     kwargs = {"local_files_only": True, "dtype": dtype, "attn_implementation": setup.attention}
+    if device.type == "cuda":
+        # Straight from the files onto the GPU (bitsandbytes also quantizes on the way there).
+        kwargs["device_map"] = {"": device.index if device.index is not None else torch.cuda.current_device()}
     if setup.quantization == "nf4":
         from transformers import BitsAndBytesConfig
 
@@ -100,7 +103,6 @@ def load_base(base_model: str, setup: Setup, *, device):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-        kwargs["device_map"] = {"": device}  # bitsandbytes quantizes while loading onto the GPU
     model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
     if setup.kernels == "liger":
         apply_liger_kernels(model)
