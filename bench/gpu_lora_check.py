@@ -384,7 +384,9 @@ def _spawn(spec: dict) -> dict:
             result = None
         process.join()
         return result or {"ok": False, "error": f"the run process exited {process.exitcode} without a result"}
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # Keep what PYTHONPATH already holds: on the GPU machine it names the carried wheels (liger, bitsandbytes).
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     try:
         completed = subprocess.run(
             [sys.executable, __file__, "--child", json.dumps(spec)],

@@ -8,6 +8,7 @@ keeps its meaning (records per micro-batch, in all), so do the steps and the sch
 and saves.
 """
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -44,6 +45,8 @@ def start(environ=os.environ) -> World:
         dist.init_process_group("nccl")
     else:
         dist.init_process_group("gloo")
+    # Whatever way the process ends (saved, refused, failed): torch warns about a group left undestroyed.
+    atexit.register(stop, world)
     return world
 
 
@@ -51,7 +54,8 @@ def stop(world: World) -> None:
     if world.distributed:
         import torch.distributed as dist
 
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def barrier(world: World) -> None:
