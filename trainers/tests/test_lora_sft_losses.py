@@ -68,3 +68,16 @@ def test_the_liger_fused_loss_equals_the_plain_loss():
     assert fused[1] == expected[1]
     assert fused[0] == pytest.approx(expected[0], rel=1e-2)
     assert torch.allclose(fused[2].float(), expected[2].float(), atol=2e-2)
+
+
+def test_the_chunked_loss_takes_a_bias_into_account():
+    states, weight, labels = problem(seed=3)
+    bias = torch.randn(weight.shape[0], generator=torch.Generator().manual_seed(4)).requires_grad_()
+    expected_total, _ = plain_loss_sum(states @ weight.T + bias, labels)
+    expected_total.backward()
+    expected_grad = bias.grad.clone()
+    bias.grad = None
+    total, _ = chunked_loss_sum(states, weight, labels, bias=bias, chunk_tokens=9)
+    total.backward()
+    assert total.item() == pytest.approx(expected_total.item(), rel=1e-6)
+    assert torch.allclose(bias.grad, expected_grad, atol=1e-5)
