@@ -426,6 +426,18 @@ def _versions() -> dict:
     return versions
 
 
+def _save(report: dict, path: Path | None, started: float) -> None:
+    report["wall_seconds"] = round(time.monotonic() - started, 1)
+    if path:
+        path.write_text(json.dumps(report) + "\n")
+    last = report["shapes"][-1] if report["shapes"] else None
+    if last:  # progress on stderr: stdout stays one JSON object
+        ratio = last["real_tokens_per_second_ratio"]
+        print(
+            f"[{report['wall_seconds']} s] {last['shape']}, {last['data']}: ratio {ratio}", file=sys.stderr, flush=True
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--allow-cpu", action="store_true", help="run the whole check on tiny shapes on the CPU")
@@ -435,6 +447,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--batch-size", type=int, default=BATCH_SIZE, help="records per step (8; 4 if the padded 3B baseline runs out)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="also write the JSON here, rewritten after every run (a cut-off run keeps its figures)"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -548,6 +563,7 @@ def main() -> int:
                 }
             )
             report["ok"] = report["ok"] and bool(ours["ok"] and plain["ok"])
+            _save(report, args.out, started)
         # QLoRA at 3B beside lora-sft's bf16 run of the same records.
         base, built = bases["llama-3.2-3b"]
         path, _ = datasets["spread 64-2048"]
@@ -581,7 +597,7 @@ def main() -> int:
             "real_tokens_per_second_ratio": _ratio(qlora["real_tokens_per_second"], bf16["real_tokens_per_second"]),
             "peak_memory_ratio": _ratio(qlora["peak_memory_mib"], bf16["peak_memory_mib"]),
         }
-    report["wall_seconds"] = round(time.monotonic() - started, 1)
+    _save(report, args.out, started)
     print(json.dumps(report))
     return 0 if report["ok"] else 1
 
