@@ -31,6 +31,7 @@ from django.db import DatabaseError
 from django.db.models import Q
 
 from finetune_studio import base_models, keys, objects
+from trainers.launch import launch_command
 
 from . import hyperparameters, services
 from .models import Job
@@ -180,6 +181,7 @@ def _run_claimed(job_id: int, lease_owner: str) -> str:
         hyperparams_file = work / "hyperparameters.json"
         hyperparams_file.write_text(json.dumps(job.hyperparameters, indent=2))
         env = _trainer_environment(job, base, dataset_path, hyperparams_file, output_dir)
+        command = launch_command(command, environ=env)  # torchrun over the trainer's GPUs when it has several
         shipper.runner(f"starting trainer {trainer.name}: {shlex.join(command)}")
         stop_reason, returncode, last_stderr = _supervise(job, lease_owner, command, env, work, shipper)
         shipper.flush()

@@ -118,7 +118,52 @@ HYPERPARAMETER_SCHEMA = {
     "bf16": {
         "type": "boolean",
         "default": True,
-        "help": "bfloat16 autocast on a GPU that supports it (float32 otherwise, and always on the CPU).",
+        "help": "bfloat16 on a GPU that supports it: the frozen base is held in bfloat16 and computed under "
+        "autocast, the LoRA weights and their optimizer state stay float32 (float32 otherwise, and always on the "
+        "CPU unless base_dtype says bfloat16).",
+    },
+    # The GPU-shaped options (docs/training.md "Speed on a GPU"); trainers/lora_sft/modeling.py resolves them.
+    "base_dtype": {
+        "type": "enum",
+        "choices": ["auto", "bfloat16", "float32"],
+        "default": "auto",
+        "help": "dtype of the frozen base weights. auto: bfloat16 on a GPU when bf16 is on, else float32. "
+        "bfloat16 on the CPU works (slowly) for checks. The LoRA weights are float32 whatever this says.",
+    },
+    "attention": {
+        "type": "enum",
+        "choices": ["auto", "sdpa", "flash_attention_2", "eager"],
+        "default": "auto",
+        "help": "Attention kernel. auto: flash_attention_2 on a GPU when the flash-attn package is installed, "
+        "else PyTorch's scaled-dot-product attention (sdpa).",
+    },
+    "packing": {
+        "type": "enum",
+        "choices": ["auto", "on", "off"],
+        "default": "auto",
+        "help": "Pack the records of a batch into as few rows as they fit, each keeping its own positions and "
+        "attention (no padding computed, nothing seen across records). auto: on on a GPU, off on the CPU. "
+        "The loss and the steps are the same either way.",
+    },
+    "kernels": {
+        "type": "enum",
+        "choices": ["auto", "liger", "torch"],
+        "default": "auto",
+        "help": "liger: Liger kernels (fused linear cross-entropy that never holds the full logits, RMSNorm, "
+        "RoPE, SwiGLU; needs a GPU and the liger-kernel package). torch: a chunked cross-entropy in plain "
+        "PyTorch over the trained tokens only. auto: liger when it can run here, else torch.",
+    },
+    "gradient_checkpointing": {
+        "type": "boolean",
+        "default": False,
+        "help": "Recompute activations in the backward pass: much less memory for about a third more compute.",
+    },
+    "quantization": {
+        "type": "enum",
+        "choices": ["none", "nf4"],
+        "default": "none",
+        "help": "nf4: QLoRA, the frozen base loaded in 4 bits through bitsandbytes (needs a CUDA GPU and the "
+        "bitsandbytes package). The adapter is saved exactly as without it.",
     },
 }
 

@@ -195,7 +195,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     from finetune_studio.records import RecordError, open_records
 
     from .chat import RenderError, encode_records
-    from .data import FALLBACK_CHAT_TEMPLATE, collate, split_records
+    from .data import FALLBACK_CHAT_TEMPLATE, split_records
+    from .steps import micro_batch_loss
 
     try:
         records = open_records(str(config.dataset_path))
@@ -204,9 +205,20 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     if not records:
         raise BadInput("the dataset has no records")
 
+    from . import distributed, modeling
+
+    # Before the heavy imports: what this worker cannot run is refused in seconds.
+    cuda = torch.cuda.is_available()
+    try:
+        setup = modeling.resolve_setup(
+            params, device_type="cuda" if cuda else "cpu", bf16_supported=cuda and torch.cuda.is_bf16_supported()
+        )
+    except modeling.SetupError as exc:
+        raise BadInput(str(exc)) from None
+
     import transformers
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.pytorch_utils import Conv1D
 
     transformers.logging.set_verbosity_error()
@@ -214,17 +226,19 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
 
     seed = params["seed"]
     torch.manual_seed(seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    use_bf16 = params["bf16"] and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    world = distributed.start()
+    device = torch.device(f"cuda:{world.local_rank}" if cuda else "cpu")
+    use_bf16 = setup.autocast
 
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     identity = config.base_model_name or base_identity(config.base_model)
     out.info(f"base model {identity}, device {device.type}{' bf16' if use_bf16 else ''}")
+    out.info(f"setup: {json.dumps(setup.describe(), sort_keys=True)}, {world.size} process(es)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.base_model, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(config.base_model, local_files_only=True, dtype=torch.float32)
+        model = modeling.load_base(config.base_model, setup, device=device)
     except (OSError, ValueError, KeyError, TypeError):
         # Never the loader's text: it tells whether a path exists and what a config.json there declares.
         raise BadInput(f"base model {identity} is not available here") from None
@@ -274,8 +288,14 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         target_modules=target_modules,
         bias="none",
     )
-    model = get_peft_model(model, lora_config)
-    model.to(device)
+    model = modeling.prepare_for_training(get_peft_model(model, lora_config), setup)
+    if setup.quantization == "none":  # a 4-bit base is placed on its GPU while loading
+        model.to(device)
+    step_model = modeling.TrainingForward(model, setup)
+    if not step_model.fused:
+        out.warn(f"the loss is computed from full logits: {step_model.unfused_reason}")
+    if world.distributed:
+        step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[device] if cuda else None)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     trainable_count = sum(parameter.numel() for parameter in trainable)
     total_count = sum(parameter.numel() for parameter in model.parameters())
@@ -327,11 +347,15 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         for group_start in range(0, len(batches), accumulation):
             group = batches[group_start : group_start + accumulation]
             for indices in group:
-                batch = collate([train_examples[index] for index in indices], pad_token_id=pad_token_id)
-                batch = {key: value.to(device) for key, value in batch.items()}
-                with autocast():
-                    loss = model(**batch).loss
-                loss_value = loss.item()
+                loss, loss_value, batch_tokens = micro_batch_loss(
+                    step_model,
+                    [train_examples[index] for index in indices],
+                    world=world,
+                    setup=setup,
+                    pad_token_id=pad_token_id,
+                    device=device,
+                    autocast=autocast,
+                )
                 if not math.isfinite(loss_value):
                     raise TrainingFailed(
                         f"the loss became {loss_value} at step {step + 1} (epoch {epoch + 1}): training diverged "
@@ -340,7 +364,6 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
                     )
                 (loss / len(group)).backward()
                 window_losses.append(loss_value)
-                batch_tokens = int(batch["attention_mask"].sum())
                 window_tokens += batch_tokens
                 all_tokens += batch_tokens
             grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm))
@@ -386,6 +409,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             evaluations.append(point)
             window_started = time.monotonic()  # validation time is not training throughput
     runtime = time.monotonic() - started
+    if not world.main:
+        return {}  # rank 0 saves the adapter: the weights are the same on every rank
 
     adapter_dir = config.output_dir / ADAPTER_DIR
     adapter_dir.mkdir(parents=True, exist_ok=True)
@@ -410,6 +435,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         "loss": history[-1]["loss"] if history else None,
         "runtime_seconds": round(runtime, 3),
         "tokens_per_second": round(all_tokens / max(runtime, 1e-9), 1),
+        "tokens": all_tokens,  # the records' own tokens, over all processes: never padding
     }
     if evaluations:
         final.update(eval_loss=evaluations[-1]["eval_loss"], **{score_name: evaluations[-1][score_name]})
@@ -426,6 +452,9 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             "device": device.type + (" bf16" if use_bf16 else ""),
             "record_format": records[0].format,
             "task": records[0].task,
+            "setup": setup.describe(),
+            "processes": world.size,
+            "dtypes": modeling.dtype_report(model, optimizer),
             "train_records": len(train_examples),
             "validation_records": len(validation_examples),
             "trainable_parameters": trainable_count,
@@ -452,7 +481,8 @@ def _on_sigterm(signum, frame):
 
 def main() -> int:
     force_offline()
-    out = Reporter()
+    # Under torchrun only rank 0 logs (tracebacks still reach stderr).
+    out = Reporter() if os.environ.get("RANK", "0") == "0" else Reporter(open(os.devnull, "w"))  # noqa: SIM115
     # Library warnings would reach the log without a level; give them one.
     warnings.showwarning = lambda message, category, *args, **kwargs: out.warn(f"{category.__name__}: {message}")
     # Libraries' notices about their own future APIs say nothing about this run.

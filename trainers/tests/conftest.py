@@ -54,8 +54,10 @@ def run_trainer(
     output_dir: Path,
     extra_env: dict | None = None,
     timeout: int = 180,
+    command: list[str] | None = None,
 ) -> TrainerRun:
-    """Start the trainer exactly as the job runner does: ``python -m trainers.lora_sft`` and the contract's env."""
+    """Start the trainer exactly as the job runner does: ``python -m trainers.lora_sft`` (or ``command``, e.g. the
+    runner's torchrun launch of it) and the contract's env."""
     hyperparams_file = output_dir.parent / f"{output_dir.name}-hyperparameters.json"
     hyperparams_file.write_text(json.dumps(hyperparameters))
     env = {
@@ -74,7 +76,7 @@ def run_trainer(
         **(extra_env or {}),
     }
     completed = subprocess.run(
-        [sys.executable, "-m", "trainers.lora_sft"],
+        command or [sys.executable, "-m", "trainers.lora_sft"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -33,6 +33,7 @@ def test_its_schema_has_the_documented_parameters_with_help_and_sensible_default
     expected = {
         "epochs", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "batch_size",
         "gradient_accumulation_steps", "max_length", "warmup_ratio", "seed", "validation_fraction", "logging_steps",
+        "base_dtype", "attention", "packing", "kernels", "gradient_checkpointing", "quantization",
     }  # fmt: skip
     assert expected <= set(HYPERPARAMETER_SCHEMA)
     assert all(spec.get("help") for spec in HYPERPARAMETER_SCHEMA.values())
@@ -57,6 +58,10 @@ def test_it_fills_defaults_and_keeps_given_values():
         ({"learning_rate": 5.0}, "'learning_rate' must be at most 1.0"),
         ({"target_modules": []}, "'target_modules' must be a non-empty list"),
         ({"bf16": "yes"}, "'bf16' must be true or false"),
+        ({"quantization": "nf5"}, "'quantization' must be one of none, nf4"),
+        ({"packing": True}, "'packing' must be one of auto, on, off"),
+        ({"kernels": "triton"}, "'kernels' must be one of auto, liger, torch"),
+        ({"gradient_checkpointing": 1}, "'gradient_checkpointing' must be true or false"),
     ],
 )
 def test_it_refuses_hyperparameters_it_cannot_honour(given, reason):

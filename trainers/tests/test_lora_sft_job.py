@@ -66,3 +66,36 @@ def test_a_lora_sft_job_ends_with_a_registered_model_holding_the_adapter_and_los
     # The metrics lines streamed through the logs pipeline drove the job's progress (page, chart, ETA).
     job.refresh_from_db()
     assert job.progress["step"] == job.progress["total_steps"] == 20, job.progress
+
+
+@pytest.mark.django_db
+def test_a_worker_given_two_gpus_runs_lora_sft_under_torchrun_and_registers_one_model(
+    alice, alice_api, demo_base, clause_dataset, django_capture_on_commit_callbacks, monkeypatch
+):
+    """On the CPU the two processes use gloo: the same launch a two-GPU worker makes, minus the GPUs."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the worker's GPUs, passed through to the trainer
+    dataset = job_services.dataset_create(
+        owner=alice, uploaded_file=SimpleUploadedFile("clauses.jsonl", clause_dataset.read_bytes())
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post(
+            "/api/v1/jobs",
+            {
+                "name": "lora on two processes",
+                "base_model": str(demo_base),
+                "dataset": dataset.id,
+                "trainer": "lora-sft",
+                "hyperparameters": {"epochs": 1, "batch_size": 16, "logging_steps": 2, "validation_fraction": 0.2},
+            },
+            format="json",
+        )
+    assert response.status_code == 201, response.json()
+    job = Job.objects.get(id=response.json()["id"])
+    assert job.status == Job.Status.SUCCEEDED, job.error_message
+    messages = list(job.log_entries.values_list("message", flat=True))
+    [start] = [m for m in messages if m.startswith("starting trainer lora-sft")]
+    assert "-m torch.distributed.run --standalone --nproc-per-node=2 -m trainers.lora_sft" in start
+    assert len([m for m in messages if "setup: " in m]) == 1  # only rank 0 logs
+    assert job.metrics["run"]["processes"] == 2
+    assert RegisteredModel.objects.filter(job=job).count() == 1
