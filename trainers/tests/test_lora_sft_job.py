@@ -70,8 +70,9 @@ def test_a_lora_sft_job_ends_with_a_registered_model_holding_the_adapter_and_los
 
 @pytest.mark.django_db
 def test_a_worker_given_two_gpus_runs_lora_sft_under_torchrun_and_registers_one_model(
-    alice, alice_api, demo_base, clause_dataset, django_capture_on_commit_callbacks, monkeypatch
+    alice, alice_api, demo_base, clause_dataset, django_capture_on_commit_callbacks, monkeypatch, settings
 ):
+    settings.DEMO_BASE_DIR = demo_base
     """On the CPU the two processes use gloo: the same launch a two-GPU worker makes, minus the GPUs."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the worker's GPUs, passed through to the trainer
@@ -83,7 +84,7 @@ def test_a_worker_given_two_gpus_runs_lora_sft_under_torchrun_and_registers_one_
             "/api/v1/jobs",
             {
                 "name": "lora on two processes",
-                "base_model": str(demo_base),
+                "base_model": "demo-base",
                 "dataset": dataset.id,
                 "trainer": "lora-sft",
                 "hyperparameters": {"epochs": 1, "batch_size": 16, "logging_steps": 2, "validation_fraction": 0.2},
