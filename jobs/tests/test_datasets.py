@@ -293,3 +293,19 @@ def test_datasets_uploaded_before_formats_were_detected_are_read_again(alice, ma
     assert (dataset.format, dataset.task, dataset.labels) == ("openai_chat", "generation", [])
     assert (old.format, old.task, old.labels) == ("text_label", "classification", ["x", "y"])
     assert "2 dataset(s) detected, 0 refused." in out.getvalue()
+
+
+def test_the_list_filters_by_task_and_format(alice_api, alice, make_dataset):
+    chat = make_dataset(alice, rows=CHAT_ROWS)
+    labelled = make_dataset(alice, rows=[{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
+    alpaca = make_dataset(alice)
+
+    def ids(**query):
+        response = alice_api.get("/api/v1/datasets", query)
+        assert response.status_code == 200, response.content
+        return {row["id"] for row in response.json()["results"]}
+
+    assert ids(task="classification") == {labelled.id}
+    assert ids(task="generation") == {chat.id, alpaca.id}
+    assert ids(record_format=["openai_chat", "alpaca"]) == {chat.id, alpaca.id}
+    assert alice_api.get("/api/v1/datasets", {"task": "poetry"}).status_code == 400
