@@ -309,3 +309,16 @@ def test_the_list_filters_by_task_and_format(alice_api, alice, make_dataset):
     assert ids(task="generation") == {chat.id, alpaca.id}
     assert ids(record_format=["openai_chat", "alpaca"]) == {chat.id, alpaca.id}
     assert alice_api.get("/api/v1/datasets", {"task": "poetry"}).status_code == 400
+
+
+def test_a_csv_dataset_splits_into_json_lines_of_its_records(alice, make_dataset):
+    from jobs import services
+
+    rows = "".join(f"clause {i},{['pay', 'law'][i % 2]}\n" for i in range(10))
+    original = services.dataset_create(
+        owner=alice, uploaded_file=SimpleUploadedFile("clauses.csv", ("text,label\n" + rows).encode())
+    )
+    train, test = services.dataset_split(dataset_id=original.id, test_fraction=0.2, seed=0)
+    assert (train.file_format, train.format, train.records, test.records) == ("jsonl", "text_label", 8, 2)
+    assert test.label_counts == {"law": 1, "pay": 1}
+    assert {row["label"] for row in read_split(test)} == {"law", "pay"}
