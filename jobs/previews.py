@@ -6,6 +6,7 @@ torch, so the page shows exactly the ids and trained tokens the trainer will use
 """
 
 import hashlib
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -96,7 +97,10 @@ def dataset_rendered_records(*, dataset: Dataset, base_name: str, count: int, ma
 
     tokenizer = preview_tokenizer(base_name)
     rendered = []
+    deadline = time.monotonic() + settings.DATASET_PREVIEW_MAX_SECONDS
     for number, record in enumerate(_read(dataset, min(count, MAX_PREVIEW_RECORDS)), start=1):
+        if number > 1 and time.monotonic() > deadline:  # long conversations: the page stays a page
+            break
         try:
             example = encode_record(tokenizer, record, system_prompt="", max_length=max_length)
         except RenderError as exc:
@@ -126,7 +130,11 @@ def dataset_token_lengths(*, dataset: Dataset, base_name: str, max_length: int) 
 
         tokenizer = preview_tokenizer(base_name)
         lengths, errors = [], 0
-        for record in _read(dataset, limit):
+        # Bounded in time as well as in records: a file of long conversations must not hold a web worker.
+        deadline = time.monotonic() + settings.DATASET_PREVIEW_MAX_SECONDS
+        for index, record in enumerate(_read(dataset, limit)):
+            if index and time.monotonic() > deadline:
+                break
             try:
                 lengths.append(token_length(tokenizer, record))
             except RenderError:
