@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 MAX_LINE_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 20
+# Rendering a conversation turn by turn costs its length times its turns: bound the turns.
+MAX_MESSAGES = 256
 
 OPENAI_CHAT = "openai_chat"
 SHAREGPT = "sharegpt"
@@ -225,6 +227,8 @@ def _openai_chat(obj: dict, location: str) -> Record:
     given = obj["messages"]
     if not isinstance(given, list) or not given:
         raise RecordError(location, "field 'messages' must be a non-empty list")
+    if len(given) > MAX_MESSAGES:
+        raise RecordError(location, f"more than {MAX_MESSAGES} messages in one record")
     messages = []
     for number, message in enumerate(given, start=1):
         where = f"{location}: message {number}"
@@ -249,6 +253,8 @@ def _sharegpt(obj: dict, location: str) -> Record:
     given = obj["conversations"]
     if not isinstance(given, list) or not given:
         raise RecordError(location, "field 'conversations' must be a non-empty list")
+    if len(given) > MAX_MESSAGES:
+        raise RecordError(location, f"more than {MAX_MESSAGES} turns in one record")
     if obj.get("tools"):
         raise RecordError(location, TOOL_REFUSAL)
     system = _string_field(obj, "system", location, required=False)

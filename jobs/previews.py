@@ -6,6 +6,7 @@ torch, so the page shows exactly the ids and trained tokens the trainer will use
 """
 
 import hashlib
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -96,7 +97,10 @@ def dataset_rendered_records(*, dataset: Dataset, base_name: str, count: int, ma
 
     tokenizer = preview_tokenizer(base_name)
     rendered = []
+    deadline = time.monotonic() + settings.DATASET_PREVIEW_MAX_SECONDS
     for number, record in enumerate(_read(dataset, min(count, MAX_PREVIEW_RECORDS)), start=1):
+        if number > 1 and time.monotonic() > deadline:  # long conversations: the page stays a page
+            break
         try:
             example = encode_record(tokenizer, record, system_prompt="", max_length=max_length)
         except RenderError as exc:
@@ -111,34 +115,40 @@ def dataset_rendered_records(*, dataset: Dataset, base_name: str, count: int, ma
 
 
 def dataset_token_lengths(*, dataset: Dataset, base_name: str, max_length: int) -> LengthSummary:
-    """Token lengths of the whole rendered records for that base, as a histogram; cached per file and base."""
+    """Token lengths of the whole rendered records for that base, as a histogram.
+
+    The lengths are cached per file and base (not per max_length: another max_length only recounts).
+    """
     folder = preview_bases().get(base_name)
     stamp = (folder / "tokenizer.json").stat().st_mtime if folder else 0
-    key_source = (
-        f"{dataset.sha256}:{dataset.path}:{base_name}:{stamp}:{max_length}:{settings.DATASET_PREVIEW_MAX_RECORDS}"
-    )
+    limit = settings.DATASET_PREVIEW_MAX_RECORDS
+    key_source = f"{dataset.sha256}:{dataset.path}:{base_name}:{stamp}:{limit}"
     key = "dataset-lengths:" + hashlib.sha256(key_source.encode()).hexdigest()
     cached = cache.get(key)
-    if cached is not None:
-        return cached
-    from trainers.lora_sft.chat import RenderError, token_length
+    if cached is None:
+        from trainers.lora_sft.chat import RenderError, token_length
 
-    tokenizer = preview_tokenizer(base_name)
-    lengths, errors = [], 0
-    for record in _read(dataset, settings.DATASET_PREVIEW_MAX_RECORDS):
-        try:
-            lengths.append(token_length(tokenizer, record))
-        except RenderError:
-            errors += 1
-    summary = LengthSummary(
+        tokenizer = preview_tokenizer(base_name)
+        lengths, errors = [], 0
+        # Bounded in time as well as in records: a file of long conversations must not hold a web worker.
+        deadline = time.monotonic() + settings.DATASET_PREVIEW_MAX_SECONDS
+        for index, record in enumerate(_read(dataset, limit)):
+            if index and time.monotonic() > deadline:
+                break
+            try:
+                lengths.append(token_length(tokenizer, record))
+            except RenderError:
+                errors += 1
+        cached = (lengths, errors)
+        cache.set(key, cached, timeout=3600)
+    lengths, errors = cached
+    return LengthSummary(
         records=len(lengths) + errors,
         over_max_length=sum(1 for length in lengths if length > max_length),
         longest=max(lengths, default=0),
         bins=_bins(lengths),
         errors=errors,
     )
-    cache.set(key, summary, timeout=3600)
-    return summary
 
 
 def _bins(lengths: list[int]) -> list[dict]:

@@ -169,6 +169,7 @@ OK = chat(("user", "hi"), ("assistant", "hello"))
         ),
         ({"messages": []}, "line 2", "'messages' must be a non-empty list"),
         ({"messages": ["hi"]}, "line 2: message 1", "expected an object"),
+        (chat(*[("user", "q"), ("assistant", "a")] * 129), "line 2", "more than 256 messages in one record"),
     ],
 )
 def test_it_refuses_a_bad_chat_record_naming_the_line_and_message(row, location, reason):

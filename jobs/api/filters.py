@@ -4,7 +4,7 @@ import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
 
-from ..models import Job
+from ..models import Dataset, Job
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):
@@ -34,3 +34,13 @@ class JobFilter(django_filters.FilterSet):
     class Meta:
         model = Job
         fields = ["status", "base_model", "trainer", "created_after", "created_before"]
+
+
+class DatasetFilter(django_filters.FilterSet):
+    task = django_filters.ChoiceFilter(choices=Dataset.Task.choices)
+    # Not ``format``: DRF reads ``?format=`` as the renderer to answer with.
+    record_format = django_filters.MultipleChoiceFilter(field_name="format", choices=Dataset.Format.choices)
+
+    class Meta:
+        model = Dataset
+        fields = ["task", "record_format"]

@@ -13,7 +13,7 @@ from finetune_studio.parsers import JSONParser
 from .. import selectors, services
 from ..models import Dataset, Job, Trainer
 from ..uploads import limit_dataset_uploads
-from .filters import JobFilter
+from .filters import DatasetFilter, JobFilter
 from .serializers import (
     BaseModelSerializer,
     DatasetSerializer,
@@ -37,6 +37,7 @@ class DatasetViewSet(
 
     queryset = Dataset.objects.all()
     serializer_class = DatasetSerializer
+    filterset_class = DatasetFilter
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     ordering_fields = ["created_at", "name", "records", "size_bytes"]
 

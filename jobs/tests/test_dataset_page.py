@@ -144,3 +144,13 @@ def test_bob_can_neither_see_the_preview_nor_split_alices_dataset(bob, client, a
     assert client.post(f"/datasets/{dataset.id}/split/", {"test_fraction": 0.5, "seed": 1}).status_code == 404
     assert Dataset.objects.count() == 1
     assert json.dumps(CHAT[0]["messages"][1]["content"]) not in client.get("/datasets/").content.decode()
+
+
+def test_the_histogram_stops_after_its_time_budget_and_says_how_many_records_it_read(
+    alice_browser, alice, make_dataset, demo_base_here, settings
+):
+    settings.DATASET_PREVIEW_MAX_SECONDS = 0  # the first record only, whatever the machine
+    dataset = make_dataset(alice, rows=CHAT * 3, filename="chat.jsonl")
+    page = alice_browser.get(f"/datasets/{dataset.id}/", {"records": 5}).content.decode()
+    assert "of 1 record(s) exceed" in page and "the first 1 records were read" in page
+    assert page.count("<h3>Record ") == 1

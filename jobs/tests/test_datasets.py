@@ -293,3 +293,32 @@ def test_datasets_uploaded_before_formats_were_detected_are_read_again(alice, ma
     assert (dataset.format, dataset.task, dataset.labels) == ("openai_chat", "generation", [])
     assert (old.format, old.task, old.labels) == ("text_label", "classification", ["x", "y"])
     assert "2 dataset(s) detected, 0 refused." in out.getvalue()
+
+
+def test_the_list_filters_by_task_and_format(alice_api, alice, make_dataset):
+    chat = make_dataset(alice, rows=CHAT_ROWS)
+    labelled = make_dataset(alice, rows=[{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
+    alpaca = make_dataset(alice)
+
+    def ids(**query):
+        response = alice_api.get("/api/v1/datasets", query)
+        assert response.status_code == 200, response.content
+        return {row["id"] for row in response.json()["results"]}
+
+    assert ids(task="classification") == {labelled.id}
+    assert ids(task="generation") == {chat.id, alpaca.id}
+    assert ids(record_format=["openai_chat", "alpaca"]) == {chat.id, alpaca.id}
+    assert alice_api.get("/api/v1/datasets", {"task": "poetry"}).status_code == 400
+
+
+def test_a_csv_dataset_splits_into_json_lines_of_its_records(alice, make_dataset):
+    from jobs import services
+
+    rows = "".join(f"clause {i},{['pay', 'law'][i % 2]}\n" for i in range(10))
+    original = services.dataset_create(
+        owner=alice, uploaded_file=SimpleUploadedFile("clauses.csv", ("text,label\n" + rows).encode())
+    )
+    train, test = services.dataset_split(dataset_id=original.id, test_fraction=0.2, seed=0)
+    assert (train.file_format, train.format, train.records, test.records) == ("jsonl", "text_label", 8, 2)
+    assert test.label_counts == {"law": 1, "pay": 1}
+    assert {row["label"] for row in read_split(test)} == {"law", "pay"}

@@ -101,7 +101,15 @@ HYPERPARAMETER_SCHEMA = {
         "default": 0.1,
         "minimum": 0.0,
         "maximum": 0.5,
-        "help": "Share of the records held out to report validation loss and accuracy after each epoch (0: none).",
+        "help": "Share of the records held out to report validation loss and exact match after each epoch (0: none).",
+    },
+    "validation_max_records": {
+        "type": "integer",
+        "default": 256,
+        "minimum": 1,
+        "maximum": 100000,
+        "help": "At most this many records are held out (the rest of the validation share is trained on): a "
+        "small sample keeps each epoch's validation quick on large datasets.",
     },
     "logging_steps": {
         "type": "integer",
@@ -113,7 +121,8 @@ HYPERPARAMETER_SCHEMA = {
     "system_prompt": {
         "type": "string",
         "default": "",
-        "help": "System message put before every record (empty: none). Deploy with the same one.",
+        "help": "System message put before every record that has none of its own (empty: none). Deploy with the "
+        "same one.",
     },
     "bf16": {
         "type": "boolean",
@@ -172,10 +181,12 @@ DEFINITION = {
     "description": (
         "Supervised LoRA fine-tuning of a causal language model with transformers + PEFT, on CUDA when present, "
         "else CPU. The base model must be a local folder or already in the local Hugging Face cache (nothing is "
-        "downloaded). Each record is rendered with the base tokenizer's chat template (user = instruction/input "
-        "or text, assistant = output or label) and only the answer tokens are learned. Reports loss every "
-        "logging step and validation loss/accuracy every epoch; leaves lora_adapters/ (adapter_model.safetensors, "
-        "adapter_config.json, tokenizer and chat template) and metrics.json. Needs the training extra "
+        "downloaded). Each record is rendered whole with the base tokenizer's chat template (chat records with "
+        "all their turns; otherwise user = instruction/input, prompt or text, assistant = output, completion or "
+        "label) and only the assistant turns with weight 1 are learned. Reports loss every logging step and "
+        "validation loss and exact match (accuracy for text/label records) every epoch; leaves lora_adapters/ "
+        "(adapter_model.safetensors, adapter_config.json, tokenizer and chat template) and metrics.json. Needs the "
+        "training extra "
         "(requirements-train.txt)."
     ),
     "command": ["{python}", "-m", "trainers.lora_sft"],

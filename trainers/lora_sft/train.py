@@ -250,6 +250,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         pad_token_id = 0  # padding positions are masked out of attention and loss: any id will do
 
     train_records, validation_records = split_records(records, fraction=params["validation_fraction"], seed=seed)
+    cap = params["validation_max_records"]
+    train_records, validation_records = train_records + validation_records[cap:], validation_records[:cap]
     try:
         encode = {"system_prompt": params["system_prompt"], "max_length": params["max_length"]}
         train_examples = encode_records(tokenizer, train_records, **encode)
