@@ -12,7 +12,8 @@ psycopg pool and the last ones gave up after DB_POOL_TIMEOUT, answering "databas
   rest wait on the event loop: upkeep of open streams first, then openings, then backlogs.
 - ``stream_read`` runs one read of an open stream in a worker thread when its turn comes. A pool
   that is busy anyway (other requests took every connection) is waited out: an open stream is
-  never cut for want of a connection. A database that is down still raises.
+  never cut for want of a connection. A database that is down still raises. Identical reads
+  waiting for a turn are made once (the streams of a job reopening at one position).
 - ``stream_opening`` gives an SSE view's opening its turn; an opening that waited
   STREAM_OPEN_WAIT_SECONDS is answered 503 "busy" with Retry-After (shedding, said truthfully).
 - ``pool_exhausted`` tells a busy pool (every connection in use) from an unreachable database;
@@ -25,7 +26,7 @@ import contextlib
 import functools
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -106,6 +107,7 @@ class StreamSlots:
         self.size = size
         self.in_use = 0
         self.waiting: dict[str, collections.deque] = {kind: collections.deque() for kind in _ORDER}
+        self.queued_reads: dict[Hashable, asyncio.Task] = {}  # shared reads still waiting for their turn
 
     @classmethod
     def here(cls) -> "StreamSlots":
@@ -164,26 +166,57 @@ def _released(function: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-async def stream_read(function: Callable[..., T], /, *args: Any, turn: str = READ, **kwargs: Any) -> T:
+async def stream_read(
+    function: Callable[..., T], /, *args: Any, turn: str = READ, shared: bool = False, **kwargs: Any
+) -> T:
     """``function(*args, **kwargs)`` (a few queries) for an open stream, in a worker thread, when its turn comes.
 
     ``turn`` is READ (lines) or CHECK (upkeep). Holds a pooled connection only while it runs. When
     the pool is busy anyway the read waits and tries again, as long as it takes: the stream stays
     open. Other database errors propagate.
+
+    ``shared``: for a pure read (same arguments, same answer at one moment). A request made while an
+    identical read still waits for its turn joins it instead of queueing another: that read starts
+    after both were asked, so its answer is as fresh as each would have got. In a storm, the
+    streams of one job that opened at the same position share one backlog read.
     """
     slots = StreamSlots.here()
+    if not shared:
+        return await _read_in_turn(slots, function, args, kwargs, turn, key=None)
+    key = (function, args, tuple(sorted(kwargs.items())))
+    read = slots.queued_reads.get(key)
+    if read is None:
+        read = asyncio.get_running_loop().create_task(_read_in_turn(slots, function, args, kwargs, turn, key=key))
+        read.add_done_callback(_retrieve)  # a read whose streams all left must not warn "never retrieved"
+        slots.queued_reads[key] = read
+    return await asyncio.shield(read)  # a stream that leaves does not cancel the others' read
+
+
+async def _read_in_turn(slots: "StreamSlots", function, args, kwargs, turn: str, *, key) -> Any:
     run = sync_to_async(_released(function), thread_sensitive=False)
-    for attempt in range(1_000_000):
-        async with slots.held(turn):
-            try:
-                return await run(*args, **kwargs)
-            except Exception as exc:
-                if not pool_exhausted(exc):
-                    raise
-        if attempt == 0:
-            logger.warning("Every database connection is in use: an open stream waits for its read")
-        await asyncio.sleep(_BUSY_RETRY_PAUSES[min(attempt, len(_BUSY_RETRY_PAUSES) - 1)])
-    raise AssertionError("unreachable")
+    attempt = 0
+    try:
+        while True:
+            async with slots.held(turn):
+                if key is not None and slots.queued_reads.get(key) is asyncio.current_task():
+                    del slots.queued_reads[key]  # it starts now: later requests would get an older answer
+                try:
+                    return await run(*args, **kwargs)
+                except Exception as exc:
+                    if not pool_exhausted(exc):
+                        raise
+            if attempt == 0:
+                logger.warning("Every database connection is in use: an open stream waits for its read")
+            await asyncio.sleep(_BUSY_RETRY_PAUSES[min(attempt, len(_BUSY_RETRY_PAUSES) - 1)])
+            attempt += 1
+    finally:
+        if key is not None and slots.queued_reads.get(key) is asyncio.current_task():
+            del slots.queued_reads[key]
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def busy_message(reason: str) -> str:

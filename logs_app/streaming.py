@@ -126,9 +126,10 @@ def table_position(job_id: int) -> tuple[int, bool]:
     return last_seq or 0, status in Job.FINISHED
 
 
-# Each read waits its turn for a connection and holds it only while it runs (finetune_studio.stream_db).
-_replay = functools.partial(stream_read, replay_page)
-_position = functools.partial(stream_read, table_position, turn=CHECK)
+# Each read waits its turn for a connection and holds it only while it runs (finetune_studio.stream_db);
+# streams asking the same page at once share one read (they encode nothing per stream: ``Replay`` is bytes).
+_replay = functools.partial(stream_read, replay_page, shared=True)
+_position = functools.partial(stream_read, table_position, turn=CHECK, shared=True)
 
 
 # --- One listener per watched job and process --------------------------------------------------

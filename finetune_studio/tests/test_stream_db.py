@@ -4,10 +4,11 @@ The storm itself, with real processes and a real pool, is tests/reliability/test
 """
 
 import asyncio
+import threading
 
 import pytest
 
-from finetune_studio.stream_db import CHECK, OPEN, READ, SlotTimeout, StreamSlots
+from finetune_studio.stream_db import CHECK, OPEN, READ, SlotTimeout, StreamSlots, stream_read
 
 
 async def _take(slots: StreamSlots, kind: str, served: list[str], *, hold: float = 0.01) -> None:
@@ -85,3 +86,67 @@ def test_a_client_that_leaves_while_waiting_gives_its_turn_to_the_next():
         return served
 
     assert asyncio.run(scenario()) == [READ]
+
+
+def test_identical_reads_waiting_for_a_turn_are_made_once(settings):
+    settings.STREAM_DB_SLOTS = 1
+    calls: list[tuple[int, int]] = []
+
+    def page(job_id: int, after: int) -> str:
+        calls.append((job_id, after))
+        return f"page {job_id}:{after}"
+
+    async def scenario():
+        async with StreamSlots.here().held(READ):  # the one slot is taken: the reads below all wait
+            same = [asyncio.create_task(stream_read(page, 7, 100, shared=True)) for _ in range(5)]
+            other = asyncio.create_task(stream_read(page, 7, 200, shared=True))
+            await asyncio.sleep(0.05)
+        return await asyncio.gather(*same), await other
+
+    same, other = asyncio.run(scenario())
+    assert same == ["page 7:100"] * 5
+    assert other == "page 7:200"
+    assert sorted(calls) == [(7, 100), (7, 200)]
+
+
+def test_a_read_asked_once_an_identical_one_has_started_is_made_again(settings):
+    """Joining a read already running could hand out an answer older than the question."""
+    settings.STREAM_DB_SLOTS = 2
+    calls: list[int] = []
+    first_running, finish_first = threading.Event(), threading.Event()
+
+    def position(job_id: int) -> int:
+        calls.append(job_id)
+        number = len(calls)
+        if number == 1:
+            first_running.set()
+            finish_first.wait(5)
+        return number
+
+    async def scenario():
+        first = asyncio.create_task(stream_read(position, 3, shared=True))
+        await asyncio.to_thread(first_running.wait, 5)
+        second = asyncio.create_task(stream_read(position, 3, shared=True))
+        await asyncio.sleep(0.05)
+        finish_first.set()
+        return await first, await second
+
+    assert asyncio.run(scenario()) == (1, 2)
+
+
+def test_a_stream_that_leaves_does_not_cancel_the_read_it_shares(settings):
+    settings.STREAM_DB_SLOTS = 1
+
+    def page(after: int) -> str:
+        return f"after {after}"
+
+    async def scenario():
+        async with StreamSlots.here().held(READ):
+            leaving = asyncio.create_task(stream_read(page, 5, shared=True))
+            staying = asyncio.create_task(stream_read(page, 5, shared=True))
+            await asyncio.sleep(0.02)
+            leaving.cancel()
+            await asyncio.sleep(0.02)
+        return await staying
+
+    assert asyncio.run(scenario()) == "after 5"
