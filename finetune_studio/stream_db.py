@@ -71,12 +71,13 @@ def pool_exhausted(exc: BaseException) -> bool:
     """
     global _connection_errors_seen
     from django.db import connection
+
+    pool = getattr(connection, "pool", None)  # PostgreSQL with DATABASES' "pool" option only
+    if pool is None:
+        return False
     from psycopg_pool import PoolTimeout
 
     if not isinstance(exc, PoolTimeout) and not isinstance(exc.__cause__, PoolTimeout):
-        return False
-    pool = getattr(connection, "pool", None)
-    if pool is None:
         return False
     stats = pool.get_stats()
     errors = stats.get("connections_errors", 0)
