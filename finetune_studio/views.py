@@ -9,7 +9,6 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from .objects import ObjectNotFound, read_local_link
-from .stream_db import stream_opening
 from .streaming import StreamAccess, release_connection, response_chunks, while_allowed
 
 
@@ -78,7 +77,6 @@ def server_error(request):
     return HttpResponseServerError(loader.get_template("500.html").render())
 
 
-@stream_opening
 def user_events(request):
     """The signed-in user's live event stream (SSE): job, model and evaluation updates for their pages."""
     from django.http import HttpResponse
