@@ -21,7 +21,6 @@ stream per batch: bench/bench_logs_stream.py.
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import re
@@ -35,7 +34,6 @@ from django_eventstream.utils import make_id, sse_encode_event
 from django_eventstream.views import Listener, get_listener_manager
 
 from finetune_studio.events import job_channel
-from finetune_studio.stream_db import CHECK, stream_read
 from finetune_studio.streaming import StreamAccess, release_connection, revocable
 
 from .fanout import on_redis_subscribed
@@ -126,10 +124,20 @@ def table_position(job_id: int) -> tuple[int, bool]:
     return last_seq or 0, status in Job.FINISHED
 
 
-# Each read waits its turn for a connection and holds it only while it runs (finetune_studio.stream_db);
-# streams asking the same page at once share one read (they encode nothing per stream: ``Replay`` is bytes).
-_replay = functools.partial(stream_read, replay_page, shared=True)
-_position = functools.partial(stream_read, table_position, turn=CHECK, shared=True)
+async def _replay(job_id: int, after: int, *, upto: int | None = None) -> Replay:
+    """``replay_page`` when its turn comes, holding a connection only while it reads (finetune_studio.stream_db).
+
+    Streams asking the same page at once share one read (nothing in a ``Replay`` is per stream).
+    """
+    from finetune_studio.stream_db import stream_read
+
+    return await stream_read(replay_page, job_id, after, upto=upto, shared=True)
+
+
+async def _position(job_id: int) -> tuple[int, bool]:
+    from finetune_studio.stream_db import CHECK, stream_read
+
+    return await stream_read(table_position, job_id, turn=CHECK, shared=True)
 
 
 # --- One listener per watched job and process --------------------------------------------------
