@@ -1,5 +1,6 @@
 """What every API endpoint shares: pagination, the error shape, ownership."""
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
@@ -11,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .ownership import visible_to
+from .stream_db import busy_message, pool_exhausted
 
 
 class StudioPagination(PageNumberPagination):
@@ -84,15 +86,26 @@ class DatabaseUnavailable(ServiceUnavailable):
     default_code = "database_unavailable"
 
 
+class StudioBusy(ServiceUnavailable):
+    """Every pooled database connection was in use for DB_POOL_TIMEOUT: load shed, the database is fine."""
+
+    default_code = "busy"
+
+    def __init__(self):
+        super().__init__(busy_message("every database connection is in use"))
+        self.wait = settings.BUSY_RETRY_AFTER_SECONDS  # DRF sends it as Retry-After
+
+
 def exception_handler(exc, context):
     """One error shape: ``{"detail": "...", "errors": {field: [messages]}}`` (errors only for field problems).
 
     A lost or refused database connection (a PostgreSQL restart, a cut connection, the pool timing out) is
     an outage, not a bug: it answers 503 "retry", so clients that retry on 503 (log shippers with seqs, the
-    CLI) resend safely, where a 500 would tell them the request itself was wrong.
+    CLI) resend safely, where a 500 would tell them the request itself was wrong. A pool timeout while every
+    connection was busy is load, not an outage: 503 "busy" with Retry-After.
     """
     if isinstance(exc, OperationalError | InterfaceError):
-        exc = DatabaseUnavailable()
+        exc = StudioBusy() if pool_exhausted(exc) else DatabaseUnavailable()
     elif isinstance(exc, RequestDataTooBig):
         exc = RequestTooLarge(str(exc) or None)
     elif isinstance(exc, Http404):

@@ -118,6 +118,10 @@ if DATABASE_URL and not DATABASE_URL.startswith("sqlite"):
         },
         "connect_timeout": 5,
     }
+    _pool_max = _db["OPTIONS"]["pool"]["max_size"]
+    # Event streams' reads and openings holding a connection at once, per web process (finetune_studio/stream_db.py);
+    # the others wait their turn on the event loop. Below the pool's size, so other requests find a connection.
+    STREAM_DB_SLOTS = env_int("STREAM_DB_SLOTS", max(1, _pool_max - 2), minimum=1, maximum=_pool_max)
 else:
     _sqlite_path = urlparse(DATABASE_URL).path if DATABASE_URL else str(VAR_DIR / "db.sqlite3")
     _db = {
@@ -130,6 +134,13 @@ else:
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         },
     }
+    STREAM_DB_SLOTS = env_int("STREAM_DB_SLOTS", 4, minimum=1)
+# A stream opening waits this long for its turn before it is answered 503 "busy" with Retry-After (after a
+# restart every browser reconnects at once; bench/bench_logs_storm.py). Below a proxy's usual 60 s read
+# timeout, so that the browser gets our answer rather than the proxy's 504.
+STREAM_OPEN_WAIT_SECONDS = env_int("STREAM_OPEN_WAIT_SECONDS", 45, minimum=1)
+# The Retry-After of a 503 "busy" (load shed; the database is fine).
+BUSY_RETRY_AFTER_SECONDS = env_int("BUSY_RETRY_AFTER_SECONDS", 5, minimum=1)
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

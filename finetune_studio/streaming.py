@@ -6,7 +6,8 @@ read-ahead thread instead (bounded: a few chunks in flight), and passes sync ite
 unchanged under WSGI. Errors raised while producing propagate to the server, which drops the
 connection: the client sees an incomplete transfer, never a complete-looking truncated file.
 
-Open event streams (SSE) re-check their access on a timer (``AccessWatch``, ``revocable``).
+Open event streams (SSE) re-check their access on a timer (``AccessWatch``, ``revocable``); their
+database reads take turns (``stream_db``).
 """
 
 import asyncio
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
+
+from .stream_db import CHECK, pool_exhausted, release_connection, stream_read
 
 logger = logging.getLogger(__name__)
 
@@ -113,19 +116,6 @@ def response_chunks(request, chunks: Iterable[bytes]) -> Iterable[bytes] | Async
     return chunks
 
 
-def release_connection() -> None:
-    """Give the request thread's database connection back to the pool while a stream stays open.
-
-    Under ASGI each request keeps its own thread, and its connection until the response ends:
-    for SSE, hours. Without this, every open stream would hold a pooled connection (PoolTimeout
-    after DB_POOL_MAX_SIZE streams). The next query simply takes a connection again.
-    """
-    from django.db import connection
-
-    if not connection.in_atomic_block:
-        connection.close()
-
-
 class AccessWatch:
     """The open streams of one event loop whose access is re-checked every ``interval`` seconds.
 
@@ -170,7 +160,7 @@ class AccessWatch:
         while self.grants:
             await asyncio.sleep(self.interval)
             checks = {key: still_allowed for key, (still_allowed, _) in self.grants.items()}
-            verdicts = await sync_to_async(_run_checks, thread_sensitive=False)(checks)
+            verdicts = await stream_read(_run_checks, checks, turn=CHECK)
             for key, allowed in verdicts.items():
                 entry = self.grants.get(key)
                 if allowed or entry is None:
@@ -181,13 +171,19 @@ class AccessWatch:
 
 
 def _run_checks(checks: dict[Hashable, Callable[[], bool]]) -> dict[Hashable, bool]:
-    """Each grant's verdict; a check that fails (database down) closes its streams, as a refusal would."""
+    """Each grant's verdict; a check that fails (database down) closes its streams, as a refusal would.
+
+    A pool busy with other requests is no verdict: it is raised, and ``stream_read`` runs the checks again
+    when a connection is free (a storm of openings must not close the streams already open).
+    """
     verdicts = {}
     try:
         for key, still_allowed in checks.items():
             try:
                 verdicts[key] = bool(still_allowed())
-            except Exception:
+            except Exception as exc:
+                if pool_exhausted(exc):
+                    raise
                 logger.exception("Re-checking a log stream's access failed; closing it")
                 verdicts[key] = False
     finally:

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import views
 from .api_views import api_root
+from .stream_db import stream_opening
 
 api_v1 = [
     path("", api_root, name="api-root"),
@@ -17,7 +18,8 @@ api_v1 = [
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
-    path("events/", views.user_events, name="user-events"),
+    # A stream: its opening waits its turn for the database (a reconnect storm; stream_db).
+    path("events/", stream_opening(views.user_events), name="user-events"),
     path("files/<str:token>", views.local_object_download, name="local-object-download"),
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),

@@ -11,6 +11,9 @@
   stream read the missing seqs from the table; the feed's idle timer sends keep-alives and
   notices lines or an end whose event never came. After ``end`` the stream closes.
 - Access is re-checked on a timer while the stream is open (``finetune_studio.streaming.revocable``).
+- The stream holds a database connection only while it reads (backlog, catch-up, position); reads
+  and openings take turns per process, and a busy pool is waited out, never a reason to cut a
+  stream (``finetune_studio.stream_db``; a storm of 1,000-5,000 openings: bench/bench_logs_storm.py).
 
 1,000 streams of a 20 lines/s job cost the web process one wake-up and a few list reads per
 stream per batch: bench/bench_logs_stream.py.
@@ -25,7 +28,6 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django_eventstream.event import Event
 from django_eventstream.utils import make_id, sse_encode_event
@@ -122,8 +124,20 @@ def table_position(job_id: int) -> tuple[int, bool]:
     return last_seq or 0, status in Job.FINISHED
 
 
-_replay = sync_to_async(replay_page, thread_sensitive=False)
-_position = sync_to_async(table_position, thread_sensitive=False)
+async def _replay(job_id: int, after: int, *, upto: int | None = None) -> Replay:
+    """``replay_page`` when its turn comes, holding a connection only while it reads (finetune_studio.stream_db).
+
+    Streams asking the same page at once share one read (nothing in a ``Replay`` is per stream).
+    """
+    from finetune_studio.stream_db import stream_read
+
+    return await stream_read(replay_page, job_id, after, upto=upto, shared=True)
+
+
+async def _position(job_id: int) -> tuple[int, bool]:
+    from finetune_studio.stream_db import CHECK, stream_read
+
+    return await stream_read(table_position, job_id, turn=CHECK, shared=True)
 
 
 # --- One listener per watched job and process --------------------------------------------------
