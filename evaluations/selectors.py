@@ -14,6 +14,14 @@ def evaluation_list(*, user) -> QuerySet[Evaluation]:
     return visible_to(Evaluation.objects.select_related("model", "owner"), user)
 
 
+def evaluations_recent(*, user, limit: int) -> QuerySet[Evaluation]:
+    return visible_to(Evaluation.objects.select_related("model"), user)[:limit]
+
+
+def evaluations_failed_recently(*, user, limit: int) -> QuerySet[Evaluation]:
+    return visible_to(Evaluation.objects.filter(status=Evaluation.Status.FAILED), user)[:limit]
+
+
 def evaluation_get(*, user, evaluation_id: int) -> Evaluation:
     """Raises Evaluation.DoesNotExist for other users' evaluations (a 404, not a 403)."""
     return evaluation_list(user=user).get(id=evaluation_id)

@@ -27,7 +27,8 @@ from finetune_studio.objects import ObjectNotFound, StorageError, bucket
 
 from . import engine, metrics
 from .models import Evaluation, Prediction
-from .ollama import OllamaClient, OllamaError
+from inference.clients import ollama_client
+from inference.ollama import OllamaError
 
 logger = logging.getLogger(__name__)
 
@@ -391,8 +392,7 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
         )
     _publish(evaluation)
     config = engine.EvaluationConfig.from_dict(evaluation.config)
-    client = OllamaClient(
-        settings.OLLAMA_URL,
+    client = ollama_client(
         timeout=config.timeout,
         max_retries=config.max_retries,
         retry_backoff=config.retry_backoff,

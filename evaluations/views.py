@@ -11,7 +11,8 @@ from django.views.decorators.http import require_POST
 from . import selectors, services
 from .forms import EvaluationForm
 from .models import Evaluation
-from .ollama import OllamaClient, OllamaError
+from inference.clients import ollama_client
+from inference.ollama import OllamaError
 
 # (key, label, higher is better)
 METRIC_CARDS = (
@@ -44,7 +45,7 @@ def evaluation_list(request):
 def _ollama_models() -> tuple[list[str], str]:
     """Names from Ollama's /api/tags, or ([], why not) when Ollama does not answer."""
     try:
-        return [model["name"] for model in OllamaClient(settings.OLLAMA_URL, timeout=3).list_models()], ""
+        return [model["name"] for model in ollama_client(timeout=3).list_models()], ""
     except OllamaError as exc:
         return [], str(exc)
 

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "logs_app",
     "models_app",
     "evaluations",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

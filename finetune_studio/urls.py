@@ -14,7 +14,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
+    path("", include("dashboard.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("events/", views.user_events, name="user-events"),
     path("files/<str:token>", views.local_object_download, name="local-object-download"),

@@ -1,5 +1,4 @@
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.core import signing
 from django.db import connection
 from django.http import Http404, HttpResponseServerError, JsonResponse, StreamingHttpResponse
@@ -10,13 +9,6 @@ from django.views.decorators.http import require_GET
 
 from .objects import ObjectNotFound, read_local_link
 from .streaming import StreamAccess, release_connection, response_chunks, while_allowed
-
-
-@login_required
-def dashboard(request):
-    from .dashboard import dashboard_context
-
-    return render(request, "dashboard.html", dashboard_context(request.user))
 
 
 @require_GET

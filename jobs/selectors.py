@@ -1,8 +1,9 @@
 """Permission-aware reads of the jobs app."""
 
 import importlib.util
+from typing import NamedTuple
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Sum
 
 from finetune_studio.ownership import visible_to
 
@@ -28,6 +29,35 @@ def trainer_availability(trainer: Trainer) -> tuple[bool, str]:
 
 def trainers_with_availability() -> list[tuple[Trainer, bool, str]]:
     return [(trainer, *trainer_availability(trainer)) for trainer in Trainer.objects.all()]
+
+
+class DatasetTotals(NamedTuple):
+    size: int
+    count: int
+
+
+def jobs_visible(*, user) -> QuerySet[Job]:
+    return visible_to(Job.objects.all(), user)
+
+
+def job_status_counts(*, user) -> list[tuple[str, str, int]]:
+    """(status, label, jobs) for every status, in the order of ``Job.Status``: one query."""
+    counts = dict(jobs_visible(user=user).order_by().values_list("status").annotate(n=Count("id")))
+    return [(status, label, counts.get(status, 0)) for status, label in Job.Status.choices]
+
+
+def jobs_running(*, user, limit: int) -> QuerySet[Job]:
+    running = jobs_visible(user=user).filter(status=Job.Status.RUNNING)
+    return running.select_related("trainer").order_by("started_at")[:limit]
+
+
+def jobs_failed_recently(*, user, limit: int) -> QuerySet[Job]:
+    return jobs_visible(user=user).filter(status=Job.Status.FAILED).order_by("-finished_at")[:limit]
+
+
+def dataset_totals(*, user) -> DatasetTotals:
+    totals = dataset_list(user=user).aggregate(size=Sum("size_bytes"), n=Count("id"))
+    return DatasetTotals(size=totals["size"] or 0, count=totals["n"])
 
 
 def dataset_list(*, user) -> QuerySet[Dataset]:

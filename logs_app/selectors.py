@@ -5,8 +5,9 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-from django.db.models import Q
+from django.db.models import Count, Q, Sum
 from django.http import Http404
 
 from finetune_studio.ownership import visible_to
@@ -26,6 +27,22 @@ def job_visible_to(user, job_id: int):
     if job is None:
         raise Http404("No such job.")
     return job
+
+
+class LogTotals(NamedTuple):
+    archived_size: int
+    archives: int
+    lines: int
+
+
+def log_totals(*, user) -> LogTotals:
+    """Bytes of archived logs, how many, and lines still in the table, over the jobs the user sees: one query."""
+    from jobs.selectors import jobs_visible
+
+    totals = LogStream.objects.filter(job__in=jobs_visible(user=user)).aggregate(
+        archived=Sum("archive_size"), archives=Count("job", filter=Q(archived_at__isnull=False)), lines=Sum("line_count")
+    )
+    return LogTotals(archived_size=totals["archived"] or 0, archives=totals["archives"], lines=totals["lines"] or 0)
 
 
 def log_stream_of(job_id: int) -> LogStream | None:

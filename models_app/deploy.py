@@ -29,7 +29,8 @@ from pathlib import Path
 from django.conf import settings
 from django.utils.text import slugify
 
-from evaluations.ollama import (
+from inference.clients import ollama_client
+from inference.ollama import (
     OllamaClient,
     OllamaError,
     OllamaModelNotFound,
@@ -129,7 +130,7 @@ class Plan:
 
 
 def client() -> OllamaClient:
-    return OllamaClient(settings.OLLAMA_URL, timeout=settings.OLLAMA_TIMEOUT, max_retries=0)
+    return ollama_client(max_retries=0)
 
 
 def normalize(name: str) -> str:

@@ -6,7 +6,9 @@ import posixpath
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import QuerySet
+from typing import NamedTuple
+
+from django.db.models import Count, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 
 from finetune_studio.keys import download_filename
@@ -24,6 +26,24 @@ LIST_DEFERRED = ("files", "training_metrics", "eval_results", "provenance", "dep
 
 def models_visible(user) -> QuerySet[RegisteredModel]:
     return visible_to(RegisteredModel.objects.all(), user)
+
+
+class ModelTotals(NamedTuple):
+    size: int
+    count: int
+    with_files: int
+
+
+def models_recent(*, user, limit: int) -> QuerySet[RegisteredModel]:
+    return models_visible(user).exclude(status=RegisteredModel.Status.ARCHIVED)[:limit]
+
+
+def model_totals(*, user) -> ModelTotals:
+    """Every model the user sees (any status), their bytes, and how many have files yet: one query."""
+    totals = models_visible(user).aggregate(
+        size=Sum("total_size"), n=Count("id"), with_files=Count("id", filter=~Q(total_size=0))
+    )
+    return ModelTotals(size=totals["size"] or 0, count=totals["n"], with_files=totals["with_files"])
 
 
 def model_list(user) -> QuerySet[RegisteredModel]:

@@ -45,3 +45,13 @@ def test_list_pages_keep_their_filters_across_pages(alice_browser, alice, settin
         _job(alice, f"job-{index}", Job.Status.RUNNING)
     page = alice_browser.get(reverse("job-list"), {"status": "running"}).content.decode()
     assert "?status=running&amp;page=2" in page and "Page 1 of 2" in page
+
+
+def test_the_storage_card_counts_every_model_and_says_which_have_no_files(alice_browser, alice, bob):
+    from models_app.models import RegisteredModel
+
+    RegisteredModel.objects.create(owner=alice, name="with-files", base_model="llama", total_size=2 * 1024 * 1024)
+    RegisteredModel.objects.create(owner=alice, name="empty-record", base_model="llama", total_size=0)
+    RegisteredModel.objects.create(owner=bob, name="bobs", base_model="llama", total_size=5)
+    page = alice_browser.get(reverse("dashboard")).content.decode()
+    assert "models · 2 models (1 without files)" in page and "2.0\xa0MB" in page

@@ -1,6 +1,7 @@
-"""A small Ollama HTTP client for evaluations: one chat call with retries, and the model list.
+"""A small Ollama HTTP client: chat with retries, the model list, and the calls a deploy makes.
 
-No Django here: the Celery task and ``scripts/evaluate_model.py`` share it. Errors are
+No Django here: the Celery tasks and ``scripts/evaluate_model.py`` share it (``inference.clients``
+builds it from the settings). Errors are
 typed so callers can tell "retry later" (timeouts, dropped connections, 5xx, 429,
 malformed answers) from "stop now" (unknown model, refused request, unreachable server).
 """

@@ -1,0 +1,1 @@
+"""Clients of inference servers (Ollama today). Imports no app: evaluations and the registry call it."""
