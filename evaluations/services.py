@@ -24,11 +24,11 @@ from django.utils import timezone
 from finetune_studio.events import publish_event_on_commit, user_channel
 from finetune_studio.keys import InvalidName, clean_relative_path
 from finetune_studio.objects import ObjectNotFound, StorageError, bucket
+from inference.clients import ollama_client
+from inference.ollama import OllamaError
 
 from . import engine, metrics
 from .models import Evaluation, Prediction
-from inference.clients import ollama_client
-from inference.ollama import OllamaError
 
 logger = logging.getLogger(__name__)
 

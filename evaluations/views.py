@@ -8,11 +8,12 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from inference.clients import ollama_client
+from inference.ollama import OllamaError
+
 from . import selectors, services
 from .forms import EvaluationForm
 from .models import Evaluation
-from inference.clients import ollama_client
-from inference.ollama import OllamaError
 
 # (key, label, higher is better)
 METRIC_CARDS = (

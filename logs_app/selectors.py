@@ -40,7 +40,9 @@ def log_totals(*, user) -> LogTotals:
     from jobs.selectors import jobs_visible
 
     totals = LogStream.objects.filter(job__in=jobs_visible(user=user)).aggregate(
-        archived=Sum("archive_size"), archives=Count("job", filter=Q(archived_at__isnull=False)), lines=Sum("line_count")
+        archived=Sum("archive_size"),
+        archives=Count("job", filter=Q(archived_at__isnull=False)),
+        lines=Sum("line_count"),
     )
     return LogTotals(archived_size=totals["archived"] or 0, archives=totals["archives"], lines=totals["lines"] or 0)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils.text import slugify
 
+from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, bucket
 from inference.clients import ollama_client
 from inference.ollama import (
     OllamaClient,
@@ -37,7 +38,6 @@ from inference.ollama import (
     OllamaRequestRefused,
     OllamaUnavailable,
 )
-from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, bucket
 
 from .models import RegisteredModel
 

@@ -3,11 +3,10 @@
 import hashlib
 import logging
 import posixpath
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
-from typing import NamedTuple
-
 from django.db.models import Count, Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 
