@@ -21,9 +21,10 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from finetune_studio.events import publish_event_on_commit, user_channel
+from finetune_studio.events import event_payload, publish_event_on_commit, user_channel
 from finetune_studio.keys import InvalidName, clean_relative_path
 from finetune_studio.objects import ObjectNotFound, StorageError, bucket
+from finetune_studio.queueing import BROKER_ERRORS
 from inference.clients import ollama_client
 from inference.ollama import OllamaError
 
@@ -209,9 +210,7 @@ def _enqueue(evaluation_id: int) -> None:
 
     try:
         evaluation_run.delay(evaluation_id)
-    except Exception as exc:
-        if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):  # unset in production settings
-            raise
+    except BROKER_ERRORS as exc:
         # Redis down or frozen: the broker's socket timeouts bound this; say so rather than hang or 500.
         logger.exception("Could not enqueue evaluation %s", evaluation_id)
         now = timezone.now()
@@ -226,19 +225,24 @@ def _enqueue(evaluation_id: int) -> None:
         ) from None
 
 
-def _publish(evaluation: Evaluation, **extra) -> None:
+def _publish(evaluation: Evaluation) -> None:
+    """The one ``evaluation`` event: always the same keys (``verdict`` and ``summary`` are None until completed)."""
+    significance = (evaluation.results or {}).get("significance") or {}
+    completed = evaluation.status == Evaluation.Status.COMPLETED
     publish_event_on_commit(
         user_channel(evaluation.owner_id),
         "evaluation",
-        {
-            "id": evaluation.id,
-            "model_id": evaluation.model_id,
-            "status": evaluation.status,
-            "progress": evaluation.progress,
-            "error_message": evaluation.error_message,
-            "url": f"/evaluations/{evaluation.id}/",
-            **extra,
-        },
+        event_payload(
+            id=evaluation.id,
+            action=evaluation.status,
+            model_id=evaluation.model_id,
+            url=f"/evaluations/{evaluation.id}/",
+            status=evaluation.status,
+            progress=evaluation.progress,
+            error_message=evaluation.error_message,
+            verdict=significance.get("verdict") if completed else None,
+            summary=significance.get("summary") if completed else None,
+        ),
     )
 
 
@@ -459,7 +463,7 @@ def _finish_failed(evaluation: Evaluation, message: str) -> Evaluation:
 
 
 def _finish_completed(evaluation: Evaluation, results: dict, examples: list) -> Evaluation:
-    from models_app.models import RegisteredModel
+    from models_app.services import model_eval_results_set
 
     now = timezone.now()
     with transaction.atomic():
@@ -474,14 +478,9 @@ def _finish_completed(evaluation: Evaluation, results: dict, examples: list) -> 
         evaluation.refresh_from_db()
         if updated and evaluation.model_id:
             summary = {**metrics.summary_of(results), "evaluation_id": evaluation.id, "completed_at": now.isoformat()}
-            RegisteredModel.objects.filter(id=evaluation.model_id).update(eval_results=summary, updated_at=now)
-            publish_event_on_commit(
-                user_channel(evaluation.model.owner_id),
-                "model",
-                {"id": evaluation.model_id, "eval_results": summary},
-            )
+            model_eval_results_set(model_id=evaluation.model_id, results=summary)
         if updated:
-            _publish(evaluation, verdict=results["significance"]["verdict"], summary=results["significance"]["summary"])
+            _publish(evaluation)
     return evaluation
 
 

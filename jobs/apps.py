@@ -12,5 +12,7 @@ class JobsConfig(AppConfig):
     name = "jobs"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+
         # After every migrate (and test-database flush): built-in trainers exist, operators' edits stay.
         post_migrate.connect(_sync_builtin_trainers, sender=self, dispatch_uid="jobs.sync_builtin_trainers")

@@ -2,8 +2,10 @@
 
 Job status moves only here, and only by conditional UPDATE (``filter(id=…, status__in=…)
 .update(…)``, then the row count says whether this caller made the move). Whoever made a
-move publishes its ``job`` event after commit; the caller that settled a job as succeeded
-is the only one that enqueues the model auto-creation, so it fires once per job.
+move publishes its ``job`` event after commit; the caller that settled a job is the only one
+that sends ``signals.job_finished`` (and ``job_succeeded``), so the apps above (logs_app ends
+the live streams, models_app creates the model) react once per job without jobs importing them.
+The local run is enqueued by task name (``RUN_TASK``, registered by the runner app).
 """
 
 import json
@@ -16,24 +18,29 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from finetune_studio import keys, objects, records
 from finetune_studio.api import Conflict
-from finetune_studio.events import publish_event_on_commit, user_channel
+from finetune_studio.events import event_payload, publish_event_on_commit, user_channel
+from finetune_studio.queueing import BROKER_ERRORS
 
 from . import hyperparameters
 from .models import Dataset, Job, JobMetric, Trainer
 from .selectors import job_registered_model, trainer_availability
+from .signals import announce, job_finished, job_succeeded
 
 logger = logging.getLogger(__name__)
 
 ACTIVE = (Job.Status.PENDING, Job.Status.QUEUED, Job.Status.RUNNING)
-METRIC_FIELDS = ("step", "total_steps", "epoch", "loss", "learning_rate", "accuracy", "eval_loss")
+# The Celery task that runs a local job: registered by the runner app (runner.tasks), which sits above jobs.
+# The name predates the runner app and stays, for messages already queued and for CELERY_TASK_ROUTES.
+RUN_TASK = "jobs.job_run_local"
 
 
 class JobInvalid(ValueError):
@@ -250,13 +257,10 @@ def _dispatch_local_run(job_id: int, queue: str) -> None:
     the same Redis that just refused, each waiting its own timeout, and the caller already
     answers with the reason (a page reload reads the failed row).
     """
-    from .tasks import job_run_local
-
+    run = current_app.tasks[RUN_TASK]  # a KeyError means no runner is installed (the system check says so)
     try:
-        job_run_local.apply_async(args=[job_id], queue=queue)
-    except Exception as exc:
-        if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):  # unset in production settings
-            raise
+        run.apply_async(args=[job_id], queue=queue)
+    except BROKER_ERRORS as exc:
         logger.exception("Could not enqueue job %s", job_id)
         reason = f"could not be queued: {exc.__class__.__name__}: {exc}"
         now = timezone.now()
@@ -367,19 +371,10 @@ def job_complete(
         if status == Job.Status.SUCCEEDED:
             job.progress = {**job.progress, "percent": 100.0, "eta_seconds": 0}
             Job.objects.filter(id=job_id).update(progress=job.progress)
-            transaction.on_commit(lambda: _enqueue_model_creation(job_id))
         _publish_settled(job)
+        if status == Job.Status.SUCCEEDED:
+            transaction.on_commit(lambda: announce(job_succeeded, job_id=job_id))
     return job, True
-
-
-def _enqueue_model_creation(job_id: int) -> None:
-    from models_app.tasks import model_create_from_job
-
-    try:
-        model_create_from_job.delay(job_id)
-    except Exception:
-        # The job stays succeeded; `manage.py models_backfill` creates the missing model later.
-        logger.exception("Could not enqueue the model creation of job %s (run models_backfill)", job_id)
 
 
 def job_complete_external(
@@ -437,11 +432,30 @@ def _delete_prefix_logged(alias: str, prefix: str) -> None:
 # --- Metrics and progress -------------------------------------------------------------------------
 
 
+def job_lock_for_log_lines(*, job_id: int, with_metrics: bool) -> None:
+    """Lock the job's row until commit, for a batch of its log lines; raises Job.DoesNotExist.
+
+    The lock order of log ingestion is the job row first, then its log stream row (logs_app):
+    every writer takes them in that order, so none waits in a cycle. Without metrics the lock is
+    FOR KEY SHARE, which lets status updates through; a batch with metric lines takes FOR UPDATE
+    because ``job_metrics_record`` will (taking it later would be an upgrade two writers can
+    deadlock on). Other databases (SQLite) serialise writers themselves.
+    """
+    table = connection.ops.quote_name(Job._meta.db_table)
+    suffix = ""
+    if connection.vendor == "postgresql":
+        suffix = " FOR UPDATE" if with_metrics else " FOR KEY SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {table} WHERE id = %s{suffix}", [job_id])  # noqa: S608
+        if cursor.fetchone() is None:
+            raise Job.DoesNotExist(f"job #{job_id} does not exist")
+
+
 def job_metrics_record(*, job_id: int, points: list[dict]) -> int:
     """Store metric points (one per step) for the chart and update progress and ETA; returns points stored.
 
-    Called by the logs pipeline inside its transaction. Points without an integer ``step``
-    update nothing. A repeated step is ignored (unique job+step), so replays are harmless.
+    Called by the logs pipeline inside its transaction, after ``job_lock_for_log_lines``. Points
+    without an integer ``step`` update nothing. A repeated step is ignored (unique job+step), so replays are harmless.
     """
     usable = [point for point in points if isinstance(point, dict) and _as_step(point.get("step")) is not None]
     if not usable:
@@ -512,26 +526,28 @@ def _progress(job: Job, point: dict) -> dict:
 
 
 def _publish(job: Job, *, points: list[dict] | None = None) -> None:
-    data = {
-        "id": job.id,
-        "status": job.status,
-        "progress": job.progress,
-        "exit_code": job.exit_code,
-        "error_message": job.error_message,
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-    }
-    if points:
-        data["points"] = points
+    """The one ``job`` event: ``action`` is ``progress`` for new metric points (in ``points``), else ``status``."""
+    data = event_payload(
+        id=job.id,
+        action="progress" if points else "status",
+        job_id=job.id,
+        url=f"/jobs/{job.id}/",
+        status=job.status,
+        progress=job.progress,
+        exit_code=job.exit_code,
+        error_message=job.error_message,
+        started_at=_iso(job.started_at),
+        finished_at=_iso(job.finished_at),
+        points=points or [],
+    )
     publish_event_on_commit(user_channel(job.owner_id), "job", data)
 
 
 def _publish_settled(job: Job) -> None:
-    """A final status: the pages' `job` event, and the `end` event that closes the job's live log streams."""
-    from logs_app.services import log_stream_end
-
+    """A final status: the pages' `job` event, then ``job_finished`` (logs_app closes the job's live streams)."""
     _publish(job)
-    log_stream_end(job_id=job.id, status=job.status)
+    job_id, status = job.id, job.status
+    transaction.on_commit(lambda: announce(job_finished, job_id=job_id, status=status))
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -23,8 +23,9 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from finetune_studio import keys, objects
+from jobs.services import job_lock_for_log_lines, job_metrics_record
 
-from .fanout import publish_log_event
+from .events import publish_log_event
 from .models import LogCursor, LogEntry, LogStream
 from .parsing import InvalidLine, metric_point, normalize_level, parse_text_fields, parse_timestamp
 
@@ -143,6 +144,7 @@ def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> App
     Lines without ``seq`` get the job's next numbers. Lines with ``seq`` are idempotent: one
     already stored is skipped, so a replayed batch adds nothing. The job's ``LogStream`` row
     is locked until commit, so concurrent writers to one job get disjoint increasing ranges.
+    The job row is locked first (``jobs.services.job_lock_for_log_lines``), then the stream row.
     JSON metric lines are handed to ``jobs.services.job_metrics_record`` in the same transaction.
     Raises ``Job.DoesNotExist``, ``InvalidLine`` (nothing stored) or ``LogsArchived``.
     """
@@ -151,7 +153,7 @@ def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> App
         return AppendResult(received=0, inserted=0, last_seq=_current_last_seq(job_id))
     metrics = {index: point for index, line in enumerate(cleaned) if (point := metric_point(line.message)) is not None}
     with transaction.atomic():
-        _lock_job(job_id, exclusive=bool(metrics))
+        job_lock_for_log_lines(job_id=job_id, with_metrics=bool(metrics))
         previous, archived = _lock_stream(job_id)
         if archived:
             raise LogsArchived(f"the log of job #{job_id} is archived; no line can be added")
@@ -178,7 +180,7 @@ def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> App
                 index_of = {id(line): index for index, line in enumerate(cleaned)}
                 points = [metrics[i] for _, line in inserted if (i := index_of[id(line)]) in metrics]
                 if points:
-                    _hand_metrics(job_id, points)
+                    job_metrics_record(job_id=job_id, points=points)
             dicts = _line_dicts(inserted)
             live = [line for line in dicts if line["seq"] > previous] if given else dicts
             if live:
@@ -188,24 +190,6 @@ def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> App
 
 def _current_last_seq(job_id: int) -> int:
     return LogStream.objects.filter(job_id=job_id).values_list("last_seq", flat=True).first() or 0
-
-
-def _lock_job(job_id: int, *, exclusive: bool) -> None:
-    """Lock the job row first, always: every writer takes job then stream, so none waits in a cycle.
-
-    FOR KEY SHARE lets job status updates through; a metrics batch takes FOR UPDATE because
-    ``job_metrics_record`` will (taking it later would be an upgrade two writers can deadlock on).
-    """
-    from jobs.models import Job
-
-    table = connection.ops.quote_name(Job._meta.db_table)
-    suffix = ""
-    if connection.vendor == "postgresql":
-        suffix = " FOR UPDATE" if exclusive else " FOR KEY SHARE"
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {table} WHERE id = %s{suffix}", [job_id])  # noqa: S608
-        if cursor.fetchone() is None:
-            raise Job.DoesNotExist(f"job #{job_id} does not exist")
 
 
 def _lock_stream(job_id: int) -> tuple[int, bool]:
@@ -298,17 +282,6 @@ def _update_stream(job_id: int, last_seq: int, inserted: list[tuple[int, _Line]]
     return {"line_count": line_count, "warn_count": warn_count, "error_count": error_count}
 
 
-def _hand_metrics(job_id: int, points: list[dict]) -> None:
-    try:
-        from jobs.services import job_metrics_record
-    except ImportError as exc:
-        raise ImportError(
-            "logs_app hands JSON metric lines to jobs.services.job_metrics_record(*, job_id, points), "
-            "which could not be imported"
-        ) from exc
-    job_metrics_record(job_id=job_id, points=points)
-
-
 _COPY_ROWS_PER_WRITE = 2000
 
 
@@ -392,7 +365,7 @@ def encode_logs_event(previous: int, lines: list[dict], totals: dict | None) -> 
 def log_stream_end(*, job_id: int, status: str) -> None:
     """Tell the job's live log streams that it finished: an ``end`` event after commit (id = last seq).
 
-    The jobs app calls it when a job reaches a final status; streams send it and close.
+    Called on the jobs app's ``job_finished`` signal (``receivers``); streams send it and close.
     Streams opened later on a finished job end by themselves after the backlog.
     """
 
@@ -551,7 +524,7 @@ def log_archive_job(*, job_id: int) -> bool:
             f"{key}: read back {read_count} lines up to seq {read_last}, wrote {count} up to {last_seq}"
         )
     with transaction.atomic():
-        _lock_job(job_id, exclusive=False)
+        job_lock_for_log_lines(job_id=job_id, with_metrics=False)
         _lock_stream(job_id)
         now_rows = LogEntry.objects.filter(job_id=job_id).aggregate(lines=Count("id"), last=Max("seq"))
         if (now_rows["lines"], now_rows["last"]) != (count, last_seq):

@@ -57,7 +57,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         for model in queryset:
             try:
                 services.model_deploy_start(model_id=model.id)
-            except deploy.DeployRefused as exc:
+            except (deploy.DeployRefused, services.ModelQueueUnavailable) as exc:
                 self.message_user(request, f"{model}: not deployed: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{model}: deploying to Ollama.")

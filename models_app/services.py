@@ -16,9 +16,10 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.db.models import Q
 from django.utils import timezone
 
-from finetune_studio.events import publish_event_on_commit, user_channel
+from finetune_studio.events import event_payload, publish_event_on_commit, user_channel
 from finetune_studio.keys import key_is_under, user_key, user_prefix
 from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, UploadResult, bucket
+from finetune_studio.queueing import BROKER_ERRORS
 
 from . import artifacts, deploy
 from .lineage import job_provenance
@@ -36,23 +37,43 @@ class ModelConflict(Exception):
     """The request contradicts the model's state (e.g. a job that already has a model); the message says how."""
 
 
+class ModelQueueUnavailable(Exception):
+    """The broker refused a task of the registry; for a deploy, the model's deploy was failed with the reason."""
+
+
+def _enqueue(task, *args) -> None:
+    """The registry's one way to queue a task: only the broker's refusal becomes ModelQueueUnavailable."""
+    try:
+        task.delay(*args)
+    except BROKER_ERRORS as exc:
+        logger.exception("Could not enqueue %s%r", task.name, args)
+        raise ModelQueueUnavailable(f"{exc.__class__.__name__}: {exc}") from None
+
+
 class InvalidJob(ValueError):
     """The job named does not exist or belongs to someone else."""
 
 
 def _publish_model_event(model: RegisteredModel, action: str) -> None:
+    """The registry's one ``model`` event (created, updated, evaluated, deploy, deleted): always the same keys."""
     publish_event_on_commit(
         user_channel(model.owner_id),
         "model",
-        {
-            "action": action,
-            "id": model.id,
-            "name": model.name,
-            "status": model.status,
-            "job": model.job_id,
-            "total_size": model.total_size,
-            "url": f"/models/{model.id}/",
-        },
+        event_payload(
+            id=model.id,
+            action=action,
+            job_id=model.job_id,
+            model_id=model.id,
+            url=None if action == "deleted" else f"/models/{model.id}/",
+            name=model.name,
+            status=model.status,
+            total_size=model.total_size,
+            deploy_status=model.deploy_status,
+            deploy_error=model.deploy_error,
+            ollama_name=model.ollama_name,
+            ollama_digest=model.ollama_digest,
+            eval_results=model.eval_results,
+        ),
     )
 
 
@@ -114,11 +135,14 @@ def model_update(*, model_id: int, changes: dict[str, Any]) -> RegisteredModel:
 
 @transaction.atomic
 def model_eval_results_set(*, model_id: int, results: dict) -> None:
-    """The latest evaluation summary, written by the evaluations app when an evaluation completes."""
-    updated = RegisteredModel.objects.filter(id=model_id).update(eval_results=results)
+    """The latest evaluation summary, handed over by the evaluations app when an evaluation completes.
+
+    Publishes the ``model`` event (action ``evaluated``) after commit; a model deleted meanwhile is no error.
+    """
+    updated = RegisteredModel.objects.filter(id=model_id).update(eval_results=results, updated_at=timezone.now())
     if updated:
         model = RegisteredModel.objects.get(id=model_id)
-        _publish_model_event(model, "updated")
+        _publish_model_event(model, "evaluated")
 
 
 def model_file_add(*, model_id: int, path: str, upload: UploadResult, content_type: str | None = None) -> dict:
@@ -175,7 +199,7 @@ def model_delete(*, model_id: int) -> int:
     with transaction.atomic():
         deleted, _ = RegisteredModel.objects.filter(id=model_id).delete()
         if deleted:
-            publish_event_on_commit(user_channel(model.owner_id), "model", {"action": "deleted", "id": model_id})
+            _publish_model_event(model, "deleted")
     return removed
 
 
@@ -336,15 +360,31 @@ def model_create_from_job(*, job_id: int) -> RegisteredModel | None:
     return model
 
 
-def models_backfill(*, include_empty: bool = False) -> dict:
+def model_creation_enqueue(*, job_id: int) -> None:
+    """A job succeeded (``jobs.signals.job_succeeded``): queue the creation of its model.
+
+    A refusing broker is logged and the job stays succeeded: ``models_backfill`` (on beat) creates the model later.
+    """
+    from .tasks import model_create_from_job
+
+    try:
+        _enqueue(model_create_from_job, job_id)
+    except ModelQueueUnavailable:
+        logger.error("The model of job %s will be created by the next models_backfill", job_id)
+
+
+def models_backfill(*, include_empty: bool = False, finished_before=None) -> dict:
     """Create models for succeeded jobs that have none; jobs without any artifact are skipped unless asked.
 
     Skipping empty prefixes keeps a deleted model (whose files went with it) from coming back empty.
+    ``finished_before`` (beat's safety net) leaves recent jobs to the creation their success queued.
     """
     from jobs.models import Job
 
     report = {"created": [], "skipped_empty": [], "failed": {}}
     jobs = Job.objects.filter(status=Job.Status.SUCCEEDED, registered_model__isnull=True).order_by("id")
+    if finished_before is not None:
+        jobs = jobs.filter(finished_at__lt=finished_before)
     for job in jobs.iterator():
         try:
             if not include_empty and next(iter(bucket("models").list(job_artifacts_prefix(job))), None) is None:
@@ -369,21 +409,7 @@ DEPLOY_CLAIMABLE = (
 
 
 def _publish_deploy_event(model: RegisteredModel) -> None:
-    publish_event_on_commit(
-        user_channel(model.owner_id),
-        "model",
-        {
-            "action": "deploy",
-            "id": model.id,
-            "name": model.name,
-            "status": model.status,
-            "deploy_status": model.deploy_status,
-            "deploy_error": model.deploy_error,
-            "ollama_name": model.ollama_name,
-            "ollama_digest": model.ollama_digest,
-            "url": f"/models/{model.id}/",
-        },
-    )
+    _publish_model_event(model, "deploy")
 
 
 def _lock_ollama_name(name: str) -> None:
@@ -444,9 +470,21 @@ def model_deploy_start(*, model_id: int, ollama_name: str | None = None, base: s
 
 
 def _enqueue_deploy(model_id: int) -> None:
+    """Queue the deploy task; when the broker refuses, the deploy is failed with the reason and the caller told.
+
+    The failure is a conditional UPDATE without an event: the event would go through the Redis that just refused.
+    """
     from .tasks import model_deploy
 
-    model_deploy.delay(model_id)
+    try:
+        _enqueue(model_deploy, model_id)
+    except ModelQueueUnavailable as exc:
+        RegisteredModel.objects.filter(id=model_id, deploy_status=RegisteredModel.DeployStatus.DEPLOYING).update(
+            deploy_status=RegisteredModel.DeployStatus.FAILED, deploy_error=f"could not be queued: {exc}"[:5000]
+        )
+        raise ModelQueueUnavailable(
+            f"The task queue is unavailable, so the deploy of model #{model_id} was not started; try again shortly."
+        ) from None
 
 
 def _deploy_finish(model: RegisteredModel, **changes) -> bool:
@@ -528,5 +566,5 @@ def model_deploy_redispatch_unfinished() -> int:
         )
     )
     for model_id in ids:
-        model_deploy.delay(model_id)
+        _enqueue(model_deploy, model_id)
     return len(ids)

@@ -1,8 +1,11 @@
 """Thin Celery tasks: ids in, a service call, the retry policy."""
 
+from datetime import timedelta
+
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from finetune_studio.objects import StorageError
 
@@ -26,6 +29,23 @@ from . import services
 def model_create_from_job(job_id: int) -> int | None:
     model = services.model_create_from_job(job_id=job_id)
     return model.id if model else None
+
+
+@shared_task(
+    name="models_app.models_backfill",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=3,
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 120,
+    ignore_result=True,
+)
+def models_backfill() -> int:
+    """Beat's safety net for the creation a job's success queues (a broker that refused it, a lost message)."""
+    grace = timezone.now() - timedelta(seconds=settings.MODELS_BACKFILL_GRACE_SECONDS)
+    return len(services.models_backfill(finished_before=grace)["created"])
 
 
 @shared_task(

@@ -98,7 +98,7 @@ def model_deploy(request, pk: int):
             ollama_name=request.POST.get("ollama_name", "").strip() or None,
             base=request.POST.get("base", "").strip() or None,
         )
-    except deploy.DeployRefused as exc:
+    except (deploy.DeployRefused, services.ModelQueueUnavailable) as exc:
         messages.error(request, f"Not deployed: {exc}")
         return redirect("model-detail", pk=model.pk)
     messages.success(

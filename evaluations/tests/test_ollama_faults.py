@@ -9,11 +9,11 @@ from .test_api import evaluate
 
 
 @pytest.fixture
-def start(alice, alice_api, make_model, make_dataset, django_capture_on_commit_callbacks):
+def start(alice, alice_api, make_model, make_test_set, django_capture_on_commit_callbacks):
     """Start an evaluation of 4 examples (8 answers) and run it; returns the finished evaluation."""
 
     def run(**extra):
-        dataset = make_dataset(alice)
+        dataset = make_test_set(alice)
         with django_capture_on_commit_callbacks(execute=True):
             response = evaluate(alice_api, make_model(alice), dataset, max_examples=4, concurrency=2, **extra)
         assert response.status_code == 202, response.content
@@ -94,9 +94,9 @@ def test_free_text_answers_are_parsed_and_unparseable_ones_count_wrong(start, ol
 
 
 def test_cancelling_stops_the_run_between_requests(
-    alice, alice_api, make_model, make_dataset, trained_ollama, monkeypatch
+    alice, alice_api, make_model, make_test_set, trained_ollama, monkeypatch
 ):
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice), concurrency=1)
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice), concurrency=1)
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
     trained_ollama.latency = 0.05
     original_save = services._DatabaseStore.save

@@ -17,8 +17,8 @@ class WorkerKilled(BaseException):
 
 
 @pytest.fixture
-def pending(alice, alice_api, make_model, make_dataset, trained_ollama):
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice), concurrency=2)
+def pending(alice, alice_api, make_model, make_test_set, trained_ollama):
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice), concurrency=2)
     return Evaluation.objects.get(id=response.json()["evaluation_id"])
 
 

@@ -14,11 +14,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from finetune_studio.api import Conflict, RequestTooLarge
-from finetune_studio.events import job_channel
 from finetune_studio.keys import download_filename
 from finetune_studio.parsers import JSONParser
 from finetune_studio.streaming import StreamAccess, release_connection
 
+from ..events import job_channel
 from ..parsing import InvalidLine
 from ..selectors import LogFilter, iter_log_text, job_visible_to, log_backlog_start, log_lines, log_stream_of
 from ..services import LogsArchived, clean_lines, log_lines_append

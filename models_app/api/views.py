@@ -243,6 +243,8 @@ class ModelViewSet(viewsets.ViewSet):
             model = services.model_deploy_start(model_id=model.id, **serializer.validated_data)
         except deploy.DeployRefused as exc:
             return Response({"detail": str(exc), "code": exc.code}, status=exc.status_code)
+        except services.ModelQueueUnavailable as exc:
+            raise ServiceUnavailable(str(exc))
         return Response(
             {
                 "model": model.id,

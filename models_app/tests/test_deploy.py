@@ -7,9 +7,9 @@ import pytest
 
 from models_app import deploy
 from models_app.models import RegisteredModel
+from tests.factories import make_model
 
 from .conftest import ADAPTER_CONFIG, ADAPTER_WEIGHTS, DEMO_CHAT_TEMPLATE, adapter_files
-from .helpers import make_model
 
 API = "/api/v1/models"
 RUN = {

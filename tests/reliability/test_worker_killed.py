@@ -130,7 +130,7 @@ def test_a_worker_killed_mid_model_creation_ends_with_exactly_one_model(alice):
 
 
 def test_a_worker_killed_mid_evaluation_is_resumed_without_asking_a_stored_example_again(
-    alice, make_model, make_dataset, trained_ollama, monkeypatch
+    alice, make_model, make_test_set, trained_ollama, monkeypatch
 ):
     from evaluations import services
 
@@ -141,7 +141,7 @@ def test_a_worker_killed_mid_evaluation_is_resumed_without_asking_a_stored_examp
         evaluation = services.evaluation_start(
             user=alice,
             model=make_model(alice),
-            test_set_path=make_dataset(alice).path,
+            test_set_path=make_test_set(alice).path,
             base_model_name="llama3.2:3b",
             concurrency=2,
         )
