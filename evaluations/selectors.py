@@ -2,6 +2,7 @@
 
 from django.db.models import QuerySet
 
+from finetune_studio.errors import DomainNotFound
 from finetune_studio.ownership import visible_to
 
 from . import metrics
@@ -10,7 +11,11 @@ from .models import Evaluation, Prediction
 SIDE_BY_SIDE_LIMIT = 500
 
 
-def evaluation_list(*, user) -> QuerySet[Evaluation]:
+class EvaluationsNotFound(DomainNotFound):
+    """No such evaluation among those the user may see."""
+
+
+def evaluations_visible(*, user) -> QuerySet[Evaluation]:
     return visible_to(Evaluation.objects.select_related("model", "owner"), user)
 
 
@@ -23,8 +28,11 @@ def evaluations_failed_recently(*, user, limit: int) -> QuerySet[Evaluation]:
 
 
 def evaluation_get(*, user, evaluation_id: int) -> Evaluation:
-    """Raises Evaluation.DoesNotExist for other users' evaluations (a 404, not a 403)."""
-    return evaluation_list(user=user).get(id=evaluation_id)
+    """The evaluation if the user may see it; EvaluationsNotFound otherwise (a 404, not a 403)."""
+    evaluation = evaluations_visible(user=user).filter(id=evaluation_id).first()
+    if evaluation is None:
+        raise EvaluationsNotFound("No such evaluation.")
+    return evaluation
 
 
 def evaluatable_models(*, user) -> QuerySet:

@@ -28,7 +28,7 @@ METRIC_CARDS = (
 
 @login_required
 def evaluation_list(request):
-    evaluations = selectors.evaluation_list(user=request.user)
+    evaluations = selectors.evaluations_visible(user=request.user)
     status = request.GET.get("status")
     if status in Evaluation.Status.values:
         evaluations = evaluations.filter(status=status)
@@ -78,7 +78,7 @@ def evaluation_create(request):
                 concurrency=data["concurrency"],
                 name=data["name"],
             )
-        except services.EvaluationInputInvalid as exc:
+        except services.EvaluationsInvalid as exc:
             for field, reason in exc.errors.items():
                 field = "fine_tuned_name" if field == "fine_tuned_names" else field
                 form.add_error(field if field in form.fields else None, reason)
@@ -144,10 +144,7 @@ def _heatmap(scores: dict) -> dict:
 
 @login_required
 def evaluation_detail(request, pk: int):
-    try:
-        evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
-    except Evaluation.DoesNotExist:
-        raise Http404("No such evaluation.")
+    evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
     results = evaluation.results or {}
     context = {"evaluation": evaluation, "results": results}
     if results.get("base"):
@@ -175,13 +172,10 @@ def evaluation_detail(request, pk: int):
 @login_required
 @require_POST
 def evaluation_cancel(request, pk: int):
-    try:
-        evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
-    except Evaluation.DoesNotExist:
-        raise Http404("No such evaluation.")
+    evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
     try:
         services.evaluation_cancel(evaluation=evaluation)
-    except services.EvaluationStateConflict as exc:
+    except services.EvaluationsConflict as exc:
         messages.warning(request, str(exc).capitalize() + ".")
     else:
         messages.success(request, "Evaluation cancelled.")

@@ -9,6 +9,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from .errors import DomainError
 from .ownership import visible_to
 
 
@@ -48,6 +49,8 @@ def exception_handler(exc, context):
     an outage, not a bug: it answers 503 "retry", so clients that retry on 503 (log shippers with seqs, the
     CLI) resend safely, where a 500 would tell them the request itself was wrong.
     """
+    if isinstance(exc, DomainError) and not isinstance(exc, Http404):
+        return _domain_error_response(exc)  # not-found ones answer as every 404 does (below): nothing to learn
     if isinstance(exc, OperationalError | InterfaceError):
         exc = DatabaseUnavailable()
     elif isinstance(exc, RequestDataTooBig):
@@ -69,6 +72,17 @@ def exception_handler(exc, context):
     elif not isinstance(response.data, dict):
         response.data = {"detail": response.data}
     return response
+
+
+def _domain_error_response(exc: DomainError) -> Response:
+    """The one mapping of the apps' domain exceptions: their status, their message, their field errors."""
+    body = {"detail": str(exc)}
+    if exc.errors:
+        body["errors"] = {
+            field: messages if isinstance(messages, (list, dict)) else [str(messages)]
+            for field, messages in exc.errors.items()
+        }
+    return Response(body, status=exc.status_code)
 
 
 def _validation_body(detail) -> dict:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +51,28 @@ class UploadResult:
     size: int
     sha256: str
     crc32: str
+
+
+@dataclass(frozen=True)
+class Checksums:
+    sha256: str
+    crc32: str
+    size: int
+
+
+def streamed_checksums(chunks: Iterable[bytes]) -> Checksums:
+    """sha256, crc32 and size of bytes read once as they stream (bounded memory whatever their size).
+
+    The one streamed-hash helper: the registry's manifest and Ollama's blob digests both use it.
+    """
+    digest = hashlib.sha256()
+    crc = 0
+    size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        crc = zlib.crc32(chunk, crc)
+        size += len(chunk)
+    return Checksums(sha256=digest.hexdigest(), crc32=f"{crc:08x}", size=size)
 
 
 class _HashingReader:

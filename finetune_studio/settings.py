@@ -456,7 +456,7 @@ CELERY_BEAT_SCHEDULE["logs-archive-expired"] = {"task": "logs_app.log_archive_ex
 MODEL_DEPLOY_CREATE_TIMEOUT = env_int("MODEL_DEPLOY_CREATE_TIMEOUT", 900, minimum=10)
 MODEL_DEPLOY_TIME_LIMIT = env_int("MODEL_DEPLOY_TIME_LIMIT", 3600, minimum=60)
 MODEL_DEPLOY_STALE_SECONDS = MODEL_DEPLOY_TIME_LIMIT + 120
-UNFINISHED_WORK_REDISPATCHERS.append("models_app.services.model_deploy_redispatch_unfinished")
+UNFINISHED_WORK_REDISPATCHERS.append("models_app.deployments.model_deploy_redispatch_unfinished")
 # The safety net of the model a job's success queues (jobs.signals.job_succeeded): beat creates the missing
 # models of jobs that succeeded longer ago than the grace (a refused or lost message), every interval.
 MODELS_BACKFILL_INTERVAL_SECONDS = env_int("MODELS_BACKFILL_INTERVAL_SECONDS", 600, minimum=30)

@@ -26,7 +26,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from finetune_studio import keys, objects, records
-from finetune_studio.api import Conflict
+from finetune_studio.errors import DomainConflict, DomainInvalid, DomainUnavailable
 from finetune_studio.events import event_payload, publish_event_on_commit, user_channel
 from finetune_studio.queueing import BROKER_ERRORS
 
@@ -43,27 +43,22 @@ ACTIVE = (Job.Status.PENDING, Job.Status.QUEUED, Job.Status.RUNNING)
 RUN_TASK = "jobs.job_run_local"
 
 
-class JobInvalid(ValueError):
+class JobsInvalid(DomainInvalid):
     """Job input that cannot be used: ``errors`` maps fields to messages (``hyperparameters`` to a field dict)."""
 
     def __init__(self, errors: dict):
-        self.errors = errors
-        super().__init__(_first_error(errors))
+        super().__init__(errors=errors)
 
 
-def _first_error(errors: dict) -> str:
-    for field, messages in errors.items():
-        if isinstance(messages, dict):
-            return _first_error({f"{field}.{name}": value for name, value in messages.items()})
-        return f"{field}: {messages[0]}"
-    return "invalid job"
+class JobsConflict(DomainConflict):
+    """The job or dataset is not in a state that allows this (e.g. cancelling a finished job)."""
 
 
-class DatasetInvalid(ValueError):
+class DatasetInvalid(JobsInvalid):
     """A dataset file that cannot be used; ``location`` names the first bad line or record."""
 
     def __init__(self, location: str, reason: str):
-        super().__init__(f"{location}: {reason}")
+        DomainInvalid.__init__(self, f"{location}: {reason}", errors={"file": [f"{location}: {reason}"]})
         self.location = location
         self.reason = reason
 
@@ -142,7 +137,9 @@ def dataset_delete(*, dataset_id: int) -> None:
     dataset = Dataset.objects.select_for_update().get(id=dataset_id)
     busy = dataset.jobs.filter(status__in=ACTIVE).values_list("id", flat=True)[:5]
     if busy:
-        raise Conflict(f"dataset is used by unfinished job(s) {', '.join(f'#{i}' for i in busy)}; cancel them first")
+        raise JobsConflict(
+            f"dataset is used by unfinished job(s) {', '.join(f'#{i}' for i in busy)}; cancel them first"
+        )
     objects.bucket("datasets").delete(dataset_key(dataset))
     dataset.delete()
 
@@ -177,7 +174,7 @@ def job_create(
 ) -> Job:
     """Create a job and queue it (local trainers: the run is enqueued after commit).
 
-    Raises JobInvalid (400) naming each field: unknown/unavailable trainer, a dataset that is
+    Raises JobsInvalid (400) naming each field: unknown/unavailable trainer, a dataset that is
     not the owner's, hyperparameters that do not fit the trainer's schema.
     """
     errors: dict[str, Any] = {}
@@ -204,7 +201,7 @@ def job_create(
         elif needs_dataset:
             errors["dataset"] = ["this trainer needs a dataset"]
         if errors:
-            raise JobInvalid(errors)
+            raise JobsInvalid(errors)
         job = Job.objects.create(
             owner=owner,
             name=name,
@@ -238,7 +235,7 @@ def job_enqueue(*, job_id: int) -> bool:
     return True
 
 
-class JobQueueUnavailable(Exception):
+class JobQueueUnavailable(DomainUnavailable):
     """The broker refused a job's run: the job was failed with the reason, never left queued with nothing queued."""
 
     def __init__(self, job_id: int, reason: str):
@@ -327,7 +324,7 @@ def job_cancel(*, job_id: int) -> Job:
         )
         job = Job.objects.get(id=job_id)
         if not moved:
-            raise Conflict(f"job #{job_id} is already {job.status}; only unfinished jobs can be cancelled")
+            raise JobsConflict(f"job #{job_id} is already {job.status}; only unfinished jobs can be cancelled")
         _publish_settled(job)
     return job
 
@@ -383,16 +380,16 @@ def job_complete_external(
     """An external runner's report (API or status.json). 409 for a conflicting report or a local job."""
     job = Job.objects.select_related("trainer").get(id=job_id)
     if not job.trainer.is_external:
-        raise Conflict(f"job #{job_id} runs on the local trainer {job.trainer.name!r}; its runner reports the end")
+        raise JobsConflict(f"job #{job_id} runs on the local trainer {job.trainer.name!r}; its runner reports the end")
     if metrics is not None and not isinstance(metrics, dict):
-        raise JobInvalid({"metrics": ["must be a JSON object"]})
+        raise JobsInvalid({"metrics": ["must be a JSON object"]})
     job, changed = job_complete(job_id=job_id, status=status, error_message=error_message, metrics=metrics)
     if changed:
         if metrics:
             transaction.on_commit(lambda: _write_metrics_file(job.storage_prefix, metrics))
         return job, True
     if job.status != status:
-        raise Conflict(f"job #{job_id} already ended as {job.status}; a report of {status} conflicts")
+        raise JobsConflict(f"job #{job_id} already ended as {job.status}; a report of {status} conflicts")
     return job, False
 
 
@@ -412,7 +409,7 @@ def job_delete(*, job_id: int) -> None:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(id=job_id)
         if job.status not in Job.FINISHED:
-            raise Conflict(f"job #{job_id} is {job.status}; cancel it before deleting it")
+            raise JobsConflict(f"job #{job_id} is {job.status}; cancel it before deleting it")
         prefix = job.storage_prefix
         has_model = job_registered_model(job) is not None
         job.delete()
@@ -620,7 +617,7 @@ def _apply_status_report(job_id: int, key: str, report: Any) -> int:
         _, changed = job_complete_external(
             job_id=job_id, status=status, error_message=str(error_message), metrics=metrics
         )
-    except Conflict:
+    except JobsConflict:
         return 0
     return int(changed)
 

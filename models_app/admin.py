@@ -3,7 +3,7 @@ from django.template.defaultfilters import filesizeformat
 
 from finetune_studio.objects import StorageError
 
-from . import deploy, services
+from . import deploy, deployments, services
 from .models import RegisteredModel
 
 
@@ -56,7 +56,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     def deploy_to_ollama(self, request, queryset):
         for model in queryset:
             try:
-                services.model_deploy_start(model_id=model.id)
+                deployments.model_deploy_start(model_id=model.id)
             except (deploy.DeployRefused, services.ModelQueueUnavailable) as exc:
                 self.message_user(request, f"{model}: not deployed: {exc}", messages.ERROR)
             else:

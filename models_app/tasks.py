@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from finetune_studio.objects import StorageError
 
-from . import services
+from . import deployments, services
 
 
 @shared_task(
@@ -64,4 +64,4 @@ def models_backfill() -> int:
     ignore_result=True,
 )
 def model_deploy(model_id: int) -> None:
-    services.model_deploy_execute(model_id=model_id)
+    deployments.model_deploy_execute(model_id=model_id)

@@ -136,11 +136,9 @@ def test_delete_only_finished_jobs(alice_api, alice, dataset, queued_job, django
 
 
 def test_an_illegal_move_is_a_conflict(alice, dataset, queued_job):
-    from finetune_studio.api import Conflict
-
     job = queued_job(alice, dataset, "example")
     services.job_complete(job_id=job.id, status="failed", error_message="boom")
-    with pytest.raises(Conflict):
+    with pytest.raises(services.JobsConflict):
         services.job_cancel(job_id=job.id)
     assert services.job_claim(job_id=job.id, lease_owner="x") is False
     assert services.job_enqueue(job_id=job.id) is False

@@ -238,7 +238,7 @@ def test_search_and_size_ordering_can_use_their_indexes_on_postgresql(alice):
 
     # Staff-wide (no owner index to fall back on): whether the trigram indexes match Django's SQL for icontains.
     search = RegisteredModel.objects.filter(Q(name__icontains="needle") | Q(description__icontains="needle"))
-    by_size = model_list(alice).order_by("-total_size", "-id")[:50]
+    by_size = model_list(user=alice).order_by("-total_size", "-id")[:50]
     plans = {}
     # A tiny test table: ask whether an index *can* serve the query, not whether the planner would pick it.
     for name, queryset, switches in (
