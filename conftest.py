@@ -74,6 +74,36 @@ def s3_buckets(s3_server):
 
 
 @pytest.fixture
+def storage_spy(settings, s3_buckets):
+    """Route every S3 call through a FaultProxy from now on: ``storage_spy.connections`` counts them.
+
+    The bucket objects are rebuilt with fresh boto3 clients, so no pooled connection bypasses the
+    proxy: zero connections means no storage call at all.
+    """
+    from django.conf import settings as settings_module
+
+    from finetune_studio.objects import reset_bucket_cache
+    from tests.support.faultproxy import FaultProxy
+
+    host, port = settings_module.S3_ENDPOINT_URL.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port)).start()
+    settings.S3_ENDPOINT_URL = proxy.url
+    settings.S3_PUBLIC_ENDPOINT_URL = proxy.url
+    settings.STORAGES = {
+        alias: (
+            {**config, "OPTIONS": {**config["OPTIONS"], "endpoint_url": proxy.url}}
+            if alias in settings_module.BUCKETS
+            else config
+        )
+        for alias, config in settings_module.STORAGES.items()
+    }
+    reset_bucket_cache()
+    yield proxy
+    proxy.stop()
+    reset_bucket_cache()
+
+
+@pytest.fixture
 def local_storage(settings, tmp_path):
     """Switch this test to standalone file storage under a temporary folder."""
     from finetune_studio.objects import reset_bucket_cache

@@ -190,20 +190,14 @@ def test_anonymous_requests_get_401(completed, anon_api):
     ],
 )
 def test_it_refuses_hostile_test_set_paths_before_touching_storage(
-    path, alice, bob, alice_api, make_model, ollama_server, monkeypatch
+    path, alice, bob, alice_api, make_model, ollama_server, storage_spy
 ):
-    from evaluations import services
-    from finetune_studio import objects
-
-    def no_storage(alias):
-        raise AssertionError("storage was called")
-
-    monkeypatch.setattr(objects, "bucket", no_storage)
-    monkeypatch.setattr(services, "bucket", no_storage)
-    response = evaluate(alice_api, make_model(alice), path.format(me=alice.id, bob=bob.id))
+    model = make_model(alice)
+    response = evaluate(alice_api, model, path.format(me=alice.id, bob=bob.id))
     assert response.status_code == 400, response.content
     assert "test_set_path" in response.json()["errors"]
     assert not Evaluation.objects.exists()
+    assert storage_spy.connections == 0  # refused before any storage call
 
 
 def test_it_refuses_another_users_dataset_path(alice, bob, alice_api, make_model, make_test_set, ollama_server):
