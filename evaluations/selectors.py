@@ -36,9 +36,9 @@ def evaluation_get(*, user, evaluation_id: int) -> Evaluation:
 
 
 def evaluatable_models(*, user) -> QuerySet:
-    from models_app.models import RegisteredModel
+    from models_app.selectors import models_visible
 
-    return visible_to(RegisteredModel.objects.all(), user)
+    return models_visible(user=user)
 
 
 def test_sets_of(*, user) -> QuerySet:
