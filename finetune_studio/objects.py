@@ -140,7 +140,9 @@ class S3Bucket:
             if start and exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 return iter(())
             raise _translate(exc, self.name, key) from exc
-        return body.iter_chunks(chunk_size)
+        except BotoCoreError as exc:
+            raise StorageError(f"storage unreachable while reading {self.name}/{key}: {exc}") from exc
+        return _body_chunks(body, chunk_size, f"{self.name}/{key}")
 
     def read_bytes(self, key: str, *, start: int = 0) -> bytes:
         return b"".join(self.iter_chunks(key, start=start))
@@ -229,6 +231,17 @@ def _public_client(client):
             config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
         )
     return _public_clients[settings.S3_PUBLIC_ENDPOINT_URL]
+
+
+def _body_chunks(body, chunk_size: int, where: str) -> Iterator[bytes]:
+    """An object's bytes as they stream; a connection lost mid-body (after botocore's retries) is a StorageError,
+    like any other storage outage, so callers' retries and 503s cover it."""
+    try:
+        yield from body.iter_chunks(chunk_size)
+    except BotoCoreError as exc:
+        raise StorageError(f"storage connection lost while reading {where}: {exc}") from exc
+    finally:
+        body.close()
 
 
 def _translate(exc: ClientError, bucket: str, key: str) -> Exception:
