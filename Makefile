@@ -56,6 +56,7 @@ beat: venv
 lint: dev-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	DJANGO_SETTINGS_MODULE=finetune_studio.settings_test $(PY) manage.py check
 	DJANGO_SETTINGS_MODULE=finetune_studio.settings_test $(PY) manage.py makemigrations --check --dry-run
 

@@ -74,6 +74,36 @@ def s3_buckets(s3_server):
 
 
 @pytest.fixture
+def storage_spy(settings, s3_buckets):
+    """Route every S3 call through a FaultProxy from now on: ``storage_spy.connections`` counts them.
+
+    The bucket objects are rebuilt with fresh boto3 clients, so no pooled connection bypasses the
+    proxy: zero connections means no storage call at all.
+    """
+    from django.conf import settings as settings_module
+
+    from finetune_studio.objects import reset_bucket_cache
+    from tests.support.faultproxy import FaultProxy
+
+    host, port = settings_module.S3_ENDPOINT_URL.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port)).start()
+    settings.S3_ENDPOINT_URL = proxy.url
+    settings.S3_PUBLIC_ENDPOINT_URL = proxy.url
+    settings.STORAGES = {
+        alias: (
+            {**config, "OPTIONS": {**config["OPTIONS"], "endpoint_url": proxy.url}}
+            if alias in settings_module.BUCKETS
+            else config
+        )
+        for alias, config in settings_module.STORAGES.items()
+    }
+    reset_bucket_cache()
+    yield proxy
+    proxy.stop()
+    reset_bucket_cache()
+
+
+@pytest.fixture
 def local_storage(settings, tmp_path):
     """Switch this test to standalone file storage under a temporary folder."""
     from finetune_studio.objects import reset_bucket_cache
@@ -170,3 +200,133 @@ def redis_url(settings):
     connection.flushdb()
     yield url
     connection.flushdb()
+
+
+# --- Test data: the builders of tests/factories.py, as fixtures ---------------------------------------
+
+
+@pytest.fixture
+def make_job(db):
+    """``make_job(owner, status=…, trainer=…, finished_days_ago=…, artifacts=…)`` → a Job row."""
+    from tests.factories import make_job
+
+    return make_job
+
+
+@pytest.fixture
+def make_dataset(db):
+    """``make_dataset(owner, rows=None, filename=…, name=…)`` → a dataset uploaded through the service."""
+    from tests.factories import make_dataset
+
+    return make_dataset
+
+
+@pytest.fixture
+def make_test_set(db):
+    """``make_test_set(owner, records=None, raw=…, labels=…)`` → a dataset row and its object, written as given."""
+    from tests.factories import make_test_set
+
+    return make_test_set
+
+
+@pytest.fixture
+def queued_job(db, tasks_not_run):
+    """``queued_job(owner, dataset, trainer, **hyperparameters)``: created and queued; no worker runs it."""
+    from tests.factories import make_queued_job
+
+    return make_queued_job
+
+
+@pytest.fixture
+def tasks_not_run():
+    """Tasks go to the (in-memory) broker instead of running in-process; ``tasks_not_run()`` drains and returns
+    what was queued as (task name, args, queue) tuples. The test then runs what it wants itself."""
+    from finetune_studio.celery import app
+
+    drained: list[tuple[str, list, str]] = []
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+
+    def queued() -> list[tuple[str, list, str]]:
+        import ast
+
+        with app.connection_for_read() as connection:
+            for queue in ("default", "training", "evaluations"):
+                simple = connection.SimpleQueue(queue)
+                try:
+                    while True:
+                        message = simple.get(block=False)
+                        args = ast.literal_eval(message.headers.get("argsrepr") or "()")
+                        drained.append((message.headers["task"], list(args), queue))
+                        message.ack()
+                except simple.Empty:
+                    pass
+                finally:
+                    simple.close()
+        return list(drained)
+
+    queued()  # anything left over by an earlier test is not this test's
+    drained.clear()
+    yield queued
+    queued()
+    app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def job_signals():
+    """What the jobs app announced during the test: ``[(signal name, {job_id, …}), …]`` in order."""
+    from jobs.signals import job_finished, job_succeeded
+
+    sent: list[tuple[str, dict]] = []
+
+    def on_finished(sender, **data):
+        data.pop("signal", None)
+        sent.append(("job_finished", data))
+
+    def on_succeeded(sender, **data):
+        data.pop("signal", None)
+        sent.append(("job_succeeded", data))
+
+    job_finished.connect(on_finished, dispatch_uid="test.job_finished")
+    job_succeeded.connect(on_succeeded, dispatch_uid="test.job_succeeded")
+    yield sent
+    job_finished.disconnect(dispatch_uid="test.job_finished")
+    job_succeeded.disconnect(dispatch_uid="test.job_succeeded")
+
+
+class ChannelListener:
+    """A real django-eventstream listener on one channel: what a connected client would be handed."""
+
+    def __init__(self, channel: str):
+        import asyncio
+
+        from django_eventstream.views import Listener, get_listener_manager
+
+        self.manager = get_listener_manager()
+        self.listener = Listener()
+        self.listener.loop = asyncio.new_event_loop()
+        self.listener.channels = {channel}
+        self.channel = channel
+        self.manager.add_listener(self.listener)
+
+    def events(self) -> list:
+        return list(self.listener.channel_items.get(self.channel, []))
+
+    def close(self) -> None:
+        self.manager.remove_listener(self.listener)
+        self.listener.loop.close()
+
+
+@pytest.fixture
+def listen():
+    """``listen(channel)`` → a ChannelListener; ``.events()`` lists what was published on it (in-process fan-out)."""
+    opened = []
+
+    def open_listener(channel: str) -> ChannelListener:
+        listener = ChannelListener(channel)
+        opened.append(listener)
+        return listener
+
+    yield open_listener
+    for listener in opened:
+        listener.close()

@@ -49,7 +49,7 @@ def serve(latency: float, queue, stop) -> None:
 
 def run(latency: float, concurrency: int) -> dict:
     from evaluations import engine
-    from evaluations.ollama import OllamaClient
+    from inference.ollama import OllamaClient
 
     queue, stop = multiprocessing.Queue(), multiprocessing.Event()
     process = multiprocessing.Process(target=serve, args=(latency, queue, stop), daemon=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from logs_app import bench_support as bs  # noqa: E402
+from bench import logs_support as bs  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 BATCH = 1000

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from logs_app import bench_support as bs  # noqa: E402
+from bench import logs_support as bs  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

@@ -35,7 +35,7 @@ class EvaluationAdmin(admin.ModelAdmin):
             try:
                 services.evaluation_cancel(evaluation=evaluation)
                 cancelled += 1
-            except services.EvaluationStateConflict:
+            except services.EvaluationsConflict:
                 pass  # finished between the listing and the click: nothing left to cancel
         self.message_user(request, f"{cancelled} evaluation(s) cancelled.", messages.SUCCESS)
 

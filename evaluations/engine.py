@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from .ollama import ChatAnswer, OllamaClient, OllamaError
+from inference.ollama import ChatAnswer, OllamaClient, OllamaError
 
 DEFAULT_PROMPT_TEMPLATE = (
     "Classify the text below into exactly one of these labels: {labels}.\n"

@@ -2,6 +2,7 @@
 
 from django.db.models import QuerySet
 
+from finetune_studio.errors import DomainNotFound
 from finetune_studio.ownership import visible_to
 
 from . import metrics
@@ -10,19 +11,34 @@ from .models import Evaluation, Prediction
 SIDE_BY_SIDE_LIMIT = 500
 
 
-def evaluation_list(*, user) -> QuerySet[Evaluation]:
+class EvaluationsNotFound(DomainNotFound):
+    """No such evaluation among those the user may see."""
+
+
+def evaluations_visible(*, user) -> QuerySet[Evaluation]:
     return visible_to(Evaluation.objects.select_related("model", "owner"), user)
 
 
+def evaluations_recent(*, user, limit: int) -> QuerySet[Evaluation]:
+    return visible_to(Evaluation.objects.select_related("model"), user)[:limit]
+
+
+def evaluations_failed_recently(*, user, limit: int) -> QuerySet[Evaluation]:
+    return visible_to(Evaluation.objects.filter(status=Evaluation.Status.FAILED), user)[:limit]
+
+
 def evaluation_get(*, user, evaluation_id: int) -> Evaluation:
-    """Raises Evaluation.DoesNotExist for other users' evaluations (a 404, not a 403)."""
-    return evaluation_list(user=user).get(id=evaluation_id)
+    """The evaluation if the user may see it; EvaluationsNotFound otherwise (a 404, not a 403)."""
+    evaluation = evaluations_visible(user=user).filter(id=evaluation_id).first()
+    if evaluation is None:
+        raise EvaluationsNotFound("No such evaluation.")
+    return evaluation
 
 
 def evaluatable_models(*, user) -> QuerySet:
-    from models_app.models import RegisteredModel
+    from models_app.selectors import models_visible
 
-    return visible_to(RegisteredModel.objects.all(), user)
+    return models_visible(user=user)
 
 
 def test_sets_of(*, user) -> QuerySet:

@@ -9,7 +9,6 @@ replaced by one that resumes after the stored predictions instead of asking Olla
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,32 +20,33 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from finetune_studio.events import publish_event_on_commit, user_channel
+from finetune_studio.errors import DomainConflict, DomainInvalid, DomainUnavailable
+from finetune_studio.events import event_payload, publish_event_on_commit, user_channel
 from finetune_studio.keys import InvalidName, clean_relative_path
 from finetune_studio.objects import ObjectNotFound, StorageError, bucket
+from finetune_studio.queueing import BROKER_ERRORS
+from inference.clients import ollama_client
+from inference.ollama import OllamaError, model_name_problem
 
 from . import engine, metrics
 from .models import Evaluation, Prediction
-from .ollama import OllamaClient, OllamaError
 
 logger = logging.getLogger(__name__)
 
 DATASETS_PREFIX = "datasets/"
 MAX_FINE_TUNED_CANDIDATES = 10
 PROGRESS_EVENT_INTERVAL = 0.5
-_OLLAMA_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 
 
-class EvaluationInputInvalid(Exception):
+class EvaluationsInvalid(DomainInvalid):
     """A request that cannot start an evaluation: ``errors`` maps each field to its reason."""
 
     def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{field}: {reason}" for field, reason in errors.items()))
-        self.errors = errors
+        super().__init__(errors=errors)
 
 
-class EvaluationStateConflict(Exception):
-    pass
+class EvaluationsConflict(DomainConflict):
+    """The evaluation's state does not allow this (cancel a finished one, retry one that did not fail)."""
 
 
 @dataclass(frozen=True)
@@ -62,24 +62,22 @@ def test_set_resolve(*, user, path) -> TestSet:
 
     Accepted: the ``path`` of one of the user's datasets, or a clean path under
     ``datasets/users/<their id>/``. Anything else (traversal, absolute, encoded,
-    backslashes, another user's objects) raises EvaluationInputInvalid with the reason.
+    backslashes, another user's objects) raises EvaluationsInvalid with the reason.
     """
     from jobs.models import Dataset
 
     if not isinstance(path, str) or not path:
-        raise EvaluationInputInvalid({"test_set_path": "is required"})
+        raise EvaluationsInvalid({"test_set_path": "is required"})
     try:
         clean_relative_path(path, what="test_set_path")
     except InvalidName as exc:
-        raise EvaluationInputInvalid({"test_set_path": str(exc)}) from None
+        raise EvaluationsInvalid({"test_set_path": str(exc)}) from None
     own_prefix = f"{DATASETS_PREFIX}users/{int(user.id)}/"
     dataset = Dataset.objects.filter(owner=user, path=path).first()
     if dataset is None and not path.startswith(own_prefix):
-        raise EvaluationInputInvalid(
-            {"test_set_path": f"must be the path of one of your datasets (under {own_prefix})"}
-        )
+        raise EvaluationsInvalid({"test_set_path": f"must be the path of one of your datasets (under {own_prefix})"})
     if path == own_prefix.rstrip("/") or path.endswith("/"):
-        raise EvaluationInputInvalid({"test_set_path": "must name a file, not a folder"})
+        raise EvaluationsInvalid({"test_set_path": "must name a file, not a folder"})
     return TestSet(path=path, key=path.removeprefix(DATASETS_PREFIX), dataset=dataset)
 
 
@@ -88,8 +86,9 @@ def _check_model_name(value, field: str, errors: dict) -> str | None:
         errors[field] = "is required"
         return None
     value = value.strip()
-    if not _OLLAMA_MODEL_NAME.match(value) or ".." in value:
-        errors[field] = f"{value[:60]!r} is not a valid Ollama model name"
+    problem = model_name_problem(value)
+    if problem is not None:
+        errors[field] = problem
         return None
     return value
 
@@ -122,7 +121,7 @@ def evaluation_start(
     test_set = None
     try:
         test_set = test_set_resolve(user=user, path=test_set_path)
-    except EvaluationInputInvalid as exc:
+    except EvaluationsInvalid as exc:
         errors.update(exc.errors)
     base = _check_model_name(base_model_name, "base_model_name", errors)
     names = ([fine_tuned_name] if fine_tuned_name else []) + list(fine_tuned_names or [])
@@ -160,15 +159,15 @@ def evaluation_start(
         elif not clean_labels and dataset.labels and len(dataset.labels) < 2:
             errors["test_set_path"] = "the test set has fewer than two distinct labels"
     if errors:
-        raise EvaluationInputInvalid(errors)
+        raise EvaluationsInvalid(errors)
     if test_set.dataset is None:
         # A raw object path (not a registered dataset): it must at least exist.
         try:
             found = bucket("datasets").exists(test_set.key)
         except StorageError as exc:
-            raise EvaluationInputInvalid({"test_set_path": f"storage is unavailable: {exc}"}) from None
+            raise EvaluationsInvalid({"test_set_path": f"storage is unavailable: {exc}"}) from None
         if not found:
-            raise EvaluationInputInvalid({"test_set_path": "no such object in your datasets"})
+            raise EvaluationsInvalid({"test_set_path": "no such object in your datasets"})
     config = engine.EvaluationConfig(
         labels=clean_labels or [],
         prompt_template=prompt_template or engine.DEFAULT_PROMPT_TEMPLATE,
@@ -196,7 +195,7 @@ def evaluation_start(
     return evaluation
 
 
-class EvaluationQueueUnavailable(Exception):
+class EvaluationQueueUnavailable(DomainUnavailable):
     """The broker refused the run: the evaluation was failed with the reason, never left pending unseen."""
 
 
@@ -209,9 +208,7 @@ def _enqueue(evaluation_id: int) -> None:
 
     try:
         evaluation_run.delay(evaluation_id)
-    except Exception as exc:
-        if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):  # unset in production settings
-            raise
+    except BROKER_ERRORS as exc:
         # Redis down or frozen: the broker's socket timeouts bound this; say so rather than hang or 500.
         logger.exception("Could not enqueue evaluation %s", evaluation_id)
         now = timezone.now()
@@ -226,19 +223,24 @@ def _enqueue(evaluation_id: int) -> None:
         ) from None
 
 
-def _publish(evaluation: Evaluation, **extra) -> None:
+def _publish(evaluation: Evaluation) -> None:
+    """The one ``evaluation`` event: always the same keys (``verdict`` and ``summary`` are None until completed)."""
+    significance = (evaluation.results or {}).get("significance") or {}
+    completed = evaluation.status == Evaluation.Status.COMPLETED
     publish_event_on_commit(
         user_channel(evaluation.owner_id),
         "evaluation",
-        {
-            "id": evaluation.id,
-            "model_id": evaluation.model_id,
-            "status": evaluation.status,
-            "progress": evaluation.progress,
-            "error_message": evaluation.error_message,
-            "url": f"/evaluations/{evaluation.id}/",
-            **extra,
-        },
+        event_payload(
+            id=evaluation.id,
+            action=evaluation.status,
+            model_id=evaluation.model_id,
+            url=f"/evaluations/{evaluation.id}/",
+            status=evaluation.status,
+            progress=evaluation.progress,
+            error_message=evaluation.error_message,
+            verdict=significance.get("verdict") if completed else None,
+            summary=significance.get("summary") if completed else None,
+        ),
     )
 
 
@@ -267,7 +269,7 @@ def evaluation_cancel(*, evaluation: Evaluation) -> Evaluation:
         )
         evaluation.refresh_from_db()
         if not updated:
-            raise EvaluationStateConflict(f"the evaluation is already {evaluation.status}")
+            raise EvaluationsConflict(f"the evaluation is already {evaluation.status}")
         _publish(evaluation)
     return evaluation
 
@@ -286,7 +288,7 @@ def evaluation_retry(*, evaluation: Evaluation) -> Evaluation:
         )
         evaluation.refresh_from_db()
         if not updated:
-            raise EvaluationStateConflict(f"only a failed evaluation can be retried; this one is {evaluation.status}")
+            raise EvaluationsConflict(f"only a failed evaluation can be retried; this one is {evaluation.status}")
         _enqueue_on_commit(evaluation.id)
         _publish(evaluation)
     return evaluation
@@ -394,8 +396,7 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
         )
     _publish(evaluation)
     config = engine.EvaluationConfig.from_dict(evaluation.config)
-    client = OllamaClient(
-        settings.OLLAMA_URL,
+    client = ollama_client(
         timeout=config.timeout,
         max_retries=config.max_retries,
         retry_backoff=config.retry_backoff,
@@ -462,7 +463,7 @@ def _finish_failed(evaluation: Evaluation, message: str) -> Evaluation:
 
 
 def _finish_completed(evaluation: Evaluation, results: dict, examples: list) -> Evaluation:
-    from models_app.models import RegisteredModel
+    from models_app.services import model_eval_results_set
 
     now = timezone.now()
     with transaction.atomic():
@@ -477,14 +478,9 @@ def _finish_completed(evaluation: Evaluation, results: dict, examples: list) -> 
         evaluation.refresh_from_db()
         if updated and evaluation.model_id:
             summary = {**metrics.summary_of(results), "evaluation_id": evaluation.id, "completed_at": now.isoformat()}
-            RegisteredModel.objects.filter(id=evaluation.model_id).update(eval_results=summary, updated_at=now)
-            publish_event_on_commit(
-                user_channel(evaluation.model.owner_id),
-                "model",
-                {"id": evaluation.model_id, "eval_results": summary},
-            )
+            model_eval_results_set(model_id=evaluation.model_id, results=summary)
         if updated:
-            _publish(evaluation, verdict=results["significance"]["verdict"], summary=results["significance"]["summary"])
+            _publish(evaluation)
     return evaluation
 
 

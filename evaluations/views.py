@@ -8,10 +8,12 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from inference.clients import ollama_client
+from inference.ollama import OllamaError
+
 from . import selectors, services
 from .forms import EvaluationForm
 from .models import Evaluation
-from .ollama import OllamaClient, OllamaError
 
 # (key, label, higher is better)
 METRIC_CARDS = (
@@ -26,7 +28,7 @@ METRIC_CARDS = (
 
 @login_required
 def evaluation_list(request):
-    evaluations = selectors.evaluation_list(user=request.user)
+    evaluations = selectors.evaluations_visible(user=request.user)
     status = request.GET.get("status")
     if status in Evaluation.Status.values:
         evaluations = evaluations.filter(status=status)
@@ -44,7 +46,7 @@ def evaluation_list(request):
 def _ollama_models() -> tuple[list[str], str]:
     """Names from Ollama's /api/tags, or ([], why not) when Ollama does not answer."""
     try:
-        return [model["name"] for model in OllamaClient(settings.OLLAMA_URL, timeout=3).list_models()], ""
+        return [model["name"] for model in ollama_client(timeout=3).list_models()], ""
     except OllamaError as exc:
         return [], str(exc)
 
@@ -76,7 +78,7 @@ def evaluation_create(request):
                 concurrency=data["concurrency"],
                 name=data["name"],
             )
-        except services.EvaluationInputInvalid as exc:
+        except services.EvaluationsInvalid as exc:
             for field, reason in exc.errors.items():
                 field = "fine_tuned_name" if field == "fine_tuned_names" else field
                 form.add_error(field if field in form.fields else None, reason)
@@ -182,10 +184,7 @@ def _heatmap(scores: dict) -> dict:
 
 @login_required
 def evaluation_detail(request, pk: int):
-    try:
-        evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
-    except Evaluation.DoesNotExist:
-        raise Http404("No such evaluation.")
+    evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
     results = evaluation.results or {}
     context = {"evaluation": evaluation, "results": results}
     if results.get("base"):
@@ -219,13 +218,10 @@ def evaluation_detail(request, pk: int):
 @login_required
 @require_POST
 def evaluation_cancel(request, pk: int):
-    try:
-        evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
-    except Evaluation.DoesNotExist:
-        raise Http404("No such evaluation.")
+    evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
     try:
         services.evaluation_cancel(evaluation=evaluation)
-    except services.EvaluationStateConflict as exc:
+    except services.EvaluationsConflict as exc:
         messages.warning(request, str(exc).capitalize() + ".")
     else:
         messages.success(request, "Evaluation cancelled.")

@@ -11,6 +11,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from .errors import DomainError
 from .ownership import visible_to
 from .stream_db import busy_message, pool_exhausted
 
@@ -104,6 +105,8 @@ def exception_handler(exc, context):
     CLI) resend safely, where a 500 would tell them the request itself was wrong. A pool timeout while every
     connection was busy is load, not an outage: 503 "busy" with Retry-After.
     """
+    if isinstance(exc, DomainError) and not isinstance(exc, Http404):
+        return _domain_error_response(exc)  # not-found ones answer as every 404 does (below): nothing to learn
     if isinstance(exc, OperationalError | InterfaceError):
         exc = StudioBusy() if pool_exhausted(exc) else DatabaseUnavailable()
     elif isinstance(exc, RequestDataTooBig):
@@ -125,6 +128,17 @@ def exception_handler(exc, context):
     elif not isinstance(response.data, dict):
         response.data = {"detail": response.data}
     return response
+
+
+def _domain_error_response(exc: DomainError) -> Response:
+    """The one mapping of the apps' domain exceptions: their status, their message, their field errors."""
+    body = {"detail": str(exc)}
+    if exc.errors:
+        body["errors"] = {
+            field: messages if isinstance(messages, (list, dict)) else [str(messages)]
+            for field, messages in exc.errors.items()
+        }
+    return Response(body, status=exc.status_code)
 
 
 def _validation_body(detail) -> dict:

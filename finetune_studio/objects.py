@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +51,28 @@ class UploadResult:
     size: int
     sha256: str
     crc32: str
+
+
+@dataclass(frozen=True)
+class Checksums:
+    sha256: str
+    crc32: str
+    size: int
+
+
+def streamed_checksums(chunks: Iterable[bytes]) -> Checksums:
+    """sha256, crc32 and size of bytes read once as they stream (bounded memory whatever their size).
+
+    The one streamed-hash helper: the registry's manifest and Ollama's blob digests both use it.
+    """
+    digest = hashlib.sha256()
+    crc = 0
+    size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        crc = zlib.crc32(chunk, crc)
+        size += len(chunk)
+    return Checksums(sha256=digest.hexdigest(), crc32=f"{crc:08x}", size=size)
 
 
 class _HashingReader:
@@ -176,7 +198,9 @@ class S3Bucket:
             if start and exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 return iter(())
             raise _translate(exc, self.name, key) from exc
-        return body.iter_chunks(chunk_size)
+        except BotoCoreError as exc:
+            raise StorageError(f"storage unreachable while reading {self.name}/{key}: {exc}") from exc
+        return _body_chunks(body, chunk_size, f"{self.name}/{key}")
 
     def read_bytes(self, key: str, *, start: int = 0) -> bytes:
         return b"".join(self.iter_chunks(key, start=start))
@@ -265,6 +289,17 @@ def _public_client(client):
             config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
         )
     return _public_clients[settings.S3_PUBLIC_ENDPOINT_URL]
+
+
+def _body_chunks(body, chunk_size: int, where: str) -> Iterator[bytes]:
+    """An object's bytes as they stream; a connection lost mid-body (after botocore's retries) is a StorageError,
+    like any other storage outage, so callers' retries and 503s cover it."""
+    try:
+        yield from body.iter_chunks(chunk_size)
+    except BotoCoreError as exc:
+        raise StorageError(f"storage connection lost while reading {where}: {exc}") from exc
+    finally:
+        body.close()
 
 
 def _translate(exc: ClientError, bucket: str, key: str) -> Exception:

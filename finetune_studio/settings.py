@@ -64,13 +64,15 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "django_eventstream",
-    "finetune_studio.apps.StudioCoreConfig",
+    "finetune_studio.apps.CoreConfig",
     "accounts",
     "jobs",
     "logs_app",
     "models_app",
+    "runner",
     "evaluations",
     "inference",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -515,7 +517,16 @@ CELERY_BEAT_SCHEDULE["logs-archive-expired"] = {"task": "logs_app.log_archive_ex
 MODEL_DEPLOY_CREATE_TIMEOUT = env_int("MODEL_DEPLOY_CREATE_TIMEOUT", 900, minimum=10)
 MODEL_DEPLOY_TIME_LIMIT = env_int("MODEL_DEPLOY_TIME_LIMIT", 3600, minimum=60)
 MODEL_DEPLOY_STALE_SECONDS = MODEL_DEPLOY_TIME_LIMIT + 120
-UNFINISHED_WORK_REDISPATCHERS.append("models_app.services.model_deploy_redispatch_unfinished")
+UNFINISHED_WORK_REDISPATCHERS.append("models_app.deployments.model_deploy_redispatch_unfinished")
+# The safety net of the model a job's success queues (jobs.signals.job_succeeded): beat creates the missing
+# models of jobs that succeeded longer ago than the grace (a refused or lost message), every interval.
+MODELS_BACKFILL_INTERVAL_SECONDS = env_int("MODELS_BACKFILL_INTERVAL_SECONDS", 600, minimum=30)
+MODELS_BACKFILL_GRACE_SECONDS = env_int("MODELS_BACKFILL_GRACE_SECONDS", 300, minimum=0)
+CELERY_BEAT_SCHEDULE["models-backfill"] = {
+    "task": "models_app.models_backfill",
+    "schedule": float(MODELS_BACKFILL_INTERVAL_SECONDS),
+    "options": {"expires": float(MODELS_BACKFILL_INTERVAL_SECONDS)},
+}
 
 # evaluations
 # How long a running evaluation's heartbeat stays valid; an older one has lost its worker.

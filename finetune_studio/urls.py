@@ -16,7 +16,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
+    path("", include("dashboard.urls")),
     path("healthz", views.healthz, name="healthz"),
     # A stream: its opening waits its turn for the database (a reconnect storm; stream_db).
     path("events/", stream_opening(views.user_events), name="user-events"),

@@ -1,7 +1,6 @@
 import logging
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.core import signing
 from django.db import connection
 from django.http import Http404, HttpResponse, HttpResponseServerError, JsonResponse, StreamingHttpResponse
@@ -14,13 +13,6 @@ from .objects import ObjectNotFound, StorageError, buckets_missing, read_local_l
 from .streaming import StreamAccess, release_connection, response_chunks, while_allowed
 
 logger = logging.getLogger(__name__)
-
-
-@login_required
-def dashboard(request):
-    from .dashboard import dashboard_context
-
-    return render(request, "dashboard.html", dashboard_context(request.user))
 
 
 @require_GET

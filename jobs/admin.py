@@ -1,8 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
 
-from finetune_studio.api import Conflict
-
 from . import hyperparameters, services
 from .models import Dataset, Job, JobMetric, Trainer
 from .selectors import trainer_availability
@@ -107,8 +105,8 @@ class DatasetAdmin(admin.ModelAdmin):
         for dataset in queryset:
             try:
                 services.dataset_delete(dataset_id=dataset.id)
-            except Conflict as exc:
-                self.message_user(request, f"{dataset}: {exc.detail}", messages.ERROR)
+            except services.JobsConflict as exc:
+                self.message_user(request, f"{dataset}: {exc}", messages.ERROR)
 
 
 @admin.register(Job)
@@ -144,8 +142,8 @@ class JobAdmin(admin.ModelAdmin):
         for job_id in queryset.values_list("id", flat=True):
             try:
                 service(job_id=job_id)
-            except Conflict as exc:
-                self.message_user(request, str(exc.detail), messages.WARNING)
+            except services.JobsConflict as exc:
+                self.message_user(request, str(exc), messages.WARNING)
 
     def has_delete_permission(self, request, obj=None):
         # As in the API: a job is cancelled before it is deleted.

@@ -12,10 +12,7 @@ class JobsConfig(AppConfig):
     name = "jobs"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+
         # After every migrate (and test-database flush): built-in trainers exist, operators' edits stay.
         post_migrate.connect(_sync_builtin_trainers, sender=self, dispatch_uid="jobs.sync_builtin_trainers")
-        from django.core import checks
-
-        from .checks import check_base_model_folders
-
-        checks.register(check_base_model_folders)

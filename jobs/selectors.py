@@ -1,10 +1,12 @@
 """Permission-aware reads of the jobs app."""
 
 import importlib.util
+from typing import NamedTuple
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Sum
 
 from finetune_studio import base_models
+from finetune_studio.errors import DomainNotFound
 from finetune_studio.ownership import visible_to
 
 from .models import Dataset, Job, JobMetric, Trainer
@@ -45,12 +47,58 @@ def base_models_catalogue() -> list[dict]:
     ]
 
 
-def dataset_list(*, user) -> QuerySet[Dataset]:
+class JobsNotFound(DomainNotFound):
+    """No such job or dataset among those the user may see."""
+
+
+class DatasetTotals(NamedTuple):
+    size: int
+    count: int
+
+
+def jobs_visible(*, user) -> QuerySet[Job]:
+    """The jobs the user may see (their own; staff: all), with what the pages show of each."""
+    return visible_to(Job.objects.select_related("trainer", "dataset", "registered_model"), user)
+
+
+def job_get(*, user, job_id: int) -> Job:
+    """The job if the user may see it, else JobsNotFound (a 404: others never learn it exists)."""
+    job = jobs_visible(user=user).filter(id=job_id).first()
+    if job is None:
+        raise JobsNotFound("No such job.")
+    return job
+
+
+def datasets_visible(*, user) -> QuerySet[Dataset]:
     return visible_to(Dataset.objects.all(), user)
 
 
-def job_list(*, user) -> QuerySet[Job]:
-    return visible_to(Job.objects.select_related("trainer", "dataset", "registered_model"), user)
+def dataset_get(*, user, dataset_id: int) -> Dataset:
+    """The dataset if the user may see it, else JobsNotFound."""
+    dataset = datasets_visible(user=user).filter(id=dataset_id).first()
+    if dataset is None:
+        raise JobsNotFound("No such dataset.")
+    return dataset
+
+
+def job_status_counts(*, user) -> list[tuple[str, str, int]]:
+    """(status, label, jobs) for every status, in the order of ``Job.Status``: one query."""
+    counts = dict(jobs_visible(user=user).order_by().values_list("status").annotate(n=Count("id")))
+    return [(status, label, counts.get(status, 0)) for status, label in Job.Status.choices]
+
+
+def jobs_running(*, user, limit: int) -> QuerySet[Job]:
+    running = jobs_visible(user=user).filter(status=Job.Status.RUNNING)
+    return running.select_related("trainer").order_by("started_at")[:limit]
+
+
+def jobs_failed_recently(*, user, limit: int) -> QuerySet[Job]:
+    return jobs_visible(user=user).filter(status=Job.Status.FAILED).order_by("-finished_at")[:limit]
+
+
+def dataset_totals(*, user) -> DatasetTotals:
+    totals = datasets_visible(user=user).aggregate(size=Sum("size_bytes"), n=Count("id"))
+    return DatasetTotals(size=totals["size"] or 0, count=totals["n"])
 
 
 def job_metric_points(*, job: Job, limit: int = 5000) -> list[dict]:

@@ -2,8 +2,10 @@
 
 Job status moves only here, and only by conditional UPDATE (``filter(id=…, status__in=…)
 .update(…)``, then the row count says whether this caller made the move). Whoever made a
-move publishes its ``job`` event after commit; the caller that settled a job as succeeded
-is the only one that enqueues the model auto-creation, so it fires once per job.
+move publishes its ``job`` event after commit; the caller that settled a job is the only one
+that sends ``signals.job_finished`` (and ``job_succeeded``), so the apps above (logs_app ends
+the live streams, models_app creates the model) react once per job without jobs importing them.
+The local run is enqueued by task name (``RUN_TASK``, registered by the runner app).
 """
 
 import json
@@ -18,49 +20,48 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
-from kombu.exceptions import OperationalError as KombuOperationalError
 
 from finetune_studio import base_models, keys, objects, records
-from finetune_studio.api import Conflict
-from finetune_studio.events import publish_event_on_commit, user_channel
+from finetune_studio.errors import DomainConflict, DomainInvalid, DomainUnavailable
+from finetune_studio.events import event_payload, publish_event_on_commit, user_channel
+from finetune_studio.queueing import BROKER_ERRORS
 
 from . import hyperparameters
 from .models import Dataset, Job, JobMetric, Trainer
 from .selectors import job_registered_model, trainer_availability
+from .signals import announce, job_finished, job_succeeded
 
 logger = logging.getLogger(__name__)
 
 ACTIVE = (Job.Status.PENDING, Job.Status.QUEUED, Job.Status.RUNNING)
-METRIC_FIELDS = ("step", "total_steps", "epoch", "loss", "learning_rate", "accuracy", "eval_loss")
+# The Celery task that runs a local job: registered by the runner app (runner.tasks), which sits above jobs.
+# The name predates the runner app and stays, for messages already queued and for CELERY_TASK_ROUTES.
+RUN_TASK = "jobs.job_run_local"
 
 
-class JobInvalid(ValueError):
+class JobsInvalid(DomainInvalid):
     """Job input that cannot be used: ``errors`` maps fields to messages (``hyperparameters`` to a field dict)."""
 
     def __init__(self, errors: dict):
-        self.errors = errors
-        super().__init__(_first_error(errors))
+        super().__init__(errors=errors)
 
 
-def _first_error(errors: dict) -> str:
-    for field, messages in errors.items():
-        if isinstance(messages, dict):
-            return _first_error({f"{field}.{name}": value for name, value in messages.items()})
-        return f"{field}: {messages[0]}"
-    return "invalid job"
+class JobsConflict(DomainConflict):
+    """The job or dataset is not in a state that allows this (e.g. cancelling a finished job)."""
 
 
-class DatasetInvalid(ValueError):
+class DatasetInvalid(JobsInvalid):
     """A dataset file that cannot be used; ``location`` names the first bad line or record."""
 
     def __init__(self, location: str, reason: str):
-        super().__init__(f"{location}: {reason}")
+        DomainInvalid.__init__(self, f"{location}: {reason}", errors={"file": [f"{location}: {reason}"]})
         self.location = location
         self.reason = reason
 
@@ -146,7 +147,9 @@ def dataset_delete(*, dataset_id: int) -> None:
     dataset = Dataset.objects.select_for_update().get(id=dataset_id)
     busy = dataset.jobs.filter(status__in=ACTIVE).values_list("id", flat=True)[:5]
     if busy:
-        raise Conflict(f"dataset is used by unfinished job(s) {', '.join(f'#{i}' for i in busy)}; cancel them first")
+        raise JobsConflict(
+            f"dataset is used by unfinished job(s) {', '.join(f'#{i}' for i in busy)}; cancel them first"
+        )
     objects.bucket("datasets").delete(dataset_key(dataset))
     dataset.delete()
 
@@ -176,12 +179,11 @@ SPLIT_MIN_FRACTION = 0.01
 SPLIT_MAX_FRACTION = 0.9
 
 
-class DatasetSplitInvalid(ValueError):
+class DatasetSplitInvalid(JobsInvalid):
     """A split that cannot be made: ``errors`` maps the field to its message."""
 
     def __init__(self, errors: dict):
-        self.errors = errors
-        super().__init__(_first_error({field: [message] for field, message in errors.items()}))
+        super().__init__(errors={field: [message] for field, message in errors.items()})
 
 
 def dataset_split(*, dataset_id: int, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -296,7 +298,7 @@ def job_create(
 ) -> Job:
     """Create a job and queue it (local trainers: the run is enqueued after commit).
 
-    Raises JobInvalid (400) naming each field: unknown/unavailable trainer, a base model the studio
+    Raises JobsInvalid (400) naming each field: unknown/unavailable trainer, a base model the studio
     does not allow (finetune_studio/base_models.py; the canonical name is stored), a dataset that is
     not the owner's, hyperparameters that do not fit the trainer's schema. A job that names no
     hyperparameters gets the trainer's preset for its base (``Trainer.presets``); ``job.preset`` names
@@ -336,7 +338,7 @@ def job_create(
         elif needs_dataset:
             errors["dataset"] = ["this trainer needs a dataset"]
         if errors:
-            raise JobInvalid(errors)
+            raise JobsInvalid(errors)
         job = Job.objects.create(
             owner=owner,
             name=name,
@@ -371,7 +373,7 @@ def job_enqueue(*, job_id: int) -> bool:
     return True
 
 
-class JobQueueUnavailable(Exception):
+class JobQueueUnavailable(DomainUnavailable):
     """The broker refused a job's run: the job was failed with the reason, never left queued with nothing queued."""
 
     def __init__(self, job_id: int, reason: str):
@@ -390,13 +392,10 @@ def _dispatch_local_run(job_id: int, queue: str) -> None:
     the same Redis that just refused, each waiting its own timeout, and the caller already
     answers with the reason (a page reload reads the failed row).
     """
-    from .tasks import job_run_local
-
+    run = current_app.tasks[RUN_TASK]  # a KeyError means no runner is installed (the system check says so)
     try:
-        job_run_local.apply_async(args=[job_id], queue=queue)
-    except Exception as exc:
-        if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):  # unset in production settings
-            raise
+        run.apply_async(args=[job_id], queue=queue)
+    except BROKER_ERRORS as exc:
         logger.exception("Could not enqueue job %s", job_id)
         reason = f"could not be queued: {exc.__class__.__name__}: {exc}"
         now = timezone.now()
@@ -463,7 +462,7 @@ def job_cancel(*, job_id: int) -> Job:
         )
         job = Job.objects.get(id=job_id)
         if not moved:
-            raise Conflict(f"job #{job_id} is already {job.status}; only unfinished jobs can be cancelled")
+            raise JobsConflict(f"job #{job_id} is already {job.status}; only unfinished jobs can be cancelled")
         _publish_settled(job)
     return job
 
@@ -507,19 +506,10 @@ def job_complete(
         if status == Job.Status.SUCCEEDED:
             job.progress = {**job.progress, "percent": 100.0, "eta_seconds": 0}
             Job.objects.filter(id=job_id).update(progress=job.progress)
-            transaction.on_commit(lambda: _enqueue_model_creation(job_id))
         _publish_settled(job)
+        if status == Job.Status.SUCCEEDED:
+            transaction.on_commit(lambda: announce(job_succeeded, job_id=job_id))
     return job, True
-
-
-def _enqueue_model_creation(job_id: int) -> None:
-    from models_app.tasks import model_create_from_job
-
-    try:
-        model_create_from_job.delay(job_id)
-    except Exception:
-        # The job stays succeeded; `manage.py models_backfill` creates the missing model later.
-        logger.exception("Could not enqueue the model creation of job %s (run models_backfill)", job_id)
 
 
 def job_complete_external(
@@ -528,16 +518,16 @@ def job_complete_external(
     """An external runner's report (API or status.json). 409 for a conflicting report or a local job."""
     job = Job.objects.select_related("trainer").get(id=job_id)
     if not job.trainer.is_external:
-        raise Conflict(f"job #{job_id} runs on the local trainer {job.trainer.name!r}; its runner reports the end")
+        raise JobsConflict(f"job #{job_id} runs on the local trainer {job.trainer.name!r}; its runner reports the end")
     if metrics is not None and not isinstance(metrics, dict):
-        raise JobInvalid({"metrics": ["must be a JSON object"]})
+        raise JobsInvalid({"metrics": ["must be a JSON object"]})
     job, changed = job_complete(job_id=job_id, status=status, error_message=error_message, metrics=metrics)
     if changed:
         if metrics:
             transaction.on_commit(lambda: _write_metrics_file(job.storage_prefix, metrics))
         return job, True
     if job.status != status:
-        raise Conflict(f"job #{job_id} already ended as {job.status}; a report of {status} conflicts")
+        raise JobsConflict(f"job #{job_id} already ended as {job.status}; a report of {status} conflicts")
     return job, False
 
 
@@ -557,7 +547,7 @@ def job_delete(*, job_id: int) -> None:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(id=job_id)
         if job.status not in Job.FINISHED:
-            raise Conflict(f"job #{job_id} is {job.status}; cancel it before deleting it")
+            raise JobsConflict(f"job #{job_id} is {job.status}; cancel it before deleting it")
         prefix = job.storage_prefix
         has_model = job_registered_model(job) is not None
         job.delete()
@@ -577,11 +567,30 @@ def _delete_prefix_logged(alias: str, prefix: str) -> None:
 # --- Metrics and progress -------------------------------------------------------------------------
 
 
+def job_lock_for_log_lines(*, job_id: int, with_metrics: bool) -> None:
+    """Lock the job's row until commit, for a batch of its log lines; raises Job.DoesNotExist.
+
+    The lock order of log ingestion is the job row first, then its log stream row (logs_app):
+    every writer takes them in that order, so none waits in a cycle. Without metrics the lock is
+    FOR KEY SHARE, which lets status updates through; a batch with metric lines takes FOR UPDATE
+    because ``job_metrics_record`` will (taking it later would be an upgrade two writers can
+    deadlock on). Other databases (SQLite) serialise writers themselves.
+    """
+    table = connection.ops.quote_name(Job._meta.db_table)
+    suffix = ""
+    if connection.vendor == "postgresql":
+        suffix = " FOR UPDATE" if with_metrics else " FOR KEY SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {table} WHERE id = %s{suffix}", [job_id])  # noqa: S608
+        if cursor.fetchone() is None:
+            raise Job.DoesNotExist(f"job #{job_id} does not exist")
+
+
 def job_metrics_record(*, job_id: int, points: list[dict]) -> int:
     """Store metric points (one per step) for the chart and update progress and ETA; returns points stored.
 
-    Called by the logs pipeline inside its transaction. Points without an integer ``step``
-    update nothing. A repeated step is ignored (unique job+step), so replays are harmless.
+    Called by the logs pipeline inside its transaction, after ``job_lock_for_log_lines``. Points
+    without an integer ``step`` update nothing. A repeated step is ignored (unique job+step), so replays are harmless.
     """
     usable = [point for point in points if isinstance(point, dict) and _as_step(point.get("step")) is not None]
     if not usable:
@@ -652,26 +661,28 @@ def _progress(job: Job, point: dict) -> dict:
 
 
 def _publish(job: Job, *, points: list[dict] | None = None) -> None:
-    data = {
-        "id": job.id,
-        "status": job.status,
-        "progress": job.progress,
-        "exit_code": job.exit_code,
-        "error_message": job.error_message,
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-    }
-    if points:
-        data["points"] = points
+    """The one ``job`` event: ``action`` is ``progress`` for new metric points (in ``points``), else ``status``."""
+    data = event_payload(
+        id=job.id,
+        action="progress" if points else "status",
+        job_id=job.id,
+        url=f"/jobs/{job.id}/",
+        status=job.status,
+        progress=job.progress,
+        exit_code=job.exit_code,
+        error_message=job.error_message,
+        started_at=_iso(job.started_at),
+        finished_at=_iso(job.finished_at),
+        points=points or [],
+    )
     publish_event_on_commit(user_channel(job.owner_id), "job", data)
 
 
 def _publish_settled(job: Job) -> None:
-    """A final status: the pages' `job` event, and the `end` event that closes the job's live log streams."""
-    from logs_app.services import log_stream_end
-
+    """A final status: the pages' `job` event, then ``job_finished`` (logs_app closes the job's live streams)."""
     _publish(job)
-    log_stream_end(job_id=job.id, status=job.status)
+    job_id, status = job.id, job.status
+    transaction.on_commit(lambda: announce(job_finished, job_id=job_id, status=status))
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -721,8 +732,6 @@ def job_redispatch_lost() -> int:
     a period later); a message too many finds the job claimed already and does nothing (``job_claim``).
     A broker that refuses leaves the job queued for the next sweep: it was queued fine, only the resend failed.
     """
-    from .tasks import job_run_local
-
     bound = timezone.now() - timedelta(seconds=settings.QUEUED_REDISPATCH_SECONDS)
     lost = Job.objects.filter(status=Job.Status.QUEUED, updated_at__lt=bound).exclude(trainer__name=Trainer.EXTERNAL)
     resent = 0
@@ -734,8 +743,8 @@ def job_redispatch_lost() -> int:
             if not won:
                 continue
         try:
-            job_run_local.apply_async(args=[job_id], queue=queue)
-        except (KombuOperationalError, OSError) as exc:
+            current_app.tasks[RUN_TASK].apply_async(args=[job_id], queue=queue)
+        except BROKER_ERRORS as exc:
             logger.warning("Could not send queued job %s again (%s); the next sweep retries", job_id, exc)
             continue
         logger.info("Job %s was queued since %s without being claimed: its run was sent again", job_id, seen)
@@ -776,7 +785,7 @@ def _apply_status_report(job_id: int, key: str, report: Any) -> int:
         _, changed = job_complete_external(
             job_id=job_id, status=status, error_message=str(error_message), metrics=metrics
         )
-    except Conflict:
+    except JobsConflict:
         return 0
     return int(changed)
 

@@ -3,12 +3,11 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from finetune_studio.api import Conflict
 from finetune_studio.objects import StorageError, UploadTooLarge
 
 from . import previews, selectors, services
@@ -21,7 +20,7 @@ PAGE_SIZE = 50
 
 @login_required
 def job_list(request):
-    jobs = selectors.job_list(user=request.user)
+    jobs = selectors.jobs_visible(user=request.user)
     status = request.GET.get("status", "")
     if status in Job.Status.values:
         jobs = jobs.filter(status=status)
@@ -53,7 +52,7 @@ def job_create(request):
                     trainer_name=form.cleaned_data["trainer"],
                     hyperparameters_given=form.hyperparameter_values(),
                 )
-            except services.JobInvalid as exc:
+            except services.JobsInvalid as exc:
                 _attach_errors(form, exc.errors)
             except services.JobQueueUnavailable as exc:
                 messages.error(request, str(exc))
@@ -100,7 +99,7 @@ def base_model_list(request):
 
 @login_required
 def job_detail(request, pk: int):
-    job = get_object_or_404(selectors.job_list(user=request.user), pk=pk)
+    job = selectors.job_get(user=request.user, job_id=pk)
     return render(
         request,
         "jobs/job_detail.html",
@@ -116,11 +115,11 @@ def job_detail(request, pk: int):
 @login_required
 @require_POST
 def job_cancel(request, pk: int):
-    job = get_object_or_404(selectors.job_list(user=request.user), pk=pk)
+    job = selectors.job_get(user=request.user, job_id=pk)
     try:
         services.job_cancel(job_id=job.id)
-    except Conflict as exc:
-        messages.error(request, str(exc.detail))
+    except services.JobsConflict as exc:
+        messages.error(request, str(exc))
     else:
         messages.success(request, "Job cancelled.")
     return redirect("job-detail", pk=job.pk)
@@ -129,11 +128,11 @@ def job_cancel(request, pk: int):
 @login_required
 @require_POST
 def job_delete(request, pk: int):
-    job = get_object_or_404(selectors.job_list(user=request.user), pk=pk)
+    job = selectors.job_get(user=request.user, job_id=pk)
     try:
         services.job_delete(job_id=job.id)
-    except Conflict as exc:
-        messages.error(request, str(exc.detail))
+    except services.JobsConflict as exc:
+        messages.error(request, str(exc))
         return redirect("job-detail", pk=job.pk)
     messages.success(request, f"Job “{job.name}” deleted.")
     return redirect("job-list")
@@ -173,7 +172,7 @@ def _dataset_list(request):
             status_code = 400
     else:
         form = DatasetUploadForm()
-    datasets = selectors.dataset_list(user=request.user).select_related("owner")
+    datasets = selectors.datasets_visible(user=request.user).select_related("owner")
     page = Paginator(datasets, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
@@ -185,7 +184,7 @@ def _dataset_list(request):
 
 @login_required
 def dataset_detail(request, pk: int):
-    dataset = get_object_or_404(selectors.dataset_list(user=request.user), pk=pk)
+    dataset = selectors.dataset_get(user=request.user, dataset_id=pk)
     total = dataset.records or 1
     label_rows = [
         (label, count, round(100 * count / total, 1))
@@ -223,7 +222,7 @@ def dataset_detail(request, pk: int):
 @login_required
 @require_POST
 def dataset_split(request, pk: int):
-    dataset = get_object_or_404(selectors.dataset_list(user=request.user), pk=pk)
+    dataset = selectors.dataset_get(user=request.user, dataset_id=pk)
     form = DatasetSplitForm(request.POST)
     if not form.is_valid():
         errors = "; ".join(f"{field}: {' '.join(messages_)}" for field, messages_ in form.errors.items())
@@ -246,12 +245,12 @@ def dataset_split(request, pk: int):
 @login_required
 @require_http_methods(["GET", "POST"])
 def dataset_delete(request, pk: int):
-    dataset = get_object_or_404(selectors.dataset_list(user=request.user), pk=pk)
+    dataset = selectors.dataset_get(user=request.user, dataset_id=pk)
     if request.method == "POST":
         try:
             services.dataset_delete(dataset_id=dataset.id)
-        except Conflict as exc:
-            messages.error(request, str(exc.detail))
+        except services.JobsConflict as exc:
+            messages.error(request, str(exc))
             return redirect("dataset-detail", pk=dataset.pk)
         except StorageError as exc:
             messages.error(request, f"Storage failed; nothing was deleted: {exc}")

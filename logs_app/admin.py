@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from . import services
+from . import retention
 from .models import LogCursor, LogEntry, LogStream
 
 
@@ -40,7 +40,7 @@ class LogStreamAdmin(admin.ModelAdmin):
         archived = 0
         for job_id in queryset.values_list("job_id", flat=True):
             try:
-                archived += services.log_archive_job(job_id=job_id)
+                archived += retention.log_archive_job(job_id=job_id)
             except Exception as exc:
                 self.message_user(request, f"Job #{job_id}: {exc}", level=messages.ERROR)
         self.message_user(request, f"{archived} log(s) archived.")

@@ -6,6 +6,6 @@ class LogsAppConfig(AppConfig):
     verbose_name = "Logs"
 
     def ready(self) -> None:
-        from .fanout import tune_listeners
+        from . import events, receivers  # noqa: F401  (receivers subscribe to the jobs app's signals)
 
-        tune_listeners()
+        events.register()

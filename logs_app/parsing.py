@@ -14,7 +14,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
-LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 
 _LEVEL_ALIASES = {
     "TRACE": "DEBUG",

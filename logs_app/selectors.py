@@ -3,66 +3,39 @@
 import json
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-from django.db.models import Q
-from django.http import Http404
+from django.db.models import Count, Q, Sum
 
-from finetune_studio.ownership import visible_to
-
+from .filters import NO_FILTER, LogFilter
 from .models import LogEntry, LogStream
 from .parsing import format_line
-from .services import iter_archive_records
+from .retention import iter_archive_records
 
 _FIELDS = ("seq", "timestamp", "level", "message", "source")
 
 
-def job_visible_to(user, job_id: int):
-    """The job if ``user`` may see it (owner or staff), else Http404 (others never learn it exists)."""
-    from jobs.models import Job
+class LogTotals(NamedTuple):
+    archived_size: int
+    archives: int
+    lines: int
 
-    job = visible_to(Job.objects.all(), user).filter(id=job_id).first()
-    if job is None:
-        raise Http404("No such job.")
-    return job
+
+def log_totals(*, user) -> LogTotals:
+    """Bytes of archived logs, how many, and lines still in the table, over the jobs the user sees: one query."""
+    from jobs.selectors import jobs_visible
+
+    totals = LogStream.objects.filter(job__in=jobs_visible(user=user)).aggregate(
+        archived=Sum("archive_size"),
+        archives=Count("job", filter=Q(archived_at__isnull=False)),
+        lines=Sum("line_count"),
+    )
+    return LogTotals(archived_size=totals["archived"] or 0, archives=totals["archives"], lines=totals["lines"] or 0)
 
 
 def log_stream_of(job_id: int) -> LogStream | None:
     return LogStream.objects.filter(job_id=job_id).first()
-
-
-@dataclass(frozen=True)
-class LogFilter:
-    levels: tuple[str, ...] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-    text: str = ""
-
-    def matches(self, line: dict) -> bool:
-        if self.levels and line["level"] not in self.levels:
-            return False
-        stamp = line["timestamp"]
-        if self.since and stamp < self.since:
-            return False
-        if self.until and stamp > self.until:
-            return False
-        return not self.text or self.text.lower() in line["message"].lower()
-
-    def as_q(self) -> Q:
-        q = Q()
-        if self.levels:
-            q &= Q(level__in=self.levels)
-        if self.since:
-            q &= Q(timestamp__gte=self.since)
-        if self.until:
-            q &= Q(timestamp__lte=self.until)
-        if self.text:
-            q &= Q(message__icontains=self.text)
-        return q
-
-
-NO_FILTER = LogFilter()
 
 
 def log_lines(

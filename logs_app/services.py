@@ -1,31 +1,29 @@
-"""The one write path of job logs: ingestion (runner batches, the API, log objects), the end of a stream, retention.
+"""The one write path of job logs: ingestion (runner batches, the API, log objects) and the end of a stream.
+
+Aggregation of log objects is in ``aggregation``, retention in ``retention``.
 
 Every way in goes through ``log_lines_append``: lines are cleaned, get the next
 sequence numbers of their job, are inserted in bulk, and after commit the batch is
 published as one event on ``job-<id>`` (event id = the batch's last seq).
 """
 
-import gzip
-import hashlib
 import json
 import logging
-import tempfile
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from finetune_studio import keys, objects
+from finetune_studio.errors import DomainConflict
+from jobs.services import job_lock_for_log_lines, job_metrics_record
 
-from .fanout import publish_log_event
-from .models import LogCursor, LogEntry, LogStream
+from .events import publish_log_event
+from .models import LogEntry, LogStream
 from .parsing import InvalidLine, metric_point, normalize_level, parse_text_fields, parse_timestamp
 
 logger = logging.getLogger(__name__)
@@ -44,12 +42,12 @@ _UNNEST_INSERT = (
 _UNNEST_INSERT_RETURNING = _UNNEST_INSERT + " RETURNING seq"
 
 
-class LogsArchived(Exception):
+class LogsConflict(DomainConflict):
+    """The job's log is not in a state that allows this."""
+
+
+class LogsArchived(LogsConflict):
     """The job's log was archived (retention): its rows are in storage and no line may be added."""
-
-
-class ArchiveVerificationFailed(Exception):
-    """The archive read back from storage differs from the rows: they were kept."""
 
 
 @dataclass
@@ -143,6 +141,7 @@ def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> App
     Lines without ``seq`` get the job's next numbers. Lines with ``seq`` are idempotent: one
     already stored is skipped, so a replayed batch adds nothing. The job's ``LogStream`` row
     is locked until commit, so concurrent writers to one job get disjoint increasing ranges.
+    The job row is locked first (``jobs.services.job_lock_for_log_lines``), then the stream row.
     JSON metric lines are handed to ``jobs.services.job_metrics_record`` in the same transaction.
     Raises ``Job.DoesNotExist``, ``InvalidLine`` (nothing stored) or ``LogsArchived``.
     """
@@ -151,8 +150,8 @@ def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> App
         return AppendResult(received=0, inserted=0, last_seq=_current_last_seq(job_id))
     metrics = {index: point for index, line in enumerate(cleaned) if (point := metric_point(line.message)) is not None}
     with transaction.atomic():
-        _lock_job(job_id, exclusive=bool(metrics))
-        previous, archived = _lock_stream(job_id)
+        job_lock_for_log_lines(job_id=job_id, with_metrics=bool(metrics))
+        previous, archived = log_stream_lock(job_id)
         if archived:
             raise LogsArchived(f"the log of job #{job_id} is archived; no line can be added")
         given = [line.seq for line in cleaned if line.seq is not None]
@@ -178,7 +177,7 @@ def log_lines_append(*, job_id: int, lines: list[dict], source: str = "") -> App
                 index_of = {id(line): index for index, line in enumerate(cleaned)}
                 points = [metrics[i] for _, line in inserted if (i := index_of[id(line)]) in metrics]
                 if points:
-                    _hand_metrics(job_id, points)
+                    job_metrics_record(job_id=job_id, points=points)
             dicts = _line_dicts(inserted)
             live = [line for line in dicts if line["seq"] > previous] if given else dicts
             if live:
@@ -190,26 +189,10 @@ def _current_last_seq(job_id: int) -> int:
     return LogStream.objects.filter(job_id=job_id).values_list("last_seq", flat=True).first() or 0
 
 
-def _lock_job(job_id: int, *, exclusive: bool) -> None:
-    """Lock the job row first, always: every writer takes job then stream, so none waits in a cycle.
+def log_stream_lock(job_id: int) -> tuple[int, bool]:
+    """The stream row, locked until commit (created on the first batch): (last_seq, archived).
 
-    FOR KEY SHARE lets job status updates through; a metrics batch takes FOR UPDATE because
-    ``job_metrics_record`` will (taking it later would be an upgrade two writers can deadlock on).
-    """
-    from jobs.models import Job
-
-    table = connection.ops.quote_name(Job._meta.db_table)
-    suffix = ""
-    if connection.vendor == "postgresql":
-        suffix = " FOR UPDATE" if exclusive else " FOR KEY SHARE"
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {table} WHERE id = %s{suffix}", [job_id])  # noqa: S608
-        if cursor.fetchone() is None:
-            raise Job.DoesNotExist(f"job #{job_id} does not exist")
-
-
-def _lock_stream(job_id: int) -> tuple[int, bool]:
-    """The stream row, locked until commit (created on the first batch): (last_seq, archived)."""
+    Take it after the job row (``jobs.services.job_lock_for_log_lines``): the one lock order of the logs."""
     suffix = " FOR UPDATE" if connection.vendor == "postgresql" else ""
     select = f"SELECT last_seq, archived_at FROM log_streams WHERE job_id = %s{suffix}"  # noqa: S608
     with connection.cursor() as cursor:
@@ -298,17 +281,6 @@ def _update_stream(job_id: int, last_seq: int, inserted: list[tuple[int, _Line]]
     return {"line_count": line_count, "warn_count": warn_count, "error_count": error_count}
 
 
-def _hand_metrics(job_id: int, points: list[dict]) -> None:
-    try:
-        from jobs.services import job_metrics_record
-    except ImportError as exc:
-        raise ImportError(
-            "logs_app hands JSON metric lines to jobs.services.job_metrics_record(*, job_id, points), "
-            "which could not be imported"
-        ) from exc
-    job_metrics_record(job_id=job_id, points=points)
-
-
 _COPY_ROWS_PER_WRITE = 2000
 
 
@@ -392,7 +364,7 @@ def encode_logs_event(previous: int, lines: list[dict], totals: dict | None) -> 
 def log_stream_end(*, job_id: int, status: str) -> None:
     """Tell the job's live log streams that it finished: an ``end`` event after commit (id = last seq).
 
-    The jobs app calls it when a job reaches a final status; streams send it and close.
+    Called on the jobs app's ``job_finished`` signal (``receivers``); streams send it and close.
     Streams opened later on a finished job end by themselves after the backlog.
     """
 
@@ -402,222 +374,3 @@ def log_stream_end(*, job_id: int, status: str) -> None:
         publish_log_event(job_id, "end", payload, last_seq)
 
     transaction.on_commit(publish)
-
-
-# --- Aggregation of log objects written by external trainers -------------------------------------
-
-
-def job_log_prefix(*, owner_id: int, job_id: int) -> str:
-    return keys.user_key(owner_id, "jobs", str(job_id), "logs") + "/"
-
-
-def log_objects_aggregate(*, job_id: int) -> int:
-    """Read new complete lines from every log object of an external job; returns lines ingested.
-
-    Per object, a ``LogCursor`` holds the byte offset of the first unread line. The cursor row
-    is locked (a concurrent run skips it), the bytes after it are read, complete lines are
-    appended and the cursor advanced in the same transaction: a crash or a second run can
-    neither lose nor repeat a line. A trailing partial line waits for its newline, unless the
-    job finished more than LOG_AGGREGATION_SETTLE_SECONDS ago (nobody will complete it).
-    """
-    from jobs.models import Job
-
-    job = Job.objects.only("id", "owner_id", "status", "finished_at").get(id=job_id)
-    settled = bool(
-        job.finished_at
-        and job.finished_at < timezone.now() - timedelta(seconds=settings.LOG_AGGREGATION_SETTLE_SECONDS)
-    )
-    storage = objects.bucket("logs")
-    prefix = job_log_prefix(owner_id=job.owner_id, job_id=job.id)
-    offsets = dict(LogCursor.objects.filter(job_id=job_id).values_list("key", "offset"))
-    total = 0
-    for info in sorted(storage.list(prefix), key=lambda item: item.key):
-        if info.size > offsets.get(info.key, 0):
-            lines, busy = _aggregate_object(job_id, info.key, settled=settled)
-            total += lines
-            if busy:
-                # Another run is reading this job: it goes on in key order; jumping ahead would reorder lines.
-                break
-    return total
-
-
-def _aggregate_object(job_id: int, key: str, *, settled: bool) -> tuple[int, bool]:
-    """(lines ingested, whether another run holds the object)."""
-    LogCursor.objects.get_or_create(job_id=job_id, key=key)
-    window = settings.LOG_AGGREGATION_MAX_BYTES
-    total = 0
-    while True:
-        with transaction.atomic():
-            cursor = LogCursor.objects.select_for_update(skip_locked=True).filter(job_id=job_id, key=key).first()
-            if cursor is None:
-                return total, True
-            data = _read_window(key, cursor.offset, window)
-            consumed, messages = _complete_lines(data, final=settled, window_full=len(data) >= window)
-            if consumed == 0:
-                return total, False
-            if messages:
-                log_lines_append(job_id=job_id, lines=[{"message": text} for text in messages], source="trainer")
-            LogCursor.objects.filter(pk=cursor.pk).update(
-                offset=cursor.offset + consumed, lines_read=cursor.lines_read + len(messages), updated_at=timezone.now()
-            )
-        total += len(messages)
-        if len(data) < window:
-            return total, False
-
-
-def _read_window(key: str, start: int, window: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    chunks = objects.bucket("logs").iter_chunks(key, start=start, chunk_size=min(window, objects.CHUNK_SIZE))
-    for chunk in chunks:
-        parts.append(chunk)
-        size += len(chunk)
-        if size >= window:
-            break
-    close = getattr(chunks, "close", None)
-    if close:
-        close()
-    return b"".join(parts)[:window]
-
-
-def _complete_lines(data: bytes, *, final: bool, window_full: bool) -> tuple[int, list[str]]:
-    """(bytes consumed, messages) for the complete lines of ``data``; blank lines are skipped."""
-    end = data.rfind(b"\n") + 1
-    if final or (end == 0 and window_full):
-        # A finished writer's last line, or a line longer than the window: take what is there.
-        end = len(data)
-    messages = []
-    for raw in data[:end].split(b"\n"):
-        text = raw.rstrip(b"\r").decode("utf-8", errors="replace")
-        if text.strip():
-            messages.append(text)
-    return end, messages
-
-
-def log_aggregation_job_ids() -> list[int]:
-    """External jobs whose log objects may still grow: unfinished, or finished within the grace period."""
-    from jobs.models import Job, Trainer
-
-    recent = timezone.now() - timedelta(seconds=settings.LOG_AGGREGATION_GRACE_SECONDS)
-    jobs = Job.objects.filter(trainer__name=Trainer.EXTERNAL).filter(
-        Q(status__in=(Job.Status.QUEUED, Job.Status.RUNNING)) | Q(finished_at__gte=recent)
-    )
-    return list(jobs.exclude(log_stream__archived_at__isnull=False).values_list("id", flat=True))
-
-
-# --- Retention ------------------------------------------------------------------------------------
-
-
-def archive_key(*, owner_id: int, job_id: int) -> str:
-    return keys.user_key(owner_id, "jobs", str(job_id), "archive", "log.jsonl.gz")
-
-
-def log_archive_due_job_ids() -> list[int]:
-    """Finished jobs older than LOG_RETENTION_DAYS whose log still lives in the database."""
-    from jobs.models import Job
-
-    cutoff = timezone.now() - timedelta(days=settings.LOG_RETENTION_DAYS)
-    jobs = Job.objects.filter(status__in=Job.FINISHED, finished_at__lt=cutoff, log_entries__isnull=False)
-    return list(jobs.exclude(log_stream__archived_at__isnull=False).distinct().values_list("id", flat=True))
-
-
-def log_archive_job(*, job_id: int) -> bool:
-    """Move a long-finished job's log into one gzip JSON-lines object; returns whether it did.
-
-    Order: write the object, read it back and compare (lines, last seq, SHA-256 of the
-    content), then under the stream lock re-check that no line arrived meanwhile, mark the
-    stream archived and delete the rows. Any failure before the delete keeps the rows.
-    """
-    from jobs.models import Job
-
-    job = Job.objects.only("id", "owner_id", "status", "finished_at").get(id=job_id)
-    cutoff = timezone.now() - timedelta(days=settings.LOG_RETENTION_DAYS)
-    if job.status not in Job.FINISHED or not job.finished_at or job.finished_at >= cutoff:
-        return False
-    if LogStream.objects.filter(job_id=job_id, archived_at__isnull=False).exists():
-        return False
-    key = archive_key(owner_id=job.owner_id, job_id=job_id)
-    storage = objects.bucket("logs")
-    with tempfile.TemporaryFile() as spool:
-        count, last_seq, digest = _write_archive(job_id, spool)
-        if count == 0:
-            return False
-        size = spool.tell()
-        spool.seek(0)
-        storage.upload(key, spool, content_type="application/gzip")
-    read_count, read_last, read_digest = _verify_archive(key)
-    if (read_count, read_last, read_digest) != (count, last_seq, digest):
-        raise ArchiveVerificationFailed(
-            f"{key}: read back {read_count} lines up to seq {read_last}, wrote {count} up to {last_seq}"
-        )
-    with transaction.atomic():
-        _lock_job(job_id, exclusive=False)
-        _lock_stream(job_id)
-        now_rows = LogEntry.objects.filter(job_id=job_id).aggregate(lines=Count("id"), last=Max("seq"))
-        if (now_rows["lines"], now_rows["last"]) != (count, last_seq):
-            logger.warning("Job %s: lines arrived while archiving; the archive will be rewritten next run", job_id)
-            return False
-        LogStream.objects.filter(job_id=job_id).update(
-            archived_at=timezone.now(), archive_key=key, archive_size=size, archive_sha256=digest
-        )
-        LogEntry.objects.filter(job_id=job_id).delete()
-    logger.info("Job %s: archived %d log lines to logs/%s (%d bytes)", job_id, count, key, size)
-    return True
-
-
-def archive_record(seq: int, timestamp: datetime, level: str, message: str, source: str) -> bytes:
-    return (
-        json.dumps(
-            {"seq": seq, "timestamp": timestamp.isoformat(), "level": level, "message": message, "source": source},
-            separators=(",", ":"),
-        )
-        + "\n"
-    ).encode()
-
-
-def _write_archive(job_id: int, spool) -> tuple[int, int, str]:
-    digest = hashlib.sha256()
-    count = 0
-    last_seq = 0
-    with gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6) as archive:
-        while True:
-            page = list(
-                LogEntry.objects.filter(job_id=job_id, seq__gt=last_seq)
-                .order_by("seq")
-                .values_list("seq", "timestamp", "level", "message", "source")[:5000]
-            )
-            if not page:
-                break
-            for row in page:
-                record = archive_record(*row)
-                digest.update(record)
-                archive.write(record)
-            count += len(page)
-            last_seq = page[-1][0]
-    spool.seek(0, 2)
-    return count, last_seq, digest.hexdigest()
-
-
-def iter_archive_records(key: str) -> Iterator[bytes]:
-    """The JSON lines of an archive, decompressed as it streams from storage."""
-    decompressor = zlib.decompressobj(wbits=31)
-    pending = b""
-    for chunk in objects.bucket("logs").iter_chunks(key):
-        pending += decompressor.decompress(chunk)
-        *complete, pending = pending.split(b"\n")
-        for record in complete:
-            yield record + b"\n"
-    pending += decompressor.flush()
-    if pending:
-        yield pending
-
-
-def _verify_archive(key: str) -> tuple[int, int, str]:
-    digest = hashlib.sha256()
-    count = 0
-    last_seq = 0
-    for record in iter_archive_records(key):
-        digest.update(record)
-        count += 1
-        last_seq = json.loads(record)["seq"]
-    return count, last_seq, digest.hexdigest()

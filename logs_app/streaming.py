@@ -33,10 +33,10 @@ from django_eventstream.event import Event
 from django_eventstream.utils import make_id, sse_encode_event
 from django_eventstream.views import Listener, get_listener_manager
 
-from finetune_studio.events import job_channel
+from finetune_studio.eventstream_patches import on_redis_subscribed
 from finetune_studio.streaming import StreamAccess, release_connection, revocable
 
-from .fanout import on_redis_subscribed
+from .events import job_channel
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,8 @@ class LiveBatch:
 class _FeedListener(Listener):
     """A django-eventstream listener whose events are taken by its feed, on the feed's loop."""
 
-    catches_up_itself = True  # after a Redis re-subscription (see fanout): the feed reads the table
+    # After a Redis re-subscription (finetune_studio.eventstream_patches) the feed reads the table itself.
+    catches_up_itself = True
 
     def __init__(self, feed: "JobFeed") -> None:
         super().__init__()

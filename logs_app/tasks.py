@@ -7,7 +7,7 @@ from django.db import OperationalError
 
 from finetune_studio.objects import StorageError
 
-from . import services
+from . import aggregation, retention
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ _RETRY_ON = (StorageError, OperationalError)
 )
 def log_objects_aggregate_all() -> int:
     """Beat: one aggregation task per external job whose log objects may still grow."""
-    job_ids = services.log_aggregation_job_ids()
+    job_ids = aggregation.log_aggregation_job_ids()
     for job_id in job_ids:
         log_objects_aggregate_job.delay(job_id)
     return len(job_ids)
@@ -48,7 +48,7 @@ def log_objects_aggregate_job(job_id: int) -> int:
     from jobs.models import Job
 
     try:
-        return services.log_objects_aggregate(job_id=job_id)
+        return aggregation.log_objects_aggregate(job_id=job_id)
     except Job.DoesNotExist:
         return 0
 
@@ -63,7 +63,7 @@ def log_objects_aggregate_job(job_id: int) -> int:
 )
 def log_archive_expired() -> int:
     """Beat: archive the logs of jobs finished more than LOG_RETENTION_DAYS ago, one task per job."""
-    job_ids = services.log_archive_due_job_ids()
+    job_ids = retention.log_archive_due_job_ids()
     for job_id in job_ids:
         log_archive_job.delay(job_id)
     return len(job_ids)
@@ -74,7 +74,7 @@ def log_archive_expired() -> int:
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    autoretry_for=(*_RETRY_ON, services.ArchiveVerificationFailed),
+    autoretry_for=(*_RETRY_ON, retention.ArchiveVerificationFailed),
     retry_backoff=30,
     retry_backoff_max=1800,
     max_retries=5,
@@ -85,6 +85,6 @@ def log_archive_job(job_id: int) -> bool:
     from jobs.models import Job
 
     try:
-        return services.log_archive_job(job_id=job_id)
+        return retention.log_archive_job(job_id=job_id)
     except Job.DoesNotExist:
         return False

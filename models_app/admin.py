@@ -3,7 +3,7 @@ from django.template.defaultfilters import filesizeformat
 
 from finetune_studio.objects import StorageError
 
-from . import deploy, services
+from . import deploy, deployments, services
 from .models import RegisteredModel
 
 
@@ -53,7 +53,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
             try:
                 services.model_update(model_id=model.id, changes={"status": RegisteredModel.Status.READY})
                 marked += 1
-            except services.ModelInvalid:
+            except services.ModelsInvalid:
                 refused.append(model.name)
         self.message_user(request, f"Marked {marked} models ready.")
         if refused:
@@ -65,8 +65,8 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     def deploy_to_ollama(self, request, queryset):
         for model in queryset:
             try:
-                services.model_deploy_start(model_id=model.id)
-            except deploy.DeployRefused as exc:
+                deployments.model_deploy_start(model_id=model.id)
+            except (deploy.DeployRefused, services.ModelQueueUnavailable) as exc:
                 self.message_user(request, f"{model}: not deployed: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{model}: deploying to Ollama.")

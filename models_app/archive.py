@@ -222,8 +222,3 @@ def zip_response(request, model: RegisteredModel) -> StreamingHttpResponse:
     response["Cache-Control"] = "private, no-store"
     response["X-Accel-Buffering"] = "no"
     return response
-
-
-def archive_member_names(model: RegisteredModel) -> list[str]:
-    readme_name, metadata_name = _generated_names(model)
-    return [item["path"] for item in model.files] + [readme_name, metadata_name]

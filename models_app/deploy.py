@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +28,18 @@ from pathlib import Path
 from django.conf import settings
 from django.utils.text import slugify
 
-from evaluations.ollama import (
+from finetune_studio.errors import DomainError
+from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, bucket, streamed_checksums
+from inference.clients import ollama_client
+from inference.ollama import (
     OllamaClient,
     OllamaError,
     OllamaModelNotFound,
     OllamaRequestRefused,
     OllamaUnavailable,
+    model_name_problem,
+    normalize_model_name,
 )
-from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, bucket
 
 from .models import RegisteredModel
 
@@ -45,12 +48,9 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 SMALL_FILE_MAX_BYTES = 4 * 1024 * 1024
 SMOKE_PROMPT = "Reply with one short sentence: are you ready?"
-# Ollama model names: [namespace/]name[:tag], letters, digits, '.', '_' and '-'.
-OLLAMA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?(:[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-OLLAMA_NAME_MAX = 150
 
 
-class DeployRefused(Exception):
+class DeployRefused(DomainError):
     """A deploy that cannot go on; the message says why and what to do. ``status_code`` for the API."""
 
     status_code = 400
@@ -129,24 +129,17 @@ class Plan:
 
 
 def client() -> OllamaClient:
-    return OllamaClient(settings.OLLAMA_URL, timeout=settings.OLLAMA_TIMEOUT, max_retries=0)
+    return ollama_client(max_retries=0)
 
 
-def normalize(name: str) -> str:
-    """Ollama resolves ``name`` as ``name:latest``."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+normalize = normalize_model_name
 
 
 def check_ollama_name(name: str, *, what: str = "ollama_name") -> str:
     name = (name or "").strip()
-    if not name:
-        raise DeployRefused(f"{what} is empty")
-    if len(name) > OLLAMA_NAME_MAX:
-        raise DeployRefused(f"{what} is longer than {OLLAMA_NAME_MAX} characters")
-    if not OLLAMA_NAME.match(name):
-        raise DeployRefused(
-            f"{what} {name!r} is not an Ollama model name ([namespace/]name[:tag]; letters, digits, '.', '_', '-')"
-        )
+    problem = model_name_problem(name)
+    if problem is not None:
+        raise DeployRefused(f"{what} {problem}")
     return name
 
 
@@ -171,7 +164,7 @@ def default_base(model: RegisteredModel, adapter_config: dict | None = None) -> 
         (adapter_config or {}).get("base_model_name_or_path"),
     ]
     for candidate in candidates:
-        if isinstance(candidate, str) and OLLAMA_NAME.match(candidate.strip()):
+        if isinstance(candidate, str) and model_name_problem(candidate.strip()) is None:
             return candidate.strip()
     return model.base_model
 
@@ -435,12 +428,8 @@ def _unsupported(architecture: str, source: str) -> str:
 
 
 def _streamed_digest(key: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in bucket("models").iter_chunks(key, chunk_size=CHUNK_SIZE):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
+    sums = streamed_checksums(bucket("models").iter_chunks(key, chunk_size=CHUNK_SIZE))
+    return sums.sha256, sums.size
 
 
 def upload_chunks(key: str):

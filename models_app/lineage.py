@@ -100,4 +100,4 @@ def model_lineage(model: RegisteredModel, *, evaluations=()) -> dict:
 def lineage_for(user, model: RegisteredModel) -> dict:
     from . import selectors
 
-    return model_lineage(model, evaluations=selectors.model_evaluations(user, model)[:EVALUATIONS_SHOWN])
+    return model_lineage(model, evaluations=selectors.model_evaluations(user=user, model=model)[:EVALUATIONS_SHOWN])

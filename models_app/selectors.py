@@ -3,12 +3,13 @@
 import hashlib
 import logging
 import posixpath
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
+from django.db.models import Count, Q, QuerySet, Sum
 
+from finetune_studio.errors import DomainNotFound
 from finetune_studio.keys import download_filename
 from finetune_studio.objects import bucket
 from finetune_studio.ownership import visible_to
@@ -22,17 +23,43 @@ logger = logging.getLogger(__name__)
 LIST_DEFERRED = ("files", "training_metrics", "eval_results", "provenance", "deploy_details")
 
 
-def models_visible(user) -> QuerySet[RegisteredModel]:
+class ModelsNotFound(DomainNotFound):
+    """No such model among those the user may see."""
+
+
+def models_visible(*, user) -> QuerySet[RegisteredModel]:
     return visible_to(RegisteredModel.objects.all(), user)
 
 
-def model_list(user) -> QuerySet[RegisteredModel]:
-    return models_visible(user).defer(*LIST_DEFERRED)
+class ModelTotals(NamedTuple):
+    size: int
+    count: int
+    with_files: int
 
 
-def model_get(user, model_id) -> RegisteredModel:
-    """The model if the user may see it; Http404 otherwise (someone else's model does not exist for them)."""
-    return get_object_or_404(models_visible(user), id=model_id)
+def models_recent(*, user, limit: int) -> QuerySet[RegisteredModel]:
+    return models_visible(user=user).exclude(status=RegisteredModel.Status.ARCHIVED)[:limit]
+
+
+def model_totals(*, user) -> ModelTotals:
+    """Every model the user sees (any status), their bytes, and how many have files yet: one query."""
+    totals = models_visible(user=user).aggregate(
+        size=Sum("total_size"), n=Count("id"), with_files=Count("id", filter=~Q(total_size=0))
+    )
+    return ModelTotals(size=totals["size"] or 0, count=totals["n"], with_files=totals["with_files"])
+
+
+def model_list(*, user) -> QuerySet[RegisteredModel]:
+    """``models_visible`` without the heavy JSON columns the list never shows."""
+    return models_visible(user=user).defer(*LIST_DEFERRED)
+
+
+def model_get(*, user, model_id: int) -> RegisteredModel:
+    """The model if the user may see it; ModelsNotFound otherwise (someone else's model does not exist for them)."""
+    model = models_visible(user=user).filter(id=model_id).first()
+    if model is None:
+        raise ModelsNotFound("No such model.")
+    return model
 
 
 def link_cache_timeout(ttl: int) -> int:
@@ -91,5 +118,5 @@ def model_download_links(model: RegisteredModel) -> dict:
     }
 
 
-def model_evaluations(user, model: RegisteredModel):
+def model_evaluations(*, user, model: RegisteredModel):
     return visible_to(model.evaluations.all(), user).order_by("-created_at", "-id")

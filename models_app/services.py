@@ -4,23 +4,20 @@ Storage comes first and the database second: a model row never points at objects
 that failed to upload, and a row is never deleted while its objects could not be.
 """
 
-import hashlib
 import json
 import logging
-import zlib
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from finetune_studio.events import publish_event_on_commit, user_channel
+from finetune_studio.errors import DomainConflict, DomainInvalid, DomainUnavailable
+from finetune_studio.events import event_payload, publish_event_on_commit, user_channel
 from finetune_studio.keys import key_is_under, user_key, user_prefix
-from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, UploadResult, bucket
+from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, UploadResult, bucket, streamed_checksums
+from finetune_studio.queueing import BROKER_ERRORS
 
-from . import artifacts, deploy
+from . import artifacts
 from .lineage import job_provenance
 from .models import RegisteredModel
 
@@ -32,20 +29,25 @@ LOSS_HISTORY_MAX_POINTS = 2000
 EDITABLE_FIELDS = ("name", "description", "base_model", "type", "status")
 
 
-class ModelConflict(Exception):
+class ModelsConflict(DomainConflict):
     """The request contradicts the model's state (e.g. a job that already has a model); the message says how."""
 
 
-class InvalidJob(ValueError):
-    """The job named does not exist or belongs to someone else."""
+class ModelQueueUnavailable(DomainUnavailable):
+    """The broker refused a task of the registry; for a deploy, the model's deploy was failed with the reason."""
 
 
-class ModelInvalid(ValueError):
-    """Values the registry refuses; ``errors`` maps each field to its messages."""
+def enqueue(task, *args) -> None:
+    """The registry's one way to queue a task: only the broker's refusal becomes ModelQueueUnavailable."""
+    try:
+        task.delay(*args)
+    except BROKER_ERRORS as exc:
+        logger.exception("Could not enqueue %s%r", task.name, args)
+        raise ModelQueueUnavailable(f"{exc.__class__.__name__}: {exc}") from None
 
-    def __init__(self, errors: dict[str, list[str]]):
-        self.errors = errors
-        super().__init__("; ".join(f"{field}: {messages[0]}" for field, messages in errors.items()))
+
+class ModelsInvalid(DomainInvalid):
+    """Input the registry cannot use: ``errors`` maps each field to its messages (e.g. a job that is not yours)."""
 
 
 READY_NEEDS_FILES = (
@@ -54,19 +56,26 @@ READY_NEEDS_FILES = (
 )
 
 
-def _publish_model_event(model: RegisteredModel, action: str) -> None:
+def model_event_publish(model: RegisteredModel, action: str) -> None:
+    """The registry's one ``model`` event (created, updated, evaluated, deploy, deleted): always the same keys."""
     publish_event_on_commit(
         user_channel(model.owner_id),
         "model",
-        {
-            "action": action,
-            "id": model.id,
-            "name": model.name,
-            "status": model.status,
-            "job": model.job_id,
-            "total_size": model.total_size,
-            "url": f"/models/{model.id}/",
-        },
+        event_payload(
+            id=model.id,
+            action=action,
+            job_id=model.job_id,
+            model_id=model.id,
+            url=None if action == "deleted" else f"/models/{model.id}/",
+            name=model.name,
+            status=model.status,
+            total_size=model.total_size,
+            deploy_status=model.deploy_status,
+            deploy_error=model.deploy_error,
+            ollama_name=model.ollama_name,
+            ollama_digest=model.ollama_digest,
+            eval_results=model.eval_results,
+        ),
     )
 
 
@@ -84,16 +93,17 @@ def model_create(
 ) -> RegisteredModel:
     """Register a model whose files will be uploaded through ``model_file_add`` (a model trained elsewhere).
 
-    Its objects live under ``users/<owner>/models/<id>/``. A job may carry only one model (ModelConflict);
-    it must be the owner's (InvalidJob). A new record has no files yet, so it cannot start ``ready`` (ModelInvalid).
+    Its objects live under ``users/<owner>/models/<id>/``. A job may carry only one model (ModelsConflict);
+    it must be the owner's (ModelsInvalid). A new record has no files yet, so it cannot start ``ready``
+    (ModelsInvalid naming status).
     """
     if status == RegisteredModel.Status.READY:
-        raise ModelInvalid({"status": [READY_NEEDS_FILES]})
+        raise ModelsInvalid(errors={"status": [READY_NEEDS_FILES]})
     if job_id is not None:
         from jobs.models import Job
 
         if not Job.objects.filter(id=job_id, owner_id=owner.id).exists():
-            raise InvalidJob(f"job {job_id} does not exist or is not yours")
+            raise ModelsInvalid(errors={"job": [f"job {job_id} does not exist or is not yours"]})
     try:
         with transaction.atomic():
             model = RegisteredModel.objects.create(
@@ -107,10 +117,10 @@ def model_create(
                 training_metrics=training_metrics or {},
             )
     except IntegrityError:
-        raise ModelConflict(f"job {job_id} already has a model") from None
+        raise ModelsConflict(f"job {job_id} already has a model") from None
     model.storage_path = user_key(owner.id, "models", str(model.id)) + "/"
     RegisteredModel.objects.filter(id=model.id).update(storage_path=model.storage_path)
-    _publish_model_event(model, "created")
+    model_event_publish(model, "created")
     return model
 
 
@@ -118,7 +128,7 @@ def model_create(
 def model_update(*, model_id: int, changes: dict[str, Any]) -> RegisteredModel:
     """Change the editable fields (name, description, base_model, type, status); the rest is derived.
 
-    A model becomes ``ready`` only when its manifest has files (ModelInvalid otherwise); the row is locked,
+    A model becomes ``ready`` only when its manifest has files (ModelsInvalid otherwise); the row is locked,
     so a file upload cannot interleave with the check.
     """
     unknown = set(changes) - set(EDITABLE_FIELDS)
@@ -127,21 +137,24 @@ def model_update(*, model_id: int, changes: dict[str, Any]) -> RegisteredModel:
     model = RegisteredModel.objects.select_for_update().get(id=model_id)
     becomes_ready = changes.get("status") == RegisteredModel.Status.READY and model.status != changes["status"]
     if becomes_ready and not model.files:
-        raise ModelInvalid({"status": [READY_NEEDS_FILES]})
+        raise ModelsInvalid(errors={"status": [READY_NEEDS_FILES]})
     for field, value in changes.items():
         setattr(model, field, value)
     model.save(update_fields=[*changes, "updated_at"])
-    _publish_model_event(model, "updated")
+    model_event_publish(model, "updated")
     return model
 
 
 @transaction.atomic
 def model_eval_results_set(*, model_id: int, results: dict) -> None:
-    """The latest evaluation summary, written by the evaluations app when an evaluation completes."""
-    updated = RegisteredModel.objects.filter(id=model_id).update(eval_results=results)
+    """The latest evaluation summary, handed over by the evaluations app when an evaluation completes.
+
+    Publishes the ``model`` event (action ``evaluated``) after commit; a model deleted meanwhile is no error.
+    """
+    updated = RegisteredModel.objects.filter(id=model_id).update(eval_results=results, updated_at=timezone.now())
     if updated:
         model = RegisteredModel.objects.get(id=model_id)
-        _publish_model_event(model, "updated")
+        model_event_publish(model, "evaluated")
 
 
 def model_file_add(*, model_id: int, path: str, upload: UploadResult, content_type: str | None = None) -> dict:
@@ -166,7 +179,7 @@ def model_file_add(*, model_id: int, path: str, upload: UploadResult, content_ty
             model.status = RegisteredModel.Status.UPLOADING
             fields.append("status")
         model.save(update_fields=fields)
-        _publish_model_event(model, "updated")
+        model_event_publish(model, "updated")
     return entry
 
 
@@ -198,23 +211,11 @@ def model_delete(*, model_id: int) -> int:
     with transaction.atomic():
         deleted, _ = RegisteredModel.objects.filter(id=model_id).delete()
         if deleted:
-            publish_event_on_commit(user_channel(model.owner_id), "model", {"action": "deleted", "id": model_id})
+            model_event_publish(model, "deleted")
     return removed
 
 
 # --- Auto-creation when a job succeeds ----------------------------------------------------------
-
-
-def _checksums(models_bucket, key: str) -> tuple[str, str, int]:
-    """sha256, crc32 and size of an object, read once in chunks (bounded memory whatever its size)."""
-    digest = hashlib.sha256()
-    crc = 0
-    size = 0
-    for chunk in models_bucket.iter_chunks(key, chunk_size=CHUNK_SIZE):
-        digest.update(chunk)
-        crc = zlib.crc32(chunk, crc)
-        size += len(chunk)
-    return digest.hexdigest(), f"{crc:08x}", size
 
 
 def artifacts_manifest(prefix: str) -> list[dict]:
@@ -225,7 +226,8 @@ def artifacts_manifest(prefix: str) -> list[dict]:
         path = info.key[len(prefix) :]
         if not path or path.endswith("/"):
             continue
-        sha256, crc32, size = _checksums(models_bucket, info.key)
+        sums = streamed_checksums(models_bucket.iter_chunks(info.key, chunk_size=CHUNK_SIZE))
+        sha256, crc32, size = sums.sha256, sums.crc32, sums.size
         files.append(artifacts.manifest_entry(path=path, size=size, sha256=sha256, crc32=crc32))
     return sorted(files, key=lambda item: item["path"])
 
@@ -352,7 +354,7 @@ def model_create_from_job(*, job_id: int) -> RegisteredModel | None:
                 status=RegisteredModel.Status.READY if files else RegisteredModel.Status.PENDING,
                 provenance=job_provenance(job),
             )
-            _publish_model_event(model, "created")
+            model_event_publish(model, "created")
     except IntegrityError:
         # Another worker created it between our check and our insert.
         return RegisteredModel.objects.get(job_id=job_id)
@@ -360,15 +362,31 @@ def model_create_from_job(*, job_id: int) -> RegisteredModel | None:
     return model
 
 
-def models_backfill(*, include_empty: bool = False) -> dict:
+def model_creation_enqueue(*, job_id: int) -> None:
+    """A job succeeded (``jobs.signals.job_succeeded``): queue the creation of its model.
+
+    A refusing broker is logged and the job stays succeeded: ``models_backfill`` (on beat) creates the model later.
+    """
+    from .tasks import model_create_from_job
+
+    try:
+        enqueue(model_create_from_job, job_id)
+    except ModelQueueUnavailable:
+        logger.error("The model of job %s will be created by the next models_backfill", job_id)
+
+
+def models_backfill(*, include_empty: bool = False, finished_before=None) -> dict:
     """Create models for succeeded jobs that have none; jobs without any artifact are skipped unless asked.
 
     Skipping empty prefixes keeps a deleted model (whose files went with it) from coming back empty.
+    ``finished_before`` (beat's safety net) leaves recent jobs to the creation their success queued.
     """
     from jobs.models import Job
 
     report = {"created": [], "skipped_empty": [], "failed": {}}
     jobs = Job.objects.filter(status=Job.Status.SUCCEEDED, registered_model__isnull=True).order_by("id")
+    if finished_before is not None:
+        jobs = jobs.filter(finished_at__lt=finished_before)
     for job in jobs.iterator():
         try:
             if not include_empty and next(iter(bucket("models").list(job_artifacts_prefix(job))), None) is None:
@@ -381,176 +399,3 @@ def models_backfill(*, include_empty: bool = False) -> dict:
         if model is not None:
             report["created"].append(model.id)
     return report
-
-
-# --- Deploying to Ollama ------------------------------------------------------------------------
-
-DEPLOY_CLAIMABLE = (
-    RegisteredModel.DeployStatus.IDLE,
-    RegisteredModel.DeployStatus.DEPLOYED,
-    RegisteredModel.DeployStatus.FAILED,
-)
-
-
-def _publish_deploy_event(model: RegisteredModel) -> None:
-    publish_event_on_commit(
-        user_channel(model.owner_id),
-        "model",
-        {
-            "action": "deploy",
-            "id": model.id,
-            "name": model.name,
-            "status": model.status,
-            "deploy_status": model.deploy_status,
-            "deploy_error": model.deploy_error,
-            "ollama_name": model.ollama_name,
-            "ollama_digest": model.ollama_digest,
-            "url": f"/models/{model.id}/",
-        },
-    )
-
-
-def _lock_ollama_name(name: str) -> None:
-    """Hold the Ollama name until commit (PostgreSQL; SQLite runs one write transaction at a time)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"ollama-name:{deploy.normalize(name)}"])
-
-
-def _check_name_free(model: RegisteredModel, name: str) -> None:
-    others = RegisteredModel.objects.exclude(id=model.id)
-    wanted = {name, deploy.normalize(name)}
-    clash = others.filter(
-        Q(ollama_name__in=wanted)
-        | Q(deploy_status=RegisteredModel.DeployStatus.DEPLOYING, deploy_details__target__in=list(wanted))
-    )
-    if clash.exists():
-        raise deploy.DeployConflict(
-            f"another registered model is deployed (or deploying) as {name!r}; choose another name"
-        )
-
-
-def model_deploy_start(*, model_id: int, ollama_name: str | None = None, base: str | None = None) -> RegisteredModel:
-    """Check everything that needs no upload (``deploy.plan``: raises DeployRefused with a reason and an HTTP
-    status), then move the model to ``deploying`` and queue ``model_deploy`` after commit.
-
-    A model already deploying is a DeployConflict, unless its deploy is older than the task's time limit
-    (its worker is gone): that one may be started again.
-    """
-    model = RegisteredModel.objects.select_related("job").get(id=model_id)
-    # Network checks run outside any transaction: Ollama may take seconds to answer.
-    ollama = deploy.client()
-    try:
-        plan = deploy.plan(model, name=ollama_name, base=base, ollama=ollama)
-    finally:
-        ollama.close()
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.MODEL_DEPLOY_STALE_SECONDS)
-    claimable = Q(deploy_status__in=DEPLOY_CLAIMABLE) | Q(
-        deploy_status=RegisteredModel.DeployStatus.DEPLOYING, deploy_started_at__lt=stale
-    )
-    with transaction.atomic():
-        # Two models asking for one new name at once: the second waits here, then sees the first's claim.
-        _lock_ollama_name(plan.name)
-        _check_name_free(model, plan.name)
-        updated = RegisteredModel.objects.filter(claimable, id=model_id).update(
-            deploy_status=RegisteredModel.DeployStatus.DEPLOYING,
-            deploy_error="",
-            deploy_started_at=now,
-            deploy_details={"target": plan.name, "base": plan.base, "requested_at": now.isoformat()},
-        )
-        if not updated:
-            raise deploy.DeployConflict("a deploy of this model is already running; wait for it to finish")
-        model.refresh_from_db()
-        _publish_deploy_event(model)
-        transaction.on_commit(lambda: _enqueue_deploy(model_id))
-    return model
-
-
-def _enqueue_deploy(model_id: int) -> None:
-    from .tasks import model_deploy
-
-    model_deploy.delay(model_id)
-
-
-def _deploy_finish(model: RegisteredModel, **changes) -> bool:
-    """Only the deploy that was started (same start time) may finish: a restarted one supersedes it."""
-    with transaction.atomic():
-        updated = RegisteredModel.objects.filter(
-            id=model.id,
-            deploy_status=RegisteredModel.DeployStatus.DEPLOYING,
-            deploy_started_at=model.deploy_started_at,
-        ).update(**changes)
-        if updated:
-            model.refresh_from_db()
-            _publish_deploy_event(model)
-    return bool(updated)
-
-
-def _deploy_fail(model: RegisteredModel, message: str, *, code: str) -> None:
-    details = {**(model.deploy_details or {}), "error_code": code}
-    _deploy_finish(
-        model, deploy_status=RegisteredModel.DeployStatus.FAILED, deploy_error=message, deploy_details=details
-    )
-    logger.info("Deploy of model %s to Ollama failed (%s): %s", model.id, code, message)
-
-
-def model_deploy_execute(*, model_id: int) -> RegisteredModel | None:
-    """Run a started deploy: plan again (things may have changed since the request), upload the blobs Ollama
-    lacks, create, verify; then ``deployed`` with the Ollama name and digest, or ``failed`` with the reason.
-
-    Idempotent: a redelivered task re-runs every step (present blobs are skipped, create replaces the model
-    it made). Does nothing for a model that is not deploying.
-    """
-    model = (
-        RegisteredModel.objects.select_related("job")
-        .filter(id=model_id, deploy_status=RegisteredModel.DeployStatus.DEPLOYING)
-        .first()
-    )
-    if model is None:
-        return None
-    details = model.deploy_details or {}
-    ollama = deploy.client()
-    try:
-        plan = deploy.plan(model, name=details.get("target"), base=details.get("base"), ollama=ollama)
-        result = deploy.execute(model, plan, ollama=ollama)
-    except deploy.DeployRefused as exc:
-        _deploy_fail(model, str(exc), code=exc.code)
-        return model
-    except (OperationalError, InterfaceError):
-        raise  # the task retries database hiccups
-    except Exception as exc:  # recorded on the model, never a deploy stuck in "deploying"
-        logger.exception("Deploy of model %s failed unexpectedly", model_id)
-        _deploy_fail(model, f"unexpected error: {exc.__class__.__name__}: {exc}", code="unexpected")
-        return model
-    finally:
-        ollama.close()
-    try:
-        with transaction.atomic():
-            _deploy_finish(
-                model,
-                deploy_status=RegisteredModel.DeployStatus.DEPLOYED,
-                deploy_error="",
-                ollama_name=plan.name,
-                ollama_base=plan.base,
-                ollama_digest=result["digest"],
-                deployed_at=timezone.now(),
-                deploy_details=result["details"],
-            )
-    except IntegrityError:
-        _deploy_fail(model, f"another registered model took the name {plan.name!r} meanwhile", code="conflict")
-    return model
-
-
-def model_deploy_redispatch_unfinished() -> int:
-    """At the start of a standalone process: its in-memory queue forgot every deploy still marked deploying."""
-    from .tasks import model_deploy
-
-    ids = list(
-        RegisteredModel.objects.filter(deploy_status=RegisteredModel.DeployStatus.DEPLOYING).values_list(
-            "id", flat=True
-        )
-    )
-    for model_id in ids:
-        model_deploy.delay(model_id)
-    return len(ids)

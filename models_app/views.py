@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from finetune_studio.objects import StorageError
 
-from . import archive, deploy, selectors, services
+from . import archive, deploy, deployments, selectors, services
 from .filters import ModelFilter
 from .lineage import lineage_for
 from .models import RegisteredModel
@@ -19,7 +19,7 @@ PAGE_SIZE = 25
 @login_required
 @require_GET
 def model_list(request):
-    filterset = ModelFilter(request.GET, queryset=selectors.model_list(request.user))
+    filterset = ModelFilter(request.GET, queryset=selectors.model_list(user=request.user))
     if filterset.is_valid():
         queryset = filterset.qs
         status = 200
@@ -41,7 +41,7 @@ def model_list(request):
 @login_required
 @require_GET
 def model_detail(request, pk: int):
-    model = selectors.model_get(request.user, pk)
+    model = selectors.model_get(user=request.user, model_id=pk)
     links_error = None
     try:
         links = selectors.model_download_links(model)
@@ -52,7 +52,7 @@ def model_detail(request, pk: int):
         "model": model,
         "files": files,
         "links_error": links_error,
-        "evaluations": selectors.model_evaluations(request.user, model)[:50],
+        "evaluations": selectors.model_evaluations(user=request.user, model=model)[:50],
         "lineage": lineage_for(request.user, model),
         "deploy_defaults": {"ollama_name": deploy.default_ollama_name(model), "base": deploy.default_base(model)},
         "deploy_unavailable": deploy.undeployable_reason(model),
@@ -67,14 +67,14 @@ def model_detail(request, pk: int):
 @login_required
 @require_GET
 def model_download(request, pk: int):
-    return archive.zip_response(request, selectors.model_get(request.user, pk))
+    return archive.zip_response(request, selectors.model_get(user=request.user, model_id=pk))
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def model_delete(request, pk: int):
     """GET asks for confirmation (works without JavaScript); POST deletes files then the row."""
-    model = selectors.model_get(request.user, pk)
+    model = selectors.model_get(user=request.user, model_id=pk)
     if request.method == "GET":
         return render(request, "models_app/model_confirm_delete.html", {"model": model})
     try:
@@ -92,14 +92,14 @@ def model_delete(request, pk: int):
 @require_POST
 def model_deploy(request, pk: int):
     """The Deploy form: the same service as the API; refusals come back as a message on the model page."""
-    model = selectors.model_get(request.user, pk)
+    model = selectors.model_get(user=request.user, model_id=pk)
     try:
-        model = services.model_deploy_start(
+        model = deployments.model_deploy_start(
             model_id=model.id,
             ollama_name=request.POST.get("ollama_name", "").strip() or None,
             base=request.POST.get("base", "").strip() or None,
         )
-    except deploy.DeployRefused as exc:
+    except (deploy.DeployRefused, services.ModelQueueUnavailable) as exc:
         messages.error(request, f"Not deployed: {exc}")
         return redirect("model-detail", pk=model.pk)
     messages.success(

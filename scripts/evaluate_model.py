@@ -31,7 +31,7 @@ def _import_engine():
     try:
         import finetune_studio.records  # noqa: F401  (the test-set reader the engine uses)
         from evaluations import engine, metrics
-        from evaluations.ollama import OllamaClient, OllamaError
+        from inference.ollama import OllamaClient, OllamaError
     except ImportError as exc:
         missing = getattr(exc, "name", None) or str(exc)
         sys.stderr.write(

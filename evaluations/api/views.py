@@ -2,21 +2,20 @@ import csv
 import io
 import json
 
-import django_filters
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from finetune_studio.api import Conflict, OwnedQuerysetMixin, ServiceUnavailable
+from finetune_studio.api import OwnedQuerysetMixin
 from finetune_studio.keys import download_filename
 
 from .. import selectors, services
+from ..filters import EvaluationFilter
 from ..models import Evaluation
 from .serializers import (
     EvaluateRequestSerializer,
@@ -51,15 +50,6 @@ class CSVRenderer(BaseRenderer):
         return data if isinstance(data, (bytes, str)) else json.dumps(data)
 
 
-class EvaluationFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=Evaluation.Status.choices)
-    model = django_filters.NumberFilter(field_name="model_id")
-
-    class Meta:
-        model = Evaluation
-        fields = ["status", "model"]
-
-
 class ModelEvaluateView(APIView):
     """``POST /api/v1/models/:id/evaluate`` → 202 with the new evaluation's id."""
 
@@ -83,12 +73,7 @@ class ModelEvaluateView(APIView):
         model = get_object_or_404(selectors.evaluatable_models(user=request.user), id=model_id)
         serializer = EvaluateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            evaluation = services.evaluation_start(user=request.user, model=model, **serializer.validated_data)
-        except services.EvaluationInputInvalid as exc:
-            raise ValidationError({field: [reason] for field, reason in exc.errors.items()})
-        except services.EvaluationQueueUnavailable as exc:
-            raise ServiceUnavailable(str(exc))
+        evaluation = services.evaluation_start(user=request.user, model=model, **serializer.validated_data)
         return Response(
             {
                 "evaluation_id": evaluation.id,
@@ -123,10 +108,7 @@ class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.Retrie
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         evaluation = self.get_object()
-        try:
-            services.evaluation_cancel(evaluation=evaluation)
-        except services.EvaluationStateConflict as exc:
-            raise Conflict(str(exc))
+        services.evaluation_cancel(evaluation=evaluation)
         return Response(EvaluationSerializer(evaluation).data)
 
     @extend_schema(request=None, responses=EvaluationSerializer)
@@ -134,12 +116,7 @@ class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.Retrie
     def retry(self, request, pk=None):
         """Run a failed evaluation again; stored predictions are kept and not asked again (409 unless failed)."""
         evaluation = self.get_object()
-        try:
-            services.evaluation_retry(evaluation=evaluation)
-        except services.EvaluationStateConflict as exc:
-            raise Conflict(str(exc))
-        except services.EvaluationQueueUnavailable as exc:
-            raise ServiceUnavailable(str(exc))
+        services.evaluation_retry(evaluation=evaluation)
         return Response(EvaluationSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["get"], url_path="export.csv", renderer_classes=[CSVRenderer, JSONRenderer])

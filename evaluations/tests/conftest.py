@@ -1,15 +1,7 @@
-import json
-
 import pytest
 
-from finetune_studio.objects import bucket
+from tests.factories import LABELS, sample_records  # noqa: F401  (the evaluations tests' sample data)
 from tests.support.ollama_server import OllamaServer, answer_from_mapping
-
-LABELS = ["positive", "negative", "neutral"]
-
-
-def sample_records(count: int = 12) -> list[dict]:
-    return [{"text": f"Example {i}: the clause reads {'xyz'[i % 3]}{i}.", "label": LABELS[i % 3]} for i in range(count)]
 
 
 @pytest.fixture
@@ -23,41 +15,13 @@ def ollama_server(settings):
 
 
 @pytest.fixture
-def make_dataset(db):
-    """``make_dataset(owner, records)`` → a Dataset row and its object in the datasets bucket."""
-    from jobs.models import Dataset
-
-    counter = iter(range(1, 1000))
-
-    def make(owner, records=None, *, filename="test.jsonl", raw: bytes | None = None, labels=None):
-        records = sample_records() if records is None else records
-        number = next(counter)
-        path = f"datasets/users/{owner.id}/datasets/0000000{number}-test/{filename}"
-        data = raw if raw is not None else "\n".join(json.dumps(record) for record in records).encode()
-        bucket("datasets").put_bytes(path.removeprefix("datasets/"), data)
-        found_labels = sorted({r["label"] for r in records if isinstance(r, dict) and "label" in r})
-        return Dataset.objects.create(
-            owner=owner,
-            name=f"test set {number}",
-            path=path,
-            original_filename=filename,
-            format=filename.rsplit(".", 1)[-1],
-            size_bytes=len(data),
-            records=len(records),
-            labels=found_labels if labels is None else labels,
-        )
-
-    return make
-
-
-@pytest.fixture
 def make_model(db):
-    from models_app.models import RegisteredModel
+    """``make_model(owner, name="contracts-ft")``: a ready model on the base trained_ollama knows."""
+    from functools import partial
 
-    def make(owner, name="contracts-ft"):
-        return RegisteredModel.objects.create(owner=owner, name=name, base_model="llama3.2:3b", status="ready")
+    from tests.factories import make_model
 
-    return make
+    return partial(make_model, name="contracts-ft", base_model="llama3.2:3b")
 
 
 @pytest.fixture
@@ -73,7 +37,7 @@ def perfect_answers():
 
 
 @pytest.fixture
-def best_listed_last(alice, alice_api, make_model, make_dataset, trained_ollama, django_capture_on_commit_callbacks):
+def best_listed_last(alice, alice_api, make_model, make_test_set, trained_ollama, django_capture_on_commit_callbacks):
     """The reproduction of defect 11: the first fine-tuned name answers like the base, the second is perfect."""
     trained_ollama.add_model("probe-base:latest", answer="neutral")
     trained_ollama.add_model("probe-tuned", answer=perfect_answers())
@@ -81,7 +45,7 @@ def best_listed_last(alice, alice_api, make_model, make_dataset, trained_ollama,
         response = alice_api.post(
             f"/api/v1/models/{make_model(alice).id}/evaluate",
             {
-                "test_set_path": make_dataset(alice).path,
+                "test_set_path": make_test_set(alice).path,
                 "base_model_name": "llama3.2:3b",
                 "fine_tuned_names": ["probe-base:latest", "probe-tuned"],
             },

@@ -13,9 +13,9 @@ def evaluate(api, model, dataset_or_path, **extra):
 
 
 @pytest.fixture
-def completed(alice, alice_api, make_model, make_dataset, trained_ollama, django_capture_on_commit_callbacks):
+def completed(alice, alice_api, make_model, make_test_set, trained_ollama, django_capture_on_commit_callbacks):
     model = make_model(alice)
-    dataset = make_dataset(alice)
+    dataset = make_test_set(alice)
     with django_capture_on_commit_callbacks(execute=True):
         response = evaluate(alice_api, model, dataset)
     assert response.status_code == 202, response.content
@@ -40,8 +40,8 @@ def test_it_accepts_the_seed_request_and_runs_to_completed_results(completed, tr
     assert sent["format"]["properties"]["label"]["enum"] == ["negative", "neutral", "positive"]
 
 
-def test_it_returns_the_seed_response_shape(alice, alice_api, make_model, make_dataset, ollama_server):
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice))
+def test_it_returns_the_seed_response_shape(alice, alice_api, make_model, make_test_set, ollama_server):
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice))
     assert response.status_code == 202
     body = response.json()
     assert set(body) >= {"evaluation_id", "status", "message"}
@@ -66,12 +66,12 @@ def test_it_updates_the_models_eval_results_and_publishes_events(completed):
 
 
 def test_it_compares_more_than_two_candidates(
-    alice, alice_api, make_model, make_dataset, trained_ollama, django_capture_on_commit_callbacks
+    alice, alice_api, make_model, make_test_set, trained_ollama, django_capture_on_commit_callbacks
 ):
     trained_ollama.add_model("contracts-ft-v2", answer="positive")
     with django_capture_on_commit_callbacks(execute=True):
         response = evaluate(
-            alice_api, make_model(alice), make_dataset(alice), fine_tuned_names=["contracts-ft", "contracts-ft-v2"]
+            alice_api, make_model(alice), make_test_set(alice), fine_tuned_names=["contracts-ft", "contracts-ft-v2"]
         )
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
     assert evaluation.status == "completed", evaluation.error_message
@@ -112,14 +112,14 @@ def test_a_multi_candidate_evaluation_headlines_its_best_candidate(best_listed_l
 
 
 def test_fine_tuned_name_repeated_in_fine_tuned_names_is_one_candidate(
-    alice, alice_api, make_model, make_dataset, trained_ollama
+    alice, alice_api, make_model, make_test_set, trained_ollama
 ):
     # Defect 12: the seed's field and the list naming the same model was a 400 "must be a different model".
     trained_ollama.add_model("contracts-ft-v2", answer="positive")
     response = evaluate(
         alice_api,
         make_model(alice),
-        make_dataset(alice),
+        make_test_set(alice),
         fine_tuned_name="contracts-ft",
         fine_tuned_names=["contracts-ft-v2", "contracts-ft"],
     )
@@ -130,12 +130,12 @@ def test_fine_tuned_name_repeated_in_fine_tuned_names_is_one_candidate(
 
 
 def test_a_name_and_its_latest_tag_are_one_model_asked_once(
-    alice, alice_api, make_model, make_dataset, trained_ollama, django_capture_on_commit_callbacks
+    alice, alice_api, make_model, make_test_set, trained_ollama, django_capture_on_commit_callbacks
 ):
     # Defect 12: Ollama resolves "contracts-ft" as "contracts-ft:latest"; both were asked, twice the work.
     with django_capture_on_commit_callbacks(execute=True):
         response = evaluate(
-            alice_api, make_model(alice), make_dataset(alice), fine_tuned_names=["contracts-ft", "contracts-ft:latest"]
+            alice_api, make_model(alice), make_test_set(alice), fine_tuned_names=["contracts-ft", "contracts-ft:latest"]
         )
     assert response.status_code == 202, response.content
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
@@ -146,9 +146,9 @@ def test_a_name_and_its_latest_tag_are_one_model_asked_once(
     assert evaluation.results["fine_tuned"]["model"] == "contracts-ft"
 
 
-def test_it_lists_and_filters_evaluations(alice, alice_api, make_model, make_dataset, ollama_server):
+def test_it_lists_and_filters_evaluations(alice, alice_api, make_model, make_test_set, ollama_server):
     model, other_model = make_model(alice), make_model(alice, name="other")
-    dataset = make_dataset(alice)
+    dataset = make_test_set(alice)
     first = evaluate(alice_api, model, dataset).json()["evaluation_id"]
     evaluate(alice_api, other_model, dataset)
     response = alice_api.get(f"/api/v1/evaluations?model={model.id}&status=pending")
@@ -159,9 +159,9 @@ def test_it_lists_and_filters_evaluations(alice, alice_api, make_model, make_dat
 
 
 def test_the_list_costs_the_same_queries_whatever_its_length(
-    alice, alice_api, make_model, make_dataset, ollama_server, django_assert_max_num_queries
+    alice, alice_api, make_model, make_test_set, ollama_server, django_assert_max_num_queries
 ):
-    model, dataset = make_model(alice), make_dataset(alice)
+    model, dataset = make_model(alice), make_test_set(alice)
     for _ in range(15):
         evaluate(alice_api, model, dataset)
     with django_assert_max_num_queries(4):
@@ -181,8 +181,8 @@ def test_it_edits_only_the_name_and_note(completed, alice_api):
     assert completed.results["fine_tuned"]["accuracy"] == 1.0 and completed.status == "completed"
 
 
-def test_it_cancels_a_pending_evaluation_once(alice, alice_api, make_model, make_dataset, ollama_server):
-    evaluation_id = evaluate(alice_api, make_model(alice), make_dataset(alice)).json()["evaluation_id"]
+def test_it_cancels_a_pending_evaluation_once(alice, alice_api, make_model, make_test_set, ollama_server):
+    evaluation_id = evaluate(alice_api, make_model(alice), make_test_set(alice)).json()["evaluation_id"]
     response = alice_api.post(f"/api/v1/evaluations/{evaluation_id}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     again = alice_api.post(f"/api/v1/evaluations/{evaluation_id}/cancel/")
@@ -211,7 +211,7 @@ def test_it_neutralises_formulas_in_csv_exports(completed, alice_api):
 
 
 # --- owner isolation -------------------------------------------------------------------------------
-def test_bob_cannot_see_or_touch_alices_evaluation(completed, bob_api, bob, make_dataset):
+def test_bob_cannot_see_or_touch_alices_evaluation(completed, bob_api, bob, make_test_set):
     for url in (
         f"/api/v1/evaluations/{completed.id}",
         f"/api/v1/evaluations/{completed.id}/export.csv",
@@ -221,7 +221,7 @@ def test_bob_cannot_see_or_touch_alices_evaluation(completed, bob_api, bob, make
     assert bob_api.post(f"/api/v1/evaluations/{completed.id}/cancel").status_code == 404
     assert bob_api.put(f"/api/v1/evaluations/{completed.id}", {"name": "x"}, format="json").status_code == 404
     assert bob_api.get("/api/v1/evaluations").json()["results"] == []
-    response = evaluate(bob_api, completed.model, make_dataset(bob))
+    response = evaluate(bob_api, completed.model, make_test_set(bob))
     assert response.status_code == 404
 
 
@@ -254,24 +254,18 @@ def test_anonymous_requests_get_401(completed, anon_api):
     ],
 )
 def test_it_refuses_hostile_test_set_paths_before_touching_storage(
-    path, alice, bob, alice_api, make_model, ollama_server, monkeypatch
+    path, alice, bob, alice_api, make_model, ollama_server, storage_spy
 ):
-    from evaluations import services
-    from finetune_studio import objects
-
-    def no_storage(alias):
-        raise AssertionError("storage was called")
-
-    monkeypatch.setattr(objects, "bucket", no_storage)
-    monkeypatch.setattr(services, "bucket", no_storage)
-    response = evaluate(alice_api, make_model(alice), path.format(me=alice.id, bob=bob.id))
+    model = make_model(alice)
+    response = evaluate(alice_api, model, path.format(me=alice.id, bob=bob.id))
     assert response.status_code == 400, response.content
     assert "test_set_path" in response.json()["errors"]
     assert not Evaluation.objects.exists()
+    assert storage_spy.connections == 0  # refused before any storage call
 
 
-def test_it_refuses_another_users_dataset_path(alice, bob, alice_api, make_model, make_dataset, ollama_server):
-    bobs = make_dataset(bob)
+def test_it_refuses_another_users_dataset_path(alice, bob, alice_api, make_model, make_test_set, ollama_server):
+    bobs = make_test_set(bob)
     response = evaluate(alice_api, make_model(alice), bobs)
     assert response.status_code == 400
     assert "one of your datasets" in response.json()["errors"]["test_set_path"][0]
@@ -288,14 +282,14 @@ def test_it_accepts_a_raw_object_under_the_users_own_prefix(alice, alice_api, ma
     assert "no such object" in missing.json()["errors"]["test_set_path"][0]
 
 
-def test_it_refuses_an_empty_test_set_at_creation(alice, alice_api, make_model, make_dataset, ollama_server):
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice, [], raw=b""))
+def test_it_refuses_an_empty_test_set_at_creation(alice, alice_api, make_model, make_test_set, ollama_server):
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice, [], raw=b""))
     assert response.status_code == 400
     assert "no records" in response.json()["errors"]["test_set_path"][0]
 
 
-def test_it_refuses_labels_that_miss_the_test_sets_labels(alice, alice_api, make_model, make_dataset, ollama_server):
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice), labels=["positive", "negative"])
+def test_it_refuses_labels_that_miss_the_test_sets_labels(alice, alice_api, make_model, make_test_set, ollama_server):
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice), labels=["positive", "negative"])
     assert response.status_code == 400
     assert "neutral" in response.json()["errors"]["labels"][0]
 
@@ -314,8 +308,8 @@ def test_it_refuses_labels_that_miss_the_test_sets_labels(alice, alice_api, make
         ({"max_examples": -1}, "max_examples"),
     ],
 )
-def test_it_refuses_bad_options_with_a_reason(extra, field, alice, alice_api, make_model, make_dataset, ollama_server):
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice), **extra)
+def test_it_refuses_bad_options_with_a_reason(extra, field, alice, alice_api, make_model, make_test_set, ollama_server):
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice), **extra)
     assert response.status_code == 400, response.content
     assert field in response.json()["errors"]
 
@@ -329,10 +323,10 @@ def test_it_refuses_bad_options_with_a_reason(extra, field, alice, alice_api, ma
     ],
 )
 def test_a_test_set_bad_inside_fails_the_evaluation_with_the_reason(
-    raw, reason, alice, alice_api, make_model, make_dataset, ollama_server, django_capture_on_commit_callbacks
+    raw, reason, alice, alice_api, make_model, make_test_set, ollama_server, django_capture_on_commit_callbacks
 ):
     # The upload validation did not catch it (labels unknown): the worker finds out and says why.
-    dataset = make_dataset(alice, [{"text": "a", "label": "x"}] * 3, raw=raw, labels=[])
+    dataset = make_test_set(alice, [{"text": "a", "label": "x"}] * 3, raw=raw, labels=[])
     with django_capture_on_commit_callbacks(execute=True):
         response = evaluate(alice_api, make_model(alice), dataset)
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])

@@ -9,11 +9,11 @@ from .test_api import evaluate
 
 
 @pytest.fixture
-def start(alice, alice_api, make_model, make_dataset, django_capture_on_commit_callbacks):
+def start(alice, alice_api, make_model, make_test_set, django_capture_on_commit_callbacks):
     """Start an evaluation of 4 examples (8 answers) and run it; returns the finished evaluation."""
 
     def run(**extra):
-        dataset = make_dataset(alice)
+        dataset = make_test_set(alice)
         with django_capture_on_commit_callbacks(execute=True):
             response = evaluate(alice_api, make_model(alice), dataset, max_examples=4, concurrency=2, **extra)
         assert response.status_code == 202, response.content
@@ -93,21 +93,33 @@ def test_free_text_answers_are_parsed_and_unparseable_ones_count_wrong(start, ol
     assert [row[-1] for row in fine_tuned["confusion_matrix"]["matrix"]] == [1, 1, 2]
 
 
+@pytest.mark.django_db(transaction=True)
 def test_cancelling_stops_the_run_between_requests(
-    alice, alice_api, make_model, make_dataset, trained_ollama, monkeypatch
+    alice, alice_api, make_model, make_test_set, trained_ollama, tasks_not_run
 ):
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice), concurrency=1)
+    import threading
+    import time
+
+    from django.db import connection
+
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice), concurrency=1)
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
-    trained_ollama.latency = 0.05
-    original_save = services._DatabaseStore.save
+    trained_ollama.latency = 0.1  # 24 answers one at a time: about 2.4 s of work
 
-    def save_then_cancel(store, predictions, **progress):
-        original_save(store, predictions, **progress)
-        if predictions and Evaluation.objects.get(id=evaluation.id).status == "running":
-            services.evaluation_cancel(evaluation=Evaluation.objects.get(id=evaluation.id))
+    def work():
+        try:
+            services.evaluation_execute(evaluation_id=evaluation.id)
+        finally:
+            connection.close()
 
-    monkeypatch.setattr(services._DatabaseStore, "save", save_then_cancel)
-    services.evaluation_execute(evaluation_id=evaluation.id)
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while not evaluation.predictions.exists():  # the first answers are stored: cancel now
+        assert time.monotonic() < deadline, "no prediction was stored"
+        time.sleep(0.02)
+    services.evaluation_cancel(evaluation=Evaluation.objects.get(id=evaluation.id))
+    worker.join(30)
     evaluation.refresh_from_db()
     assert evaluation.status == "cancelled"
     asked = len(trained_ollama.chat_requests())

@@ -8,9 +8,9 @@ from .test_api import evaluate
 
 
 @pytest.fixture
-def completed(alice, alice_api, make_model, make_dataset, trained_ollama, django_capture_on_commit_callbacks):
+def completed(alice, alice_api, make_model, make_test_set, trained_ollama, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = evaluate(alice_api, make_model(alice), make_dataset(alice))
+        response = evaluate(alice_api, make_model(alice), make_test_set(alice))
     return Evaluation.objects.get(id=response.json()["evaluation_id"])
 
 
@@ -40,9 +40,9 @@ def test_other_users_get_404_and_anonymous_users_the_login_page(completed, clien
     assert client.post(f"/evaluations/{completed.id}/cancel/").status_code == 404
 
 
-def test_the_create_form_offers_ollamas_models(alice, alice_browser, make_model, make_dataset, trained_ollama):
+def test_the_create_form_offers_ollamas_models(alice, alice_browser, make_model, make_test_set, trained_ollama):
     model = make_model(alice)
-    dataset = make_dataset(alice)
+    dataset = make_test_set(alice)
     html = alice_browser.get(f"/evaluations/new/?model={model.id}").content.decode()
     assert '<option value="llama3.2:3b">' in html
     assert dataset.path in html
@@ -50,12 +50,12 @@ def test_the_create_form_offers_ollamas_models(alice, alice_browser, make_model,
 
 
 def test_the_create_form_falls_back_to_free_text_when_ollama_is_unreachable(
-    alice, alice_browser, make_model, make_dataset, settings
+    alice, alice_browser, make_model, make_test_set, settings
 ):
     from tests.support.processes import free_port
 
     make_model(alice)
-    make_dataset(alice)
+    make_test_set(alice)
     settings.OLLAMA_URL = f"http://127.0.0.1:{free_port()}"
     html = alice_browser.get("/evaluations/new/").content.decode()
     assert "Could not list Ollama's models" in html
@@ -63,10 +63,10 @@ def test_the_create_form_falls_back_to_free_text_when_ollama_is_unreachable(
 
 
 def test_posting_the_form_starts_an_evaluation(
-    alice, alice_browser, make_model, make_dataset, trained_ollama, django_capture_on_commit_callbacks
+    alice, alice_browser, make_model, make_test_set, trained_ollama, django_capture_on_commit_callbacks
 ):
     model = make_model(alice)
-    dataset = make_dataset(alice)
+    dataset = make_test_set(alice)
     with django_capture_on_commit_callbacks(execute=True):
         response = alice_browser.post(
             "/evaluations/new/",
@@ -77,9 +77,9 @@ def test_posting_the_form_starts_an_evaluation(
     assert evaluation.status == "completed" and evaluation.fine_tuned_name == "contracts-ft"
 
 
-def test_the_form_shows_the_services_reasons(alice, alice_browser, make_model, make_dataset, ollama_server):
+def test_the_form_shows_the_services_reasons(alice, alice_browser, make_model, make_test_set, ollama_server):
     model = make_model(alice)
-    dataset = make_dataset(alice)
+    dataset = make_test_set(alice)
     response = alice_browser.post(
         "/evaluations/new/",
         {"model": model.id, "test_set_path": dataset.path, "base_model_name": "contracts-ft", "labels": "positive"},
@@ -90,8 +90,8 @@ def test_the_form_shows_the_services_reasons(alice, alice_browser, make_model, m
     assert not Evaluation.objects.exists()
 
 
-def test_cancelling_from_the_page(alice, alice_api, alice_browser, make_model, make_dataset, ollama_server):
-    evaluation_id = evaluate(alice_api, make_model(alice), make_dataset(alice)).json()["evaluation_id"]
+def test_cancelling_from_the_page(alice, alice_api, alice_browser, make_model, make_test_set, ollama_server):
+    evaluation_id = evaluate(alice_api, make_model(alice), make_test_set(alice)).json()["evaluation_id"]
     response = alice_browser.post(f"/evaluations/{evaluation_id}/cancel/")
     assert response.status_code == 302
     assert Evaluation.objects.get(id=evaluation_id).status == "cancelled"
@@ -125,11 +125,11 @@ def test_the_list_and_the_dashboard_summarise_the_best_candidate(best_listed_las
 
 
 def test_a_failed_evaluations_page_offers_retry_which_asks_only_what_is_missing(
-    alice, alice_api, alice_browser, make_model, make_dataset, ollama_server, django_capture_on_commit_callbacks
+    alice, alice_api, alice_browser, make_model, make_test_set, ollama_server, django_capture_on_commit_callbacks
 ):
     ollama_server.add_model("llama3.2:3b", answer="neutral")  # the fine-tuned model is missing: the run fails
     with django_capture_on_commit_callbacks(execute=True):
-        evaluation_id = evaluate(alice_api, make_model(alice), make_dataset(alice)).json()["evaluation_id"]
+        evaluation_id = evaluate(alice_api, make_model(alice), make_test_set(alice)).json()["evaluation_id"]
     assert Evaluation.objects.get(id=evaluation_id).status == "failed"
     retry_form = f'action="/evaluations/{evaluation_id}/retry/"'
     assert retry_form in alice_browser.get(f"/evaluations/{evaluation_id}/").content.decode()

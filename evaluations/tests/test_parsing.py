@@ -45,6 +45,6 @@ def test_prompts_name_the_labels_and_keep_braces_in_the_text():
 
 
 def test_the_engine_imports_without_django():
-    code = "import sys, evaluations.engine, evaluations.metrics, evaluations.ollama; sys.exit('django' in sys.modules)"
+    code = "import sys, evaluations.engine, evaluations.metrics, inference.ollama; sys.exit('django' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": ""})
     assert result.returncode == 0, result.stderr

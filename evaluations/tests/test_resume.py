@@ -1,4 +1,5 @@
-"""A worker lost mid-run: the evaluation resumes after the stored predictions, never re-asking them."""
+"""A worker lost mid-run: the sweeper and the lease. A worker SIGKILLed mid-run and resumed without re-asking a
+stored example: tests/reliability/test_worker_killed.py (a real Celery worker, killed)."""
 
 from datetime import timedelta
 
@@ -6,66 +7,20 @@ import pytest
 from django.utils import timezone
 
 from evaluations import services
-from evaluations.models import Evaluation, Prediction
+from evaluations.models import Evaluation
 from finetune_studio.celery import queue_of
 
 from .test_api import evaluate
 
 
-class WorkerKilled(BaseException):
-    """Stands in for SIGKILL: not an Exception, so nothing in the service handles it."""
-
-
 @pytest.fixture
-def pending(alice, alice_api, make_model, make_dataset, trained_ollama):
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice), concurrency=2)
+def pending(alice, alice_api, make_model, make_test_set, trained_ollama):
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice), concurrency=2)
     return Evaluation.objects.get(id=response.json()["evaluation_id"])
 
 
 def _asked_pairs(server, from_request: int = 0) -> list[tuple[str, str]]:
     return [(request.model, request.prompt) for request in server.chat_requests()[from_request:]]
-
-
-def test_a_killed_worker_is_resumed_without_asking_stored_examples_again(
-    pending, trained_ollama, monkeypatch, django_capture_on_commit_callbacks
-):
-    original_save = services._DatabaseStore.save
-    saves = []
-
-    def save_then_die(store, predictions, **progress):
-        original_save(store, predictions, **progress)
-        if predictions:
-            saves.append(len(predictions))
-            raise WorkerKilled()
-
-    trained_ollama.latency = 0.1  # 24 answers over ~1.2 s: the first save (after 0.5 s) holds some, not all
-    monkeypatch.setattr(services._DatabaseStore, "save", save_then_die)
-    with pytest.raises(WorkerKilled):
-        services.evaluation_execute(evaluation_id=pending.id)
-    monkeypatch.setattr(services._DatabaseStore, "save", original_save)
-
-    pending.refresh_from_db()
-    assert pending.status == "running"
-    stored = {(p.candidate, p.input_text) for p in Prediction.objects.filter(evaluation=pending)}
-    assert 0 < len(stored) < 24
-    asked_before = len(trained_ollama.chat_requests())
-
-    # Another worker arriving while the heartbeat is fresh finds nothing to claim.
-    assert services.evaluation_execute(evaluation_id=pending.id) is None
-    # Once the lease expires, the beat sweeper re-queues it and a worker resumes it.
-    Evaluation.objects.filter(id=pending.id).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    with django_capture_on_commit_callbacks(execute=True):
-        assert services.evaluation_sweep_stale() == {"requeued": 1, "failed": 0}
-
-    pending.refresh_from_db()
-    assert pending.status == "completed", pending.error_message
-    assert pending.attempts == 2
-    assert Prediction.objects.filter(evaluation=pending).count() == 24
-    asked_after = _asked_pairs(trained_ollama, asked_before)
-    for model, prompt in asked_after:
-        assert not any(model == candidate and text in prompt for candidate, text in stored), "asked again"
-    assert len(asked_after) == 24 - len(stored)
-    assert pending.results["fine_tuned"]["accuracy"] == 1.0
 
 
 def test_the_sweeper_fails_an_evaluation_whose_workers_keep_dying(pending, settings):
@@ -157,14 +112,14 @@ def test_the_beat_schedule_runs_the_sweeper(settings):
 
 
 def test_attempts_keep_counting_runs_across_a_retry(
-    alice, alice_api, make_model, make_dataset, ollama_server, settings, django_capture_on_commit_callbacks
+    alice, alice_api, make_model, make_test_set, ollama_server, settings, django_capture_on_commit_callbacks
 ):
     # Defect 13: a retry used to reset attempts (1 → 0 → 1). Only one run per retry is allowed here,
     # so the count of runs and the budget for lost workers must be two different things.
     settings.EVALUATION_MAX_ATTEMPTS = 1
     ollama_server.add_model("llama3.2:3b", answer="neutral")  # the fine-tuned model is not there yet: a 404
     with django_capture_on_commit_callbacks(execute=True):
-        response = evaluate(alice_api, make_model(alice), make_dataset(alice))
+        response = evaluate(alice_api, make_model(alice), make_test_set(alice))
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
     assert evaluation.status == "failed" and evaluation.attempts == 1
     assert alice_api.get(f"/api/v1/evaluations/{evaluation.id}").json()["attempts"] == 1

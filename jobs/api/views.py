@@ -6,14 +6,14 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from finetune_studio.api import OwnedQuerysetMixin, RequestTooLarge, ServiceUnavailable, error_response
+from finetune_studio.api import OwnedQuerysetMixin, RequestTooLarge, ServiceUnavailable
 from finetune_studio.objects import StorageError, UploadTooLarge
 from finetune_studio.parsers import JSONParser
 
 from .. import selectors, services
+from ..filters import DatasetFilter, JobFilter
 from ..models import Dataset, Job, Trainer
 from ..uploads import limit_dataset_uploads
-from .filters import DatasetFilter, JobFilter
 from .serializers import (
     BaseModelSerializer,
     DatasetSerializer,
@@ -60,8 +60,6 @@ class DatasetViewSet(
             raise RequestTooLarge(f"The dataset is larger than the limit of {exc.max_bytes} bytes.")
         except StorageError as exc:
             raise ServiceUnavailable(f"Storage failed while saving the dataset; nothing was recorded: {exc}")
-        except services.DatasetInvalid as exc:
-            return error_response(f"{exc.location}: {exc.reason}", errors={"file": [f"{exc.location}: {exc.reason}"]})
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=DatasetSplitSerializer, responses={201: DatasetSplitResultSerializer})
@@ -71,10 +69,8 @@ class DatasetViewSet(
         dataset = self.get_object()
         given = DatasetSplitSerializer(data=request.data)
         given.is_valid(raise_exception=True)
-        try:
+        try:  # DatasetSplitInvalid is a 400 through the API's exception handler
             train, test = services.dataset_split(dataset_id=dataset.id, **given.validated_data)
-        except services.DatasetSplitInvalid as exc:
-            return error_response(str(exc), errors=exc.errors)
         except StorageError as exc:
             raise ServiceUnavailable(f"Storage failed while splitting the dataset; nothing was created: {exc}")
         body = {"train": DatasetSerializer(train).data, "test": DatasetSerializer(test).data}
@@ -136,19 +132,15 @@ class JobViewSet(
         given = JobCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
-        try:
-            job = services.job_create(
-                owner=request.user,
-                name=data["name"],
-                base_model=data["base_model"],
-                dataset_id=data.get("dataset"),
-                trainer_name=data["trainer"],
-                hyperparameters_given=data.get("hyperparameters"),
-            )
-        except services.JobInvalid as exc:
-            return error_response(str(exc), errors=exc.errors)
-        except services.JobQueueUnavailable as exc:
-            raise ServiceUnavailable(str(exc))
+        # JobsInvalid (400) and JobQueueUnavailable (503) are mapped by the API's exception handler.
+        job = services.job_create(
+            owner=request.user,
+            name=data["name"],
+            base_model=data["base_model"],
+            dataset_id=data.get("dataset"),
+            trainer_name=data["trainer"],
+            hyperparameters_given=data.get("hyperparameters"),
+        )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, pk=None):

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from jobs import runner
 from jobs.models import Job, Trainer
+from runner.services import run_job
 
 pytestmark = pytest.mark.django_db
 
@@ -207,7 +207,7 @@ def test_the_runner_checks_the_base_again_before_the_trainer_starts(
     )
     settings.BASE_MODELS_DIR = tmp_path / "moved-away"  # the operator moved the folder since creation
 
-    assert runner.run_job(job_id=job.id) == "failed"
+    assert run_job(job_id=job.id) == "failed"
 
     job.refresh_from_db()
     assert job.status == "failed"

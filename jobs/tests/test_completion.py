@@ -17,7 +17,7 @@ def external_job(alice, queued_job):
     return queued_job(alice, None, "external")
 
 
-def test_a_success_enqueues_the_model_creation_once_after_commit(
+def test_a_success_is_announced_once_after_commit(
     alice, make_dataset, queued_job, model_creations, django_capture_on_commit_callbacks
 ):
     job = queued_job(alice, make_dataset(alice), "example")
@@ -174,19 +174,19 @@ def test_only_one_of_two_concurrent_runners_claims_a_job(alice, queued_job):
 
 
 @pytest.mark.parametrize("settle", ["succeeded", "failed", "cancelled"])
-def test_a_final_status_ends_the_live_log_streams_once(
-    settle, alice, external_job, model_creations, monkeypatch, django_capture_on_commit_callbacks
+def test_a_final_status_is_announced_once_after_commit(
+    settle, alice, external_job, job_signals, django_capture_on_commit_callbacks
 ):
-    from logs_app import services as log_services
-
-    published = []
-    monkeypatch.setattr(
-        log_services, "publish_log_event", lambda job_id, kind, payload, event_id: published.append(kind)
-    )
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         if settle == "cancelled":
             services.job_cancel(job_id=external_job.id)
         else:
             services.job_complete(job_id=external_job.id, status=settle)
             services.job_complete(job_id=external_job.id, status=settle)
-    assert published == ["end"]
+    assert job_signals == []  # nothing before commit
+    for callback in callbacks:
+        callback()
+    expected = [("job_finished", {"job_id": external_job.id, "status": settle})]
+    if settle == "succeeded":
+        expected.append(("job_succeeded", {"job_id": external_job.id}))
+    assert job_signals == expected

@@ -27,10 +27,8 @@ def create(client, dataset_, **overrides):
 
 
 def test_it_creates_a_queued_job_and_enqueues_its_run_after_commit(
-    alice_api, alice, dataset, django_capture_on_commit_callbacks, monkeypatch
+    alice_api, alice, dataset, django_capture_on_commit_callbacks, tasks_not_run
 ):
-    dispatched = []
-    monkeypatch.setattr(services, "_dispatch_local_run", lambda job_id, queue: dispatched.append((job_id, queue)))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = create(alice_api, dataset)
     assert response.status_code == 201, response.content
@@ -40,10 +38,10 @@ def test_it_creates_a_queued_job_and_enqueues_its_run_after_commit(
     assert body["hyperparameters"]["epochs"] == 3
     assert body["hyperparameters"]["learning_rate"] == 0.5  # default filled
     assert body["storage_prefix"] == f"users/{alice.id}/jobs/{body['id']}/"
-    assert dispatched == []  # nothing before commit
+    assert tasks_not_run() == []  # nothing before commit
     for callback in callbacks:
         callback()
-    assert dispatched == [(body["id"], "training")]
+    assert tasks_not_run() == [(services.RUN_TASK, [body["id"]], "training")]
 
 
 def test_it_refuses_bad_hyperparameters_with_per_field_errors(alice_api, dataset):
@@ -152,11 +150,9 @@ def test_delete_only_finished_jobs(alice_api, alice, dataset, queued_job, django
 
 
 def test_an_illegal_move_is_a_conflict(alice, dataset, queued_job):
-    from finetune_studio.api import Conflict
-
     job = queued_job(alice, dataset, "example")
     services.job_complete(job_id=job.id, status="failed", error_message="boom")
-    with pytest.raises(Conflict):
+    with pytest.raises(services.JobsConflict):
         services.job_cancel(job_id=job.id)
     assert services.job_claim(job_id=job.id, lease_owner="x") is False
     assert services.job_enqueue(job_id=job.id) is False

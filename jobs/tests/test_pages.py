@@ -76,8 +76,7 @@ def test_the_new_job_form_prefills_defaults_and_shows_errors_beside_fields(alice
     assert not Job.objects.exists()
 
 
-def test_the_new_job_form_creates_a_job(alice_browser, alice, make_dataset, monkeypatch):
-    monkeypatch.setattr(services, "_dispatch_local_run", lambda job_id, queue: None)
+def test_the_new_job_form_creates_a_job(alice_browser, alice, make_dataset, tasks_not_run):
     dataset = make_dataset(alice)
     response = alice_browser.post(
         reverse("job-create"),

@@ -13,15 +13,17 @@ from rest_framework import exceptions, parsers, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from finetune_studio.api import Conflict, RequestTooLarge
-from finetune_studio.events import job_channel
+from finetune_studio.api import RequestTooLarge
 from finetune_studio.keys import download_filename
 from finetune_studio.parsers import JSONParser
 from finetune_studio.streaming import StreamAccess, release_connection
+from jobs.selectors import job_get
 
+from ..events import job_channel
+from ..filters import LogFilter
 from ..parsing import InvalidLine
-from ..selectors import LogFilter, iter_log_text, job_visible_to, log_backlog_start, log_lines, log_stream_of
-from ..services import LogsArchived, clean_lines, log_lines_append
+from ..selectors import iter_log_text, log_backlog_start, log_lines, log_stream_of
+from ..services import clean_lines, log_lines_append
 from ..streaming import job_log_stream
 from .serializers import LogAppendResultSerializer, LogHistoryQuerySerializer, LogLineSerializer
 
@@ -95,7 +97,7 @@ class JobLogsView(APIView):
         },
     )
     def get(self, request, job_id: int):
-        job = job_visible_to(request.user, job_id)
+        job = job_get(user=request.user, job_id=job_id)
         if _wants_json(request):
             return self._history(request, job)
         return self._stream(request, job)
@@ -113,7 +115,7 @@ class JobLogsView(APIView):
         responses={201: LogAppendResultSerializer, 200: LogAppendResultSerializer},
     )
     def post(self, request, job_id: int):
-        job = job_visible_to(request.user, job_id)
+        job = job_get(user=request.user, job_id=job_id)
         if job.owner_id != request.user.id:
             raise exceptions.PermissionDenied("Only the job's owner can add log lines.")
         lines = _payload_lines(request.data)
@@ -123,10 +125,7 @@ class JobLogsView(APIView):
             cleaned = clean_lines(lines, source="api", strict=True)
         except InvalidLine as exc:
             raise exceptions.ValidationError({"lines": [str(exc)]})
-        try:
-            result = log_lines_append(job_id=job.id, lines=cleaned, source="api")
-        except LogsArchived as exc:
-            raise Conflict(str(exc))
+        result = log_lines_append(job_id=job.id, lines=cleaned, source="api")  # LogsArchived: 409 (the handler)
         body = LogAppendResultSerializer(result).data
         return Response(body, status=201 if result.inserted else 200)
 
@@ -203,7 +202,7 @@ def _access_check(request, job_id: int) -> StreamAccess:
         if user is None:
             return False
         try:
-            job_visible_to(user, job_id)
+            job_get(user=user, job_id=job_id)
         except Http404:
             return False
         return True
@@ -258,7 +257,7 @@ class JobLogsTextView(APIView):
 
     @extend_schema(summary="Download the whole log as text", responses={(200, "text/plain"): OpenApiTypes.STR})
     def get(self, request, job_id: int):
-        job = job_visible_to(request.user, job_id)
+        job = job_get(user=request.user, job_id=job_id)
         chunks = iter_log_text(job.id)
         if isinstance(request._request, ASGIRequest):
             content = _async_chunks(chunks)

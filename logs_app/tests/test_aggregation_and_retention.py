@@ -8,9 +8,11 @@ from django.db import connection
 from django.utils import timezone
 
 from finetune_studio.objects import StorageError, bucket
-from logs_app import services
+from logs_app import aggregation, retention
+from logs_app.aggregation import job_log_prefix, log_objects_aggregate
 from logs_app.models import LogCursor, LogEntry, LogStream
-from logs_app.services import job_log_prefix, log_archive_job, log_lines_append, log_objects_aggregate
+from logs_app.retention import log_archive_job
+from logs_app.services import log_lines_append
 
 
 @pytest.fixture
@@ -53,25 +55,18 @@ def test_new_chunk_files_are_picked_up_in_name_order(external_job):
     assert LogCursor.objects.filter(job=external_job).count() == 3
 
 
-def test_a_run_that_dies_mid_file_is_resumed_without_loss_or_repeat(external_job, settings, monkeypatch):
+def test_a_run_that_dies_mid_file_is_resumed_without_loss_or_repeat(external_job, settings, storage_spy):
     settings.LOG_AGGREGATION_MAX_BYTES = 1024
     lines = [f"line {n:04d} " + "x" * 40 for n in range(100)]
     write(external_job, "0001.log", "\n".join(lines) + "\n")
-    real_read = services._read_window
-    calls = {"count": 0}
-
-    def crash_on_third_window(*args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 3:
-            raise StorageError("connection reset by peer")
-        return real_read(*args, **kwargs)
-
-    monkeypatch.setattr(services, "_read_window", crash_on_third_window)
+    # Storage dies while the third window is read: each window's ranged GET streams the rest of the 5 kB
+    # file (the reader stops after 1 kB), so the first two cost about 5.4 + 4.4 kB with their headers.
+    storage_spy.die_after(storage_spy.bytes_back + 11_500)
     with pytest.raises(StorageError):
         log_objects_aggregate(job_id=external_job.id)
     done = len(messages(external_job))
     assert 0 < done < 100
-    monkeypatch.setattr(services, "_read_window", real_read)
+    storage_spy.heal()
     log_objects_aggregate(job_id=external_job.id)
     assert messages(external_job) == lines
 
@@ -92,7 +87,7 @@ def test_a_finished_jobs_unterminated_last_line_is_taken_once_settled(make_job, 
 def test_only_external_jobs_still_growing_are_aggregated(make_job, alice, external_job):
     make_job(alice)  # a local job: its runner ships lines directly
     make_job(alice, trainer="external", status="failed", finished_days_ago=3)
-    assert services.log_aggregation_job_ids() == [external_job.id]
+    assert aggregation.log_aggregation_job_ids() == [external_job.id]
 
 
 @pytest.mark.postgres
@@ -138,7 +133,7 @@ def old_job(make_job, alice, settings):
 def test_old_logs_are_archived_to_one_gzip_object_then_deleted(old_job, make_job, alice):
     recent = make_job(alice, status="succeeded", finished_days_ago=29)
     log_lines_append(job_id=recent.id, lines=["keep me"])
-    assert services.log_archive_due_job_ids() == [old_job.id]
+    assert retention.log_archive_due_job_ids() == [old_job.id]
     assert log_archive_job(job_id=old_job.id) is True
     assert not LogEntry.objects.filter(job=old_job).exists()
     stream = LogStream.objects.get(job=old_job)
@@ -149,7 +144,7 @@ def test_old_logs_are_archived_to_one_gzip_object_then_deleted(old_job, make_job
     assert records[1]["level"] == "WARN" and records[1]["message"] == "m1"
     assert log_archive_job(job_id=recent.id) is False
     assert LogEntry.objects.filter(job=recent).count() == 1
-    assert services.log_archive_due_job_ids() == []
+    assert retention.log_archive_due_job_ids() == []
 
 
 def test_archived_logs_still_serve_history_download_and_replay(old_job, alice_api):
@@ -183,8 +178,8 @@ def test_a_failed_archive_upload_keeps_every_row(old_job, s3_buckets):
 
 
 def test_a_mismatching_read_back_keeps_every_row(old_job, monkeypatch):
-    monkeypatch.setattr(services, "_verify_archive", lambda key: (49, 49, "0" * 64))
-    with pytest.raises(services.ArchiveVerificationFailed):
+    monkeypatch.setattr(retention, "_verify_archive", lambda key: (49, 49, "0" * 64))
+    with pytest.raises(retention.ArchiveVerificationFailed):
         log_archive_job(job_id=old_job.id)
     assert LogEntry.objects.filter(job=old_job).count() == 50
 

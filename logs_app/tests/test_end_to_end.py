@@ -18,8 +18,12 @@ def token_for(user) -> str:
     return Token.objects.get_or_create(user=user)[0].key
 
 
-async def read_stream(client, url, token, until, *, headers=None, timeout=20.0):
-    """Read SSE events until ``until(events)`` or the server closes the stream."""
+async def read_stream(client, url, token, until, *, headers=None, timeout=20.0, opened: asyncio.Event | None = None):
+    """Read SSE events until ``until(events)`` or the server closes the stream.
+
+    ``opened`` is set on the stream's ``stream-open`` event: the server has joined the job's feed by then,
+    so a line committed afterwards reaches this stream (the readiness probe, instead of a fixed sleep).
+    """
     parser = SseParser()
     events = []
     request_headers = {"Authorization": f"Token {token}", "Accept": "text/event-stream", **(headers or {})}
@@ -28,9 +32,28 @@ async def read_stream(client, url, token, until, *, headers=None, timeout=20.0):
         assert response.headers["content-type"].startswith("text/event-stream")
         async for chunk in response.aiter_bytes():
             events.extend(parser.feed(chunk))
+            if opened is not None and any(event.type == "stream-open" for event in events):
+                opened.set()
             if until(events):
                 break
     return events
+
+
+async def opened_and_subscribed(opened: list[asyncio.Event], redis_url: str, *, processes: int, timeout=10.0) -> None:
+    """Wait until every stream is open and ``processes`` web processes hold their Redis subscription."""
+    import redis
+
+    await asyncio.wait_for(asyncio.gather(*(event.wait() for event in opened)), timeout)
+    server = redis.Redis.from_url(redis_url)
+    database = str(server.connection_pool.connection_kwargs.get("db", 0))
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        clients = await asyncio.to_thread(server.client_list, _type="pubsub")
+        ours = [c for c in clients if c.get("name") == "finetune-studio-events" and str(c.get("db")) == database]
+        if len(ours) >= processes:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{len(ours)} of {processes} processes subscribed"
+        await asyncio.sleep(0.05)
 
 
 def reached(job_id: int, seq: int):
@@ -93,13 +116,16 @@ def test_two_web_processes_both_deliver_every_line_published_by_a_third(
 
         async def scenario():
             async with httpx.AsyncClient() as client:
+                opened = [asyncio.Event(), asyncio.Event()]
                 readers = [
                     asyncio.create_task(
-                        read_stream(client, f"{base}/api/v1/jobs/{job.id}/logs", token, reached(job.id, 200))
+                        read_stream(
+                            client, f"{base}/api/v1/jobs/{job.id}/logs", token, reached(job.id, 200), opened=ready
+                        )
                     )
-                    for base in (first, second)
+                    for base, ready in zip((first, second), opened, strict=True)
                 ]
-                await asyncio.sleep(1.0)  # both streams open and subscribed
+                await opened_and_subscribed(opened, redis_url, processes=2)
                 await asyncio.to_thread(emit, env, job.id, 20, 10)
                 events = await asyncio.gather(*readers)
                 # A client that dropped after seq 200 resumes on the *other* process with Last-Event-ID.
@@ -148,8 +174,11 @@ def test_live_lines_resume_at_once_after_redis_drops_the_web_processs_subscripti
         async def scenario():
             url = f"{base}/api/v1/jobs/{job.id}/logs"
             async with httpx.AsyncClient() as client:
-                reader = asyncio.create_task(read_stream(client, url, token, reached(job.id, 20), timeout=8))
-                await asyncio.sleep(1.0)
+                opened = asyncio.Event()
+                reader = asyncio.create_task(
+                    read_stream(client, url, token, reached(job.id, 20), timeout=8, opened=opened)
+                )
+                await opened_and_subscribed([opened], redis_url, processes=1)
                 await asyncio.to_thread(emit, env, job.id, 1, 10)
                 assert await asyncio.to_thread(drop_subscriptions) >= 1
                 # Published while the web process has no subscription: these events never reach it,
@@ -157,6 +186,7 @@ def test_live_lines_resume_at_once_after_redis_drops_the_web_processs_subscripti
                 await asyncio.to_thread(emit, env, job.id, 1, 10)
                 first = await asyncio.wait_for(reader, 6)
                 # The new subscription carries live lines again.
+                opened = asyncio.Event()
                 reader = asyncio.create_task(
                     read_stream(
                         client,
@@ -165,9 +195,10 @@ def test_live_lines_resume_at_once_after_redis_drops_the_web_processs_subscripti
                         reached(job.id, 30),
                         headers={"Last-Event-ID": f"job-{job.id}:20"},
                         timeout=8,
+                        opened=opened,
                     )
                 )
-                await asyncio.sleep(1.0)
+                await opened_and_subscribed([opened], redis_url, processes=1)
                 await asyncio.to_thread(emit, env, job.id, 1, 10)
                 return first + await asyncio.wait_for(reader, 6)
 
@@ -203,12 +234,16 @@ def test_events_of_another_studio_on_the_same_redis_server_never_reach_a_stream(
         async def scenario():
             url = f"{base}/api/v1/jobs/{job.id}/logs"
             async with httpx.AsyncClient() as client:
-                reader = asyncio.create_task(read_stream(client, url, token, reached(job.id, 5), timeout=8))
-                await asyncio.sleep(1.0)
+                opened = asyncio.Event()
+                reader = asyncio.create_task(
+                    read_stream(client, url, token, reached(job.id, 5), timeout=8, opened=opened)
+                )
+                await opened_and_subscribed([opened], redis_url, processes=1)
                 # django-eventstream's own channel, and another studio's (same server, another database).
+                # Redis delivers one connection's messages in publish order: were we subscribed to either,
+                # the intruder would arrive before the lines emitted next.
                 for channel in ("events_channel", "finetune-studio:db3:events"):
                     server.publish(channel, json.dumps(intruder))
-                await asyncio.sleep(0.5)
                 await asyncio.to_thread(emit, env, job.id, 1, 5)
                 return await reader
 

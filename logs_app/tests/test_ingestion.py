@@ -4,7 +4,7 @@ import threading
 import pytest
 from django.db import connection
 
-from finetune_studio.events import job_channel
+from logs_app.events import job_channel
 from logs_app.models import LogEntry, LogStream
 from logs_app.parsing import InvalidLine
 from logs_app.services import LogsArchived, log_lines_append

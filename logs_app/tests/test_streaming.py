@@ -7,7 +7,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.test import AsyncClient
 
-from logs_app.fanout import publish_log_event
+from logs_app.events import publish_log_event
 from logs_app.services import encode_logs_event, log_lines_append, log_stream_end
 from logs_app.streaming import JobFeed, Replay, replay_page
 
@@ -242,7 +242,7 @@ def test_an_idle_stream_gets_keep_alives_and_sees_a_lost_end(transactional_db, m
 def test_a_malformed_message_on_the_events_channel_is_ignored_with_a_warning(listen, caplog, settings):
     from django_eventstream.views import get_listener_manager
 
-    from logs_app.fanout import _deliver
+    from finetune_studio.eventstream_patches import _deliver
 
     settings.EVENTS_REDIS_CHANNEL = "finetune-studio:test:events"
     listener = listen("job-7")
@@ -261,7 +261,7 @@ def test_the_redis_subscription_outlives_garbage_collections(redis_url, settings
     import redis
     from django_eventstream.views import get_listener_manager
 
-    from logs_app.fanout import _supervised_redis_listener
+    from finetune_studio.eventstream_patches import _supervised_redis_listener
 
     settings.EVENTSTREAM_REDIS = {"host": "127.0.0.1", "port": 6379, "db": int(redis_url.rsplit("/", 1)[1])}
     settings.EVENTS_REDIS_CHANNEL = f"finetune-studio:test-{id(settings)}:events"

@@ -17,7 +17,7 @@ from finetune_studio.api import Conflict, RequestTooLarge, ServiceUnavailable, S
 from finetune_studio.keys import InvalidName, clean_relative_path
 from finetune_studio.objects import StorageError, bucket
 
-from .. import archive, deploy, selectors, services
+from .. import archive, deploy, deployments, selectors, services
 from ..artifacts import content_type_of
 from ..filters import ModelFilter, StrictOrderingFilter
 from ..models import RegisteredModel
@@ -131,12 +131,12 @@ class ModelViewSet(viewsets.ViewSet):
     queryset = RegisteredModel.objects.none()  # for schema generation; reads go through selectors
 
     def get_queryset(self):
-        return selectors.model_list(self.request.user)
+        return selectors.model_list(user=self.request.user)
 
     def _model(self, pk) -> RegisteredModel:
         if not str(pk).isdigit():
             raise NotFound()
-        return selectors.model_get(self.request.user, pk)
+        return selectors.model_get(user=self.request.user, model_id=pk)
 
     @extend_schema(
         parameters=[
@@ -170,23 +170,17 @@ class ModelViewSet(viewsets.ViewSet):
         serializer = ModelWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            model = services.model_create(
-                owner=request.user,
-                name=data["name"],
-                description=data["description"],
-                base_model=data["base_model"],
-                type=data["type"],
-                status=data["status"],
-                job_id=data["job"],
-                training_metrics=data["training_metrics"],
-            )
-        except services.InvalidJob as exc:
-            raise serializers.ValidationError({"job": [str(exc)]})
-        except services.ModelInvalid as exc:
-            raise serializers.ValidationError(exc.errors)
-        except services.ModelConflict as exc:
-            raise Conflict(str(exc))
+        # ModelsInvalid (400) and ModelsConflict (409) are mapped by the API's exception handler.
+        model = services.model_create(
+            owner=request.user,
+            name=data["name"],
+            description=data["description"],
+            base_model=data["base_model"],
+            type=data["type"],
+            status=data["status"],
+            job_id=data["job"],
+            training_metrics=data["training_metrics"],
+        )
         return Response(_detail_body(request, model), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=ModelUpdateSerializer, responses={200: MODEL_WITH_LINKS})
@@ -201,10 +195,8 @@ class ModelViewSet(viewsets.ViewSet):
         model = self._model(pk)
         serializer = ModelUpdateSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        try:
-            model = services.model_update(model_id=model.id, changes=dict(serializer.validated_data))
-        except services.ModelInvalid as exc:
-            raise serializers.ValidationError(exc.errors)
+        # ModelsInvalid (a model without files made ready) is a 400 through the API's exception handler.
+        model = services.model_update(model_id=model.id, changes=dict(serializer.validated_data))
         return Response(_detail_body(request, model))
 
     @extend_schema(responses={204: None, 503: OpenApiTypes.OBJECT})
@@ -245,7 +237,7 @@ class ModelViewSet(viewsets.ViewSet):
         serializer = ModelDeploySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            model = services.model_deploy_start(model_id=model.id, **serializer.validated_data)
+            model = deployments.model_deploy_start(model_id=model.id, **serializer.validated_data)
         except deploy.DeployRefused as exc:
             return Response({"detail": str(exc), "code": exc.code}, status=exc.status_code)
         return Response(

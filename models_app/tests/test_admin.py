@@ -1,7 +1,6 @@
 from finetune_studio.objects import bucket
 from models_app.models import RegisteredModel
-
-from .helpers import make_model
+from tests.factories import make_model
 
 
 def test_admin_lists_models_and_deletes_through_the_service_files_first(admin_client, alice):

@@ -6,8 +6,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from models_app.models import RegisteredModel
-
-from .helpers import make_job, make_model
+from tests.factories import make_job, make_model, make_trained_job
 
 API = "/api/v1/models"
 
@@ -46,14 +45,14 @@ def test_it_refuses_invalid_registrations_with_the_field_named(alice_api, payloa
 
 
 def test_it_refuses_linking_someone_elses_job(alice_api, bob):
-    job = make_job(bob, artifacts={})
+    job = make_trained_job(bob, artifacts={})
     response = alice_api.post(API, {"name": "a", "base_model": "x", "job": job.id})
     assert response.status_code == 400
     assert "job" in response.json()["errors"]
 
 
 def test_it_refuses_a_second_model_for_the_same_job_with_409(alice_api, alice):
-    job = make_job(alice, artifacts={})
+    job = make_trained_job(alice, artifacts={})
     assert alice_api.post(API, {"name": "a", "base_model": "x", "job": job.id}).status_code == 201
     response = alice_api.post(API, {"name": "b", "base_model": "x", "job": job.id})
     assert response.status_code == 409
@@ -174,7 +173,7 @@ def test_date_filters_take_whole_days_or_exact_times(alice_api, catalogue):
 
 
 def test_job_filter(alice_api, alice, catalogue):
-    job = make_job(alice, artifacts={})
+    job = make_trained_job(alice, artifacts={})
     RegisteredModel.objects.filter(id=catalogue["contract clauses"].id).update(job=job)
     assert names(alice_api.get(f"{API}?job={job.id}")) == ["contract clauses"]
 
@@ -279,7 +278,7 @@ def test_search_and_size_ordering_can_use_their_indexes_on_postgresql(alice):
 
     # Staff-wide (no owner index to fall back on): whether the trigram indexes match Django's SQL for icontains.
     search = RegisteredModel.objects.filter(Q(name__icontains="needle") | Q(description__icontains="needle"))
-    by_size = model_list(alice).order_by("-total_size", "-id")[:50]
+    by_size = model_list(user=alice).order_by("-total_size", "-id")[:50]
     plans = {}
     # A tiny test table: ask whether an index *can* serve the query, not whether the planner would pick it.
     for name, queryset, switches in (

@@ -1,3 +1,4 @@
+import json
 import threading
 import zlib
 from hashlib import sha256
@@ -11,14 +12,13 @@ from finetune_studio.celery import queue_of
 from finetune_studio.objects import StorageError, bucket
 from models_app import services, tasks
 from models_app.models import RegisteredModel
-
-from .helpers import ADAPTER_BYTES, ARTIFACTS, make_job
+from tests.factories import ADAPTER_BYTES, ARTIFACTS, make_trained_job
 
 
 def test_a_succeeded_job_becomes_one_ready_model_with_manifest_metrics_and_paths(
     alice, django_capture_on_commit_callbacks
 ):
-    job = make_job(alice, name="sentiment run", base_model="tiny-llama")
+    job = make_trained_job(alice, name="sentiment run", base_model="tiny-llama")
     with django_capture_on_commit_callbacks(execute=True):
         model = services.model_create_from_job(job_id=job.id)
 
@@ -52,7 +52,7 @@ def test_a_succeeded_job_becomes_one_ready_model_with_manifest_metrics_and_paths
 
 
 def test_a_second_completion_returns_the_same_model(alice):
-    job = make_job(alice)
+    job = make_trained_job(alice)
     first = services.model_create_from_job(job_id=job.id)
     second = services.model_create_from_job(job_id=job.id)
     assert first.id == second.id
@@ -61,7 +61,7 @@ def test_a_second_completion_returns_the_same_model(alice):
 
 @pytest.mark.parametrize("status", ["failed", "cancelled", "running"])
 def test_a_job_that_did_not_succeed_creates_no_model(alice, status):
-    job = make_job(alice, status=status)
+    job = make_trained_job(alice, status=status)
     assert services.model_create_from_job(job_id=job.id) is None
     assert not RegisteredModel.objects.exists()
 
@@ -71,7 +71,7 @@ def test_a_missing_job_creates_no_model(db):
 
 
 def test_unreadable_metrics_are_reported_in_the_model_not_fatal(alice):
-    job = make_job(alice, artifacts={"lora_adapters/adapter_model.safetensors": b"w", "metrics.json": b"{nope"})
+    job = make_trained_job(alice, artifacts={"lora_adapters/adapter_model.safetensors": b"w", "metrics.json": b"{nope"})
     model = services.model_create_from_job(job_id=job.id)
     assert model.status == "ready"
     assert model.training_metrics["final"] == {}
@@ -79,7 +79,7 @@ def test_unreadable_metrics_are_reported_in_the_model_not_fatal(alice):
 
 
 def test_without_metrics_json_the_metrics_the_job_recorded_are_used(alice):
-    job = make_job(alice, artifacts={"gguf/m.gguf": b"GGUF"})
+    job = make_trained_job(alice, artifacts={"gguf/m.gguf": b"GGUF"})
     if not hasattr(job, "metric_points"):
         pytest.skip("the jobs app records no metric points in this checkout")
     job.metrics = {"loss": 0.5}
@@ -93,7 +93,7 @@ def test_without_metrics_json_the_metrics_the_job_recorded_are_used(alice):
 
 
 def test_a_storage_failure_raises_and_writes_nothing(alice, s3_buckets):
-    job = make_job(alice, artifacts={})
+    job = make_trained_job(alice, artifacts={})
     bucket("models").client.delete_bucket(Bucket=bucket("models").name)
     with pytest.raises(StorageError):
         services.model_create_from_job(job_id=job.id)
@@ -101,7 +101,7 @@ def test_a_storage_failure_raises_and_writes_nothing(alice, s3_buckets):
 
 
 def test_the_celery_task_returns_the_model_id(alice):
-    job = make_job(alice)
+    job = make_trained_job(alice)
     model_id = tasks.model_create_from_job.delay(job.id).get()
     assert RegisteredModel.objects.get(id=model_id).job_id == job.id
 
@@ -117,7 +117,7 @@ def test_the_task_keeps_its_name_and_runs_acks_late_on_the_default_queue():
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_duplicate_completions_create_exactly_one_model(django_user_model):
     owner = django_user_model.objects.create_user(username="carol", password="x")
-    job = make_job(owner)
+    job = make_trained_job(owner)
     threads_count = 6
     barrier = threading.Barrier(threads_count)
     results, errors = [], []
@@ -143,10 +143,10 @@ def test_concurrent_duplicate_completions_create_exactly_one_model(django_user_m
 
 
 def test_backfill_creates_models_for_succeeded_jobs_without_one(alice, capsys):
-    done = make_job(alice, name="old run")
-    empty = make_job(alice, name="nothing written", artifacts={})
-    make_job(alice, name="failed run", status="failed")
-    already = make_job(alice, name="has one")
+    done = make_trained_job(alice, name="old run")
+    empty = make_trained_job(alice, name="nothing written", artifacts={})
+    make_trained_job(alice, name="failed run", status="failed")
+    already = make_trained_job(alice, name="has one")
     services.model_create_from_job(job_id=already.id)
 
     call_command("models_backfill")
@@ -158,3 +158,38 @@ def test_backfill_creates_models_for_succeeded_jobs_without_one(alice, capsys):
     assert f"skipped job {empty.id}" in out and "1 created" in out
     call_command("models_backfill", "--include-empty")
     assert RegisteredModel.objects.filter(job=empty).exists()
+
+
+def test_a_success_announced_by_the_jobs_app_creates_the_model_and_its_event_names_the_job(
+    alice, listen, django_capture_on_commit_callbacks
+):
+    from finetune_studio.events import user_channel
+    from jobs.services import job_complete
+
+    job = make_trained_job(alice, status="running")
+    listener = listen(user_channel(alice.id))
+    with django_capture_on_commit_callbacks(execute=True):
+        job_complete(job_id=job.id, status="succeeded")
+    model = RegisteredModel.objects.get(job=job)
+    events = [event.data if isinstance(event.data, dict) else json.loads(event.data) for event in listener.events()]
+    created = [data for data in events if data.get("model_id") == model.id]
+    # The job page reloads on a model event whose job_id is its job (static/jobs/job_detail.js).
+    assert [(data["action"], data["job_id"], data["id"], data["url"]) for data in created] == [
+        ("created", job.id, model.id, f"/models/{model.id}/")
+    ]
+    # Every user-channel event carries the shared keys, whatever its type.
+    assert all({"id", "action", "job_id", "model_id", "url"} <= data.keys() for data in events)
+
+
+def test_beat_backfills_the_models_of_jobs_past_the_grace_and_leaves_recent_ones_to_their_own_creation(alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.MODELS_BACKFILL_GRACE_SECONDS = 300
+    old = make_trained_job(alice, name="old run", finished_at=timezone.now() - timedelta(hours=1))
+    recent = make_trained_job(alice, name="recent run")
+    assert tasks.models_backfill() == 1
+    assert RegisteredModel.objects.filter(job=old).exists()
+    assert not RegisteredModel.objects.filter(job=recent).exists()
+    assert "models_app.models_backfill" in {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}

@@ -3,8 +3,7 @@ import pytest
 from finetune_studio.objects import bucket
 from models_app import services
 from models_app.models import RegisteredModel
-
-from .helpers import make_job, make_model
+from tests.factories import make_model, make_trained_job
 
 API = "/api/v1/models"
 
@@ -24,8 +23,8 @@ def test_deleting_removes_the_files_then_the_model(alice_api, alice):
 
 
 def test_a_job_models_delete_takes_only_that_jobs_artifacts(alice):
-    job_1 = make_job(alice, artifacts={"a.bin": b"1"})
-    jobs = [make_job(alice, artifacts={"a.bin": b"x"}) for _ in range(10)]
+    job_1 = make_trained_job(alice, artifacts={"a.bin": b"1"})
+    jobs = [make_trained_job(alice, artifacts={"a.bin": b"x"}) for _ in range(10)]
     model = services.model_create_from_job(job_id=job_1.id)
     assert services.model_delete(model_id=model.id) == 1
     # users/<id>/jobs/1/ must not match users/<id>/jobs/10/…

@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from models_app import deploy
+from models_app import deploy, deployments
 from models_app.models import RegisteredModel
+from tests.factories import make_model
 
 from .conftest import ADAPTER_CONFIG, ADAPTER_WEIGHTS, DEMO_CHAT_TEMPLATE, adapter_files
-from .helpers import make_model
 
 API = "/api/v1/models"
 RUN = {
@@ -374,11 +374,10 @@ def test_after_a_deploy_evaluate_defaults_to_the_deployed_name(
 
 
 def test_a_restarted_process_requeues_deploys_left_deploying(alice, deploy_ollama):
-    from models_app import services
 
     model = deployable(alice)
-    services.model_deploy_start(model_id=model.id, ollama_name="resumed")  # its task never ran (no commit)
-    assert services.model_deploy_redispatch_unfinished() == 1  # eager: runs it now
+    deployments.model_deploy_start(model_id=model.id, ollama_name="resumed")  # its task never ran (no commit)
+    assert deployments.model_deploy_redispatch_unfinished() == 1  # eager: runs it now
     model.refresh_from_db()
     assert model.deploy_status == "deployed" and model.ollama_name == "resumed"
 
@@ -406,29 +405,20 @@ def test_the_admin_deploy_action_reports_refusals(admin_client, alice, deploy_ol
 
 @pytest.mark.postgres
 def test_two_models_asking_for_one_new_name_at_once_get_one_deploy_and_one_409(
-    transactional_db, alice, deploy_ollama, monkeypatch
+    transactional_db, alice, deploy_ollama, tasks_not_run
 ):
     import threading
-    import time
 
     from django.db import connection
 
-    from models_app import services
-
-    monkeypatch.setattr(services, "_enqueue_deploy", lambda model_id: None)
-    check = services._check_name_free
-
-    def slow_check(model, name):  # widen the window between "the name is free" and taking it
-        check(model, name)
-        time.sleep(0.3)
-
-    monkeypatch.setattr(services, "_check_name_free", slow_check)
     models = [deployable(alice) for _ in range(3)]
     outcomes = []
+    at_once = threading.Barrier(len(models))
 
     def start(model):
         try:
-            services.model_deploy_start(model_id=model.id, ollama_name="shared-name")
+            at_once.wait(10)  # all three check the name at the same moment
+            deployments.model_deploy_start(model_id=model.id, ollama_name="shared-name")
             outcomes.append("deploying")
         except deploy.DeployConflict as exc:
             outcomes.append(str(exc))

@@ -7,8 +7,7 @@ import requests
 
 from finetune_studio.objects import bucket
 from models_app.models import RegisteredModel
-
-from .helpers import make_model
+from tests.factories import make_model
 
 API = "/api/v1/models"
 

@@ -4,8 +4,7 @@ import pytest
 
 from finetune_studio.objects import bucket
 from models_app.models import RegisteredModel
-
-from .helpers import make_model
+from tests.factories import make_model
 
 API = "/api/v1/models"
 FILES = {"lora_adapters/adapter_model.safetensors": b"weights", "notes.md": b"# hi"}

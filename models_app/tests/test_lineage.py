@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 
 from models_app import services
+from tests.factories import make_trained_job
 
 from .conftest import adapter_files
-from .helpers import make_job
 
 API = "/api/v1/models"
 TEMPLATE_SHA = "ab" * 32
@@ -45,7 +45,7 @@ def trained_model(alice):
     )
     metrics = {"final": {"loss": 5.3, "eval_accuracy": 0.9}, "history": [{"step": 1, "loss": 6.5}], "run": RUN}
     files = {**adapter_files(), "metrics.json": json.dumps(metrics).encode()}
-    job = make_job(alice, name="lora run", base_model="/srv/bases/demo-base", artifacts=files)
+    job = make_trained_job(alice, name="lora run", base_model="/srv/bases/demo-base", artifacts=files)
     job.trainer, _ = Trainer.objects.get_or_create(name="lora-sft")
     job.dataset = dataset
     job.hyperparameters = {"epochs": 20, "learning_rate": 0.02}

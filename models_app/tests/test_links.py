@@ -6,8 +6,7 @@ from django.core.cache import cache
 
 from finetune_studio.objects import S3Bucket
 from models_app import selectors
-
-from .helpers import make_model
+from tests.factories import make_model
 
 API = "/api/v1/models"
 FILES = {

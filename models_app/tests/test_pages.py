@@ -4,8 +4,7 @@ import re
 import pytest
 
 from models_app.models import RegisteredModel
-
-from .helpers import make_model
+from tests.factories import make_model
 
 FILES = {"lora_adapters/adapter_model.safetensors": b"w" * 3000, "gguf/m.gguf": b"GGUF" * 10}
 

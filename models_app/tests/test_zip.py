@@ -10,8 +10,7 @@ import requests
 
 from finetune_studio.objects import bucket
 from models_app import archive
-
-from .helpers import make_model
+from tests.factories import make_model
 
 API = "/api/v1/models"
 WEIGHTS = bytes(range(256)) * 2048  # 512 KiB

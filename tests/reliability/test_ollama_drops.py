@@ -29,14 +29,14 @@ def _drop_everything_after(server, requests_seen: int) -> threading.Thread:
 
 
 def test_ollama_dropping_connections_fails_clearly_keeps_partial_results_and_a_retry_skips_them(
-    alice, alice_api, make_model, make_dataset, trained_ollama, settings, django_capture_on_commit_callbacks
+    alice, alice_api, make_model, make_test_set, trained_ollama, settings, django_capture_on_commit_callbacks
 ):
     settings.EVALUATION_MAX_RETRIES = 2
     trained_ollama.latency = 0.03
     trained_ollama.inject("drop", times=2)  # transient: retried, the run goes on
     watcher = _drop_everything_after(trained_ollama, requests_seen=12)
     with django_capture_on_commit_callbacks(execute=True):
-        response = evaluate(alice_api, make_model(alice), make_dataset(alice), concurrency=2)
+        response = evaluate(alice_api, make_model(alice), make_test_set(alice), concurrency=2)
     assert response.status_code == 202, response.content
     watcher.join(timeout=5)
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])

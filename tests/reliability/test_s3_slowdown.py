@@ -9,8 +9,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from finetune_studio.objects import StorageError, bucket
+from logs_app.aggregation import job_log_prefix, log_objects_aggregate
 from logs_app.models import LogCursor, LogEntry
-from logs_app.services import job_log_prefix, log_objects_aggregate
 from models_app.models import RegisteredModel
 from models_app.services import artifacts_manifest
 

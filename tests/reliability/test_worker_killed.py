@@ -130,21 +130,19 @@ def test_a_worker_killed_mid_model_creation_ends_with_exactly_one_model(alice):
 
 
 def test_a_worker_killed_mid_evaluation_is_resumed_without_asking_a_stored_example_again(
-    alice, make_model, make_dataset, trained_ollama, monkeypatch
+    alice, make_model, make_test_set, trained_ollama, tasks_not_run
 ):
     from evaluations import services
 
     trained_ollama.latency = 0.15  # 24 answers at concurrency 2: about 2 s of work
-    # Created through the service, queued on the real broker below (this process would run it eagerly).
-    with monkeypatch.context() as patch:
-        patch.setattr(services, "_enqueue_on_commit", lambda evaluation_id: None)
-        evaluation = services.evaluation_start(
-            user=alice,
-            model=make_model(alice),
-            test_set_path=make_dataset(alice).path,
-            base_model_name="llama3.2:3b",
-            concurrency=2,
-        )
+    # Created through the service; its run is queued on the real broker below (tasks_not_run: not in-process).
+    evaluation = services.evaluation_start(
+        user=alice,
+        model=make_model(alice),
+        test_set_path=make_test_set(alice).path,
+        base_model_name="llama3.2:3b",
+        concurrency=2,
+    )
     lease = 10
     with private_redis() as broker:
         env = service_env(redis_url=broker.url, OLLAMA_URL=trained_ollama.url, EVALUATION_LEASE_SECONDS=str(lease))

@@ -331,12 +331,12 @@ def test_dataset_object_names_are_one_safe_segment(filename):
 def test_test_set_paths_resolve_only_under_the_owner_prefix(path, owner):
     from django.contrib.auth.models import User
 
-    from evaluations.services import EvaluationInputInvalid, test_set_resolve
+    from evaluations.services import EvaluationsInvalid, test_set_resolve
 
     user = User(id=owner, username="u")
     try:
         resolved = test_set_resolve(user=user, path="datasets/users/" + path)
-    except EvaluationInputInvalid:
+    except EvaluationsInvalid:
         return
     assert keys.key_is_under(resolved.key, keys.user_prefix(owner))
 

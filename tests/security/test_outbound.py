@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from evaluations.models import Evaluation
-from evaluations.ollama import OllamaClient, OllamaRequestRefused
+from inference.ollama import OllamaClient, OllamaRequestRefused
 from tests.support.ollama_server import OllamaServer
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,9 @@ Faults are switched at run time: ``latency`` (seconds added per chunk), ``reset_
 ``refuse`` (accept, then reset at once) and ``blackhole`` (accept and never answer).
 ``sever()`` resets every open connection at once (a database restart as its clients see it);
 ``slow_down(times)`` answers the next ``times`` HTTP requests with S3's ``503 SlowDown``
-instead of forwarding them.
+instead of forwarding them; ``die_after(total)`` lets ``total`` response bytes through (all
+connections together), then cuts the one carrying the next byte and refuses every later one
+(the server dies mid-transfer) until ``heal()``.
 No packaged tool does this offline on this machine, so we keep our own.
 """
 
@@ -29,6 +31,8 @@ class FaultProxy:
         self.slowdowns_left = 0
         self.slowdowns_sent = 0
         self.severed = 0
+        self.bytes_back = 0  # response bytes forwarded, all connections together
+        self._die_after: int | None = None
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -58,6 +62,10 @@ class FaultProxy:
         self.refuse = False
         self.blackhole = False
         self.slowdowns_left = 0
+        self._die_after = None
+
+    def die_after(self, total_bytes: int) -> None:
+        self._die_after = total_bytes
 
     def sever(self) -> int:
         """Reset every connection open now (both sides see a dead peer); returns how many."""
@@ -132,7 +140,12 @@ class FaultProxy:
                             client.sendall(data[: max(0, self.reset_after - sent_back)])
                             self._abort(client)
                             return
+                        if self._die_after is not None and self.bytes_back + len(data) > self._die_after:
+                            self.refuse = True
+                            self._abort(client)
+                            return
                         sent_back += len(data)
+                        self.bytes_back += len(data)
                         client.sendall(data)
                     else:
                         upstream.sendall(data)

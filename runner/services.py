@@ -6,7 +6,10 @@ trainer in its own process group with the contract's environment (docs/trainers.
 ships every stdout/stderr line to the logs pipeline in small batches as it comes,
 renews the lease, ends the process group on cancel, lease loss or timeout (SIGTERM,
 then SIGKILL after a grace period), uploads OUTPUT_DIR to the job's prefix in the
-models bucket, and settles the job through ``services.job_complete``.
+models bucket, and settles the job through ``jobs.services.job_complete``.
+
+It sits above logs_app (its lines go through ``log_lines_append``) and above jobs, which knows
+it only by the name of its Celery task (``jobs.services.RUN_TASK``).
 
 All database work happens on the runner's own thread; the reader threads only read pipes.
 """
@@ -31,10 +34,10 @@ from django.db import DatabaseError
 from django.db.models import Q
 
 from finetune_studio import base_models, keys, objects
+from jobs import hyperparameters, services
+from jobs.models import Job
+from logs_app.services import log_lines_append
 from trainers.launch import launch_command
-
-from . import hyperparameters, services
-from .models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +103,6 @@ class _LineShipper:
         return time.monotonic() - self.oldest >= settings.JOB_LOG_BATCH_SECONDS
 
     def flush(self) -> None:
-        from logs_app.services import log_lines_append
-
         if self.job_gone:
             self.pending.clear()
         if self.dropped:

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.models import Job
-from jobs.runner import run_job
+from runner.services import run_job
 
 
 class Command(BaseCommand):

@@ -1,6 +1,7 @@
-"""A small Ollama HTTP client for evaluations: one chat call with retries, and the model list.
+"""A small Ollama HTTP client: chat with retries, the model list, and the calls a deploy makes.
 
-No Django here: the Celery task and ``scripts/evaluate_model.py`` share it. Errors are
+No Django here: the Celery tasks and ``scripts/evaluate_model.py`` share it (``inference.clients``
+builds it from the settings). Errors are
 typed so callers can tell "retry later" (timeouts, dropped connections, 5xx, 429,
 malformed answers) from "stop now" (unknown model, refused request, unreachable server).
 """
@@ -8,6 +9,7 @@ malformed answers) from "stop now" (unknown model, refused request, unreachable 
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +18,27 @@ import requests
 from requests.adapters import HTTPAdapter
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# The one rule for Ollama model names, wherever a name comes in (a deploy's target and base, an
+# evaluation's candidates): [host/][namespace/]name[:tag] of letters, digits, '.', '_' and '-'.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}(:[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+MODEL_NAME_MAX = 150
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why ``name`` is not an Ollama model name, or None when it is one."""
+    if not name:
+        return "is empty"
+    if len(name) > MODEL_NAME_MAX:
+        return f"is longer than {MODEL_NAME_MAX} characters"
+    if not MODEL_NAME.match(name) or ".." in name:
+        return f"{name[:60]!r} is not an Ollama model name ([namespace/]name[:tag]; letters, digits, '.', '_', '-')"
+    return None
+
+
+def normalize_model_name(name: str) -> str:
+    """Ollama resolves ``name`` as ``name:latest``."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 class OllamaError(Exception):

@@ -1,14 +1,11 @@
 from django.urls import reverse
-from django.utils import timezone
 
-from jobs.models import Dataset, Job, Trainer
+from jobs.models import Dataset, Job
+from tests.factories import make_job, make_model
 
 
 def _job(owner, name, status, **extra):
-    trainer = Trainer.objects.get(name="external")
-    if status in Job.FINISHED:
-        extra.setdefault("finished_at", timezone.now())
-    return Job.objects.create(owner=owner, name=name, base_model="llama", trainer=trainer, status=status, **extra)
+    return make_job(owner, name=name, status=status, trainer="external", **extra)
 
 
 def test_dashboard_shows_only_the_users_own_work(alice_browser, alice, bob):
@@ -47,3 +44,11 @@ def test_list_pages_keep_their_filters_across_pages(alice_browser, alice, settin
         _job(alice, f"job-{index}", Job.Status.RUNNING)
     page = alice_browser.get(reverse("job-list"), {"status": "running"}).content.decode()
     assert "?status=running&amp;page=2" in page and "Page 1 of 2" in page
+
+
+def test_the_storage_card_counts_every_model_and_says_which_have_no_files(alice_browser, alice, bob):
+    make_model(alice, name="with-files", files={"weights.bin": b"w" * (2 * 1024 * 1024)})
+    make_model(alice, name="empty-record")
+    make_model(bob, name="bobs", files={"a.bin": b"a"})
+    page = alice_browser.get(reverse("dashboard")).content.decode()
+    assert "models · 2 models (1 without files)" in page and "2.0\xa0MB" in page

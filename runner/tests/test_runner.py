@@ -12,9 +12,10 @@ import pytest
 from django.db import connection
 
 from finetune_studio.objects import bucket
-from jobs import runner, services
+from jobs import services
 from jobs.models import Job, Trainer
 from logs_app.models import LogEntry
+from runner.services import run_job
 from tests.support.processes import ROOT, service_env
 
 
@@ -79,7 +80,7 @@ def test_a_failing_trainer_fails_the_job_with_its_exit_code_and_last_error(
     alice, alice_dataset, slow_trainer, queued_job, model_creations
 ):
     job = queued_job(alice, alice_dataset, slow_trainer, seconds=0, exit_code=3)
-    assert runner.run_job(job_id=job.id) == "failed"
+    assert run_job(job_id=job.id) == "failed"
     job.refresh_from_db()
     assert (job.status, job.exit_code) == ("failed", 3)
     assert job.error_message == "trainer exited with code 3: giving up with exit code 3"
@@ -93,7 +94,7 @@ def test_the_trainer_gets_the_contract_env_and_no_worker_secrets(
 ):
     monkeypatch.setenv("SECRET_KEY", "do-not-leak")
     job = queued_job(alice, alice_dataset, slow_trainer, seconds=0.2, artifact=True)
-    assert runner.run_job(job_id=job.id) == "succeeded"
+    assert run_job(job_id=job.id) == "succeeded"
     lines = list(LogEntry.objects.filter(job=job, source="stdout").values_list("message", flat=True))
     assert f"env JOB_ID={job.id} HP_SECONDS=0.2" in lines
     assert "secret visible: False" in lines
@@ -108,7 +109,7 @@ def test_a_trainer_past_its_timeout_is_stopped_and_failed(
     pid_file = tmp_path / "pid"
     job = queued_job(alice, alice_dataset, slow_trainer, seconds=30, pid_file=str(pid_file))
     started = time.monotonic()
-    assert runner.run_job(job_id=job.id) == "timeout"
+    assert run_job(job_id=job.id) == "timeout"
     assert time.monotonic() - started < 8
     job.refresh_from_db()
     assert job.status == "failed"
@@ -121,7 +122,7 @@ def run_in_thread(job_id):
 
     def target():
         try:
-            outcome["result"] = runner.run_job(job_id=job_id)
+            outcome["result"] = run_job(job_id=job_id)
         finally:
             connection.close()
 
@@ -158,7 +159,7 @@ def test_cancel_while_running_ends_the_process_group(
 def test_a_redelivered_run_of_a_claimed_job_runs_nothing(alice, alice_dataset, slow_trainer, queued_job):
     job = queued_job(alice, alice_dataset, slow_trainer, seconds=0)
     assert services.job_claim(job_id=job.id, lease_owner="another-worker")
-    assert runner.run_job(job_id=job.id) == "not-claimed"
+    assert run_job(job_id=job.id) == "not-claimed"
     assert Job.objects.get(id=job.id).lease_owner == "another-worker"
 
 
@@ -196,12 +197,12 @@ def test_a_worker_killed_mid_run_is_failed_by_the_sweeper_and_never_rerun(
     assert job.status == "failed"
     assert job.error_message.startswith("worker stopped sending heartbeats (last at ")
     # A redelivered task (acks_late + reject_on_worker_lost) must not run it again.
-    assert runner.run_job(job_id=job.id) == "not-claimed"
+    assert run_job(job_id=job.id) == "not-claimed"
 
 
 @pytest.mark.django_db
 def test_standalone_restart_requeues_queued_jobs_and_fails_orphaned_running_ones(
-    alice, alice_dataset, slow_trainer, queued_job, monkeypatch
+    alice, alice_dataset, slow_trainer, queued_job, tasks_not_run
 ):
     import socket
 
@@ -212,10 +213,9 @@ def test_standalone_restart_requeues_queued_jobs_and_fails_orphaned_running_ones
     dead_pid = 999_999  # above any pid in use here
     assert services.job_claim(job_id=orphan.id, lease_owner=f"{socket.gethostname()}:{dead_pid}:old:run")
     assert services.job_claim(job_id=alive.id, lease_owner="other-host:1:tok:run")
-    dispatched = []
-    monkeypatch.setattr(services, "_dispatch_local_run", lambda job_id, queue: dispatched.append(job_id))
+    tasks_not_run()  # the first dispatches, at creation
     assert services.job_redispatch_unfinished() == 2
-    assert dispatched == [queued.id]
+    assert tasks_not_run() == [(services.RUN_TASK, [queued.id], "training")]
     assert Job.objects.get(id=orphan.id).status == "failed"
     assert "is gone" in Job.objects.get(id=orphan.id).error_message
     assert Job.objects.get(id=alive.id).status == "running"
@@ -270,8 +270,8 @@ def test_a_lost_job_is_sent_again_once_per_period_not_by_every_sweep(
 @pytest.mark.django_db
 def test_a_message_sent_twice_runs_the_job_once(alice, alice_dataset, slow_trainer, queued_job):
     job = queued_job(alice, alice_dataset, slow_trainer, seconds=0)
-    assert runner.run_job(job_id=job.id) != "not-claimed"
-    assert runner.run_job(job_id=job.id) == "not-claimed"
+    assert run_job(job_id=job.id) != "not-claimed"
+    assert run_job(job_id=job.id) == "not-claimed"
 
 
 def test_the_sweeper_and_poller_are_scheduled_and_the_redispatcher_registered(settings):

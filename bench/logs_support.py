@@ -85,7 +85,7 @@ def create_jobs(count: int) -> tuple[str, list[int]]:
 
 def start_emitter(job_id: int, *, rate: float, lines_per_batch: int, duration: float, mode: str = "append"):
     """A separate process writing ``rate`` batches/s (0 = as fast as possible) through log_lines_append."""
-    command = [sys.executable, "-m", "logs_app.bench_support", "emit", str(job_id), str(rate)]
+    command = [sys.executable, "-m", "bench.logs_support", "emit", str(job_id), str(rate)]
     command += [str(lines_per_batch), str(duration), mode]
     return subprocess.Popen(command, cwd=ROOT, env=service_env(), stdout=subprocess.PIPE, text=True)
 

@@ -1,26 +1,43 @@
-"""Our use of django-eventstream's fan-out: publishing log batches, and changes to its listeners.
+"""Every change this studio makes to django-eventstream, in one place, applied from the core's ``ready()``.
 
-- ``publish_log_event`` sends a batch with its own id (the batch's last seq), through Redis
-  pub/sub to every web process when EVENTSTREAM_REDIS is set, else to this process's listeners.
-- ``tune_listeners`` (called once at start-up) makes the library's per-stream loop cheaper,
-  wakes listeners without the event loop's self-pipe, moves events to a Redis channel of this
-  studio's own, and keeps the Redis subscriber alive: the library starts it once and, when
-  Redis drops the connection, never again, so a web process would stop delivering live events
-  for good after a Redis restart.
+The library serves the user event streams (``/events/``) and fans out every event, log batches
+included. Each change below says why it exists; all of them follow django-eventstream 5.3's code
+and are applied only to 5.3.x (``SUPPORTED``): another version keeps its own behaviour, with a
+warning, until the changes are checked against it. They are small on purpose, to be offered upstream.
+
+1. ``MAX_PENDING``: an open stream may queue LOG_STREAM_LISTENER_PENDING events instead of 10
+   before it is flagged "overflow" and re-reads from storage (a burst of log batches is normal).
+2. ``Listener.wake_threadsafe``: waking a listener from its own event loop (the Redis subscriber
+   runs there) sets its ``asyncio.Event`` directly; ``call_soon_threadsafe`` wrote to the loop's
+   self-pipe once per listener per event. Wakes from other threads (standalone mode's worker) still
+   go through it.
+3. ``views.stream`` becomes ``lean_stream``: the same protocol with less work per event (no task,
+   waiter and timer per wait; bodies joined once).
+4. ``ListenerManager.start_redis_listener``: the library starts its Redis subscriber once and,
+   when Redis drops the connection, never again, so a web process would stop delivering live events
+   for good after a Redis restart. Ours subscribes again, and each new subscription makes the open
+   streams catch up from storage (``on_redis_subscribed`` callbacks, the library's listeners flagged).
+5. The Redis channel: events go through EVENTS_REDIS_CHANNEL instead of the library's fixed
+   ``events_channel``. Pub/sub ignores database numbers, so two studios (or a test run and a
+   benchmark) on one Redis server would otherwise deliver each other's events, log lines included.
+
+``publish_encoded`` sends an already-encoded event with its own id (the log batches: the rows are
+their storage) through the same fan-out.
 """
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from importlib.metadata import version
 
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django_eventstream.event import Event
 
-from finetune_studio.events import job_channel
-
 logger = logging.getLogger(__name__)
+
+SUPPORTED = "5.3."
 
 _RESUBSCRIBE_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -35,15 +52,15 @@ def on_redis_subscribed(callback: Callable[[], None]) -> None:
     _on_subscribed.append(callback)
 
 
-def publish_log_event(job_id: int, event_type: str, payload: str, event_id: int) -> None:
-    """Send an already-encoded event on ``job-<id>`` with the given id (no storage write: the rows are it).
+def publish_encoded(channel: str, event_type: str, payload: str, event_id: int) -> None:
+    """Send an already-encoded event on ``channel`` with the given id (no storage write: the caller's rows are it).
 
-    A failed fan-out is logged, not raised: the lines are committed and clients catch up from the table.
+    Through Redis pub/sub to every web process when EVENTSTREAM_REDIS is set, else to this process's
+    listeners. A failed fan-out is logged, not raised: the rows are committed and clients catch up from them.
     """
     from django_eventstream import eventstream
     from django_eventstream.views import get_listener_manager
 
-    channel = job_channel(job_id)
     try:
         if eventstream.redis_client is not None:
             message = {"channel": channel, "event_type": event_type, "data": payload, "pub_id": str(event_id)}
@@ -56,37 +73,26 @@ def publish_log_event(job_id: int, event_type: str, payload: str, event_id: int)
         )
 
 
-def tune_listeners() -> None:
-    """Changes to django-eventstream 5.3's in-process fan-out (the user event streams use it as is otherwise).
-
-    - Each open stream may queue LOG_STREAM_LISTENER_PENDING events instead of 10 before it is
-      flagged "overflow" and re-reads from storage.
-    - Waking a listener from its own event loop (the Redis subscriber runs there) sets its
-      ``asyncio.Event`` directly; ``call_soon_threadsafe`` wrote to the loop's self-pipe once per
-      listener per event. Wakes from other threads (standalone mode's worker) still go through it.
-    - The Redis subscriber is restarted when Redis drops it, and each new subscription makes the
-      open streams catch up from storage (see ``_supervised_redis_listener``).
-    - Events go through the Redis channel EVENTS_REDIS_CHANNEL instead of the library's fixed
-      ``events_channel``: pub/sub ignores database numbers, so two studios (or a test run and a
-      benchmark) on one Redis server would otherwise deliver each other's events, log lines included.
-    """
-    from importlib.metadata import version
-
+def apply() -> bool:
+    """Apply the changes (idempotent); False, with a warning, on a library version they were not written for."""
+    installed = version("django-eventstream")
+    if not installed.startswith(SUPPORTED):
+        logger.warning(
+            "django-eventstream %s: the studio's changes (written for %sx) are not applied; "
+            "the library's own stream loop and Redis subscriber are used",
+            installed,
+            SUPPORTED,
+        )
+        return False
     from django_eventstream import eventstream, views
 
-    views.MAX_PENDING = max(views.MAX_PENDING, settings.LOG_STREAM_LISTENER_PENDING)
-    views.Listener.wake_threadsafe = _wake_listener
-    # ``lean_stream`` and the supervisor follow this version's code; another version keeps its own.
-    if version("django-eventstream").startswith("5.3."):
-        views.stream = lean_stream
-        views.ListenerManager.start_redis_listener = _supervised_redis_listener
-        if eventstream.redis_client is not None and not isinstance(eventstream.redis_client, _OurChannel):
-            eventstream.redis_client = _OurChannel(eventstream.redis_client)
-    else:
-        logger.warning(
-            "django-eventstream %s: its own stream loop and Redis subscriber are kept (ours follow 5.3)",
-            version("django-eventstream"),
-        )
+    views.MAX_PENDING = max(views.MAX_PENDING, settings.LOG_STREAM_LISTENER_PENDING)  # 1
+    views.Listener.wake_threadsafe = _wake_listener  # 2
+    views.stream = lean_stream  # 3
+    views.ListenerManager.start_redis_listener = _supervised_redis_listener  # 4
+    if eventstream.redis_client is not None and not isinstance(eventstream.redis_client, _OurChannel):  # 5
+        eventstream.redis_client = _OurChannel(eventstream.redis_client)
+    return True
 
 
 def _wake_listener(listener) -> None:
@@ -187,7 +193,7 @@ async def lean_stream(event_request, listener) -> AsyncIterator[str]:
     listener waits for its next event, and builds each body by string concatenation. Here a
     listener waits on its event under ``asyncio.timeout`` (no task), bodies are joined once,
     and reading from storage (first read, ``more``, overflow, items queued during a read) is unchanged.
-    Job log streams do not use it (see ``logs_app.streaming``); the user event streams do.
+    Job log streams do not use it (they have their own loop, ``logs_app.streaming``); the user event streams do.
     """
     from django_eventstream.eventstream import EventPermissionError, get_events
     from django_eventstream.utils import make_id, sse_encode_error, sse_encode_event

@@ -4,7 +4,7 @@ import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
 
-from ..models import Dataset, Job
+from .models import Dataset, Job
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):

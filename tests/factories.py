@@ -1,0 +1,165 @@
+"""The one set of builders for test data. Plain functions; the root conftest offers them as fixtures too.
+
+- ``make_dataset``: a dataset uploaded through ``jobs.services.dataset_create`` (validated, stored).
+- ``make_test_set``: a dataset row and its object written as given, for files the upload would refuse.
+- ``make_job``: a job row in any status, as the jobs app keeps it (no run).
+- ``make_trained_job``: a succeeded external job whose artifacts (``ARTIFACTS`` by default) are in storage.
+- ``make_queued_job``: a job created and queued through ``jobs.services.job_create``.
+- ``make_model``: a registered model, its files put in storage under its own prefix.
+"""
+
+import json
+from datetime import timedelta
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
+
+from finetune_studio.objects import bucket
+
+SAMPLE_ROWS = [
+    {
+        "instruction": "Classify the clause.",
+        "input": f"The Supplier shall pay invoice {i} within 30 days.",
+        "output": "payment_terms",
+    }
+    for i in range(12)
+] + [
+    {
+        "instruction": "Classify the clause.",
+        "input": f"This Agreement is governed by the laws of state {i}.",
+        "output": "governing_law",
+    }
+    for i in range(8)
+]
+LABELS = ["positive", "negative", "neutral"]
+METRICS = {
+    "final": {"loss": 0.42, "accuracy": 0.91, "epoch": 3},
+    "history": [{"step": step, "loss": round(2.0 / step, 4), "epoch": step / 10} for step in range(1, 31)],
+    "eval": [{"epoch": 1, "eval_loss": 0.8, "eval_accuracy": 0.7}],
+}
+ADAPTER_BYTES = bytes(range(256)) * 300
+ARTIFACTS = {
+    "lora_adapters/adapter_model.safetensors": ADAPTER_BYTES,
+    "lora_adapters/adapter_config.json": json.dumps({"r": 8, "lora_alpha": 16}).encode(),
+    "lora_adapters/tokenizer.json": b'{"version": "1.0"}',
+    "gguf/model-q4.gguf": b"GGUF" + b"\x00" * 5000,
+    "metrics.json": json.dumps(METRICS).encode(),
+}
+
+
+def jsonl(rows) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def sample_records(count: int = 12) -> list[dict]:
+    """Labelled test records (text → one of LABELS)."""
+    return [{"text": f"Example {i}: the clause reads {'xyz'[i % 3]}{i}.", "label": LABELS[i % 3]} for i in range(count)]
+
+
+def make_dataset(owner, rows=None, filename="train.jsonl", name=""):
+    from jobs import services
+
+    upload = SimpleUploadedFile(filename, jsonl(rows or SAMPLE_ROWS))
+    return services.dataset_create(owner=owner, uploaded_file=upload, name=name)
+
+
+_test_set_numbers = iter(range(1, 1_000_000))
+
+
+def make_test_set(owner, records=None, *, filename="test.jsonl", raw: bytes | None = None, labels=None):
+    from jobs.models import Dataset
+
+    records = sample_records() if records is None else records
+    number = next(_test_set_numbers)
+    path = f"datasets/users/{owner.id}/datasets/0000000{number}-test/{filename}"
+    data = raw if raw is not None else "\n".join(json.dumps(record) for record in records).encode()
+    bucket("datasets").put_bytes(path.removeprefix("datasets/"), data)
+    found_labels = sorted({r["label"] for r in records if isinstance(r, dict) and "label" in r})
+    return Dataset.objects.create(
+        owner=owner,
+        name=f"test set {number}",
+        path=path,
+        original_filename=filename,
+        format=filename.rsplit(".", 1)[-1],
+        size_bytes=len(data),
+        records=len(records),
+        labels=found_labels if labels is None else labels,
+    )
+
+
+def make_job(
+    owner,
+    *,
+    status="running",
+    trainer="example",
+    name: str | None = None,
+    base_model="tiny-llama",
+    finished_days_ago: float | None = None,
+    artifacts: dict[str, bytes] | None = None,
+    **fields,
+):
+    """A job row (started an hour ago); ``artifacts`` are written under its prefix in the models bucket."""
+    from jobs.models import Job, Trainer
+
+    trainer_row, _ = Trainer.objects.get_or_create(name=trainer)
+    if status in Job.FINISHED:
+        fields.setdefault("finished_at", timezone.now() - timedelta(days=finished_days_ago or 0))
+    job = Job.objects.create(
+        owner=owner,
+        name=name or f"{owner.username}-job",
+        base_model=base_model,
+        trainer=trainer_row,
+        status=status,
+        started_at=timezone.now() - timedelta(hours=1),
+        **fields,
+    )
+    job.storage_prefix = f"users/{owner.id}/jobs/{job.id}/"
+    job.save(update_fields=["storage_prefix"])
+    models_bucket = bucket("models")
+    for path, data in (artifacts or {}).items():
+        models_bucket.put_bytes(job.storage_prefix + path, data)
+    return job
+
+
+def make_trained_job(owner, *, status="succeeded", name="sentiment run", artifacts=None, **fields):
+    return make_job(
+        owner,
+        status=status,
+        trainer="external",
+        name=name,
+        artifacts=ARTIFACTS if artifacts is None else artifacts,
+        **fields,
+    )
+
+
+def make_queued_job(owner, dataset, trainer, **hyperparameters):
+    from jobs import services
+
+    return services.job_create(
+        owner=owner,
+        name="test job",
+        base_model="tiny-base",
+        dataset_id=dataset.id if dataset else None,
+        trainer_name=trainer.name if hasattr(trainer, "name") else trainer,
+        hyperparameters_given=hyperparameters,
+    )
+
+
+def make_model(owner, *, files=None, name="my model", base_model="tiny-llama", status="ready", **fields):
+    """A model registered as the API does, its files put in storage under its own prefix."""
+    from models_app import artifacts
+    from models_app.models import RegisteredModel
+    from models_app.services import artifacts_manifest
+
+    model = RegisteredModel.objects.create(owner=owner, name=name, base_model=base_model, status=status, **fields)
+    model.storage_path = f"users/{owner.id}/models/{model.id}/"
+    models_bucket = bucket("models")
+    for path, data in (files or {}).items():
+        models_bucket.put_bytes(model.storage_path + path, data)
+    model.files = artifacts_manifest(model.storage_path) if files else []
+    derived = artifacts.summarize(model.files, storage_path=model.storage_path)
+    model.total_size = derived["total_size"]
+    model.lora_adapters_path = derived["lora_adapters_path"]
+    model.gguf_path = derived["gguf_path"]
+    model.save()
+    return model
