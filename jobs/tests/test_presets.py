@@ -66,13 +66,20 @@ def test_the_job_form_proposes_the_preset_and_says_what_it_sets(alice_browser, d
 
 
 def test_a_job_started_from_the_form_with_the_preset_records_it(alice_browser, alice, make_dataset, demo_base):
+    from jobs.forms import HP_PREFIX, JobForm
+    from jobs.models import Trainer
+
     dataset = make_dataset(alice)
+    # What a browser sends: every field of the form as the page filled it in (the preset for demo-base).
+    proposed = JobForm(user=alice, trainer=Trainer.objects.get(name="lora-sft"), base_model="demo-base")
     form = {"name": "from the form", "base_model": "demo-base", "trainer": "lora-sft", "dataset": dataset.id}
-    form |= {f"hp_{key}": value for key, value in DEMO_PRESET.items()}
+    for name, field in proposed.fields.items():
+        if name.startswith(HP_PREFIX) and field.initial not in (None, False):
+            form[name] = "on" if field.initial is True else field.initial
 
     response = alice_browser.post("/jobs/new/", form)
 
-    assert response.status_code == 302
+    assert response.status_code == 302, response.context["form"].errors
     assert Job.objects.get(name="from the form").preset == "demo-base"
 
 
