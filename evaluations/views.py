@@ -238,7 +238,7 @@ def evaluation_retry(request, pk: int):
         raise Http404("No such evaluation.")
     try:
         services.evaluation_retry(evaluation=evaluation)
-    except services.EvaluationStateConflict as exc:
+    except services.EvaluationsConflict as exc:
         reason = str(exc)
         messages.warning(request, reason[:1].upper() + reason[1:] + ".")
     except services.EvaluationQueueUnavailable as exc:

@@ -100,7 +100,7 @@ def test_a_model_without_files_cannot_be_made_ready_but_one_with_files_can(alice
 def test_a_job_that_wrote_nothing_leaves_a_model_awaiting_files_not_a_ready_one(alice):
     from models_app.services import model_create_from_job
 
-    job = make_job(alice, artifacts={})
+    job = make_job(alice, status="succeeded", artifacts={})
     assert model_create_from_job(job_id=job.id).status == "pending"
 
 

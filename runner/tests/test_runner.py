@@ -233,11 +233,14 @@ def _unclaimed_for(job, seconds: float) -> None:
 
 @pytest.mark.django_db
 def test_the_sweeper_runs_a_queued_job_whose_message_was_lost(
-    alice, alice_dataset, slow_trainer, queued_job, settings, django_capture_on_commit_callbacks
+    alice, alice_dataset, slow_trainer, queued_job, tasks_not_run, settings
 ):
-    job = queued_job(alice, alice_dataset, slow_trainer, seconds=0)  # its message never went out
+    job = queued_job(alice, alice_dataset, slow_trainer, seconds=0)
+    sent_at_creation = len(tasks_not_run())  # drained: that message is lost
     _unclaimed_for(job, settings.QUEUED_REDISPATCH_SECONDS + 1)
-    assert services.job_sweep_stale() == 1  # the broker (eager here) runs the job at once
+    assert services.job_sweep_stale() == 1
+    assert tasks_not_run()[sent_at_creation:] == [("jobs.job_run_local", [job.id], slow_trainer.queue)]
+    assert run_job(job_id=job.id) == "succeeded"  # what a worker does with the message sent again
     job.refresh_from_db()
     assert job.status == "succeeded", job.error_message
     assert services.job_sweep_stale() == 0
