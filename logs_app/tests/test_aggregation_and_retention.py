@@ -4,6 +4,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
@@ -177,11 +178,46 @@ def test_a_failed_archive_upload_keeps_every_row(old_job, s3_buckets):
     assert not LogStream.objects.get(job=old_job).is_archived
 
 
-def test_a_mismatching_read_back_keeps_every_row(old_job, monkeypatch):
-    monkeypatch.setattr(retention, "_verify_archive", lambda key: (49, 49, "0" * 64))
+def test_a_mismatching_read_back_keeps_every_row(old_job, storage_spy):
+    """Another writer replaces the archive between its upload and the read-back: the rows stay."""
+    import time
+
+    import boto3
+    from botocore.exceptions import ClientError
+
+    key = retention.archive_key(owner_id=old_job.owner_id, job_id=old_job.id)
+    bucket_name = django_settings.BUCKETS["logs"]
+    host, port = storage_spy.upstream
+    direct = boto3.client(
+        "s3",
+        endpoint_url=f"http://{host}:{port}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name=django_settings.S3_REGION,
+    )
+    storage_spy.latency = 1.0  # every answer of storage is a second late: the upload's too, once it is stored
+    replaced = threading.Event()
+
+    def replace_once_stored():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                direct.head_object(Bucket=bucket_name, Key=key)
+            except ClientError:
+                time.sleep(0.02)
+                continue
+            direct.put_object(Bucket=bucket_name, Key=key, Body=gzip.compress(b'{"seq": 1, "message": "other"}\n'))
+            replaced.set()
+            return
+
+    writer = threading.Thread(target=replace_once_stored)
+    writer.start()
     with pytest.raises(retention.ArchiveVerificationFailed):
         log_archive_job(job_id=old_job.id)
+    writer.join(20)
+    assert replaced.is_set()
     assert LogEntry.objects.filter(job=old_job).count() == 50
+    assert not LogStream.objects.get(job=old_job).is_archived
 
 
 def test_the_beat_task_archives_through_the_queue(old_job):
