@@ -402,3 +402,74 @@ def test_two_models_asking_for_one_new_name_at_once_get_one_deploy_and_one_409(
     assert sorted(outcomes)[-1] == "deploying" and outcomes.count("deploying") == 1
     assert all("another registered model" in outcome for outcome in outcomes if outcome != "deploying")
     assert RegisteredModel.objects.filter(deploy_status="deploying").count() == 1
+
+
+def test_a_failed_redeploy_keeps_the_live_deployment_beside_the_failed_attempt(
+    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+    assert model.deploy_status == "deployed"
+    live_digest, live_deployed_at, updated_at = model.ollama_digest, model.deployed_at, model.updated_at
+
+    # The redeploy fails at create: Ollama still serves the first deployment, untouched.
+    deploy_ollama.inject("status", status=500, paths=("/api/create",), message="disk full")
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+
+    assert model.deploy_status == "failed" and "disk full" in model.deploy_error
+    assert model.ollama_name == "clauses-v1" and model.ollama_digest == live_digest
+    assert model.deployed_at == live_deployed_at and model.updated_at == updated_at  # a deploy is not an edit
+    assert model.deploy_details["error_code"] == "ollama_unavailable"  # the attempt, as before (a 5xx)
+
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    live = body["deployment"]
+    assert live["name"] == "clauses-v1" and live["base"] == "finetune-studio/demo-llama"
+    assert live["digest"] == live_digest and live["deployed_at"] == live_deployed_at.isoformat()
+    assert live["template"]["family"] == "chatml" and live["template"]["applied"] is True
+    assert live["smoke"]["answer"] == "ready"
+    assert live["still_served"] is True  # checked in Ollama's /api/tags after the failure
+    attempt = body["deploy_attempt"]
+    assert attempt["status"] == "failed" and "disk full" in attempt["error"]
+    assert attempt["error_code"] == "ollama_unavailable" and attempt["target"] == "clauses-v1"
+    assert attempt["started_at"] and attempt["finished_at"] >= attempt["started_at"]
+    assert body["deploy_status"] == "failed" and body["ollama_digest"] == live_digest  # old keys kept
+    assert body["updated_at"] == alice_api.get(f"{API}/{model.id}").json()["model"]["updated_at"]
+
+    ollama = body["lineage"]["ollama"]
+    assert ollama["name"] == "clauses-v1" and ollama["digest"] == live_digest
+    assert ollama["smoke_answer"] == "ready" and ollama["template_family"] == "chatml"
+    assert ollama["last_attempt"]["status"] == "failed" and "disk full" in ollama["last_attempt"]["error"]
+
+    page = alice_browser.get(f"/models/{model.id}/").content.decode()
+    assert "<code data-ollama-name>clauses-v1</code>" in page and live_digest[:10] in page
+    assert "data-live-smoke>ready<" in page and "chatml" in page
+    assert "data-deploy-error>" in page and "disk full" in page
+    assert "Last deploy attempt failed" in page and "still serves" in page
+
+
+def test_a_successful_redeploy_moves_the_live_record_and_clears_the_attempts_error(
+    alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="first")
+    deploy_ollama.inject("status", status=500, paths=("/api/create",), message="disk full", times=1)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="second")
+    assert model.ollama_name == "first" and model.deploy_status == "failed"
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="second")
+
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    assert body["deployment"]["name"] == "second" and body["deployment"]["digest"] == sha(b"second:latest")
+    assert body["deploy_attempt"]["status"] == "deployed" and body["deploy_attempt"]["error"] == ""
+    assert body["lineage"]["ollama"]["last_attempt"]["status"] == "deployed"
+
+
+def test_a_model_never_deployed_has_no_live_deployment_even_after_a_failed_attempt(
+    alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    deploy_ollama.inject("status", status=500, paths=("/api/create",), message="disk full")
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks)
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    assert body["deployment"] is None and body["deploy_attempt"]["status"] == "failed"
+    assert body["lineage"]["ollama"]["name"] is None
