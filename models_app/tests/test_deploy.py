@@ -473,3 +473,49 @@ def test_a_model_never_deployed_has_no_live_deployment_even_after_a_failed_attem
     body = alice_api.get(f"{API}/{model.id}").json()["model"]
     assert body["deployment"] is None and body["deploy_attempt"]["status"] == "failed"
     assert body["lineage"]["ollama"]["name"] is None
+
+
+def test_a_failed_redeploy_says_so_when_ollama_no_longer_serves_the_live_deployment(
+    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+    deploy_ollama.remove_model("clauses-v1")  # someone ran `ollama rm clauses-v1`
+    deploy_ollama.inject("status", status=500, paths=("/api/create",), message="disk full")
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+
+    live = alice_api.get(f"{API}/{model.id}").json()["model"]["deployment"]
+    assert live["name"] == "clauses-v1" and live["still_served"] is False
+    assert live["checked"]["reason"] == "Ollama no longer lists 'clauses-v1'"
+    page = alice_browser.get(f"/models/{model.id}/").content.decode()
+    assert "data-live-not-served>" in page and "no longer lists" in page and ">not served</span>" in page
+
+
+def test_a_parity_verdict_marks_the_live_deployment_drifted_until_another_digest_is_deployed(
+    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="first")
+    updated_at = model.updated_at
+
+    with pytest.raises(deployments.ParityStale):
+        deployments.model_deploy_parity_record(model_id=model.id, digest="0" * 64, drifted=True)
+    deployments.model_deploy_parity_record(
+        model_id=model.id, digest=model.ollama_digest, drifted=True, summary={"agreement": 0.62, "bound": 0.05}
+    )
+
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    assert body["deployment"]["drifted"] is True and body["deployment"]["parity"]["agreement"] == 0.62
+    assert body["deployment"]["parity"]["digest"] == model.ollama_digest
+    assert body["lineage"]["ollama"]["drifted"] is True
+    page = alice_browser.get(f"/models/{model.id}/").content.decode()
+    assert "data-live-status>drifted</span>" in page and "data-lineage-drifted>drifted</span>" in page
+    model.refresh_from_db()
+    assert model.updated_at == updated_at
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="second")
+
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    assert body["deployment"]["drifted"] is None and body["deployment"]["parity"] is None
+    assert body["lineage"]["ollama"]["drifted"] is None
