@@ -446,6 +446,17 @@ def test_a_failed_redeploy_keeps_the_live_deployment_beside_the_failed_attempt(
     assert "data-deploy-error>" in page and "disk full" in page
     assert "Last deploy attempt failed" in page and "still serves" in page
 
+    import io
+    import zipfile
+
+    archive = alice_api.get(f"{API}/{model.id}/download")
+    with zipfile.ZipFile(io.BytesIO(b"".join(archive.streaming_content))) as zipped:
+        card = zipped.read("README.md").decode()
+        metadata = json.loads(zipped.read("metadata.json"))
+    assert "- Ollama: `clauses-v1` from `finetune-studio/demo-llama`, digest `" + live_digest in card
+    assert "- Last deploy attempt: failed at " in card and "disk full" in card
+    assert metadata["lineage"]["ollama"]["last_attempt"]["status"] == "failed"
+
 
 def test_a_successful_redeploy_moves_the_live_record_and_clears_the_attempts_error(
     alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
