@@ -82,7 +82,7 @@ def test_it_uploads_only_missing_blobs_creates_with_the_training_template_and_ve
 
     assert model.deploy_status == "deployed" and model.deploy_error == ""
     assert model.ollama_name == "clauses-v1" and model.ollama_base == "finetune-studio/demo-llama"
-    assert model.ollama_digest == sha(b"clauses-v1:latest")  # what the test server's /api/tags lists
+    assert model.ollama_digest == deploy_ollama.digest_of("clauses-v1")  # what the test server's /api/tags lists
     assert model.deployed_at is not None
     details = model.deploy_details
     assert details["uploaded"] == ["adapter_model.safetensors"] and details["reused"] == ["adapter_config.json"]
@@ -470,7 +470,7 @@ def test_a_successful_redeploy_moves_the_live_record_and_clears_the_attempts_err
     deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="second")
 
     body = alice_api.get(f"{API}/{model.id}").json()["model"]
-    assert body["deployment"]["name"] == "second" and body["deployment"]["digest"] == sha(b"second:latest")
+    assert body["deployment"]["name"] == "second" and body["deployment"]["digest"] == deploy_ollama.digest_of("second")
     assert body["deploy_attempt"]["status"] == "deployed" and body["deploy_attempt"]["error"] == ""
     assert body["lineage"]["ollama"]["last_attempt"]["status"] == "deployed"
 
@@ -530,3 +530,24 @@ def test_a_parity_verdict_marks_the_live_deployment_drifted_until_another_digest
     body = alice_api.get(f"{API}/{model.id}").json()["model"]
     assert body["deployment"]["drifted"] is None and body["deployment"]["parity"] is None
     assert body["lineage"]["ollama"]["drifted"] is None
+
+
+def test_a_failed_redeploy_whose_create_replaced_the_live_model_says_it_is_no_longer_served(
+    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    deploy_ollama.add_model("other-llama", answer="ready", family="llama")
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+    live_digest = model.ollama_digest
+    # The redeploy creates clauses-v1 again from another base, then its smoke prompt fails.
+    deploy_ollama.inject("status", status=400, paths=("/api/chat",), model="clauses-v1", message="bad weights")
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1", base="other-llama")
+
+    assert model.deploy_status == "failed" and "failed its smoke prompt" in model.deploy_error
+    assert model.ollama_digest == live_digest != deploy_ollama.digest_of("clauses-v1")
+    live = alice_api.get(f"{API}/{model.id}").json()["model"]["deployment"]
+    assert live["still_served"] is False and live["checked"]["digest"] == deploy_ollama.digest_of("clauses-v1")
+    assert "the failed attempt replaced it" in live["checked"]["reason"]
+    page = alice_browser.get(f"/models/{model.id}/").content.decode()
+    assert "data-live-not-served>" in page and "the failed attempt replaced it" in page
