@@ -504,17 +504,23 @@ def test_a_failed_redeploy_says_so_when_ollama_no_longer_serves_the_live_deploym
 
 
 def test_a_parity_verdict_marks_the_live_deployment_drifted_until_another_digest_is_deployed(
-    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks
+    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks, listen
 ):
+    from finetune_studio.events import user_channel
+
     model = deployable(alice)
     deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="first")
     updated_at = model.updated_at
 
     with pytest.raises(deployments.ParityStale):
         deployments.model_deploy_parity_record(model_id=model.id, digest="0" * 64, drifted=True)
-    deployments.model_deploy_parity_record(
-        model_id=model.id, digest=model.ollama_digest, drifted=True, summary={"agreement": 0.62, "bound": 0.05}
-    )
+    listener = listen(user_channel(alice.id))
+    with django_capture_on_commit_callbacks(execute=True):
+        deployments.model_deploy_parity_record(
+            model_id=model.id, digest=model.ollama_digest, drifted=True, summary={"agreement": 0.62, "bound": 0.05}
+        )
+    events = [item.data if isinstance(item.data, dict) else json.loads(item.data) for item in listener.events()]
+    assert [(e["action"], e["deploy_drifted"], e["ollama_still_served"]) for e in events] == [("deploy", True, True)]
 
     body = alice_api.get(f"{API}/{model.id}").json()["model"]
     assert body["deployment"]["drifted"] is True and body["deployment"]["parity"]["agreement"] == 0.62
