@@ -557,3 +557,16 @@ def test_a_failed_redeploy_whose_create_replaced_the_live_model_says_it_is_no_lo
     assert "the failed attempt replaced it" in live["checked"]["reason"]
     page = alice_browser.get(f"/models/{model.id}/").content.decode()
     assert "data-live-not-served>" in page and "the failed attempt replaced it" in page
+
+
+def test_redeploying_the_same_digest_keeps_its_parity_verdict(
+    alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="same")
+    deployments.model_deploy_parity_record(model_id=model.id, digest=model.ollama_digest, drifted=False)
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="same")  # same layers, same digest
+
+    live = alice_api.get(f"{API}/{model.id}").json()["model"]["deployment"]
+    assert live["digest"] == model.ollama_digest and live["drifted"] is False
