@@ -159,10 +159,14 @@ def lineage_card(lineage: dict) -> list[str]:
     if ollama.get("name"):
         lines.append(
             f"- Ollama: `{ollama['name']}` from `{ollama.get('base')}`, digest `{ollama.get('digest')}`, "
-            f"deployed {ollama.get('deployed_at')}"
+            f"deployed {ollama.get('deployed_at')}" + (", **drifted** (parity check)" if ollama.get("drifted") else "")
         )
     else:
         lines.append("- Ollama: not deployed")
+    attempt = ollama.get("last_attempt") or {}
+    if attempt.get("status") == "failed":
+        # The live deployment above is still the one served: the failed attempt is a separate fact.
+        lines.append(f"- Last deploy attempt: failed at {attempt.get('finished_at')}: {_cell(attempt.get('error'))}")
     lines.append("")
     hyperparameters = trainer.get("hyperparameters") or {}
     if hyperparameters:

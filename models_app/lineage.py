@@ -87,13 +87,74 @@ def model_lineage(model: RegisteredModel, *, evaluations=()) -> dict:
         "device": run.get("device") or None,
         "metrics": model.final_metrics,
         "evaluations": [_evaluation_entry(evaluation) for evaluation in list(evaluations)[:EVALUATIONS_SHOWN]],
-        "ollama": {
-            "name": model.ollama_name or None,
-            "base": model.ollama_base or None,
-            "digest": model.ollama_digest or None,
-            "deployed_at": model.deployed_at.isoformat() if model.deployed_at else None,
-            "deploy_status": model.deploy_status,
-        },
+        "ollama": _ollama_entry(model),
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def live_deployment(model: RegisteredModel) -> dict | None:
+    """What Ollama serves for this model: the last deploy that succeeded, whatever became of later attempts.
+
+    ``still_served``: True when verified (at deploy, or re-checked after a failed attempt), False when Ollama
+    no longer serves it as recorded (``checked.reason`` says why), None when it could not be checked.
+    ``drifted``: a parity check's verdict on this digest, None when none was recorded.
+    """
+    if not model.ollama_name:
+        return None
+    details = model.live_deploy_details or {}
+    checked = details.get("checked") if isinstance(details.get("checked"), dict) else {}
+    parity = model.deploy_parity or {}
+    return {
+        "name": model.ollama_name,
+        "base": model.ollama_base or None,
+        "digest": model.ollama_digest or None,
+        "deployed_at": _iso(model.deployed_at),
+        "architecture": details.get("architecture"),
+        "template": details.get("template"),
+        "system": details.get("system"),
+        "smoke": details.get("smoke"),
+        "blobs": details.get("blobs"),
+        "notes": details.get("notes") or [],
+        "still_served": checked.get("still_served"),
+        "checked": checked or None,
+        "drifted": parity.get("drifted") if parity else None,
+        "parity": parity or None,
+    }
+
+
+def deploy_attempt(model: RegisteredModel) -> dict:
+    """The last deploy attempt's outcome (idle when there was none), apart from the live deployment."""
+    details = model.deploy_details or {}
+    return {
+        "status": model.deploy_status,
+        "error": model.deploy_error,
+        "error_code": details.get("error_code"),
+        "target": details.get("target"),
+        "base": details.get("base"),
+        "started_at": _iso(model.deploy_started_at),
+        "finished_at": _iso(model.deploy_finished_at),
+    }
+
+
+def _ollama_entry(model: RegisteredModel) -> dict:
+    live = live_deployment(model) or {}
+    attempt = deploy_attempt(model)
+    template = live.get("template") if isinstance(live.get("template"), dict) else {}
+    smoke = live.get("smoke") if isinstance(live.get("smoke"), dict) else {}
+    return {
+        "name": model.ollama_name or None,
+        "base": model.ollama_base or None,
+        "digest": model.ollama_digest or None,
+        "deployed_at": _iso(model.deployed_at),
+        "deploy_status": model.deploy_status,
+        "template_family": template.get("family"),
+        "smoke_answer": smoke.get("answer"),
+        "still_served": live.get("still_served"),
+        "drifted": live.get("drifted"),
+        "last_attempt": {key: attempt[key] for key in ("status", "error", "error_code", "target", "finished_at")},
     }
 
 

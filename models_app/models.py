@@ -43,15 +43,22 @@ class RegisteredModel(models.Model):
     total_size = models.BigIntegerField(default=0)
     # Where the model came from, captured from its job when it is registered (the job's dataset may go later).
     provenance = models.JSONField(default=dict, blank=True)
-    # Ollama: the last successful deploy (what evaluations default to) and the state of the current one.
+    # Ollama, two records that a failed redeploy must not blur into one:
+    # the live deployment (the last successful deploy, what Ollama serves and evaluations default to) ...
     ollama_name = models.CharField(max_length=200, blank=True)
     ollama_base = models.CharField(max_length=200, blank=True)
     ollama_digest = models.CharField(max_length=100, blank=True)
     deployed_at = models.DateTimeField(null=True, blank=True)
+    # blobs, template, smoke answer of that deploy, and `checked`: whether Ollama still served it when last asked
+    live_deploy_details = models.JSONField(default=dict, blank=True)
+    # A parity check's verdict on the live deployment (digest, drifted, figures); cleared when the digest changes.
+    deploy_parity = models.JSONField(default=dict, blank=True)
+    # ... and the last attempt: its status, error, times, and its details (target, base, then the result).
     deploy_status = models.CharField(max_length=20, choices=DeployStatus.choices, default=DeployStatus.IDLE)
     deploy_error = models.TextField(blank=True)
     deploy_started_at = models.DateTimeField(null=True, blank=True)
-    deploy_details = models.JSONField(default=dict, blank=True)  # target, base, blobs, template, smoke answer
+    deploy_finished_at = models.DateTimeField(null=True, blank=True)
+    deploy_details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -20,7 +20,15 @@ from .models import RegisteredModel
 logger = logging.getLogger(__name__)
 
 # Heavy JSON columns the list never shows (a manifest can hold hundreds of entries, the history thousands).
-LIST_DEFERRED = ("files", "training_metrics", "eval_results", "provenance", "deploy_details")
+LIST_DEFERRED = (
+    "files",
+    "training_metrics",
+    "eval_results",
+    "provenance",
+    "deploy_details",
+    "live_deploy_details",
+    "deploy_parity",
+)
 
 
 class ModelsNotFound(DomainNotFound):

@@ -74,6 +74,9 @@ def model_event_publish(model: RegisteredModel, action: str) -> None:
             deploy_error=model.deploy_error,
             ollama_name=model.ollama_name,
             ollama_digest=model.ollama_digest,
+            # The live deployment's state, apart from the last attempt's deploy_status (see lineage.live_deployment).
+            ollama_still_served=((model.live_deploy_details or {}).get("checked") or {}).get("still_served"),
+            deploy_drifted=(model.deploy_parity or {}).get("drifted"),
             eval_results=model.eval_results,
         ),
     )

@@ -10,7 +10,7 @@ from finetune_studio.objects import StorageError
 
 from . import archive, deploy, deployments, selectors, services
 from .filters import ModelFilter
-from .lineage import lineage_for
+from .lineage import deploy_attempt, lineage_for, live_deployment
 from .models import RegisteredModel
 
 PAGE_SIZE = 25
@@ -54,6 +54,8 @@ def model_detail(request, pk: int):
         "links_error": links_error,
         "evaluations": selectors.model_evaluations(user=request.user, model=model)[:50],
         "lineage": lineage_for(request.user, model),
+        "deployment": live_deployment(model),
+        "deploy_attempt": deploy_attempt(model),
         "deploy_defaults": {"ollama_name": deploy.default_ollama_name(model), "base": deploy.default_base(model)},
         "deploy_unavailable": deploy.undeployable_reason(model),
         "loss_history": [

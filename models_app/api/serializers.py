@@ -40,6 +40,8 @@ class ModelListSerializer(serializers.ModelSerializer):
 class ModelDetailSerializer(serializers.ModelSerializer):
     owner = serializers.IntegerField(source="owner_id", read_only=True)
     file_count = serializers.SerializerMethodField()
+    deployment = serializers.SerializerMethodField()
+    deploy_attempt = serializers.SerializerMethodField()
     lineage = serializers.SerializerMethodField()
 
     class Meta:
@@ -47,6 +49,9 @@ class ModelDetailSerializer(serializers.ModelSerializer):
         fields = (
             *COMMON_FIELDS,
             *DEPLOY_FIELDS,
+            "deploy_finished_at",
+            "deployment",
+            "deploy_attempt",
             "files",
             "file_count",
             "training_metrics",
@@ -57,6 +62,14 @@ class ModelDetailSerializer(serializers.ModelSerializer):
 
     def get_file_count(self, model) -> int:
         return len(model.files)
+
+    def get_deployment(self, model) -> dict | None:
+        """The live deployment (what Ollama serves), null when never deployed; a failed attempt leaves it."""
+        return lineage.live_deployment(model)
+
+    def get_deploy_attempt(self, model) -> dict:
+        """The last attempt's outcome: status, error, error_code, target, base, started_at, finished_at."""
+        return lineage.deploy_attempt(model)
 
     def get_lineage(self, model) -> dict:
         """Dataset, trainer and hyperparameters, base identity, chat template hash, metrics, evaluations, Ollama."""

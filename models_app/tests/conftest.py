@@ -1,9 +1,11 @@
+import hashlib
 import json
 import socket
+from dataclasses import dataclass
 
 import pytest
 
-from tests.support.ollama_server import OllamaServer, _Handler
+from tests.support.ollama_server import OllamaServer, _Handler, _Model, normalize_model_name
 
 DEMO_CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -34,6 +36,18 @@ def adapter_files(*, config: dict | None = None, template: str | None = DEMO_CHA
     return files
 
 
+@dataclass
+class _CreatedModel(_Model):
+    """A created model whose digest depends on what it was created from, as Ollama's manifest digest does:
+    creating a name again from other layers serves another digest under the same name."""
+
+    manifest: str = ""
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(f"{self.name}\n{self.manifest}".encode()).hexdigest()
+
+
 class _DeployHandler(_Handler):
     """The shared Ollama test server, plus what deploy tests need: faults on blob uploads and /api/create,
     and /api/show of a created model answering with the template, system and family it was created with."""
@@ -60,6 +74,11 @@ class _DeployHandler(_Handler):
             model = self.ollama._model(body["model"])
             model.family = base.family if base else model.family
             model.extra = {key: body[key] for key in ("template", "system", "parameters") if body.get(key) is not None}
+            manifest = json.dumps({key: value for key, value in body.items() if key != "stream"}, sort_keys=True)
+            with self.ollama._lock:
+                self.ollama._models[normalize_model_name(body["model"])] = _CreatedModel(
+                    **vars(model), manifest=manifest
+                )
 
 
 class DeployOllamaServer(OllamaServer):
@@ -73,6 +92,10 @@ class DeployOllamaServer(OllamaServer):
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ollama-deploy-test", daemon=True)
         self._thread.start()
         return self
+
+    def digest_of(self, name: str) -> str:
+        """The digest /api/tags lists for ``name`` now."""
+        return self._model(name).digest
 
     def requests_to(self, method: str, prefix: str) -> list:
         with self._lock:

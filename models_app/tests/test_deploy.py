@@ -83,7 +83,7 @@ def test_it_uploads_only_missing_blobs_creates_with_the_training_template_and_ve
 
     assert model.deploy_status == "deployed" and model.deploy_error == ""
     assert model.ollama_name == "clauses-v1" and model.ollama_base == "finetune-studio/demo-llama"
-    assert model.ollama_digest == sha(b"clauses-v1:latest")  # what the test server's /api/tags lists
+    assert model.ollama_digest == deploy_ollama.digest_of("clauses-v1")  # what the test server's /api/tags lists
     assert model.deployed_at is not None
     details = model.deploy_details
     assert details["uploaded"] == ["adapter_model.safetensors"] and details["reused"] == ["adapter_config.json"]
@@ -433,3 +433,171 @@ def test_two_models_asking_for_one_new_name_at_once_get_one_deploy_and_one_409(
     assert sorted(outcomes)[-1] == "deploying" and outcomes.count("deploying") == 1
     assert all("another registered model" in outcome for outcome in outcomes if outcome != "deploying")
     assert RegisteredModel.objects.filter(deploy_status="deploying").count() == 1
+
+
+def test_a_failed_redeploy_keeps_the_live_deployment_beside_the_failed_attempt(
+    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+    assert model.deploy_status == "deployed"
+    live_digest, live_deployed_at, updated_at = model.ollama_digest, model.deployed_at, model.updated_at
+
+    # The redeploy fails at create: Ollama still serves the first deployment, untouched.
+    deploy_ollama.inject("status", status=500, paths=("/api/create",), message="disk full")
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+
+    assert model.deploy_status == "failed" and "disk full" in model.deploy_error
+    assert model.ollama_name == "clauses-v1" and model.ollama_digest == live_digest
+    assert model.deployed_at == live_deployed_at and model.updated_at == updated_at  # a deploy is not an edit
+    assert model.deploy_details["error_code"] == "ollama_unavailable"  # the attempt, as before (a 5xx)
+
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    live = body["deployment"]
+    assert live["name"] == "clauses-v1" and live["base"] == "finetune-studio/demo-llama"
+    assert live["digest"] == live_digest and live["deployed_at"] == live_deployed_at.isoformat()
+    assert live["template"]["family"] == "chatml" and live["template"]["applied"] is True
+    assert live["smoke"]["answer"] == "ready"
+    assert live["still_served"] is True  # checked in Ollama's /api/tags after the failure
+    attempt = body["deploy_attempt"]
+    assert attempt["status"] == "failed" and "disk full" in attempt["error"]
+    assert attempt["error_code"] == "ollama_unavailable" and attempt["target"] == "clauses-v1"
+    assert attempt["started_at"] and attempt["finished_at"] >= attempt["started_at"]
+    assert body["deploy_status"] == "failed" and body["ollama_digest"] == live_digest  # old keys kept
+    assert body["updated_at"] == alice_api.get(f"{API}/{model.id}").json()["model"]["updated_at"]
+
+    ollama = body["lineage"]["ollama"]
+    assert ollama["name"] == "clauses-v1" and ollama["digest"] == live_digest
+    assert ollama["smoke_answer"] == "ready" and ollama["template_family"] == "chatml"
+    assert ollama["last_attempt"]["status"] == "failed" and "disk full" in ollama["last_attempt"]["error"]
+
+    page = alice_browser.get(f"/models/{model.id}/").content.decode()
+    assert "<code data-ollama-name>clauses-v1</code>" in page and live_digest[:10] in page
+    assert "data-live-smoke>ready<" in page and "chatml" in page
+    assert "data-deploy-error>" in page and "disk full" in page
+    assert "Last deploy attempt failed" in page and "still serves" in page
+
+    import io
+    import zipfile
+
+    archive = alice_api.get(f"{API}/{model.id}/download")
+    with zipfile.ZipFile(io.BytesIO(b"".join(archive.streaming_content))) as zipped:
+        card = zipped.read("README.md").decode()
+        metadata = json.loads(zipped.read("metadata.json"))
+    assert "- Ollama: `clauses-v1` from `finetune-studio/demo-llama`, digest `" + live_digest in card
+    assert "- Last deploy attempt: failed at " in card and "disk full" in card
+    assert metadata["lineage"]["ollama"]["last_attempt"]["status"] == "failed"
+
+
+def test_a_successful_redeploy_moves_the_live_record_and_clears_the_attempts_error(
+    alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="first")
+    deploy_ollama.inject("status", status=500, paths=("/api/create",), message="disk full", times=1)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="second")
+    assert model.ollama_name == "first" and model.deploy_status == "failed"
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="second")
+
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    assert body["deployment"]["name"] == "second" and body["deployment"]["digest"] == deploy_ollama.digest_of("second")
+    assert body["deploy_attempt"]["status"] == "deployed" and body["deploy_attempt"]["error"] == ""
+    assert body["lineage"]["ollama"]["last_attempt"]["status"] == "deployed"
+
+
+def test_a_model_never_deployed_has_no_live_deployment_even_after_a_failed_attempt(
+    alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    deploy_ollama.inject("status", status=500, paths=("/api/create",), message="disk full")
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks)
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    assert body["deployment"] is None and body["deploy_attempt"]["status"] == "failed"
+    assert body["lineage"]["ollama"]["name"] is None
+
+
+def test_a_failed_redeploy_says_so_when_ollama_no_longer_serves_the_live_deployment(
+    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+    deploy_ollama.remove_model("clauses-v1")  # someone ran `ollama rm clauses-v1`
+    deploy_ollama.inject("status", status=500, paths=("/api/create",), message="disk full")
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+
+    live = alice_api.get(f"{API}/{model.id}").json()["model"]["deployment"]
+    assert live["name"] == "clauses-v1" and live["still_served"] is False
+    assert live["checked"]["reason"] == "Ollama no longer lists 'clauses-v1'"
+    page = alice_browser.get(f"/models/{model.id}/").content.decode()
+    assert "data-live-not-served>" in page and "no longer lists" in page and ">not served</span>" in page
+
+
+def test_a_parity_verdict_marks_the_live_deployment_drifted_until_another_digest_is_deployed(
+    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks, listen
+):
+    from finetune_studio.events import user_channel
+
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="first")
+    updated_at = model.updated_at
+
+    with pytest.raises(deployments.ParityStale):
+        deployments.model_deploy_parity_record(model_id=model.id, digest="0" * 64, drifted=True)
+    listener = listen(user_channel(alice.id))
+    with django_capture_on_commit_callbacks(execute=True):
+        deployments.model_deploy_parity_record(
+            model_id=model.id, digest=model.ollama_digest, drifted=True, summary={"agreement": 0.62, "bound": 0.05}
+        )
+    events = [item.data if isinstance(item.data, dict) else json.loads(item.data) for item in listener.events()]
+    assert [(e["action"], e["deploy_drifted"], e["ollama_still_served"]) for e in events] == [("deploy", True, True)]
+
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    assert body["deployment"]["drifted"] is True and body["deployment"]["parity"]["agreement"] == 0.62
+    assert body["deployment"]["parity"]["digest"] == model.ollama_digest
+    assert body["lineage"]["ollama"]["drifted"] is True
+    page = alice_browser.get(f"/models/{model.id}/").content.decode()
+    assert "data-live-status>drifted</span>" in page and "data-lineage-drifted>drifted</span>" in page
+    model.refresh_from_db()
+    assert model.updated_at == updated_at
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="second")
+
+    body = alice_api.get(f"{API}/{model.id}").json()["model"]
+    assert body["deployment"]["drifted"] is None and body["deployment"]["parity"] is None
+    assert body["lineage"]["ollama"]["drifted"] is None
+
+
+def test_a_failed_redeploy_whose_create_replaced_the_live_model_says_it_is_no_longer_served(
+    alice_api, alice_browser, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    deploy_ollama.add_model("other-llama", answer="ready", family="llama")
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1")
+    live_digest = model.ollama_digest
+    # The redeploy creates clauses-v1 again from another base, then its smoke prompt fails.
+    deploy_ollama.inject("status", status=400, paths=("/api/chat",), model="clauses-v1", message="bad weights")
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="clauses-v1", base="other-llama")
+
+    assert model.deploy_status == "failed" and "failed its smoke prompt" in model.deploy_error
+    assert model.ollama_digest == live_digest != deploy_ollama.digest_of("clauses-v1")
+    live = alice_api.get(f"{API}/{model.id}").json()["model"]["deployment"]
+    assert live["still_served"] is False and live["checked"]["digest"] == deploy_ollama.digest_of("clauses-v1")
+    assert "the failed attempt replaced it" in live["checked"]["reason"]
+    page = alice_browser.get(f"/models/{model.id}/").content.decode()
+    assert "data-live-not-served>" in page and "the failed attempt replaced it" in page
+
+
+def test_redeploying_the_same_digest_keeps_its_parity_verdict(
+    alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    model = deployable(alice)
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="same")
+    deployments.model_deploy_parity_record(model_id=model.id, digest=model.ollama_digest, drifted=False)
+
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="same")  # same layers, same digest
+
+    live = alice_api.get(f"{API}/{model.id}").json()["model"]["deployment"]
+    assert live["digest"] == model.ollama_digest and live["drifted"] is False

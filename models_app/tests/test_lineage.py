@@ -137,7 +137,13 @@ def test_a_model_registered_through_the_api_has_an_honest_empty_lineage(alice_ap
         "digest": None,
         "deployed_at": None,
         "deploy_status": "idle",
+        "template_family": None,
+        "smoke_answer": None,
+        "still_served": None,
+        "drifted": None,
+        "last_attempt": {"status": "idle", "error": "", "error_code": None, "target": None, "finished_at": None},
     }
+    assert created["deployment"] is None and created["deploy_attempt"]["status"] == "idle"
 
 
 def test_bob_sees_neither_the_model_nor_its_lineage(bob_api, trained_model):

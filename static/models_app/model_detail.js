@@ -43,6 +43,13 @@
     const deployBadge = document.querySelector("[data-deploy-status]");
     if (data.action === "deploy" && deployBadge && data.deploy_status && data.deploy_status !== deployBadge.textContent) {
       window.location.reload();
+      return;
+    }
+    // The live deployment's own mark (a parity verdict, or Ollama no longer serving it) can change alone.
+    const liveBadge = document.querySelector("[data-live-status]");
+    if (data.action === "deploy" && data.ollama_name) {
+      const live = data.deploy_drifted ? "drifted" : data.ollama_still_served === false ? "not served" : "live";
+      if (!liveBadge || liveBadge.textContent !== live) window.location.reload();
     }
   });
 })();
