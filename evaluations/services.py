@@ -509,9 +509,10 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
     config = engine.EvaluationConfig.from_dict(evaluation.config)
     store = _DatabaseStore(evaluation)
     backends: list = []
+    folders: dict[str, str] = {}
     try:
         records, labels = _load_test_set(evaluation, config)
-        candidates = _candidates(evaluation, config, backends)
+        candidates = _candidates(evaluation, config, backends, folders)
         engine.run_evaluation(records=records, candidates=candidates, labels=labels, config=config, store=store)
         predictions = [
             as_engine_prediction(row) for row in Prediction.objects.filter(evaluation_id=evaluation.id).iterator()
@@ -521,7 +522,7 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
         evaluation.refresh_from_db()
         return evaluation
     except (InferenceError, engine.EvaluationInputError, AdapterUnavailable) as exc:
-        return _finish_failed(evaluation, str(exc))
+        return _finish_failed(evaluation, _without_folders(str(exc), folders))
     except DatabaseError:
         raise
     except Exception as exc:
@@ -533,7 +534,16 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
     return _finish_completed(evaluation, results, examples)
 
 
-def _candidates(evaluation: Evaluation, config: engine.EvaluationConfig, backends: list) -> list[engine.Candidate]:
+def _without_folders(message: str, folders: dict[str, str]) -> str:
+    """The worker's folders never reach the user: the local engine's messages name them, the user sees names."""
+    for folder in sorted(folders, key=len, reverse=True):
+        message = message.replace(folder, folders[folder])
+    return message
+
+
+def _candidates(
+    evaluation: Evaluation, config: engine.EvaluationConfig, backends: list, folders: dict[str, str]
+) -> list[engine.Candidate]:
     """Each candidate with the backend of its endpoint (one backend per endpoint), built on this worker.
 
     The endpoint is looked up again: one disabled since the evaluation was queued refuses here, with the
@@ -572,11 +582,13 @@ def _candidates(evaluation: Evaluation, config: engine.EvaluationConfig, backend
             wants_adapter = plan["source"] == "registry_adapter"
             if adapter is None and model is not None and (wants_adapter or (as_trained and has_adapter(model))):
                 adapter = adapter_folder(model)
+                folders[str(adapter)] = f"the adapter of model #{model.id}"
             base_name = model.base_model if wants_adapter else plan["name"]
             try:
                 base_folder = base_model_resolve(base_name, loadable=True).path
             except BaseModelRefused as exc:
                 raise engine.EvaluationInputError(f"the local endpoint cannot load {exc}") from None
+            folders[str(base_folder)] = f"base model {base_name}"
             # Both candidates read prompts through the adapter's tokenizer (its chat template) when the model
             # was trained here: the base is asked exactly as the fine-tuned model is.
             tokenizer = str(adapter) if adapter is not None and as_trained else None

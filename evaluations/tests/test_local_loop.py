@@ -143,7 +143,79 @@ def test_a_fresh_studio_trains_on_the_sample_and_evaluates_on_the_local_endpoint
                 "evaluation_seconds": round(evaluation_seconds, 1),
                 "base_accuracy": base,
                 "fine_tuned_accuracy": tuned,
-                "p_value": results["significance"].get("p_value"),
+                "mcnemar_p": results["significance"]["mcnemar"]["p_value"],
+                "summary": results["significance"]["summary"],
             }
         ),
     )
+
+
+def _registry_model(owner, files: dict[str, bytes], *, base_model="demo-base"):
+    """A model whose adapter folder holds ``files`` in the models bucket, with a manifest of their sha256s."""
+    import hashlib
+    import zlib
+
+    from finetune_studio.objects import bucket
+    from models_app import artifacts
+
+    model = RegisteredModel.objects.create(owner=owner, name="hand-made adapter", base_model=base_model, status="ready")
+    model.storage_path = f"users/{owner.id}/models/{model.id}/"
+    manifest = []
+    for path, data in files.items():
+        bucket("models").put_bytes(model.storage_path + path, data)
+        manifest.append(
+            artifacts.manifest_entry(
+                path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest(), crc32=f"{zlib.crc32(data):08x}"
+            )
+        )
+    model.files = manifest
+    model.save()
+    return model
+
+
+@pytest.mark.parametrize(
+    "files, damage, reason",
+    [
+        (
+            {"lora_adapters/adapter_config.json": b"{not json", "lora_adapters/adapter_model.safetensors": b"\0" * 64},
+            None,
+            "cannot load",
+        ),
+        (
+            {"lora_adapters/adapter_config.json": b"{}", "lora_adapters/adapter_model.safetensors": b"\0" * 64},
+            "lora_adapters/adapter_model.safetensors",
+            "does not match its sha256 in the manifest",
+        ),
+    ],
+)
+def test_a_broken_adapter_fails_the_evaluation_with_the_reason(
+    files,
+    damage,
+    reason,
+    alice,
+    alice_api,
+    demo_base,  # noqa: F811
+    settings,
+    tmp_path,
+    make_dataset,
+    django_capture_on_commit_callbacks,
+):
+    from finetune_studio.objects import bucket
+
+    settings.DEMO_BASE_DIR = demo_base
+    settings.LOCAL_INFERENCE_CACHE_DIR = tmp_path / "local-inference"
+    model = _registry_model(alice, files)
+    if damage:
+        bucket("models").put_bytes(model.storage_path + damage, b"changed in storage behind the manifest's back")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post(
+            f"/api/v1/models/{model.id}/evaluate",
+            {"test_set_path": make_dataset(alice).path, "endpoint": "local"},
+            format="json",
+        )
+    assert response.status_code == 202, response.content
+    evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
+    assert evaluation.status == "failed"
+    assert reason in evaluation.error_message, evaluation.error_message
+    # Named, never by the worker's folders.
+    assert str(tmp_path) not in evaluation.error_message and str(demo_base) not in evaluation.error_message
