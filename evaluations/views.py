@@ -168,7 +168,8 @@ def evaluation_detail(request, pk: int):
     except Evaluation.DoesNotExist:
         raise Http404("No such evaluation.")
     results = evaluation.results or {}
-    context = {"evaluation": evaluation, "results": results}
+    plans = evaluation.candidate_plans
+    context = {"evaluation": evaluation, "results": results, "base_plan": plans[0], "fine_tuned_plans": plans[1:]}
     if results.get("base"):
         candidates = results.get("candidates") or {"base": results["base"], "fine_tuned": results["fine_tuned"]}
         context.update(

@@ -119,6 +119,7 @@ def test_a_fresh_studio_trains_on_the_sample_and_evaluates_on_the_local_endpoint
 
     detail = alice_browser.get(f"/evaluations/{evaluation.id}/").content.decode()
     assert "significant improvement" in detail and "demo-base" in detail
+    assert "this model's adapter on demo-base" in detail and 'data-endpoint="local"' in detail
 
     # A second evaluation of the same adapter reads it from this worker's cache: one folder, not two.
     with django_capture_on_commit_callbacks(execute=True):
