@@ -1,6 +1,7 @@
 """Evaluations name endpoints, per candidate: the operator's servers by name, never a user's URL."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,25 @@ def test_the_local_endpoint_refuses_what_it_cannot_load(alice, alice_api, make_m
     assert "on the local endpoint, base model 'llama3.2:3b' is not available here" in errors["base_model_name"][0]
     assert "this model has no LoRA adapter in the registry" in errors["fine_tuned_names"][0]
     assert not Evaluation.objects.exists()
+
+
+def test_what_a_page_request_runs_imports_no_deep_learning_framework(tmp_path):
+    """The form's endpoint list, the local endpoint's check and the evaluation services stay light: torch is
+    imported on the evaluations worker when a model is loaded, never by a page."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys, django\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'finetune_studio.settings'\n"
+        "django.setup()\n"
+        "import evaluations.views, evaluations.services, evaluations.local_models, evaluations.api.views\n"
+        "from inference.selectors import endpoint_usable\n"
+        "endpoint_usable(name='local')\n"
+        "from finetune_studio.base_models import base_model_catalogue\n"
+        "base_model_catalogue()\n"
+        "heavy = sorted(name for name in ('torch', 'transformers', 'peft') if name in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VAR_DIR": str(tmp_path), "OLLAMA_URL": "http://127.0.0.1:9"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=Path(__file__).resolve().parents[2])
