@@ -555,7 +555,7 @@ def _candidates(
     from inference.local import LocalModelRef
     from inference.selectors import endpoint_usable, local_engine
 
-    from .local_models import adapter_folder, has_adapter
+    from .local_models import adapter_folder, chat_template_sha256, has_adapter
 
     by_endpoint: dict[str, object] = {}
     retry = RetryPolicy(max_retries=config.max_retries, backoff=config.retry_backoff)
@@ -583,6 +583,14 @@ def _candidates(
             if adapter is None and model is not None and (wants_adapter or (as_trained and has_adapter(model))):
                 adapter = adapter_folder(model)
                 folders[str(adapter)] = f"the adapter of model #{model.id}"
+                trained_with = (evaluation.config or {}).get("chat_template_sha256")
+                found = chat_template_sha256(adapter)
+                if as_trained and trained_with and found and found != trained_with:
+                    # Asking through another template than the one trained would measure the template, not the model.
+                    raise engine.EvaluationInputError(
+                        f"the adapter of model #{model.id} carries a chat template (sha256 {found[:12]}…) other than "
+                        f"the one it was trained with (sha256 {trained_with[:12]}…, in its lineage)"
+                    )
             base_name = model.base_model if wants_adapter else plan["name"]
             try:
                 base_folder = base_model_resolve(base_name, loadable=True).path

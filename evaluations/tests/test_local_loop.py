@@ -16,6 +16,7 @@ pytest.importorskip("torch", reason="the training extra (requirements-train.txt)
 pytest.importorskip("transformers", reason="the training extra (requirements-train.txt) is not installed")
 pytest.importorskip("peft", reason="the training extra (requirements-train.txt) is not installed")
 
+from evaluations.local_models import chat_template_sha256  # noqa: E402
 from evaluations.models import Evaluation, Prediction  # noqa: E402
 from jobs.models import Job  # noqa: E402
 from models_app.models import RegisteredModel  # noqa: E402
@@ -134,6 +135,8 @@ def test_a_fresh_studio_trains_on_the_sample_and_evaluates_on_the_local_endpoint
 
     cached = [path for path in Path(settings.LOCAL_INFERENCE_CACHE_DIR).iterdir() if not path.name.startswith(".")]
     assert len(cached) == 1 and (cached[0] / "adapter_config.json").is_file()
+    # The template the adapter carries is the one its lineage says it was trained with (checked before asking).
+    assert chat_template_sha256(cached[0]) == model.training_metrics["run"]["chat_template_sha256"]
     print(
         "LOOP",
         json.dumps(
@@ -220,3 +223,36 @@ def test_a_broken_adapter_fails_the_evaluation_with_the_reason(
     assert reason in evaluation.error_message, evaluation.error_message
     # Named, never by the worker's folders.
     assert str(tmp_path) not in evaluation.error_message and str(demo_base) not in evaluation.error_message
+
+
+def test_an_adapter_whose_chat_template_is_not_the_trained_one_is_not_asked(
+    alice,
+    alice_api,
+    demo_base,  # noqa: F811
+    settings,
+    tmp_path,
+    make_dataset,
+    django_capture_on_commit_callbacks,
+):
+    settings.DEMO_BASE_DIR = demo_base
+    settings.LOCAL_INFERENCE_CACHE_DIR = tmp_path / "local-inference"
+    files = {
+        "lora_adapters/adapter_config.json": b"{}",
+        "lora_adapters/adapter_model.safetensors": b"\0" * 64,
+        "lora_adapters/chat_template.jinja": b"{{ messages[0]['content'] }}",
+    }
+    model = _registry_model(alice, files)
+    model.training_metrics = {"run": {"trainer": "lora-sft", "system_prompt": "", "chat_template_sha256": "0" * 64}}
+    model.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post(
+            f"/api/v1/models/{model.id}/evaluate",
+            {"test_set_path": make_dataset(alice).path, "endpoint": "local"},
+            format="json",
+        )
+    evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
+    assert evaluation.status == "failed"
+    assert "carries a chat template" in evaluation.error_message and "other than the one it was trained with" in (
+        evaluation.error_message
+    )
+    assert not Prediction.objects.filter(evaluation=evaluation).exists()
