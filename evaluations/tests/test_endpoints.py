@@ -186,3 +186,30 @@ def test_what_a_page_request_runs_imports_no_deep_learning_framework(tmp_path):
     )
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VAR_DIR": str(tmp_path), "OLLAMA_URL": "http://127.0.0.1:9"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_the_form_offers_each_endpoint_with_its_models_and_says_why_one_is_unavailable(
+    alice, alice_browser, make_model, make_dataset, vllm, trained_ollama
+):
+    make_model(alice)
+    make_dataset(alice)
+    html = alice_browser.get("/evaluations/new/").content.decode()
+    assert '<option value="vllm">vllm (openai)</option>' in html
+    assert '<option value="gpu-box" disabled>gpu-box (openai) — unavailable</option>' in html
+    assert '<datalist id="models-vllm"><option value="contracts-ft"><option value="llama-3-base"></datalist>' in html
+    assert '<option value="llama3.2:3b">' in html  # Ollama's, from the test server
+    assert "could not list keyless's models (endpoint &#x27;keyless&#x27;: its API key variable" in html
+    assert KEY not in html and vllm.url not in html
+
+
+def test_the_form_refuses_an_endpoint_the_operator_disabled(
+    alice, alice_browser, make_model, make_dataset, vllm, django_capture_on_commit_callbacks
+):
+    model, dataset = make_model(alice), make_dataset(alice)
+    page = alice_browser.post(
+        "/evaluations/new/",
+        {"model": model.id, "test_set_path": dataset.path, "base_endpoint": "keyless", "fine_tuned_endpoint": "vllm"},
+    )
+    assert page.status_code == 200
+    assert "its API key variable NOT_SET_ANYWHERE is not set" in page.content.decode()
+    assert not Evaluation.objects.exists()
