@@ -2,25 +2,26 @@
 
 Pure Python (no Django at import time), shared by the Celery task and
 ``scripts/evaluate_model.py``. The caller hands in the records, the candidate model
-names (the base first) and a ``PredictionStore``; the engine asks Ollama for every
-(example, candidate) pair the store does not hold yet and hands finished predictions
-back to the store in batches, always from the calling thread (worker threads only do
-HTTP), so a store may use a database connection that is not thread-safe.
+(the base first, each with the ``inference`` backend that answers for it) and a
+``PredictionStore``; the engine asks every (example, candidate) pair the store does not
+hold yet and hands finished predictions back to the store in batches, always from the
+calling thread (backends answer from their own threads), so a store may use a database
+connection that is not thread-safe.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import re
 import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from inference.ollama import ChatAnswer, OllamaClient, OllamaError
+from inference.base import Answer, Backend, ChatOptions, ChatRequest, InferenceError
 
 DEFAULT_PROMPT_TEMPLATE = (
     "Classify the text below into exactly one of these labels: {labels}.\n"
@@ -28,6 +29,8 @@ DEFAULT_PROMPT_TEMPLATE = (
     "Text:\n{text}"
 )
 DEFAULT_SEED = 42
+PROMPT_TEMPLATE = "template"  # the prompt template (the instruction, the label list) around each record
+PROMPT_AS_TRAINED = "as_trained"  # the record as a lora-sft model was taught: its system prompt, the record's text
 MAX_LABELS = 200
 
 
@@ -47,10 +50,12 @@ class EvaluationConfig:
     seed: int = DEFAULT_SEED
     max_examples: int | None = None
     concurrency: int = 4
-    timeout: float = 120.0
+    timeout: float | None = None  # None: each endpoint's own
     max_retries: int = 3
     retry_backoff: float = 0.5
     num_predict: int = 64
+    prompt_style: str = PROMPT_TEMPLATE
+    system_prompt: str = ""
 
     @classmethod
     def from_dict(cls, data: dict) -> EvaluationConfig:
@@ -264,97 +269,136 @@ def _json_candidates(answer: str) -> list[str]:
 
 
 # --- running ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One model to ask: ``name`` is what predictions and results record, ``backend`` where it is asked.
+
+    ``model`` is the name the backend knows it by (the same as ``name`` unless the caller says otherwise).
+    Candidates that share a backend are asked through one ``chat_many``, so its concurrency bound holds
+    for the whole run.
+    """
+
+    name: str
+    backend: Backend
+    model: str = ""
+
+    @property
+    def backend_model(self) -> str:
+        return self.model or self.name
+
+
+def chat_request(record, *, model: str, labels: Sequence[str], config: EvaluationConfig) -> ChatRequest:
+    """What one candidate is asked about one record.
+
+    ``as_trained``: the record's own text as the user turn after the training system prompt, exactly the
+    conversation a lora-sft model learned from (no instruction, no schema forcing a JSON shape it never
+    saw). Otherwise the prompt template with the label list, and the label schema where it is enforced.
+    """
+    options = ChatOptions(temperature=config.temperature, seed=config.seed, max_tokens=config.num_predict)
+    if config.prompt_style == PROMPT_AS_TRAINED:
+        return ChatRequest.from_prompt(model, record.text, system=config.system_prompt, options=options)
+    return ChatRequest.from_prompt(
+        model,
+        build_prompt(config.prompt_template, text=record.text, labels=labels),
+        options=options,
+        schema=label_schema(labels),
+    )
+
+
 def run_evaluation(
     *,
     records: Sequence,
-    candidates: Sequence[str],
+    candidates: Sequence[Candidate],
     labels: Sequence[str],
     config: EvaluationConfig,
-    client: OllamaClient,
     store: PredictionStore,
     flush_interval: float = 0.5,
 ) -> None:
     """Ask every candidate about every record the store lacks; returns when all are stored.
 
-    Raises OllamaError (the first failure that retries could not fix) or EvaluationCancelled;
-    predictions finished before either are saved first, so a later run resumes after them.
+    Raises the first InferenceError an answer came back with (the backend already retried what was worth
+    retrying) or EvaluationCancelled; predictions finished before either are saved first, so a later run
+    resumes after them. Backends answer from their own threads (one feeder per backend); the store is
+    only ever called from this thread.
     """
     total = len(records) * len(candidates)
     stored = store.stored_keys()
-    pending = [
-        (index, candidate)
-        for index in range(len(records))
-        for candidate in candidates
-        if (index, candidate) not in stored
-    ]
-    done = total - len(pending)
-    options = {"temperature": config.temperature, "seed": config.seed, "num_predict": config.num_predict}
-    schema = label_schema(labels)
+    groups: dict[int, tuple[Backend, list[tuple[int, Candidate]]]] = {}
+    for index in range(len(records)):
+        for candidate in candidates:
+            if (index, candidate.name) not in stored:
+                groups.setdefault(id(candidate.backend), (candidate.backend, []))[1].append((index, candidate))
+    done = total - sum(len(items) for _, items in groups.values())
     stop = threading.Event()
+    outcomes: queue.Queue = queue.Queue()
+    finished_marker = object()
 
-    def ask(index: int, candidate: str) -> Prediction:
-        record = records[index]
-        # Shown beside the answers: the record's own input, not the instruction every record repeats.
-        shown = record.input.strip() or record.text
-        prediction = Prediction(index=index, candidate=candidate, expected=record.label, input_text=shown)
-        if stop.is_set():
-            raise EvaluationCancelled()
-        answer: ChatAnswer = client.chat(
-            model=candidate,
-            prompt=build_prompt(config.prompt_template, text=record.text, labels=labels),
-            options=options,
-            format=schema,
-        )
-        prediction.prediction_text = answer.content
-        prediction.parsed_label = parse_label(answer.content, labels)
-        prediction.correct = prediction.parsed_label == record.label
-        prediction.latency_ms = round(answer.latency_ms, 3)
-        prediction.eval_count = answer.eval_count
-        prediction.eval_duration_ns = answer.eval_duration_ns
-        return prediction
+    def feed(backend: Backend, items: list[tuple[int, Candidate]]) -> None:
+        try:
+            requests = [
+                chat_request(records[index], model=candidate.backend_model, labels=labels, config=config)
+                for index, candidate in items
+            ]
+            answers = backend.chat_many(requests)
+            try:
+                for outcome in answers:
+                    outcomes.put((items[outcome.index], outcome))
+                    if stop.is_set():
+                        break
+            finally:
+                answers.close()  # stops submitting and aborts pending backoffs (see Backend.chat_many)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which raises it
+            outcomes.put((None, exc))
+        finally:
+            outcomes.put((None, finished_marker))
 
+    feeders = [
+        threading.Thread(target=feed, args=group, name=f"evaluation-{group[0].endpoint}", daemon=True)
+        for group in groups.values()
+    ]
     buffer: list[Prediction] = []
     failure: BaseException | None = None
     last_flush = time.monotonic()
-    work = iter(pending)
-    in_flight: set[Future] = set()
-    window = max(1, config.concurrency) * 2
-    with ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="evaluation") as pool:
-        try:
-            while True:
-                while failure is None and not stop.is_set() and len(in_flight) < window:
-                    item = next(work, None)
-                    if item is None:
-                        break
-                    in_flight.add(pool.submit(ask, *item))
-                if not in_flight:
-                    break
-                finished, in_flight = wait(in_flight, timeout=flush_interval, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    exc = future.exception()
-                    if exc is None:
-                        buffer.append(future.result())
-                    elif failure is None and not isinstance(exc, EvaluationCancelled):
-                        failure = exc
-                        stop.set()
-                        client.abort()
-                now = time.monotonic()
-                if now - last_flush >= flush_interval or not in_flight:
-                    done += len(buffer)
-                    store.save(buffer, done=done, total=total)
-                    buffer = []
-                    last_flush = now
-                    if failure is None and store.should_stop():
-                        stop.set()
-                        client.abort()
-                        failure = EvaluationCancelled()
-        except BaseException:
-            # Interrupted (KeyboardInterrupt in the CLI): queued requests are dropped, not sent.
-            stop.set()
-            client.abort()
-            for future in in_flight:
-                future.cancel()
-            raise
+    running = len(feeders)
+
+    def halt(reason: BaseException) -> None:
+        nonlocal failure
+        if failure is None:
+            failure = reason
+        stop.set()
+        for backend, _ in groups.values():
+            backend.abort()
+
+    for feeder in feeders:
+        feeder.start()
+    try:
+        while running:
+            try:
+                item, outcome = outcomes.get(timeout=flush_interval)
+            except queue.Empty:
+                item, outcome = None, None
+            if outcome is finished_marker:
+                running -= 1
+            elif isinstance(outcome, BaseException):
+                halt(outcome)
+            elif outcome is not None:
+                index, candidate = item
+                if outcome.error is not None:
+                    halt(outcome.error)
+                else:
+                    buffer.append(_prediction(records[index], index, candidate.name, outcome.answer, labels))
+            now = time.monotonic()
+            if now - last_flush >= flush_interval or not running:
+                done += len(buffer)
+                store.save(buffer, done=done, total=total)
+                buffer = []
+                last_flush = now
+                if failure is None and store.should_stop():
+                    halt(EvaluationCancelled())
+    except BaseException:
+        # Interrupted (KeyboardInterrupt in the CLI): nothing more is sent.
+        halt(EvaluationCancelled())
+        raise
     if buffer:
         done += len(buffer)
         store.save(buffer, done=done, total=total)
@@ -362,13 +406,33 @@ def run_evaluation(
         raise failure
 
 
+def _prediction(record, index: int, candidate: str, answer: Answer, labels: Sequence[str]) -> Prediction:
+    # Shown beside the answers: the record's own input, not the instruction every record repeats.
+    shown = record.input.strip() or record.text
+    parsed = parse_label(answer.content, labels)
+    return Prediction(
+        index=index,
+        candidate=candidate,
+        expected=record.label,
+        input_text=shown,
+        prediction_text=answer.content,
+        parsed_label=parsed,
+        correct=parsed == record.label,
+        latency_ms=round(answer.latency_ms, 3),
+        eval_count=answer.completion_tokens,
+        eval_duration_ns=answer.generation_ns,
+    )
+
+
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "EvaluationCancelled",
     "EvaluationConfig",
     "EvaluationInputError",
+    "InferenceError",
     "MemoryStore",
-    "OllamaError",
+    "Candidate",
+    "chat_request",
     "Prediction",
     "build_prompt",
     "distinct_fine_tuned",

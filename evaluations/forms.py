@@ -2,13 +2,23 @@ from django import forms
 
 
 class EvaluationForm(forms.Form):
-    """The page's create form; the service does the real validation (same rules as the API)."""
+    """The page's create form; the service does the real validation (same rules as the API).
+
+    Endpoints are offered from the operator's list (``inference.selectors``): a user picks a name, never a URL.
+    """
 
     model = forms.TypedChoiceField(coerce=int, label="Fine-tuned model")
     test_set_path = forms.ChoiceField(label="Test set")
-    base_model_name = forms.CharField(max_length=200, label="Base model (in Ollama)")
+    base_endpoint = forms.ChoiceField(required=False, label="Base model's endpoint")
+    base_model_name = forms.CharField(
+        max_length=200, required=False, label="Base model", help_text="Defaults to the model's base."
+    )
+    fine_tuned_endpoint = forms.ChoiceField(required=False, label="Fine-tuned model's endpoint")
     fine_tuned_name = forms.CharField(
-        max_length=200, required=False, label="Fine-tuned model name in Ollama", help_text="Defaults to the model's."
+        max_length=200,
+        required=False,
+        label="Fine-tuned model name",
+        help_text="Defaults to the model's (on local: the model's own LoRA adapter on its base).",
     )
     labels = forms.CharField(
         max_length=5000,
@@ -19,12 +29,15 @@ class EvaluationForm(forms.Form):
     concurrency = forms.IntegerField(min_value=1, max_value=32, required=False, initial=4)
     name = forms.CharField(max_length=200, required=False)
 
-    def __init__(self, *args, models=(), datasets=(), **kwargs):
+    def __init__(self, *args, models=(), datasets=(), endpoints=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["model"].choices = [(model.id, model.name) for model in models]
         self.fields["test_set_path"].choices = [
             (dataset.path, f"{dataset.name} ({dataset.records} records)") for dataset in datasets
         ]
+        names = [(endpoint.name, endpoint.name) for endpoint in endpoints]
+        self.fields["base_endpoint"].choices = names
+        self.fields["fine_tuned_endpoint"].choices = names
 
     def clean_labels(self) -> list[str] | None:
         raw = self.cleaned_data.get("labels") or ""

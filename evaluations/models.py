@@ -3,7 +3,7 @@ from django.db import models
 
 
 class Evaluation(models.Model):
-    """Base vs fine-tuned comparison on a test set through Ollama; status and progress are ours.
+    """Base vs fine-tuned on a test set, each candidate asked on an inference endpoint; status and progress are ours.
 
     Status moves only by conditional UPDATE (see services). A worker holds a running
     evaluation by renewing ``heartbeat_at``; one whose heartbeat is older than the lease
@@ -64,6 +64,29 @@ class Evaluation(models.Model):
         return [self.base_model_name, *fine_tuned]
 
     @property
+    def candidate_plans(self) -> list[dict]:
+        """Each candidate's name, role, endpoint and source (``named`` or ``registry_adapter``), the base first.
+
+        Evaluations queued before endpoints existed ran everything on Ollama: they read as the ``ollama`` endpoint.
+        """
+        plans = (self.config or {}).get("candidates")
+        if plans:
+            return plans
+        return [
+            {"name": name, "role": "fine_tuned" if position else "base", "endpoint": "ollama", "source": "named"}
+            for position, name in enumerate(self.candidates)
+        ]
+
+    @property
+    def base_endpoint(self) -> str:
+        return self.candidate_plans[0]["endpoint"]
+
+    @property
+    def fine_tuned_endpoint(self) -> str:
+        plans = self.candidate_plans
+        return plans[1]["endpoint"] if len(plans) > 1 else plans[0]["endpoint"]
+
+    @property
     def is_finished(self) -> bool:
         return self.status not in self.UNFINISHED
 
@@ -78,7 +101,7 @@ class Prediction(models.Model):
 
     evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="predictions")
     index = models.PositiveIntegerField()  # position of the example in the test set
-    candidate = models.CharField(max_length=200)  # the Ollama model name asked
+    candidate = models.CharField(max_length=200)  # the candidate's name (see Evaluation.candidate_plans)
     input_text = models.TextField()
     expected = models.CharField(max_length=500)
     prediction_text = models.TextField(blank=True)

@@ -3,16 +3,18 @@
 The one write path for evaluations: the API, the pages, the admin and the Celery tasks
 all come here. Status moves by conditional UPDATE; the engine's predictions are saved
 as they complete (unique per example and candidate), so a worker lost mid-run is
-replaced by one that resumes after the stored predictions instead of asking Ollama again.
+replaced by one that resumes after the stored predictions instead of asking its endpoints again.
+Candidates are asked through ``inference`` backends, on endpoints the operator configured, by name.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -25,10 +27,10 @@ from finetune_studio.events import event_payload, publish_event_on_commit, user_
 from finetune_studio.keys import InvalidName, clean_relative_path
 from finetune_studio.objects import ObjectNotFound, StorageError, bucket
 from finetune_studio.queueing import BROKER_ERRORS
-from inference.clients import ollama_client
-from inference.ollama import OllamaError, model_name_problem
+from inference.base import InferenceError
 
 from . import engine, metrics
+from .local_models import AdapterUnavailable
 from .models import Evaluation, Prediction
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 DATASETS_PREFIX = "datasets/"
 MAX_FINE_TUNED_CANDIDATES = 10
 PROGRESS_EVENT_INTERVAL = 0.5
+# Ollama tags and OpenAI-compatible model ids (org/name, name:tag, name@digest).
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 
 
 class EvaluationsInvalid(DomainInvalid):
@@ -86,9 +90,8 @@ def _check_model_name(value, field: str, errors: dict) -> str | None:
         errors[field] = "is required"
         return None
     value = value.strip()
-    problem = model_name_problem(value)
-    if problem is not None:
-        errors[field] = problem
+    if not _MODEL_NAME.match(value) or ".." in value:
+        errors[field] = f"{value[:60]!r} is not a valid model name"
         return None
     return value
 
@@ -98,14 +101,84 @@ def default_fine_tuned_name(model) -> str:
     return (getattr(model, "ollama_name", "") or model.name or "").strip()
 
 
+def _looks_like_url(value) -> bool:
+    return isinstance(value, str) and ("://" in value or value.startswith(("/", "\\")) or ":" in value)
+
+
+def _check_endpoint(value, field: str, errors: dict):
+    """The endpoint a candidate is asked on (the operator's, by name), or None with the reason in ``errors``."""
+    from inference.base import Refused
+    from inference.selectors import endpoint_default_name, endpoint_usable
+
+    name = value if value not in (None, "") else endpoint_default_name()
+    if _looks_like_url(name):
+        errors[field] = (
+            f"{str(name)[:80]!r} is not an endpoint name: evaluations use the studio's inference endpoints by "
+            "name (GET /api/v1/inference/endpoints), never a URL"
+        )
+        return None
+    try:
+        return endpoint_usable(name=name)
+    except Refused as exc:
+        errors[field] = str(exc)
+        return None
+
+
+def _local_base(name: str, field: str, errors: dict) -> str | None:
+    """A base-model catalogue name the local engine can load, or None with the reason."""
+    from finetune_studio.base_models import BaseModelRefused, base_model_resolve
+
+    try:
+        return base_model_resolve(name, loadable=True).name
+    except BaseModelRefused as exc:
+        errors[field] = f"on the local endpoint, {exc}"
+        return None
+
+
+def _registry_adapter_candidate(model, base_name: str | None, errors: dict) -> str | None:
+    """The name the model's own adapter (on its base) is recorded under, or None with the reason."""
+    from finetune_studio.base_models import BaseModelRefused, base_model_resolve
+
+    from .local_models import has_adapter
+
+    if not has_adapter(model):
+        errors["fine_tuned_names"] = (
+            "this model has no LoRA adapter in the registry (lora_adapters/adapter_config.json and weights), so "
+            "the local endpoint has nothing to load; name a fine_tuned_name or use another endpoint"
+        )
+        return None
+    try:
+        base_model_resolve(model.base_model, loadable=True)
+    except BaseModelRefused as exc:
+        errors["fine_tuned_names"] = f"the local endpoint cannot load this model's base: {exc}"
+        return None
+    name = (model.name or f"model-{model.id}").strip()[:180]
+    return name if name != base_name else f"{name} (fine-tuned)"
+
+
+def evaluation_prompt_for(model) -> dict:
+    """How a model is asked: as it was taught when the lineage records a lora-sft run, else the template."""
+    run = (model.training_metrics or {}).get("run") if model is not None else None
+    if isinstance(run, dict) and run.get("trainer") == "lora-sft":
+        return {
+            "prompt_style": engine.PROMPT_AS_TRAINED,
+            "system_prompt": run.get("system_prompt") or "",
+            "chat_template_sha256": run.get("chat_template_sha256") or "",
+        }
+    return {"prompt_style": engine.PROMPT_TEMPLATE, "system_prompt": "", "chat_template_sha256": ""}
+
+
 def evaluation_start(
     *,
     user,
     model,
     test_set_path: str,
-    base_model_name: str,
+    base_model_name: str | None = None,
     fine_tuned_name: str | None = None,
     fine_tuned_names: list[str] | None = None,
+    endpoint: str | None = None,
+    base_endpoint: str | None = None,
+    fine_tuned_endpoint: str | None = None,
     labels: list[str] | None = None,
     prompt_template: str | None = None,
     max_examples: int | None = None,
@@ -115,7 +188,12 @@ def evaluation_start(
 ) -> Evaluation:
     """Validate, create a pending evaluation and queue its run after commit.
 
-    ``model`` must already be visible to ``user`` (the caller's selector gives 404 otherwise).
+    ``model`` must already be visible to ``user`` (the caller's selector gives 404 otherwise). Each candidate
+    is asked on an endpoint the operator configured, by name: ``base_endpoint`` and ``fine_tuned_endpoint``
+    (``endpoint`` sets both; absent means INFERENCE_DEFAULT_ENDPOINT). On a ``local`` endpoint the names are
+    base-model catalogue names, ``base_model_name`` defaults to the model's base and a missing
+    ``fine_tuned_name`` means this model's own LoRA adapter on that base. A model trained by lora-sft is
+    asked as it was taught (its system prompt, the record's text) unless a prompt template is given.
     """
     errors: dict[str, str] = {}
     test_set = None
@@ -123,20 +201,51 @@ def evaluation_start(
         test_set = test_set_resolve(user=user, path=test_set_path)
     except EvaluationsInvalid as exc:
         errors.update(exc.errors)
-    base = _check_model_name(base_model_name, "base_model_name", errors)
-    names = ([fine_tuned_name] if fine_tuned_name else []) + list(fine_tuned_names or [])
-    if not names:
-        names = [default_fine_tuned_name(model)]
-    checked = [_check_model_name(candidate, "fine_tuned_names", errors) for candidate in names]
-    if "fine_tuned_names" not in errors:
+    base_at = _check_endpoint(base_endpoint or endpoint, "base_endpoint" if base_endpoint else "endpoint", errors)
+    tuned_field = "fine_tuned_endpoint" if fine_tuned_endpoint else "endpoint"
+    tuned_at = _check_endpoint(fine_tuned_endpoint or endpoint, tuned_field, errors)
+    base = None
+    if base_at is not None:
+        given = base_model_name if base_model_name is not None else (model.base_model or "")
+        if base_at.kind == "local":
+            base = _local_base(given, "base_model_name", errors)
+        else:
+            if base_model_name is None and base_at.kind == "ollama":
+                given = model.ollama_base or given
+            base = _check_model_name(given, "base_model_name", errors)
+    names = list(fine_tuned_names or [])
+    if fine_tuned_name and (not names or names[0] != fine_tuned_name):
+        names.insert(0, fine_tuned_name)
+    sources = ["named"] * len(names)
+    checked: list[str | None] = []
+    if tuned_at is not None:
+        if not names:
+            if tuned_at.kind == "local":
+                names, sources = [_registry_adapter_candidate(model, base, errors)], ["registry_adapter"]
+                checked = list(names)
+            else:
+                names, sources = [default_fine_tuned_name(model)], ["named"]
+        if not checked:
+            if tuned_at.kind == "local":
+                checked = [_local_base(candidate, "fine_tuned_names", errors) for candidate in names]
+            else:
+                checked = [_check_model_name(candidate, "fine_tuned_names", errors) for candidate in names]
+    if "fine_tuned_names" not in errors and base is not None and tuned_at is not None and tuned_at.kind != "local":
         # One model named twice (the seed's field repeated in the list, or "x" and "x:latest") is asked once.
         try:
-            checked = engine.distinct_fine_tuned(base or "", checked)
+            deduplicated = engine.distinct_fine_tuned(base, checked)
         except engine.EvaluationInputError as exc:
             errors["fine_tuned_names"] = str(exc)
         else:
-            if len(checked) > MAX_FINE_TUNED_CANDIDATES:
-                errors["fine_tuned_names"] = f"at most {MAX_FINE_TUNED_CANDIDATES} fine-tuned models per evaluation"
+            kept = {id(name) for name in deduplicated}
+            sources = [source for name, source in zip(checked, sources, strict=True) if id(name) in kept]
+            names = checked = deduplicated
+    if len(checked or names) > MAX_FINE_TUNED_CANDIDATES:
+        errors["fine_tuned_names"] = f"at most {MAX_FINE_TUNED_CANDIDATES} fine-tuned models per evaluation"
+    elif "fine_tuned_names" not in errors and base is not None:
+        candidates = [base, *checked]
+        if len(set(candidates)) != len(candidates):
+            errors["fine_tuned_names"] = "every candidate (base and fine-tuned models) must be a different model"
     clean_labels = None
     if labels:
         clean_labels = [label.strip() for label in labels if isinstance(label, str)]
@@ -168,16 +277,32 @@ def evaluation_start(
             raise EvaluationsInvalid({"test_set_path": f"storage is unavailable: {exc}"}) from None
         if not found:
             raise EvaluationsInvalid({"test_set_path": "no such object in your datasets"})
+    prompt = (
+        evaluation_prompt_for(model)
+        if not prompt_template
+        else {"prompt_style": engine.PROMPT_TEMPLATE, "system_prompt": "", "chat_template_sha256": ""}
+    )
     config = engine.EvaluationConfig(
         labels=clean_labels or [],
         prompt_template=prompt_template or engine.DEFAULT_PROMPT_TEMPLATE,
         max_examples=max_examples,
         concurrency=concurrency or settings.EVALUATION_DEFAULT_CONCURRENCY,
-        timeout=float(timeout or settings.OLLAMA_TIMEOUT),
+        timeout=float(timeout) if timeout else None,
         max_retries=settings.EVALUATION_MAX_RETRIES,
         retry_backoff=settings.EVALUATION_RETRY_BACKOFF_MS / 1000,
+        prompt_style=prompt["prompt_style"],
+        system_prompt=prompt["system_prompt"],
     ).to_dict()
     config["fine_tuned_names"] = checked
+    config["chat_template_sha256"] = prompt["chat_template_sha256"]
+    # Where each candidate is asked, recorded as it was decided: the run and the results read this.
+    config["candidates"] = [
+        {"name": base, "role": "base", "endpoint": base_at.name, "source": "named"},
+        *(
+            {"name": candidate, "role": "fine_tuned", "endpoint": tuned_at.name, "source": source}
+            for candidate, source in zip(checked, sources, strict=True)
+        ),
+    ]
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
             owner=user,
@@ -396,23 +521,13 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
         )
     _publish(evaluation)
     config = engine.EvaluationConfig.from_dict(evaluation.config)
-    client = ollama_client(
-        timeout=config.timeout,
-        max_retries=config.max_retries,
-        retry_backoff=config.retry_backoff,
-        pool_size=max(config.concurrency, 1),
-    )
     store = _DatabaseStore(evaluation)
+    backends: list = []
+    folders: dict[str, str] = {}
     try:
         records, labels = _load_test_set(evaluation, config)
-        engine.run_evaluation(
-            records=records,
-            candidates=evaluation.candidates,
-            labels=labels,
-            config=config,
-            client=client,
-            store=store,
-        )
+        candidates = _candidates(evaluation, config, backends, folders)
+        engine.run_evaluation(records=records, candidates=candidates, labels=labels, config=config, store=store)
         predictions = [
             as_engine_prediction(row) for row in Prediction.objects.filter(evaluation_id=evaluation.id).iterator()
         ]
@@ -420,16 +535,93 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
     except engine.EvaluationCancelled:
         evaluation.refresh_from_db()
         return evaluation
-    except (OllamaError, engine.EvaluationInputError) as exc:
-        return _finish_failed(evaluation, str(exc))
+    except (InferenceError, engine.EvaluationInputError, AdapterUnavailable) as exc:
+        return _finish_failed(evaluation, _without_folders(str(exc), folders))
     except DatabaseError:
         raise
     except Exception as exc:
         logger.exception("Evaluation %s failed unexpectedly", evaluation_id)
         return _finish_failed(evaluation, f"internal error ({exc.__class__.__name__}): {exc}")
     finally:
-        client.close()
+        for backend in backends:
+            backend.close()
     return _finish_completed(evaluation, results, examples)
+
+
+def _without_folders(message: str, folders: dict[str, str]) -> str:
+    """The worker's folders never reach the user: the local engine's messages name them, the user sees names."""
+    for folder in sorted(folders, key=len, reverse=True):
+        message = message.replace(folder, folders[folder])
+    return message
+
+
+def _candidates(
+    evaluation: Evaluation, config: engine.EvaluationConfig, backends: list, folders: dict[str, str]
+) -> list[engine.Candidate]:
+    """Each candidate with the backend of its endpoint (one backend per endpoint), built on this worker.
+
+    The endpoint is looked up again: one disabled since the evaluation was queued refuses here, with the
+    reason. On a local endpoint the folders are resolved now (the base from the catalogue, the model's
+    adapter downloaded into this worker's cache) and registered under the candidate's name, so no path
+    ever travels in a request.
+    """
+    from inference.base import RetryPolicy
+    from inference.local import LocalModelRef
+    from inference.selectors import endpoint_usable, local_engine
+
+    from .local_models import adapter_folder, chat_template_sha256, has_adapter
+
+    by_endpoint: dict[str, object] = {}
+    retry = RetryPolicy(max_retries=config.max_retries, backoff=config.retry_backoff)
+    adapter: Path | None = None
+    as_trained = config.prompt_style == engine.PROMPT_AS_TRAINED
+    candidates = []
+    for plan in evaluation.candidate_plans:
+        backend = by_endpoint.get(plan["endpoint"])
+        if backend is None:
+            endpoint = endpoint_usable(name=plan["endpoint"])
+            concurrency = max(1, config.concurrency)
+            if endpoint.source != "built-in":  # the operator's bound for a server they configured
+                concurrency = min(concurrency, endpoint.concurrency)
+            endpoint = replace(endpoint, concurrency=concurrency, timeout=config.timeout or endpoint.timeout)
+            backend = endpoint.build_backend(
+                local_engine=local_engine() if endpoint.kind == "local" else None, retry=retry
+            )
+            by_endpoint[plan["endpoint"]] = backend
+            backends.append(backend)
+        if backend.kind == "local":
+            from finetune_studio.base_models import BaseModelRefused, base_model_resolve
+
+            model = evaluation.model
+            wants_adapter = plan["source"] == "registry_adapter"
+            if adapter is None and model is not None and (wants_adapter or (as_trained and has_adapter(model))):
+                adapter = adapter_folder(model)
+                folders[str(adapter)] = f"the adapter of model #{model.id}"
+                trained_with = (evaluation.config or {}).get("chat_template_sha256")
+                found = chat_template_sha256(adapter)
+                if as_trained and trained_with and found and found != trained_with:
+                    # Asking through another template than the one trained would measure the template, not the model.
+                    raise engine.EvaluationInputError(
+                        f"the adapter of model #{model.id} carries a chat template (sha256 {found[:12]}…) other than "
+                        f"the one it was trained with (sha256 {trained_with[:12]}…, in its lineage)"
+                    )
+            base_name = model.base_model if wants_adapter else plan["name"]
+            try:
+                base_folder = base_model_resolve(base_name, loadable=True).path
+            except BaseModelRefused as exc:
+                raise engine.EvaluationInputError(f"the local endpoint cannot load {exc}") from None
+            folders[str(base_folder)] = f"base model {base_name}"
+            # Both candidates read prompts through the adapter's tokenizer (its chat template) when the model
+            # was trained here: the base is asked exactly as the fine-tuned model is.
+            tokenizer = str(adapter) if adapter is not None and as_trained else None
+            backend.register(
+                plan["name"],
+                LocalModelRef(
+                    base=str(base_folder), adapter=str(adapter) if wants_adapter else None, tokenizer=tokenizer
+                ),
+            )
+        candidates.append(engine.Candidate(name=plan["name"], backend=backend))
+    return candidates
 
 
 def _load_test_set(evaluation: Evaluation, config: engine.EvaluationConfig):

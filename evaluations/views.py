@@ -1,6 +1,5 @@
 """Evaluation pages: list, create form, and the side-by-side viewer (live while running)."""
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -8,11 +7,9 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from inference.clients import ollama_client
-from inference.ollama import OllamaError
-
 from . import selectors, services
 from .forms import EvaluationForm
+from .local_models import has_adapter
 from .models import Evaluation
 
 # (key, label, higher is better)
@@ -43,24 +40,44 @@ def evaluation_list(request):
     )
 
 
-def _ollama_models() -> tuple[list[str], str]:
-    """Names from Ollama's /api/tags, or ([], why not) when Ollama does not answer."""
-    try:
-        return [model["name"] for model in ollama_client(timeout=3).list_models()], ""
-    except OllamaError as exc:
-        return [], str(exc)
+def _endpoints(catalogue: list[str]) -> list:
+    """Every endpoint with its availability and the models it offers (the local engine's: the catalogue).
+
+    Servers are asked in parallel with a short timeout; nothing here imports torch.
+    """
+    from dataclasses import replace
+
+    from inference.selectors import endpoint_statuses
+
+    return [replace(status, models=catalogue) if status.kind == "local" else status for status in endpoint_statuses()]
+
+
+def _local_ready(model, catalogue: list[str]) -> bool:
+    """Whether the local endpoint can ask this model as is: its adapter in the registry, its base here."""
+    return model.base_model in catalogue and has_adapter(model)
 
 
 @login_required
 def evaluation_create(request):
+    from finetune_studio.base_models import base_model_catalogue
+    from inference.selectors import endpoint_default_name
+
+    catalogue = [entry.name for entry in base_model_catalogue()]
     models = list(selectors.evaluatable_models(user=request.user).order_by("-created_at")[:500])
     datasets = list(selectors.test_sets_of(user=request.user)[:500])
     for model in models:
         model.default_ollama_name = services.default_fine_tuned_name(model)
-    initial = {}
+        model.local_ready = _local_ready(model, catalogue)
+    endpoints = _endpoints(catalogue)
+    default_endpoint = endpoint_default_name()
+    initial = {"base_endpoint": default_endpoint, "fine_tuned_endpoint": default_endpoint}
     if request.GET.get("model", "").isdigit():
         initial["model"] = int(request.GET["model"])
-    form = EvaluationForm(request.POST or None, models=models, datasets=datasets, initial=initial)
+        chosen = next((m for m in models if m.id == initial["model"]), None)
+        if chosen is not None and chosen.local_ready:
+            # "Evaluate" on a model trained here: its own adapter on its base, in the studio's engine.
+            initial.update(base_endpoint="local", fine_tuned_endpoint="local", base_model_name=chosen.base_model)
+    form = EvaluationForm(request.POST or None, models=models, datasets=datasets, endpoints=endpoints, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         model = next((m for m in models if m.id == data["model"]), None)
@@ -71,8 +88,10 @@ def evaluation_create(request):
                 user=request.user,
                 model=model,
                 test_set_path=data["test_set_path"],
-                base_model_name=data["base_model_name"],
+                base_model_name=data["base_model_name"] or None,
                 fine_tuned_name=data["fine_tuned_name"] or None,
+                base_endpoint=data["base_endpoint"] or None,
+                fine_tuned_endpoint=data["fine_tuned_endpoint"] or None,
                 labels=data["labels"],
                 max_examples=data["max_examples"],
                 concurrency=data["concurrency"],
@@ -80,12 +99,11 @@ def evaluation_create(request):
             )
         except services.EvaluationsInvalid as exc:
             for field, reason in exc.errors.items():
-                field = "fine_tuned_name" if field == "fine_tuned_names" else field
+                field = {"fine_tuned_names": "fine_tuned_name", "endpoint": "fine_tuned_endpoint"}.get(field, field)
                 form.add_error(field if field in form.fields else None, reason)
         else:
             messages.success(request, "Evaluation started.")
             return redirect("evaluation-detail", pk=evaluation.id)
-    ollama_models, ollama_error = _ollama_models()
     return render(
         request,
         "evaluations/evaluation_form.html",
@@ -93,9 +111,10 @@ def evaluation_create(request):
             "form": form,
             "models": models,
             "datasets": datasets,
-            "ollama_models": ollama_models,
-            "ollama_error": ollama_error,
-            "ollama_url": settings.OLLAMA_URL,
+            "endpoints": endpoints,
+            "default_endpoint": default_endpoint,
+            "selected_base_endpoint": form["base_endpoint"].value() or default_endpoint,
+            "selected_fine_tuned_endpoint": form["fine_tuned_endpoint"].value() or default_endpoint,
         },
     )
 
@@ -186,7 +205,8 @@ def _heatmap(scores: dict) -> dict:
 def evaluation_detail(request, pk: int):
     evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
     results = evaluation.results or {}
-    context = {"evaluation": evaluation, "results": results}
+    plans = evaluation.candidate_plans
+    context = {"evaluation": evaluation, "results": results, "base_plan": plans[0], "fine_tuned_plans": plans[1:]}
     if results.get("base"):
         by_model = results.get("candidates") or {
             results["base"]["model"]: results["base"],

@@ -276,6 +276,8 @@ if not (LOCAL_INFERENCE_DEVICE in ("auto", "cpu", "cuda") or LOCAL_INFERENCE_DEV
 # Weights the local engine keeps loaded per worker process (least recently used go first).
 LOCAL_INFERENCE_MAX_BYTES = env_int("LOCAL_INFERENCE_MAX_BYTES", 8 * 1024**3, minimum=1024**2)
 LOCAL_INFERENCE_BATCH_SIZE = env_int("LOCAL_INFERENCE_BATCH_SIZE", 16, minimum=1, maximum=512)
+# Registry adapters an evaluation asks on the local endpoint are copied here per worker (by their sha256).
+LOCAL_INFERENCE_CACHE_DIR = Path(env_str("LOCAL_INFERENCE_CACHE_DIR", str(VAR_DIR / "cache" / "local-inference")))
 
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"

@@ -30,10 +30,16 @@ DEFAULT_MAX_NEW_TOKENS = 64
 
 @dataclass(frozen=True)
 class LocalModelRef:
-    """A base model folder and, optionally, a PEFT adapter folder trained on it."""
+    """A base model folder and, optionally, a PEFT adapter folder trained on it.
+
+    ``tokenizer``: a folder whose tokenizer (and chat template) to use instead; an evaluation asks the base
+    without the adapter but with the adapter's tokenizer, so both candidates see the prompt as trained.
+    Otherwise the adapter's tokenizer when it saved one, else the base's.
+    """
 
     base: str
     adapter: str | None = None
+    tokenizer: str | None = None
 
     def describe(self) -> str:
         return f"{self.base} + adapter {self.adapter}" if self.adapter else self.base
@@ -125,7 +131,12 @@ class LocalEngine:
 
     def load(self, ref: LocalModelRef) -> LoadedModel:
         device = resolve_device(self.device_setting)
-        key = (str(Path(ref.base).resolve()), str(Path(ref.adapter).resolve()) if ref.adapter else None, device)
+        key = (
+            str(Path(ref.base).resolve()),
+            str(Path(ref.adapter).resolve()) if ref.adapter else None,
+            device,
+            str(Path(ref.tokenizer).resolve()) if ref.tokenizer else None,
+        )
         return self.cache.get(key, lambda: _load(ref, device=device, dtype=self.dtype_setting))
 
     def render(self, loaded: LoadedModel, messages: Sequence[dict]) -> list[int]:
@@ -249,7 +260,9 @@ def _load(ref: LocalModelRef, *, device: str, dtype: str) -> LoadedModel:
         torch_dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
-    tokenizer_folder = ref.adapter if ref.adapter and (Path(ref.adapter) / "tokenizer_config.json").exists() else None
+    tokenizer_folder = ref.tokenizer or (
+        ref.adapter if ref.adapter and (Path(ref.adapter) / "tokenizer_config.json").exists() else None
+    )
     try:
         # The adapter's tokenizer when it saved one: the trainer may have given it the chat template it trained with.
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder or ref.base, local_files_only=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from .base import Backend, InferenceError, RetryPolicy
-from .endpoints import EndpointConfig, UnknownEndpoint
+from .endpoints import EndpointConfig, EndpointUnavailable, UnknownEndpoint
 
 _engine_lock = threading.Lock()
 _engine = None
@@ -62,6 +62,27 @@ def endpoint_get(*, name: str) -> EndpointConfig:
         return row.to_config()
     known = ", ".join(endpoint.name for endpoint in endpoint_list())
     raise UnknownEndpoint(f"there is no inference endpoint named '{name}' (known: {known})", endpoint=name)
+
+
+def endpoint_usable(*, name: str) -> EndpointConfig:
+    """The endpoint, checked without sending anything: UnknownEndpoint, or EndpointUnavailable with the reason.
+
+    For a request that names an endpoint (an evaluation): disabled by the operator, its API key unreadable,
+    or the local engine's packages missing on this installation are refused before anything is queued.
+    """
+    endpoint = endpoint_get(name=name)
+    if not endpoint.enabled:
+        raise EndpointUnavailable(f"endpoint '{name}' is disabled by the operator", endpoint=name)
+    if endpoint.kind == "openai":
+        endpoint.api_key()
+    if endpoint.kind == "local":
+        missing = [package for package in LOCAL_REQUIREMENTS if importlib.util.find_spec(package) is None]
+        if missing:
+            raise EndpointUnavailable(
+                f"endpoint '{name}': the local engine needs {', '.join(missing)} (requirements-train.txt)",
+                endpoint=name,
+            )
+    return endpoint
 
 
 def endpoint_default_name() -> str:

@@ -31,7 +31,8 @@ def _import_engine():
     try:
         import finetune_studio.records  # noqa: F401  (the test-set reader the engine uses)
         from evaluations import engine, metrics
-        from inference.ollama import OllamaClient, OllamaError
+        from inference.base import InferenceError, RetryPolicy
+        from inference.ollama_backend import OllamaBackend
     except ImportError as exc:
         missing = getattr(exc, "name", None) or str(exc)
         sys.stderr.write(
@@ -39,7 +40,7 @@ def _import_engine():
             f"    pip install -r {ROOT / 'requirements.txt'}\n"
         )
         raise SystemExit(3) from None
-    return engine, metrics, OllamaClient, OllamaError
+    return engine, metrics, OllamaBackend, RetryPolicy, InferenceError
 
 
 class ProgressBar:
@@ -118,7 +119,7 @@ def print_summary(results: dict, stream=sys.stdout) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    engine, metrics, OllamaClient, OllamaError = _import_engine()
+    engine, metrics, OllamaBackend, RetryPolicy, InferenceError = _import_engine()
     config = engine.EvaluationConfig(
         labels=args.labels or [],
         max_examples=args.max_examples,
@@ -137,14 +138,24 @@ def main(argv: list[str] | None = None) -> int:
     except engine.EvaluationInputError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    client = OllamaClient(args.ollama_url, timeout=args.timeout, max_retries=args.retries, pool_size=args.concurrency)
+    client = OllamaBackend(
+        endpoint="ollama",
+        url=args.ollama_url,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        retry=RetryPolicy(max_retries=args.retries),
+    )
     progress = None if args.quiet else ProgressBar()
     store = engine.MemoryStore(on_progress=progress)
     try:
         engine.run_evaluation(
-            records=records, candidates=candidates, labels=labels, config=config, client=client, store=store
+            records=records,
+            candidates=[engine.Candidate(name=name, backend=client) for name in candidates],
+            labels=labels,
+            config=config,
+            store=store,
         )
-    except OllamaError as exc:
+    except InferenceError as exc:
         sys.stderr.write(f"\nerror: {exc}\n")
         return 1
     except KeyboardInterrupt:

@@ -2,15 +2,42 @@ from rest_framework import serializers
 
 from ..models import Evaluation
 
+ENDPOINT_HELP = (
+    "The name of one of the studio's inference endpoints (GET /api/v1/inference/endpoints), never a URL. "
+    "Absent: the studio's default endpoint."
+)
+
 
 class EvaluateRequestSerializer(serializers.Serializer):
-    """``POST /api/v1/models/:id/evaluate``: the seed's fields, plus options and more candidates."""
+    """``POST /api/v1/models/:id/evaluate``: the seed's fields, plus endpoints, options and more candidates.
+
+    The seed's body (``test_set_path``, ``base_model_name``, ``fine_tuned_name``) keeps working: both
+    candidates are then asked on the default endpoint. On the ``local`` endpoint ``base_model_name`` is a
+    base-model catalogue name (default: the model's base) and leaving ``fine_tuned_name`` out means this
+    model's own LoRA adapter from the registry on that base.
+    """
 
     test_set_path = serializers.CharField(max_length=500, trim_whitespace=False)
-    base_model_name = serializers.CharField(max_length=200)
-    fine_tuned_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    base_model_name = serializers.CharField(
+        max_length=200, required=False, help_text="The base candidate's model name. Default: the model's base."
+    )
+    fine_tuned_name = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        help_text="Default: the model's Ollama name or name; on `local`, the model's own adapter on its base.",
+    )
     fine_tuned_names = serializers.ListField(
         child=serializers.CharField(max_length=200), required=False, allow_empty=True, max_length=10
+    )
+    endpoint = serializers.CharField(
+        max_length=100, required=False, help_text="Both candidates' endpoint. " + ENDPOINT_HELP
+    )
+    base_endpoint = serializers.CharField(
+        max_length=100, required=False, help_text="The base's endpoint. " + ENDPOINT_HELP
+    )
+    fine_tuned_endpoint = serializers.CharField(
+        max_length=100, required=False, help_text="The fine-tuned models' endpoint. " + ENDPOINT_HELP
     )
     labels = serializers.ListField(
         child=serializers.CharField(max_length=200, trim_whitespace=False), required=False, max_length=200
@@ -20,6 +47,21 @@ class EvaluateRequestSerializer(serializers.Serializer):
     concurrency = serializers.IntegerField(min_value=1, max_value=32, required=False)
     timeout = serializers.IntegerField(min_value=1, max_value=3600, required=False)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        # A server address is the operator's: a request that tries to give one is told so, not silently ignored.
+        given = [key for key in self.initial_data if "url" in key.lower() or "api_key" in key.lower()]
+        if given:
+            raise serializers.ValidationError(
+                {
+                    key: [
+                        "evaluations use the studio's inference endpoints by name (endpoint, base_endpoint, "
+                        "fine_tuned_endpoint); a URL or key is never accepted"
+                    ]
+                    for key in given
+                }
+            )
+        return attrs
 
 
 class EvaluationUpdateSerializer(serializers.Serializer):
@@ -41,6 +83,8 @@ class EvaluationUpdateSerializer(serializers.Serializer):
 
 class EvaluationListSerializer(serializers.ModelSerializer):
     fine_tuned_names = serializers.SerializerMethodField()
+    base_endpoint = serializers.CharField(read_only=True)
+    fine_tuned_endpoint = serializers.CharField(read_only=True)
     summary = serializers.SerializerMethodField()
     model_name = serializers.CharField(source="model.name", default=None, read_only=True)
 
@@ -58,6 +102,8 @@ class EvaluationListSerializer(serializers.ModelSerializer):
             "base_model_name",
             "fine_tuned_name",
             "fine_tuned_names",
+            "base_endpoint",
+            "fine_tuned_endpoint",
             "progress",
             "summary",
             "started_at",

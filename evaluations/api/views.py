@@ -54,6 +54,17 @@ class ModelEvaluateView(APIView):
     """``POST /api/v1/models/:id/evaluate`` → 202 with the new evaluation's id."""
 
     @extend_schema(
+        summary="Evaluate a model against its base",
+        description=(
+            "Queues an evaluation of the base and the fine-tuned model(s) on a test set. Each candidate is asked on "
+            "an inference endpoint named by the operator (GET /api/v1/inference/endpoints): `base_endpoint` and "
+            "`fine_tuned_endpoint`, or `endpoint` for both; absent means the studio's default endpoint, so the "
+            "seed's body (`test_set_path`, `base_model_name`, `fine_tuned_name`) works unchanged. A URL is never "
+            "accepted. On `local`, names are base-model catalogue names, `base_model_name` defaults to the model's "
+            "base and leaving `fine_tuned_name` out means this model's own LoRA adapter on that base. A model "
+            "trained by lora-sft is asked as it was taught (its system prompt and chat template) unless "
+            "`prompt_template` is given. 400: an unknown or disabled endpoint, named with the reason."
+        ),
         request=EvaluateRequestSerializer,
         responses={
             202: inline_serializer(

@@ -61,7 +61,10 @@ def test_a_missing_model_fails_at_once_with_the_exact_message(start, ollama_serv
     ollama_server.add_model("llama3.2:3b", answer="neutral")
     evaluation = start()
     assert evaluation.status == "failed"
-    assert evaluation.error_message == f"model 'contracts-ft' not found in Ollama at {ollama_server.url}"
+    # The endpoint, its address and the model, in the inference taxonomy's words.
+    assert evaluation.error_message.startswith(
+        f"model 'contracts-ft' not found on endpoint 'ollama' ({ollama_server.url})"
+    ), evaluation.error_message
     # 404 is not retried: one request per example at most, none repeated.
     asked = ollama_server.chat_requests(model="contracts-ft")
     assert len(asked) == len({request.prompt for request in asked}) <= 4
@@ -74,7 +77,7 @@ def test_an_unreachable_ollama_fails_saying_so(start, settings):
     settings.EVALUATION_RETRY_BACKOFF_MS = 5
     evaluation = start()
     assert evaluation.status == "failed"
-    assert evaluation.error_message.startswith(f"Ollama is unreachable at {settings.OLLAMA_URL}")
+    assert evaluation.error_message.startswith(f"endpoint 'ollama' ({settings.OLLAMA_URL}) kept failing")
     assert "connection refused" in evaluation.error_message
 
 

@@ -46,7 +46,12 @@ def test_the_create_form_offers_ollamas_models(alice, alice_browser, make_model,
     html = alice_browser.get(f"/evaluations/new/?model={model.id}").content.decode()
     assert '<option value="llama3.2:3b">' in html
     assert dataset.path in html
-    assert f'<option value="{model.id}" data-ollama-name="contracts-ft" selected>' in html
+    assert (
+        f'<option value="{model.id}" data-ollama-name="contracts-ft" data-base="llama3.2:3b" '
+        'data-local-ready="" selected>' in html
+    )
+    # An uploaded model with no adapter, on a base the studio does not have: the default endpoint stays chosen.
+    assert '<option value="ollama" selected>' in html
 
 
 def test_the_create_form_falls_back_to_free_text_when_ollama_is_unreachable(
@@ -58,7 +63,7 @@ def test_the_create_form_falls_back_to_free_text_when_ollama_is_unreachable(
     make_test_set(alice)
     settings.OLLAMA_URL = f"http://127.0.0.1:{free_port()}"
     html = alice_browser.get("/evaluations/new/").content.decode()
-    assert "Could not list Ollama's models" in html
+    assert "could not list ollama's models" in html
     assert 'name="base_model_name"' in html
 
 

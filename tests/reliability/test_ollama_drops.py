@@ -43,7 +43,9 @@ def test_ollama_dropping_connections_fails_clearly_keeps_partial_results_and_a_r
 
     assert evaluation.status == "failed"
     # Says what happened and that it was retried (1 + EVALUATION_MAX_RETRIES attempts), not a bare "failed".
-    assert f"Ollama is unreachable at {trained_ollama.url}" in evaluation.error_message, evaluation.error_message
+    assert f"endpoint 'ollama' ({trained_ollama.url}) kept failing" in evaluation.error_message, (
+        evaluation.error_message
+    )
     assert "connection closed without an answer; 3 attempts" in evaluation.error_message
     kept = {(p.index, p.candidate) for p in Prediction.objects.filter(evaluation=evaluation)}
     assert 0 < len(kept) < EXAMPLES * 2  # partial results are kept, not thrown away with the failure
