@@ -41,11 +41,11 @@ def vllm(settings, monkeypatch):
 
 
 def test_an_openai_compatible_endpoint_answers_an_evaluation_end_to_end(
-    alice, alice_api, make_model, make_dataset, vllm, django_capture_on_commit_callbacks
+    alice, alice_api, make_model, make_test_set, vllm, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
         response = evaluate(
-            alice_api, make_model(alice), make_dataset(alice), base_model_name="llama-3-base", endpoint="vllm"
+            alice_api, make_model(alice), make_test_set(alice), base_model_name="llama-3-base", endpoint="vllm"
         )
     assert response.status_code == 202, response.content
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
@@ -66,11 +66,11 @@ def test_an_openai_compatible_endpoint_answers_an_evaluation_end_to_end(
 
 
 def test_each_candidate_is_asked_on_its_own_endpoint(
-    alice, alice_api, make_model, make_dataset, vllm, trained_ollama, django_capture_on_commit_callbacks
+    alice, alice_api, make_model, make_test_set, vllm, trained_ollama, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
         response = evaluate(
-            alice_api, make_model(alice), make_dataset(alice), base_endpoint="ollama", fine_tuned_endpoint="vllm"
+            alice_api, make_model(alice), make_test_set(alice), base_endpoint="ollama", fine_tuned_endpoint="vllm"
         )
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
     assert evaluation.status == "completed", evaluation.error_message
@@ -80,11 +80,11 @@ def test_each_candidate_is_asked_on_its_own_endpoint(
 
 
 def test_the_seed_body_runs_on_the_default_endpoint(
-    alice, alice_api, make_model, make_dataset, vllm, trained_ollama, settings, django_capture_on_commit_callbacks
+    alice, alice_api, make_model, make_test_set, vllm, trained_ollama, settings, django_capture_on_commit_callbacks
 ):
     settings.INFERENCE_DEFAULT_ENDPOINT = "vllm"
     with django_capture_on_commit_callbacks(execute=True):
-        response = evaluate(alice_api, make_model(alice), make_dataset(alice), base_model_name="llama-3-base")
+        response = evaluate(alice_api, make_model(alice), make_test_set(alice), base_model_name="llama-3-base")
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
     assert evaluation.status == "completed", evaluation.error_message
     assert (evaluation.base_endpoint, evaluation.fine_tuned_endpoint) == ("vllm", "vllm")
@@ -103,13 +103,13 @@ def test_the_seed_body_runs_on_the_default_endpoint(
     ],
 )
 def test_a_user_cannot_name_a_url_and_nothing_is_sent_there(
-    extra, field, alice, alice_api, make_model, make_dataset, ollama_server
+    extra, field, alice, alice_api, make_model, make_test_set, ollama_server
 ):
     with OllamaServer() as theirs:
         theirs.add_model("llama3.2:3b", answer="neutral")
         port = theirs.url.rsplit(":", 1)[1]
         body = {key: value.format(url=theirs.url, port=port) for key, value in extra.items()}
-        response = evaluate(alice_api, make_model(alice), make_dataset(alice), **body)
+        response = evaluate(alice_api, make_model(alice), make_test_set(alice), **body)
         assert response.status_code == 400, response.content
         reason = response.json()["errors"][field][0]
         assert "never" in reason and "by name" in reason
@@ -127,9 +127,9 @@ def test_a_user_cannot_name_a_url_and_nothing_is_sent_there(
     ],
 )
 def test_an_unusable_endpoint_is_refused_naming_it_with_the_reason(
-    extra, field, reason, alice, alice_api, make_model, make_dataset, vllm
+    extra, field, reason, alice, alice_api, make_model, make_test_set, vllm
 ):
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice), **extra)
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice), **extra)
     assert response.status_code == 400, response.content
     assert reason in response.json()["errors"][field][0]
     assert not Evaluation.objects.exists()
@@ -137,11 +137,11 @@ def test_an_unusable_endpoint_is_refused_naming_it_with_the_reason(
 
 
 def test_an_endpoint_disabled_after_queueing_fails_the_run_with_the_reason(
-    alice, alice_api, make_model, make_dataset, vllm, settings
+    alice, alice_api, make_model, make_test_set, vllm, settings
 ):
     from evaluations import services
 
-    response = evaluate(alice_api, make_model(alice), make_dataset(alice), endpoint="vllm")  # queued, not run
+    response = evaluate(alice_api, make_model(alice), make_test_set(alice), endpoint="vllm")  # queued, not run
     assert response.status_code == 202
     settings.INFERENCE_ENDPOINTS = [
         endpoint if endpoint.name != "vllm" else type(endpoint)(**{**endpoint.__dict__, "enabled": False})
@@ -153,11 +153,11 @@ def test_an_endpoint_disabled_after_queueing_fails_the_run_with_the_reason(
     assert vllm.chat_requests() == []
 
 
-def test_the_local_endpoint_refuses_what_it_cannot_load(alice, alice_api, make_model, make_dataset, settings, tmp_path):
+def test_the_local_endpoint_refuses_what_it_cannot_load(alice, alice_api, make_model, make_test_set, settings, tmp_path):
     pytest.importorskip("torch", reason="the local engine's packages are not installed")
     settings.DEMO_BASE_DIR = tmp_path / "no-demo-base-here"
     model = make_model(alice)  # uploaded, no adapter, base llama3.2:3b (not in the catalogue)
-    body = {"test_set_path": make_dataset(alice).path, "endpoint": "local"}  # no names: the model's own
+    body = {"test_set_path": make_test_set(alice).path, "endpoint": "local"}  # no names: the model's own
     no_adapter = alice_api.post(f"/api/v1/models/{model.id}/evaluate", body, format="json")
     assert no_adapter.status_code == 400
     errors = no_adapter.json()["errors"]
@@ -189,10 +189,10 @@ def test_what_a_page_request_runs_imports_no_deep_learning_framework(tmp_path):
 
 
 def test_the_form_offers_each_endpoint_with_its_models_and_says_why_one_is_unavailable(
-    alice, alice_browser, make_model, make_dataset, vllm, trained_ollama
+    alice, alice_browser, make_model, make_test_set, vllm, trained_ollama
 ):
     make_model(alice)
-    make_dataset(alice)
+    make_test_set(alice)
     html = alice_browser.get("/evaluations/new/").content.decode()
     assert '<option value="vllm">vllm (openai)</option>' in html
     assert '<option value="gpu-box" disabled>gpu-box (openai) — unavailable</option>' in html
@@ -203,9 +203,9 @@ def test_the_form_offers_each_endpoint_with_its_models_and_says_why_one_is_unava
 
 
 def test_the_form_refuses_an_endpoint_the_operator_disabled(
-    alice, alice_browser, make_model, make_dataset, vllm, django_capture_on_commit_callbacks
+    alice, alice_browser, make_model, make_test_set, vllm, django_capture_on_commit_callbacks
 ):
-    model, dataset = make_model(alice), make_dataset(alice)
+    model, dataset = make_model(alice), make_test_set(alice)
     page = alice_browser.post(
         "/evaluations/new/",
         {"model": model.id, "test_set_path": dataset.path, "base_endpoint": "keyless", "fine_tuned_endpoint": "vllm"},

@@ -201,7 +201,7 @@ def test_a_broken_adapter_fails_the_evaluation_with_the_reason(
     demo_base,  # noqa: F811
     settings,
     tmp_path,
-    make_dataset,
+    make_test_set,
     django_capture_on_commit_callbacks,
 ):
     from finetune_studio.objects import bucket
@@ -214,7 +214,7 @@ def test_a_broken_adapter_fails_the_evaluation_with_the_reason(
     with django_capture_on_commit_callbacks(execute=True):
         response = alice_api.post(
             f"/api/v1/models/{model.id}/evaluate",
-            {"test_set_path": make_dataset(alice).path, "endpoint": "local"},
+            {"test_set_path": make_test_set(alice).path, "endpoint": "local"},
             format="json",
         )
     assert response.status_code == 202, response.content
@@ -231,7 +231,7 @@ def test_an_adapter_whose_chat_template_is_not_the_trained_one_is_not_asked(
     demo_base,  # noqa: F811
     settings,
     tmp_path,
-    make_dataset,
+    make_test_set,
     django_capture_on_commit_callbacks,
 ):
     settings.DEMO_BASE_DIR = demo_base
@@ -247,7 +247,7 @@ def test_an_adapter_whose_chat_template_is_not_the_trained_one_is_not_asked(
     with django_capture_on_commit_callbacks(execute=True):
         response = alice_api.post(
             f"/api/v1/models/{model.id}/evaluate",
-            {"test_set_path": make_dataset(alice).path, "endpoint": "local"},
+            {"test_set_path": make_test_set(alice).path, "endpoint": "local"},
             format="json",
         )
     evaluation = Evaluation.objects.get(id=response.json()["evaluation_id"])
