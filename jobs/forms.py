@@ -19,6 +19,11 @@ class JobForm(forms.Form):
     base_model = forms.CharField(max_length=200, help_text="e.g. llama3.2:3b, or a local model folder.")
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False)
     trainer = forms.ChoiceField()
+    registered_name = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="The registry name its model becomes a version of (default: from the job's name).",
+    )
 
     def __init__(self, *args, user, trainer: Trainer | None, **kwargs):
         super().__init__(*args, **kwargs)

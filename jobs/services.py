@@ -25,6 +25,7 @@ from django.utils import timezone
 from finetune_studio import keys, objects, records
 from finetune_studio.api import Conflict
 from finetune_studio.events import publish_event_on_commit, user_channel
+from finetune_studio.registry_names import InvalidRegisteredName, check_registered_name
 
 from . import hyperparameters
 from .models import Dataset, Job, JobMetric, Trainer
@@ -166,14 +167,27 @@ def trainer_sync_builtin() -> list[str]:
 
 
 def job_create(
-    *, owner, name: str, base_model: str, dataset_id: int | None, trainer_name: str, hyperparameters_given: Any
+    *,
+    owner,
+    name: str,
+    base_model: str,
+    dataset_id: int | None,
+    trainer_name: str,
+    hyperparameters_given: Any,
+    registered_name: str = "",
 ) -> Job:
     """Create a job and queue it (local trainers: the run is enqueued after commit).
 
     Raises JobInvalid (400) naming each field: unknown/unavailable trainer, a dataset that is
-    not the owner's, hyperparameters that do not fit the trainer's schema.
+    not the owner's, hyperparameters that do not fit the trainer's schema, a badly spelled
+    ``registered_name`` (the name its model will be a version of; blank: derived from ``name``).
     """
     errors: dict[str, Any] = {}
+    if registered_name:
+        try:
+            registered_name = check_registered_name(registered_name)
+        except InvalidRegisteredName as exc:
+            errors["registered_name"] = [str(exc)]
     trainer = Trainer.objects.filter(name=trainer_name).first()
     if trainer is None:
         errors["trainer"] = [f"no trainer named {trainer_name!r}"]
@@ -205,6 +219,7 @@ def job_create(
             dataset=dataset,
             trainer=trainer,
             hyperparameters=cleaned,
+            registered_name=registered_name or "",
         )
         Job.objects.filter(id=job.id).update(storage_prefix=keys.user_key(owner.id, "jobs", str(job.id)) + "/")
         job_enqueue(job_id=job.id)

@@ -41,6 +41,12 @@ class RegisteredModel(models.Model):
     eval_results = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
     total_size = models.BigIntegerField(default=0)
+    # The registered name this model is a version of; versions count 1, 2, … per name, never reused.
+    # Null only for rows written directly (tests, legacy imports): the services always set both.
+    registered_name = models.ForeignKey(
+        "models_app.RegisteredName", on_delete=models.PROTECT, null=True, blank=True, related_name="versions"
+    )
+    version = models.PositiveIntegerField(null=True, blank=True)
     # Where the model came from, captured from its job when it is registered (the job's dataset may go later).
     provenance = models.JSONField(default=dict, blank=True)
     # Ollama: the last successful deploy (what evaluations default to) and the state of the current one.
@@ -77,6 +83,13 @@ class RegisteredModel(models.Model):
             models.UniqueConstraint(
                 fields=["ollama_name"], condition=~models.Q(ollama_name=""), name="models_ollama_name_unique"
             ),
+            # Version numbers of one name are unique (the counter on RegisteredName hands them out).
+            models.UniqueConstraint(fields=["registered_name", "version"], name="models_name_version_unique"),
+            models.CheckConstraint(
+                condition=models.Q(registered_name__isnull=True, version__isnull=True)
+                | models.Q(registered_name__isnull=False, version__gte=1),
+                name="models_version_with_name",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -93,3 +106,26 @@ class RegisteredModel(models.Model):
     @property
     def final_metrics(self) -> dict:
         return (self.training_metrics or {}).get("final") or {}
+
+
+class RegisteredName(models.Model):
+    """A named model owned by a user (``contracts``): its versions are RegisteredModel rows.
+
+    ``last_version`` is the counter versions are taken from, under a row lock: numbers follow
+    creation order and are never reused, even after a version is deleted.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="registered_names")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    last_version = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "registered_names"
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="registered_names_owner_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name

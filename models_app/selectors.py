@@ -23,7 +23,7 @@ LIST_DEFERRED = ("files", "training_metrics", "eval_results", "provenance", "dep
 
 
 def models_visible(user) -> QuerySet[RegisteredModel]:
-    return visible_to(RegisteredModel.objects.all(), user)
+    return visible_to(RegisteredModel.objects.select_related("registered_name"), user)
 
 
 def model_list(user) -> QuerySet[RegisteredModel]:

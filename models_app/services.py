@@ -20,7 +20,7 @@ from finetune_studio.events import publish_event_on_commit, user_channel
 from finetune_studio.keys import key_is_under, user_key, user_prefix
 from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, UploadResult, bucket
 
-from . import artifacts, deploy
+from . import artifacts, deploy, registry
 from .lineage import job_provenance
 from .models import RegisteredModel
 
@@ -50,6 +50,8 @@ def _publish_model_event(model: RegisteredModel, action: str) -> None:
             "name": model.name,
             "status": model.status,
             "job": model.job_id,
+            "registered_name": model.registered_name.name if model.registered_name_id else None,
+            "version": model.version,
             "total_size": model.total_size,
             "url": f"/models/{model.id}/",
         },
@@ -67,20 +69,28 @@ def model_create(
     status: str = RegisteredModel.Status.PENDING,
     job_id: int | None = None,
     training_metrics: dict | None = None,
+    registered_name: str = "",
 ) -> RegisteredModel:
     """Register a model whose files will be uploaded through ``model_file_add`` (a model trained elsewhere).
 
     Its objects live under ``users/<owner>/models/<id>/``. A job may carry only one model (ModelConflict);
-    it must be the owner's (InvalidJob).
+    it must be the owner's (InvalidJob). The model becomes the next version of ``registered_name``
+    (created when new; blank: derived from ``name``).
     """
     if job_id is not None:
         from jobs.models import Job
 
         if not Job.objects.filter(id=job_id, owner_id=owner.id).exists():
             raise InvalidJob(f"job {job_id} does not exist or is not yours")
+    registered = registry.registered_name_lock(
+        owner_id=owner.id,
+        name=registered_name or registry.default_name_for_model(name, owner_id=owner.id),
+    )
     try:
         with transaction.atomic():
             model = RegisteredModel.objects.create(
+                registered_name=registered,
+                version=registry.version_allocate(registered_name=registered),
                 owner=owner,
                 name=name,
                 description=description,
@@ -312,7 +322,10 @@ def model_create_from_job(*, job_id: int) -> RegisteredModel | None:
     derived = artifacts.summarize(files, storage_path=prefix)
     try:
         with transaction.atomic():
+            registered = registry.registered_name_lock(owner_id=job.owner_id, name=registry.default_name_for_job(job))
             model = RegisteredModel.objects.create(
+                registered_name=registered,
+                version=registry.version_allocate(registered_name=registered),
                 owner_id=job.owner_id,
                 job_id=job.id,
                 name=f"Model from {job.name}"[:255],

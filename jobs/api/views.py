@@ -111,6 +111,7 @@ class JobViewSet(
                 dataset_id=data.get("dataset"),
                 trainer_name=data["trainer"],
                 hyperparameters_given=data.get("hyperparameters"),
+                registered_name=data.get("registered_name", ""),
             )
         except services.JobInvalid as exc:
             return error_response(str(exc), errors=exc.errors)

@@ -1,0 +1,56 @@
+"""Registry reads: names, their versions and aliases, through the viewer's permissions."""
+
+from django.db.models import Count, QuerySet
+from django.http import Http404
+
+from finetune_studio.ownership import visible_to
+
+from .models import RegisteredModel, RegisteredName
+
+
+class AmbiguousName(Exception):
+    """Staff asked for a name several users have; the message says to add ``?owner=<id>``."""
+
+
+def registered_names_visible(*, user) -> QuerySet[RegisteredName]:
+    return visible_to(RegisteredName.objects.all(), user)
+
+
+def registered_name_list(*, user) -> QuerySet[RegisteredName]:
+    return (
+        registered_names_visible(user=user)
+        .select_related("owner")
+        .annotate(version_count=Count("versions"))
+        .order_by("name", "id")
+    )
+
+
+def registered_name_get(*, user, name: str, owner_id: int | None = None) -> RegisteredName:
+    """The name as the user knows it: their own; for staff, another user's when only one has it
+    (or the one ``owner_id`` says). Http404 for a name the user may not see."""
+    names = registered_names_visible(user=user).filter(name=name).select_related("owner")
+    if owner_id is not None:
+        names = names.filter(owner_id=owner_id)
+    found = list(names[:3])
+    own = [item for item in found if item.owner_id == user.id]
+    if own and owner_id is None:
+        return own[0]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise Http404(f"no registered name {name!r}")
+    raise AmbiguousName(f"several users have a registered name {name!r}: add ?owner=<user id>")
+
+
+def registered_name_versions(*, registered_name: RegisteredName) -> QuerySet[RegisteredModel]:
+    """Newest version first, without the heavy JSON columns."""
+    return (
+        RegisteredModel.objects.filter(registered_name=registered_name)
+        .defer("files", "training_metrics", "provenance", "deploy_details")
+        .order_by("-version")
+    )
+
+
+def registry_page_extras(*, registered_name: RegisteredName) -> dict:
+    """What the name's page shows besides its versions (aliases, history, gate), added as they exist."""
+    return {}
