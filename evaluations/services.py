@@ -28,6 +28,7 @@ from finetune_studio.objects import ObjectNotFound, StorageError, bucket
 from . import engine, metrics
 from .models import Evaluation, Prediction
 from .ollama import OllamaClient, OllamaError
+from .signals import evaluation_finished, send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -455,6 +456,7 @@ def _finish_failed(evaluation: Evaluation, message: str) -> Evaluation:
         evaluation.refresh_from_db()
         if evaluation.status == Evaluation.Status.FAILED:
             _publish(evaluation)
+            _announce_finished(evaluation)
     return evaluation
 
 
@@ -482,7 +484,19 @@ def _finish_completed(evaluation: Evaluation, results: dict, examples: list) -> 
             )
         if updated:
             _publish(evaluation, verdict=results["significance"]["verdict"], summary=results["significance"]["summary"])
+            _announce_finished(evaluation, verdict=results["significance"]["verdict"])
     return evaluation
+
+
+def _announce_finished(evaluation: Evaluation, *, verdict: str | None = None) -> None:
+    send_on_commit(
+        evaluation_finished,
+        evaluation_id=evaluation.id,
+        owner_id=evaluation.owner_id,
+        model_id=evaluation.model_id,
+        status=evaluation.status,
+        verdict=verdict,
+    )
 
 
 # --- recovery ---------------------------------------------------------------------------------------

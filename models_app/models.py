@@ -129,3 +129,80 @@ class RegisteredName(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ModelAlias(models.Model):
+    """A movable pointer from a name to one of its versions (``champion`` → v3). Integrations resolve it.
+
+    Moves go through ``registry.alias_move`` only: the row is locked, a stale ``from_version`` is
+    refused, the gate (if the alias has one) is checked, and every move is kept as an AliasEvent.
+    """
+
+    registered_name = models.ForeignKey(RegisteredName, on_delete=models.CASCADE, related_name="aliases")
+    alias = models.CharField(max_length=50)
+    # Null once the version it pointed to is deleted: resolving it then says so.
+    model = models.ForeignKey(RegisteredModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="aliases")
+    moved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    moved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "registered_name_aliases"
+        ordering = ["alias"]
+        constraints = [
+            models.UniqueConstraint(fields=["registered_name", "alias"], name="registered_name_alias_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registered_name_id}@{self.alias}"
+
+
+class AliasEvent(models.Model):
+    """One move of an alias: who, when, from which version to which, the evidence, an override's reason."""
+
+    registered_name = models.ForeignKey(RegisteredName, on_delete=models.CASCADE, related_name="alias_events")
+    alias = models.CharField(max_length=50)
+    from_version = models.PositiveIntegerField(null=True, blank=True)
+    to_version = models.PositiveIntegerField()
+    moved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    moved_at = models.DateTimeField(auto_now_add=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    override_reason = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "registered_name_alias_events"
+        ordering = ["-moved_at", "-id"]
+        indexes = [models.Index(fields=["registered_name", "alias", "-moved_at"], name="alias_events_name_alias_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.alias}: v{self.from_version} → v{self.to_version}"
+
+
+class PromotionGate(models.Model):
+    """What moving the gated alias needs: a completed evaluation of the new version against the current
+    holder (the base when there is none) on ``test_set_path`` through ``endpoint``, whose improvement of
+    ``metric`` has a 95 % CI lower bound above ``threshold``."""
+
+    class Metric(models.TextChoices):
+        ACCURACY = "accuracy"
+        F1_MACRO = "f1_macro"
+
+    registered_name = models.OneToOneField(RegisteredName, on_delete=models.CASCADE, related_name="gate")
+    alias = models.CharField(max_length=50, default="champion")
+    test_set_path = models.CharField(max_length=500)
+    metric = models.CharField(max_length=20, choices=Metric.choices, default=Metric.ACCURACY)
+    endpoint = models.CharField(max_length=100, default="ollama")
+    threshold = models.FloatField(default=0.0)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "registered_name_gates"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(threshold__gte=-1.0, threshold__lte=1.0), name="gate_threshold_in_range"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"gate of {self.registered_name_id} on {self.alias}"

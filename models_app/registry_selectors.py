@@ -5,7 +5,7 @@ from django.http import Http404
 
 from finetune_studio.ownership import visible_to
 
-from .models import RegisteredModel, RegisteredName
+from .models import AliasEvent, ModelAlias, PromotionGate, RegisteredModel, RegisteredName
 
 
 class AmbiguousName(Exception):
@@ -52,5 +52,36 @@ def registered_name_versions(*, registered_name: RegisteredName) -> QuerySet[Reg
 
 
 def registry_page_extras(*, registered_name: RegisteredName) -> dict:
-    """What the name's page shows besides its versions (aliases, history, gate), added as they exist."""
-    return {}
+    """What the name's page shows besides its versions: aliases, their history, the gate."""
+    return {
+        "aliases": list(name_aliases(registered_name=registered_name)),
+        "history": list(alias_history(registered_name=registered_name, limit=50)),
+        "gate": name_gate(registered_name=registered_name),
+    }
+
+
+def name_aliases(*, registered_name: RegisteredName):
+    return ModelAlias.objects.filter(registered_name=registered_name).select_related("model", "moved_by")
+
+
+def alias_get(*, registered_name: RegisteredName, alias: str) -> ModelAlias:
+    """The alias with the version it points to, in one indexed query; Http404 when there is none."""
+    found = (
+        ModelAlias.objects.select_related("model", "model__registered_name")
+        .filter(registered_name=registered_name, alias=alias)
+        .first()
+    )
+    if found is None:
+        raise Http404(f"{registered_name.name} has no alias {alias!r}")
+    return found
+
+
+def alias_history(*, registered_name: RegisteredName, alias: str | None = None, limit: int = 100):
+    events = AliasEvent.objects.filter(registered_name=registered_name).select_related("moved_by")
+    if alias is not None:
+        events = events.filter(alias=alias)
+    return events[:limit]
+
+
+def name_gate(*, registered_name: RegisteredName) -> PromotionGate | None:
+    return PromotionGate.objects.filter(registered_name=registered_name).first()

@@ -23,6 +23,7 @@ from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, Up
 from . import artifacts, deploy, registry
 from .lineage import job_provenance
 from .models import RegisteredModel
+from .signals import model_created, send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,15 @@ class InvalidJob(ValueError):
 
 
 def _publish_model_event(model: RegisteredModel, action: str) -> None:
+    if action == "created":
+        send_on_commit(
+            model_created,
+            model_id=model.id,
+            owner_id=model.owner_id,
+            job_id=model.job_id,
+            registered_name=model.registered_name.name if model.registered_name_id else None,
+            version=model.version,
+        )
     publish_event_on_commit(
         user_channel(model.owner_id),
         "model",

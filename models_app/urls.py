@@ -12,4 +12,6 @@ urlpatterns = [
     path("models/<int:pk>/deploy/", views.model_deploy, name="model-deploy"),
     path("registry/", registry_views.registry_list, name="registry-list"),
     re_path(rf"^registry/{NAME}/$", registry_views.registry_detail, name="registry-detail"),
+    re_path(rf"^registry/{NAME}/aliases/$", registry_views.registry_alias_move, name="registry-alias-move"),
+    re_path(rf"^registry/{NAME}/gate/$", registry_views.registry_gate_set, name="registry-gate-set"),
 ]

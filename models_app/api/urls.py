@@ -14,4 +14,8 @@ urlpatterns = [
     *router.urls,
     re_path(r"^registry/?$", registry_views.RegistryListView.as_view(), name="api-registry-list"),
     re_path(rf"^registry/{NAME}/?$", registry_views.RegisteredNameView.as_view(), name="api-registry-name"),
+    re_path(rf"^registry/{NAME}/gate/?$", registry_views.GateView.as_view(), name="api-registry-gate"),
+    re_path(
+        rf"^registry/{NAME}/aliases/(?P<alias>[^/]+)/?$", registry_views.AliasView.as_view(), name="api-registry-alias"
+    ),
 ]

@@ -64,6 +64,12 @@ API_OBJECT_ENDPOINTS = [
         {"test_set_path": "datasets/users/1/x.jsonl", "base_model_name": "tiny"},
     ),
     Api("model deploy to Ollama", "POST", "/api/v1/models/{model}/deploy", {}),
+    Api("registered name detail", "GET", "/api/v1/registry/{registered_name}"),
+    Api("alias resolve", "GET", "/api/v1/registry/{registered_name}/aliases/champion"),
+    Api("alias move", "PUT", "/api/v1/registry/{registered_name}/aliases/candidate", {"version": 1}),
+    Api("gate read", "GET", "/api/v1/registry/{registered_name}/gate"),
+    Api("gate set", "PUT", "/api/v1/registry/{registered_name}/gate", {"test_set_path": "x", "threshold": 0.5}),
+    Api("gate remove", "DELETE", "/api/v1/registry/{registered_name}/gate"),
     Api("evaluation detail", "GET", "/api/v1/evaluations/{evaluation}"),
     Api("evaluation update", "PATCH", "/api/v1/evaluations/{evaluation}", {"note": "changed by someone else"}),
     Api("evaluation cancel", "POST", "/api/v1/evaluations/{running_evaluation}/cancel"),
@@ -77,6 +83,7 @@ API_LISTS = [
     ("jobs", "/api/v1/jobs/", "job"),
     ("models", "/api/v1/models/", "model"),
     ("evaluations", "/api/v1/evaluations/", "evaluation"),
+    ("registered names", "/api/v1/registry/", "registered_name_id"),
 ]
 
 API_COLLECTION_WRITES = [
@@ -95,11 +102,15 @@ PAGE_OBJECT_ENDPOINTS = [
     Page("model page", "GET", "/models/{model}/"),
     Page("model ZIP download", "GET", "/models/{model}/download/"),
     Page("model delete", "POST", "/models/{model}/delete/"),
+    Page("registered name page", "GET", "/registry/{registered_name}/"),
+    Page("alias move", "POST", "/registry/{registered_name}/aliases/", {"alias": "candidate", "version": "1"}),
+    Page("gate set", "POST", "/registry/{registered_name}/gate/", {"test_set_path": "x"}),
+    Page("evaluate for promotion", "POST", "/registry/{registered_name}/versions/1/evaluate/"),
     Page("evaluation page", "GET", "/evaluations/{evaluation}/"),
     Page("evaluation cancel", "POST", "/evaluations/{running_evaluation}/cancel/"),
 ]
 
-PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/"]
+PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/", "/registry/"]
 PAGE_FORMS = [
     Page("job form", "POST", "/jobs/new/", {"name": "x"}),
     Page("evaluation form", "POST", "/evaluations/new/", {"name": "x"}),

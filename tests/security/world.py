@@ -14,7 +14,7 @@ from evaluations.models import Evaluation, Prediction
 from finetune_studio.objects import bucket
 from jobs import services as job_services
 from jobs.models import Job, Trainer
-from models_app.models import RegisteredModel
+from models_app.models import ModelAlias, PromotionGate, RegisteredModel, RegisteredName
 from models_app.services import artifacts_manifest
 
 ROWS = [{"text": f"clause {i} says pay within {i} days", "label": ["pay", "law"][i % 2]} for i in range(10)]
@@ -27,6 +27,7 @@ class World:
     running_job: Job
     finished_job: Job
     model: RegisteredModel
+    registered_name: RegisteredName
     evaluation: Evaluation
     running_evaluation: Evaluation
 
@@ -36,6 +37,8 @@ class World:
             "job": self.running_job.id,
             "finished_job": self.finished_job.id,
             "model": self.model.id,
+            "registered_name": self.registered_name.name,
+            "registered_name_id": self.registered_name.id,
             "evaluation": self.evaluation.id,
             "running_evaluation": self.running_evaluation.id,
         }
@@ -68,8 +71,15 @@ def build_world(owner, *, tag: str = "alice") -> World:
         job_id=running_job.id, lines=[{"message": f"{tag} private line {i}"} for i in range(5)], source="test"
     )
 
+    registered_name = RegisteredName.objects.create(owner=owner, name=f"{tag}-secret-name", last_version=1)
     model = RegisteredModel.objects.create(
-        owner=owner, name=f"{tag}-secret-model", base_model="tiny", status="ready", job=finished_job
+        owner=owner,
+        name=f"{tag}-secret-model",
+        base_model="tiny",
+        status="ready",
+        job=finished_job,
+        registered_name=registered_name,
+        version=1,
     )
     model.storage_path = f"users/{owner.id}/models/{model.id}/"
     models_bucket = bucket("models")
@@ -78,9 +88,12 @@ def build_world(owner, *, tag: str = "alice") -> World:
     model.files = artifacts_manifest(model.storage_path)
     model.save()
 
+    ModelAlias.objects.create(registered_name=registered_name, alias="champion", model=model)
+    PromotionGate.objects.create(registered_name=registered_name, test_set_path=dataset.path, threshold=0.01)
+
     evaluation = _evaluation(owner, model, dataset, tag, status="completed")
     running_evaluation = _evaluation(owner, model, dataset, tag + "-running", status="running")
-    return World(owner, dataset, running_job, finished_job, model, evaluation, running_evaluation)
+    return World(owner, dataset, running_job, finished_job, model, registered_name, evaluation, running_evaluation)
 
 
 def _evaluation(owner, model, dataset, tag: str, *, status: str) -> Evaluation:
