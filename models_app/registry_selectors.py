@@ -85,3 +85,22 @@ def alias_history(*, registered_name: RegisteredName, alias: str | None = None, 
 
 def name_gate(*, registered_name: RegisteredName) -> PromotionGate | None:
     return PromotionGate.objects.filter(registered_name=registered_name).first()
+
+
+def alias_resolve(*, user, name: str, alias: str, owner_id: int | None = None) -> ModelAlias:
+    """The alias, its name and its version in one query for the owner's own names (what integrations
+    pin); staff reaching another user's name take the general path. Http404 when there is none."""
+    if owner_id is None or owner_id == user.id:
+        found = (
+            ModelAlias.objects.select_related("registered_name", "model")
+            .filter(registered_name__owner_id=user.id, registered_name__name=name, alias=alias)
+            .first()
+        )
+        if found is not None and found.model is not None:
+            found.model.registered_name = found.registered_name  # the same row: no second join
+        if found is not None or not user.is_staff:
+            if found is None:
+                raise Http404(f"no alias {alias!r} of a registered name {name!r}")
+            return found
+    registered = registered_name_get(user=user, name=name, owner_id=owner_id)
+    return alias_get(registered_name=registered, alias=alias)

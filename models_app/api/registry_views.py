@@ -36,12 +36,34 @@ def registered_name_of(request, name: str) -> RegisteredName:
         raise ValidationError({"owner": [str(exc)]}) from None
 
 
-def registered_name_body(registered: RegisteredName) -> dict:
+VERSIONS_SHOWN = 100
+VERSIONS_MAX = 500
+
+
+def _positive(request, param: str) -> int | None:
+    raw = request.query_params.get(param)
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValidationError({param: [f"Must be a positive integer, got {raw!r}."]})
+    return int(raw)
+
+
+def registered_name_body(request, registered: RegisteredName) -> dict:
+    """The name, its newest versions (``?versions=N``, default 100, at most 500; ``?before=V`` pages back by
+    version number, an index range scan however many versions there are), aliases, gate and history."""
+    limit = min(_positive(request, "versions") or VERSIONS_SHOWN, VERSIONS_MAX)
+    before = _positive(request, "before")
     versions = registry_selectors.registered_name_versions(registered_name=registered)
+    if before is not None:
+        versions = versions.filter(version__lt=before)
+    page = list(versions[: limit + 1])
+    older = page[limit].version + 1 if len(page) > limit else None
     gate = registry_selectors.name_gate(registered_name=registered)
     return {
         **RegisteredNameSerializer(registered).data,
-        "versions": VersionSerializer(versions, many=True).data,
+        "versions": VersionSerializer(page[:limit], many=True).data,
+        "older_versions": f"/api/v1/registry/{registered.name}?before={older}" if older else None,
         "aliases": AliasSerializer(registry_selectors.name_aliases(registered_name=registered), many=True).data,
         "gate": GateSerializer(gate).data if gate else None,
         "history": AliasEventSerializer(registry_selectors.alias_history(registered_name=registered), many=True).data,
@@ -72,13 +94,18 @@ class RegisteredNameView(APIView):
 
     @extend_schema(
         tags=["registry"],
-        parameters=[OpenApiParameter("owner", int, description="Staff: whose name, when several users have it")],
+        parameters=[
+            OpenApiParameter("owner", int, description="Staff: whose name, when several users have it"),
+            OpenApiParameter("versions", int, description="How many versions (newest first; 100, at most 500)"),
+            OpenApiParameter("before", int, description="Only versions numbered below this one"),
+        ],
         responses={
             200: inline_serializer(
                 "RegisteredNameDetail",
                 {
                     "name": serializers.CharField(),
                     "versions": VersionSerializer(many=True),
+                    "older_versions": serializers.CharField(allow_null=True),
                     "aliases": AliasSerializer(many=True),
                     "gate": GateSerializer(allow_null=True),
                     "history": AliasEventSerializer(many=True),
@@ -87,7 +114,7 @@ class RegisteredNameView(APIView):
         },
     )
     def get(self, request, name: str):
-        return Response(registered_name_body(registered_name_of(request, name)))
+        return Response(registered_name_body(request, registered_name_of(request, name)))
 
 
 class AliasView(APIView):
@@ -95,8 +122,16 @@ class AliasView(APIView):
 
     @extend_schema(tags=["registry"], responses={200: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT})
     def get(self, request, name: str, alias: str):
-        registered = registered_name_of(request, name)
-        found = registry_selectors.alias_get(registered_name=registered, alias=_alias_name(alias))
+        raw_owner = request.query_params.get("owner")
+        if raw_owner is not None and not raw_owner.isdigit():
+            raise ValidationError({"owner": [f"Must be a user id, got {raw_owner!r}."]})
+        try:
+            found = registry_selectors.alias_resolve(
+                user=request.user, name=name, alias=_alias_name(alias), owner_id=int(raw_owner) if raw_owner else None
+            )
+        except registry_selectors.AmbiguousName as exc:
+            raise ValidationError({"owner": [str(exc)]}) from None
+        registered = found.registered_name
         if found.model is None:
             raise NotFound(f"{registered.name}@{found.alias} points to a version that was deleted")
         body = _detail_body(request, found.model)

@@ -138,3 +138,13 @@ def test_the_registry_pages_show_alices_names_and_versions_and_hide_them_from_bo
     client.force_login(bob)
     assert b"contracts" not in client.get("/registry/").content
     assert client.get("/registry/contracts/").status_code == 404
+
+
+def test_a_names_versions_page_back_by_version_number(alice_api, alice):
+    for label in "abcde":
+        services.model_create(owner=alice, name=label, base_model="tiny", registered_name="contracts")
+    first = alice_api.get("/api/v1/registry/contracts?versions=2").json()
+    assert [row["version"] for row in first["versions"]] == [5, 4]
+    second = alice_api.get(first["older_versions"] + "&versions=2").json()
+    assert [row["version"] for row in second["versions"]] == [3, 2]
+    assert alice_api.get("/api/v1/registry/contracts?versions=0").status_code == 400
