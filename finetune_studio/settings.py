@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "logs_app",
     "models_app",
     "evaluations",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -470,6 +471,18 @@ CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"] = {
     "task": "evaluations.tasks.evaluation_sweep_stale",
     "schedule": 60.0,
     "options": {"queue": "evaluations", "expires": 55},
+}
+
+# webhooks (issue 17): user-given targets, so checked against inward addresses unless allowed here.
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+WEBHOOK_CONNECT_TIMEOUT = env_int("WEBHOOK_CONNECT_TIMEOUT", 3, minimum=1, maximum=30)
+WEBHOOK_READ_TIMEOUT = env_int("WEBHOOK_READ_TIMEOUT", 5, minimum=1, maximum=60)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1, maximum=20)
+# A pending delivery with no attempt for this long is queued again (beat; broker outage, standalone restart).
+WEBHOOK_STALE_SECONDS = env_int("WEBHOOK_STALE_SECONDS", 900, minimum=60)
+CELERY_BEAT_SCHEDULE["webhooks-redispatch-pending"] = {
+    "task": "webhooks.webhook_redispatch_pending",
+    "schedule": 300.0,
 }
 
 # reliability (issue 7)

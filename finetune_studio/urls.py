@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("logs_app.api.urls")),
     path("", include("models_app.api.urls")),
     path("", include("evaluations.api.urls")),
+    path("", include("webhooks.api.urls")),
 ]
 
 urlpatterns = [
@@ -27,6 +28,7 @@ urlpatterns = [
     path("", include("logs_app.urls")),
     path("", include("models_app.urls")),
     path("", include("evaluations.urls")),
+    path("", include("webhooks.urls")),
 ]
 
 handler404 = "finetune_studio.views.page_not_found"

@@ -30,6 +30,7 @@ from finetune_studio.registry_names import InvalidRegisteredName, check_register
 from . import hyperparameters
 from .models import Dataset, Job, JobMetric, Trainer
 from .selectors import job_registered_model, trainer_availability
+from .signals import job_finished, send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -547,6 +548,7 @@ def _publish_settled(job: Job) -> None:
 
     _publish(job)
     log_stream_end(job_id=job.id, status=job.status)
+    send_on_commit(job_finished, job_id=job.id, owner_id=job.owner_id, status=job.status)
 
 
 def _iso(value: datetime | None) -> str | None:

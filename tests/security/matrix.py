@@ -70,6 +70,10 @@ API_OBJECT_ENDPOINTS = [
     Api("gate read", "GET", "/api/v1/registry/{registered_name}/gate"),
     Api("gate set", "PUT", "/api/v1/registry/{registered_name}/gate", {"test_set_path": "x", "threshold": 0.5}),
     Api("gate remove", "DELETE", "/api/v1/registry/{registered_name}/gate"),
+    Api("webhook detail", "GET", "/api/v1/webhooks/{webhook}"),
+    Api("webhook deliveries", "GET", "/api/v1/webhooks/{webhook}/deliveries"),
+    Api("webhook send test", "POST", "/api/v1/webhooks/{webhook}/test"),
+    Api("webhook delete", "DELETE", "/api/v1/webhooks/{webhook}"),
     Api("evaluation detail", "GET", "/api/v1/evaluations/{evaluation}"),
     Api("evaluation update", "PATCH", "/api/v1/evaluations/{evaluation}", {"note": "changed by someone else"}),
     Api("evaluation cancel", "POST", "/api/v1/evaluations/{running_evaluation}/cancel"),
@@ -84,12 +88,19 @@ API_LISTS = [
     ("models", "/api/v1/models/", "model"),
     ("evaluations", "/api/v1/evaluations/", "evaluation"),
     ("registered names", "/api/v1/registry/", "registered_name_id"),
+    ("webhooks", "/api/v1/webhooks/", "webhook"),
 ]
 
 API_COLLECTION_WRITES = [
     Api("job create", "POST", "/api/v1/jobs/", {"name": "x", "base_model": "tiny", "trainer": "external"}),
     Api("model create", "POST", "/api/v1/models/", {"name": "x", "base_model": "tiny"}),
     Api("dataset upload", "POST", "/api/v1/datasets/", multipart=True),
+    Api(
+        "webhook create",
+        "POST",
+        "/api/v1/webhooks/",
+        {"url": "https://hooks.example.com/x", "events": ["job.finished"]},
+    ),
 ]
 
 PAGE_OBJECT_ENDPOINTS = [
@@ -106,11 +117,14 @@ PAGE_OBJECT_ENDPOINTS = [
     Page("alias move", "POST", "/registry/{registered_name}/aliases/", {"alias": "candidate", "version": "1"}),
     Page("gate set", "POST", "/registry/{registered_name}/gate/", {"test_set_path": "x"}),
     Page("evaluate for promotion", "POST", "/registry/{registered_name}/versions/1/evaluate/"),
+    Page("webhook page", "GET", "/webhooks/{webhook}/"),
+    Page("webhook send test", "POST", "/webhooks/{webhook}/test/"),
+    Page("webhook delete", "POST", "/webhooks/{webhook}/delete/"),
     Page("evaluation page", "GET", "/evaluations/{evaluation}/"),
     Page("evaluation cancel", "POST", "/evaluations/{running_evaluation}/cancel/"),
 ]
 
-PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/", "/registry/"]
+PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/", "/registry/", "/webhooks/"]
 PAGE_FORMS = [
     Page("job form", "POST", "/jobs/new/", {"name": "x"}),
     Page("evaluation form", "POST", "/evaluations/new/", {"name": "x"}),

@@ -16,6 +16,7 @@ from jobs import services as job_services
 from jobs.models import Job, Trainer
 from models_app.models import ModelAlias, PromotionGate, RegisteredModel, RegisteredName
 from models_app.services import artifacts_manifest
+from webhooks.models import Webhook
 
 ROWS = [{"text": f"clause {i} says pay within {i} days", "label": ["pay", "law"][i % 2]} for i in range(10)]
 
@@ -28,6 +29,7 @@ class World:
     finished_job: Job
     model: RegisteredModel
     registered_name: RegisteredName
+    webhook: Webhook
     evaluation: Evaluation
     running_evaluation: Evaluation
 
@@ -39,6 +41,7 @@ class World:
             "model": self.model.id,
             "registered_name": self.registered_name.name,
             "registered_name_id": self.registered_name.id,
+            "webhook": self.webhook.id,
             "evaluation": self.evaluation.id,
             "running_evaluation": self.running_evaluation.id,
         }
@@ -91,9 +94,15 @@ def build_world(owner, *, tag: str = "alice") -> World:
     ModelAlias.objects.create(registered_name=registered_name, alias="champion", model=model)
     PromotionGate.objects.create(registered_name=registered_name, test_set_path=dataset.path, threshold=0.01)
 
+    webhook = Webhook.objects.create(
+        owner=owner, url=f"https://hooks.example.com/{tag}-secret", events=["alias.moved"], secret="whsec_" + tag
+    )
+
     evaluation = _evaluation(owner, model, dataset, tag, status="completed")
     running_evaluation = _evaluation(owner, model, dataset, tag + "-running", status="running")
-    return World(owner, dataset, running_job, finished_job, model, registered_name, evaluation, running_evaluation)
+    return World(
+        owner, dataset, running_job, finished_job, model, registered_name, webhook, evaluation, running_evaluation
+    )
 
 
 def _evaluation(owner, model, dataset, tag: str, *, status: str) -> Evaluation:
