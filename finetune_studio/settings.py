@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "logs_app",
     "models_app",
     "evaluations",
+    "sweeps",
     "webhooks",
 ]
 
@@ -484,6 +485,9 @@ CELERY_BEAT_SCHEDULE["webhooks-redispatch-pending"] = {
     "task": "webhooks.webhook_redispatch_pending",
     "schedule": 300.0,
 }
+
+# sweeps (issue 17): trial progress arrives by signals; beat looks again in case one was lost.
+CELERY_BEAT_SCHEDULE["sweeps-advance-running"] = {"task": "sweeps.sweep_advance_running", "schedule": 30.0}
 
 # reliability (issue 7)
 if REDIS_URL:

@@ -70,6 +70,9 @@ API_OBJECT_ENDPOINTS = [
     Api("gate read", "GET", "/api/v1/registry/{registered_name}/gate"),
     Api("gate set", "PUT", "/api/v1/registry/{registered_name}/gate", {"test_set_path": "x", "threshold": 0.5}),
     Api("gate remove", "DELETE", "/api/v1/registry/{registered_name}/gate"),
+    Api("sweep detail", "GET", "/api/v1/sweeps/{sweep}"),
+    Api("sweep cancel", "POST", "/api/v1/sweeps/{sweep}/cancel"),
+    Api("sweep promote the best", "POST", "/api/v1/sweeps/{sweep}/promote"),
     Api("webhook detail", "GET", "/api/v1/webhooks/{webhook}"),
     Api("webhook deliveries", "GET", "/api/v1/webhooks/{webhook}/deliveries"),
     Api("webhook send test", "POST", "/api/v1/webhooks/{webhook}/test"),
@@ -89,12 +92,14 @@ API_LISTS = [
     ("evaluations", "/api/v1/evaluations/", "evaluation"),
     ("registered names", "/api/v1/registry/", "registered_name_id"),
     ("webhooks", "/api/v1/webhooks/", "webhook"),
+    ("sweeps", "/api/v1/sweeps/", "sweep"),
 ]
 
 API_COLLECTION_WRITES = [
     Api("job create", "POST", "/api/v1/jobs/", {"name": "x", "base_model": "tiny", "trainer": "external"}),
     Api("model create", "POST", "/api/v1/models/", {"name": "x", "base_model": "tiny"}),
     Api("dataset upload", "POST", "/api/v1/datasets/", multipart=True),
+    Api("sweep create", "POST", "/api/v1/sweeps/", {"name": "x", "trainer": "example"}),
     Api(
         "webhook create",
         "POST",
@@ -117,6 +122,9 @@ PAGE_OBJECT_ENDPOINTS = [
     Page("alias move", "POST", "/registry/{registered_name}/aliases/", {"alias": "candidate", "version": "1"}),
     Page("gate set", "POST", "/registry/{registered_name}/gate/", {"test_set_path": "x"}),
     Page("evaluate for promotion", "POST", "/registry/{registered_name}/versions/1/evaluate/"),
+    Page("sweep page", "GET", "/sweeps/{sweep}/"),
+    Page("sweep cancel", "POST", "/sweeps/{sweep}/cancel/"),
+    Page("sweep promote the best", "POST", "/sweeps/{sweep}/promote/"),
     Page("webhook page", "GET", "/webhooks/{webhook}/"),
     Page("webhook send test", "POST", "/webhooks/{webhook}/test/"),
     Page("webhook delete", "POST", "/webhooks/{webhook}/delete/"),
@@ -124,7 +132,7 @@ PAGE_OBJECT_ENDPOINTS = [
     Page("evaluation cancel", "POST", "/evaluations/{running_evaluation}/cancel/"),
 ]
 
-PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/", "/registry/", "/webhooks/"]
+PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/", "/registry/", "/webhooks/", "/sweeps/"]
 PAGE_FORMS = [
     Page("job form", "POST", "/jobs/new/", {"name": "x"}),
     Page("evaluation form", "POST", "/evaluations/new/", {"name": "x"}),

@@ -9,6 +9,7 @@ from evaluations.models import Evaluation
 from jobs.models import Dataset, Job
 from logs_app.models import LogEntry
 from models_app.models import ModelAlias, PromotionGate, RegisteredModel
+from sweeps.models import Sweep
 from webhooks.models import Webhook, WebhookDelivery
 
 from .matrix import API_COLLECTION_WRITES, API_LISTS, API_OBJECT_ENDPOINTS, PAGE_LISTS, PAGE_OBJECT_ENDPOINTS
@@ -29,6 +30,7 @@ def _state(world) -> dict:
         "model": (model.name, model.description, model.status, len(model.files)),
         "evaluations": sorted(Evaluation.objects.filter(owner=world.owner).values_list("id", "status", "note")),
         "aliases": sorted(ModelAlias.objects.filter(registered_name__owner=world.owner).values_list("alias", "model")),
+        "sweeps": sorted(Sweep.objects.filter(owner=world.owner).values_list("id", "status")),
         "webhooks": sorted(Webhook.objects.filter(owner=world.owner).values_list("id", "url")),
         "webhook_deliveries": WebhookDelivery.objects.filter(webhook__owner=world.owner).count(),
         "gates": sorted(

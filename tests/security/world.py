@@ -16,6 +16,7 @@ from jobs import services as job_services
 from jobs.models import Job, Trainer
 from models_app.models import ModelAlias, PromotionGate, RegisteredModel, RegisteredName
 from models_app.services import artifacts_manifest
+from sweeps.models import Sweep, SweepTrial
 from webhooks.models import Webhook
 
 ROWS = [{"text": f"clause {i} says pay within {i} days", "label": ["pay", "law"][i % 2]} for i in range(10)]
@@ -30,6 +31,7 @@ class World:
     model: RegisteredModel
     registered_name: RegisteredName
     webhook: Webhook
+    sweep: Sweep
     evaluation: Evaluation
     running_evaluation: Evaluation
 
@@ -42,6 +44,7 @@ class World:
             "registered_name": self.registered_name.name,
             "registered_name_id": self.registered_name.id,
             "webhook": self.webhook.id,
+            "sweep": self.sweep.id,
             "evaluation": self.evaluation.id,
             "running_evaluation": self.running_evaluation.id,
         }
@@ -98,10 +101,34 @@ def build_world(owner, *, tag: str = "alice") -> World:
         owner=owner, url=f"https://hooks.example.com/{tag}-secret", events=["alias.moved"], secret="whsec_" + tag
     )
 
+    sweep = Sweep.objects.create(
+        owner=owner,
+        name=f"{tag}-secret-sweep",
+        trainer=trainer,
+        dataset=dataset,
+        base_model="tiny",
+        registered_name=registered_name.name,
+        strategy="grid",
+        search_space={"epochs": [1]},
+        n_trials=1,
+        test_set_path=dataset.path,
+        evaluation_base="tiny",
+    )
+    SweepTrial.objects.create(sweep=sweep, index=1, hyperparameters={"epochs": 1}, job=running_job)
+
     evaluation = _evaluation(owner, model, dataset, tag, status="completed")
     running_evaluation = _evaluation(owner, model, dataset, tag + "-running", status="running")
     return World(
-        owner, dataset, running_job, finished_job, model, registered_name, webhook, evaluation, running_evaluation
+        owner,
+        dataset,
+        running_job,
+        finished_job,
+        model,
+        registered_name,
+        webhook,
+        sweep,
+        evaluation,
+        running_evaluation,
     )
 
 
