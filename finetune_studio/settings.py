@@ -264,6 +264,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Must exceed the longest task; long jobs also keep their truth in our own tables (lease + heartbeat).
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 12 * 3600, minimum=60),
 }
+if not REDIS_URL:
+    # The in-memory transport polls its queues (kombu's default: once a second): every hop of a sweep's
+    # job → model → evaluation → next job chain waited up to 1 s for it (bench/bench_registry.py --sweep).
+    CELERY_BROKER_TRANSPORT_OPTIONS["polling_interval"] = 0.05
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BEAT_SCHEDULE: dict = {}

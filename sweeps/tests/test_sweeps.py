@@ -187,3 +187,23 @@ def test_the_sweep_pages_show_trials_and_the_plot(
     assert page.content.count(b"data-trial=") == 2
     assert page.content.count(b"<circle") == 2
     assert b"grid" in alice_browser.get("/sweeps/").content
+
+
+def test_a_trial_whose_worker_died_is_settled_by_its_job_and_the_sweep_carries_on_from_beat(
+    alice_api, training_set, django_capture_on_commit_callbacks
+):
+    """The job sweeper fails a job whose runner stopped heartbeating; even if that signal is lost,
+    beat's pass over running sweeps reads the jobs again and starts the next trial."""
+    from jobs import services as job_services
+    from sweeps.tasks import sweep_advance_running
+
+    with django_capture_on_commit_callbacks(execute=False):
+        sweep_id = alice_api.post(API, _body(training_set), format="json").json()["id"]
+        services.sweep_advance(sweep_id=sweep_id)
+        first = SweepTrial.objects.get(sweep_id=sweep_id, index=1).job
+        job_services.job_complete(job_id=first.id, status="failed", error_message="lost its worker")
+        assert sweep_advance_running() == 1
+    started = SweepTrial.objects.filter(sweep_id=sweep_id).exclude(job=None).order_by("index")
+    assert [trial.index for trial in started] == [1, 2, 3]
+    state = {t["index"]: t["state"] for t in alice_api.get(f"{API}/{sweep_id}").json()["trials"]}
+    assert state == {1: "job failed", 2: "queued", 3: "queued", 4: "waiting"}
