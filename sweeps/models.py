@@ -61,6 +61,10 @@ class SweepTrial(models.Model):
     job = models.OneToOneField("jobs.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="sweep_trial")
     model = models.ForeignKey("models_app.RegisteredModel", on_delete=models.SET_NULL, null=True, blank=True)
     evaluation = models.ForeignKey("evaluations.Evaluation", on_delete=models.SET_NULL, null=True, blank=True)
+    # Against the name's champion when there was one (the evidence its gate asks for before a promotion).
+    champion_evaluation = models.ForeignKey(
+        "evaluations.Evaluation", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     error = models.TextField(blank=True)
 
     class Meta:

@@ -1,5 +1,7 @@
 """Trial progress arrives as the lower apps' signals; each one asks the trial's sweep to advance."""
 
+from django.db.models import Q
+
 from .models import SweepTrial
 
 
@@ -20,11 +22,10 @@ def _on_model_created(sender, *, job_id=None, **kwargs) -> None:
 
 
 def _on_evaluation_finished(sender, *, evaluation_id, **kwargs) -> None:
-    _advance(
-        SweepTrial.objects.filter(evaluation_id=evaluation_id, sweep__status="running").values_list(
-            "sweep_id", flat=True
-        )
+    trials = SweepTrial.objects.filter(
+        Q(evaluation_id=evaluation_id) | Q(champion_evaluation_id=evaluation_id), sweep__status="running"
     )
+    _advance(trials.values_list("sweep_id", flat=True))
 
 
 def connect() -> None:

@@ -30,6 +30,9 @@ def trial_state(trial: SweepTrial, *, sweep_status: str) -> str:
         return "evaluation not started"
     if evaluation is None:
         return "registering model"
+    champion = trial.champion_evaluation
+    if evaluation.status == "completed" and champion is not None and champion.status in ("pending", "running"):
+        return "evaluating against the champion"
     return {"pending": "evaluating", "running": "evaluating", "completed": "evaluated"}.get(
         evaluation.status, f"evaluation {evaluation.status}"
     )
@@ -67,7 +70,7 @@ def _comparison(trial: SweepTrial, metric: str) -> dict | None:
 
 
 def sweep_trials(*, sweep: Sweep) -> list[SweepTrial]:
-    return list(sweep.trials.select_related("job", "evaluation", "model").order_by("index"))
+    return list(sweep.trials.select_related("job", "evaluation", "champion_evaluation", "model").order_by("index"))
 
 
 def sweep_ranking(*, sweep: Sweep, trials: list[SweepTrial] | None = None) -> dict:

@@ -12,14 +12,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from evaluations.models import Evaluation
-from evaluations.services import EvaluationInputInvalid, EvaluationStateConflict, evaluation_cancel, evaluation_start
+from evaluations.services import (
+    EvaluationInputInvalid,
+    EvaluationStateConflict,
+    default_fine_tuned_name,
+    evaluation_cancel,
+    evaluation_start,
+)
 from finetune_studio.api import Conflict
 from finetune_studio.events import publish_event_on_commit, user_channel
 from finetune_studio.registry_names import InvalidRegisteredName, check_registered_name
 from jobs import services as job_services
 from jobs.models import Dataset, Job, Trainer
 from models_app import registry
-from models_app.models import RegisteredModel, RegisteredName
+from models_app.models import ModelAlias, RegisteredModel, RegisteredName
 
 from .models import Sweep, SweepTrial
 from .planning import PlanInvalid, plan_trials
@@ -131,7 +137,9 @@ def _trial_busy(trial: SweepTrial) -> bool:
         return True
     if job.status != Job.Status.SUCCEEDED or trial.error:
         return False
-    return trial.evaluation is None or trial.evaluation.status in Evaluation.UNFINISHED
+    if trial.evaluation is None or trial.evaluation.status in Evaluation.UNFINISHED:
+        return True
+    return trial.champion_evaluation is not None and trial.champion_evaluation.status in Evaluation.UNFINISHED
 
 
 def _trial_settled(trial: SweepTrial) -> bool:
@@ -140,21 +148,38 @@ def _trial_settled(trial: SweepTrial) -> bool:
     return not _trial_busy(trial)
 
 
+def _champion_of(sweep: Sweep) -> RegisteredModel | None:
+    alias = (
+        ModelAlias.objects.select_related("model")
+        .filter(registered_name__owner_id=sweep.owner_id, registered_name__name=sweep.registered_name, alias="champion")
+        .first()
+    )
+    return alias.model if alias is not None else None
+
+
 def _start_evaluation(sweep: Sweep, trial: SweepTrial, model: RegisteredModel) -> None:
-    try:
-        evaluation = evaluation_start(
-            user=sweep.owner,
-            model=model,
-            test_set_path=sweep.test_set_path,
-            base_model_name=sweep.evaluation_base,
-            fine_tuned_name=model.ollama_name
-            or trial_ollama_name(registered_name=sweep.registered_name, version=model.version),
-            name=f"{sweep.name} trial {trial.index}",
+    """Against the base; and against the champion when the name has one (another version)."""
+    fine_tuned = model.ollama_name or trial_ollama_name(registered_name=sweep.registered_name, version=model.version)
+    champion = _champion_of(sweep)
+    baselines = [("evaluation", sweep.evaluation_base, "the base")]
+    if champion is not None and champion.id != model.id:
+        baselines.append(
+            ("champion_evaluation", default_fine_tuned_name(champion), f"the champion v{champion.version}")
         )
-    except EvaluationInputInvalid as exc:
-        SweepTrial.objects.filter(id=trial.id).update(error=f"evaluation not started: {exc}"[:2000])
-        return
-    SweepTrial.objects.filter(id=trial.id).update(evaluation=evaluation)
+    for field, base, against in baselines:
+        try:
+            evaluation = evaluation_start(
+                user=sweep.owner,
+                model=model,
+                test_set_path=sweep.test_set_path,
+                base_model_name=base,
+                fine_tuned_name=fine_tuned,
+                name=f"{sweep.name} trial {trial.index} vs {against}",
+            )
+        except EvaluationInputInvalid as exc:
+            SweepTrial.objects.filter(id=trial.id).update(error=f"evaluation vs {against} not started: {exc}"[:2000])
+            return
+        SweepTrial.objects.filter(id=trial.id).update(**{field: evaluation})
 
 
 def _start_job(sweep: Sweep, trial: SweepTrial) -> None:
@@ -181,7 +206,9 @@ def sweep_advance(*, sweep_id: int) -> Sweep | None:
         sweep = Sweep.objects.select_for_update().select_related("owner", "trainer").filter(id=sweep_id).first()
         if sweep is None or sweep.status != Sweep.Status.RUNNING:
             return sweep
-        trials = list(sweep.trials.select_related("job", "evaluation", "model").order_by("index"))
+        trials = list(
+            sweep.trials.select_related("job", "evaluation", "champion_evaluation", "model").order_by("index")
+        )
         for trial in trials:
             job = trial.job
             if job is None or job.status != Job.Status.SUCCEEDED or trial.error:
@@ -230,13 +257,14 @@ def sweep_cancel(*, sweep_id: int) -> Sweep:
         sweep = Sweep.objects.get(id=sweep_id)
         if not moved:
             raise Conflict(f"sweep #{sweep_id} is already {sweep.status}")
-        for trial in sweep.trials.select_related("job", "evaluation"):
+        for trial in sweep.trials.select_related("job", "evaluation", "champion_evaluation"):
             if trial.job is not None and trial.job.status in job_services.ACTIVE:
                 with contextlib.suppress(Conflict):  # it finished meanwhile
                     job_services.job_cancel(job_id=trial.job_id)
-            if trial.evaluation is not None and trial.evaluation.status in Evaluation.UNFINISHED:
-                with contextlib.suppress(EvaluationStateConflict):  # it finished meanwhile
-                    evaluation_cancel(evaluation=trial.evaluation)
+            for evaluation in (trial.evaluation, trial.champion_evaluation):
+                if evaluation is not None and evaluation.status in Evaluation.UNFINISHED:
+                    with contextlib.suppress(EvaluationStateConflict):  # it finished meanwhile
+                        evaluation_cancel(evaluation=evaluation)
         _publish(sweep)
     return sweep
 

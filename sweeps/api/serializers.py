@@ -38,6 +38,7 @@ class TrialSerializer(serializers.ModelSerializer):
             "version",
             "evaluation",
             "evaluation_status",
+            "champion_evaluation",
             "error",
         )
         read_only_fields = fields

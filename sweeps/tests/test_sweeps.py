@@ -207,3 +207,29 @@ def test_a_trial_whose_worker_died_is_settled_by_its_job_and_the_sweep_carries_o
     assert [trial.index for trial in started] == [1, 2, 3]
     state = {t["index"]: t["state"] for t in alice_api.get(f"{API}/{sweep_id}").json()["trials"]}
     assert state == {1: "job failed", 2: "queued", 3: "queued", 4: "waiting"}
+
+
+def test_with_a_champion_each_trial_is_also_evaluated_against_it_and_promotion_needs_that_evidence(
+    alice, alice_api, training_set, sweep_ollama, local_storage, django_capture_on_commit_callbacks
+):
+    from models_app import registry
+    from models_app import services as model_services
+
+    champion = model_services.model_create(
+        owner=alice, name="promoted-v1", base_model="llama3.2:3b", registered_name="promoted"
+    )
+    registry.alias_move(registered_name=champion.registered_name, alias="champion", version=1, moved_by=alice)
+    gate = {"test_set_path": training_set.path, "metric": "accuracy", "threshold": 0.1}
+    alice_api.put("/api/v1/registry/promoted/gate", gate, format="json")
+    body = _body(training_set, name="promoted", registered_name="promoted", search_space={"epochs": [1, 2]})
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep_id = alice_api.post(API, body, format="json").json()["id"]
+    trials = SweepTrial.objects.filter(sweep_id=sweep_id).select_related("champion_evaluation", "model")
+    assert sorted(t.model.version for t in trials) == [2, 3]
+    assert {t.champion_evaluation.base_model_name for t in trials} == {"promoted-v1"}
+    assert {t.champion_evaluation.status for t in trials} == {"completed"}
+    # The best trial (v3, perfect) is only as good as the perfect champion: the gate refuses, with that evidence.
+    refused = alice_api.post(f"{API}/{sweep_id}/promote")
+    assert refused.status_code == 409
+    evidence = refused.json()["evidence"]
+    assert evidence["baseline"] == "promoted-v1" and evidence["evaluation_id"] is not None and evidence["delta"] == 0
