@@ -128,3 +128,18 @@ def test_a_bad_gate_is_a_400_naming_the_field(alice_api, gated, body, field):
 def test_bob_cannot_read_or_set_alices_gate(bob_api, gated):
     assert bob_api.get(f"{BASE}/gate").status_code == 404
     assert bob_api.put(f"{BASE}/gate", {"test_set_path": gated.path}, format="json").status_code == 404
+
+
+def test_an_integration_starts_the_gates_evaluation_through_the_api_and_then_promotes(
+    alice_api, gated, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        started = alice_api.post(f"{BASE}/versions/2/evaluate")
+    assert started.status_code == 202, started.content
+    assert started.json()["base_model_name"] == "llama3.2:3b"
+    assert alice_api.put(f"{BASE}/aliases/champion", {"version": 2}, format="json").status_code == 200
+    assert alice_api.post(f"{BASE}/versions/9/evaluate").status_code == 404
+
+
+def test_bob_cannot_start_an_evaluation_of_alices_version(bob_api, gated):
+    assert bob_api.post(f"{BASE}/versions/2/evaluate").status_code == 404

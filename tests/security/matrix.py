@@ -67,6 +67,7 @@ API_OBJECT_ENDPOINTS = [
     Api("registered name detail", "GET", "/api/v1/registry/{registered_name}"),
     Api("alias resolve", "GET", "/api/v1/registry/{registered_name}/aliases/champion"),
     Api("alias move", "PUT", "/api/v1/registry/{registered_name}/aliases/candidate", {"version": 1}),
+    Api("evaluate a version for promotion", "POST", "/api/v1/registry/{registered_name}/versions/1/evaluate"),
     Api("gate read", "GET", "/api/v1/registry/{registered_name}/gate"),
     Api("gate set", "PUT", "/api/v1/registry/{registered_name}/gate", {"test_set_path": "x", "threshold": 0.5}),
     Api("gate remove", "DELETE", "/api/v1/registry/{registered_name}/gate"),
