@@ -32,6 +32,7 @@ from inference.base import InferenceError
 from . import engine, metrics
 from .local_models import AdapterUnavailable
 from .models import Evaluation, Prediction
+from .signals import evaluation_finished, send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -651,6 +652,7 @@ def _finish_failed(evaluation: Evaluation, message: str) -> Evaluation:
         evaluation.refresh_from_db()
         if evaluation.status == Evaluation.Status.FAILED:
             _publish(evaluation)
+            _announce_finished(evaluation)
     return evaluation
 
 
@@ -673,7 +675,19 @@ def _finish_completed(evaluation: Evaluation, results: dict, examples: list) -> 
             model_eval_results_set(model_id=evaluation.model_id, results=summary)
         if updated:
             _publish(evaluation)
+            _announce_finished(evaluation, verdict=results["significance"]["verdict"])
     return evaluation
+
+
+def _announce_finished(evaluation: Evaluation, *, verdict: str | None = None) -> None:
+    send_on_commit(
+        evaluation_finished,
+        evaluation_id=evaluation.id,
+        owner_id=evaluation.owner_id,
+        model_id=evaluation.model_id,
+        status=evaluation.status,
+        verdict=verdict,
+    )
 
 
 # --- recovery ---------------------------------------------------------------------------------------

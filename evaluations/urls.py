@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from . import views
+from . import promotion_views, views
 
 urlpatterns = [
     path("evaluations/", views.evaluation_list, name="evaluation-list"),
@@ -8,4 +8,9 @@ urlpatterns = [
     path("evaluations/<int:pk>/", views.evaluation_detail, name="evaluation-detail"),
     path("evaluations/<int:pk>/cancel/", views.evaluation_cancel, name="evaluation-cancel"),
     path("evaluations/<int:pk>/retry/", views.evaluation_retry, name="evaluation-retry"),
+    re_path(
+        r"^registry/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,99})/versions/(?P<version>[0-9]+)/evaluate/$",
+        promotion_views.evaluate_for_promotion,
+        name="registry-evaluate-for-promotion",
+    ),
 ]

@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     "runner",
     "evaluations",
     "inference",
+    "sweeps",
+    "webhooks",
     "dashboard",
 ]
 
@@ -300,6 +302,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Must exceed the longest task; long jobs also keep their truth in our own tables (lease + heartbeat).
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 12 * 3600, minimum=60),
 }
+if not REDIS_URL:
+    # The in-memory transport polls its queues (kombu's default: once a second): every hop of a sweep's
+    # job → model → evaluation → next job chain waited up to 1 s for it (bench/bench_registry.py --sweep).
+    CELERY_BROKER_TRANSPORT_OPTIONS["polling_interval"] = 0.05
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BEAT_SCHEDULE: dict = {}
@@ -546,6 +552,21 @@ CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"] = {
     "schedule": 60.0,
     "options": {"queue": "evaluations", "expires": 55},
 }
+
+# webhooks (issue 17): user-given targets, so checked against inward addresses unless allowed here.
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+WEBHOOK_CONNECT_TIMEOUT = env_int("WEBHOOK_CONNECT_TIMEOUT", 3, minimum=1, maximum=30)
+WEBHOOK_READ_TIMEOUT = env_int("WEBHOOK_READ_TIMEOUT", 5, minimum=1, maximum=60)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 6, minimum=1, maximum=20)
+# A pending delivery with no attempt for this long is queued again (beat; broker outage, standalone restart).
+WEBHOOK_STALE_SECONDS = env_int("WEBHOOK_STALE_SECONDS", 900, minimum=60)
+CELERY_BEAT_SCHEDULE["webhooks-redispatch-pending"] = {
+    "task": "webhooks.webhook_redispatch_pending",
+    "schedule": 300.0,
+}
+
+# sweeps (issue 17): trial progress arrives by signals; beat looks again in case one was lost.
+CELERY_BEAT_SCHEDULE["sweeps-advance-running"] = {"task": "sweeps.sweep_advance_running", "schedule": 30.0}
 
 # reliability (issue 7)
 if REDIS_URL:

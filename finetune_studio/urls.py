@@ -13,6 +13,8 @@ api_v1 = [
     path("", include("models_app.api.urls")),
     path("", include("evaluations.api.urls")),
     path("", include("inference.api.urls")),
+    path("", include("webhooks.api.urls")),
+    path("", include("sweeps.api.urls")),
 ]
 
 urlpatterns = [
@@ -30,6 +32,8 @@ urlpatterns = [
     path("", include("logs_app.urls")),
     path("", include("models_app.urls")),
     path("", include("evaluations.urls")),
+    path("", include("webhooks.urls")),
+    path("", include("sweeps.urls")),
 ]
 
 handler404 = "finetune_studio.views.page_not_found"

@@ -51,6 +51,11 @@ class JobForm(forms.Form):
     )
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False)
     trainer = forms.ChoiceField()
+    registered_name = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="The registry name its model becomes a version of (default: from the job's name).",
+    )
 
     def __init__(self, *args, user, trainer: Trainer | None, base_model: str = "", **kwargs):
         super().__init__(*args, **kwargs)

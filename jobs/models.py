@@ -107,6 +107,8 @@ class Job(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
     trainer = models.ForeignKey(Trainer, on_delete=models.PROTECT, related_name="jobs")
     hyperparameters = models.JSONField(default=dict, blank=True)
+    # The registered name (models_app) its model joins as the next version; blank: derived from the job's name.
+    registered_name = models.CharField(max_length=100, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
     # Where artifacts (models bucket) and log chunks (logs bucket) of this job live.
     storage_prefix = models.CharField(max_length=300, blank=True)

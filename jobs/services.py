@@ -32,6 +32,7 @@ from finetune_studio import base_models, keys, objects, records
 from finetune_studio.errors import DomainConflict, DomainInvalid, DomainUnavailable
 from finetune_studio.events import event_payload, publish_event_on_commit, user_channel
 from finetune_studio.queueing import BROKER_ERRORS
+from finetune_studio.registry_names import InvalidRegisteredName, check_registered_name
 
 from . import hyperparameters
 from .models import Dataset, Job, JobMetric, Trainer
@@ -294,7 +295,14 @@ def trainer_sync_builtin() -> list[str]:
 
 
 def job_create(
-    *, owner, name: str, base_model: str, dataset_id: int | None, trainer_name: str, hyperparameters_given: Any
+    *,
+    owner,
+    name: str,
+    base_model: str,
+    dataset_id: int | None,
+    trainer_name: str,
+    hyperparameters_given: Any,
+    registered_name: str = "",
 ) -> Job:
     """Create a job and queue it (local trainers: the run is enqueued after commit).
 
@@ -302,9 +310,15 @@ def job_create(
     does not allow (finetune_studio/base_models.py; the canonical name is stored), a dataset that is
     not the owner's, hyperparameters that do not fit the trainer's schema. A job that names no
     hyperparameters gets the trainer's preset for its base (``Trainer.presets``); ``job.preset`` names
-    the base whose preset the stored hyperparameters hold.
+    the base whose preset the stored hyperparameters hold, a badly spelled
+    ``registered_name`` (the name its model will be a version of; blank: derived from ``name``).
     """
     errors: dict[str, Any] = {}
+    if registered_name:
+        try:
+            registered_name = check_registered_name(registered_name)
+        except InvalidRegisteredName as exc:
+            errors["registered_name"] = [str(exc)]
     trainer = Trainer.objects.filter(name=trainer_name).first()
     if trainer is None:
         errors["trainer"] = [f"no trainer named {trainer_name!r}"]
@@ -347,6 +361,7 @@ def job_create(
             trainer=trainer,
             hyperparameters=cleaned,
             preset=preset_applied,
+            registered_name=registered_name or "",
         )
         Job.objects.filter(id=job.id).update(storage_prefix=keys.user_key(owner.id, "jobs", str(job.id)) + "/")
         job_enqueue(job_id=job.id)
@@ -681,8 +696,8 @@ def _publish(job: Job, *, points: list[dict] | None = None) -> None:
 def _publish_settled(job: Job) -> None:
     """A final status: the pages' `job` event, then ``job_finished`` (logs_app closes the job's live streams)."""
     _publish(job)
-    job_id, status = job.id, job.status
-    transaction.on_commit(lambda: announce(job_finished, job_id=job_id, status=status))
+    job_id, owner_id, status = job.id, job.owner_id, job.status
+    transaction.on_commit(lambda: announce(job_finished, job_id=job_id, owner_id=owner_id, status=status))
 
 
 def _iso(value: datetime | None) -> str | None:

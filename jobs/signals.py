@@ -5,7 +5,7 @@ whose conditional UPDATE moved the row (``services.job_complete``, ``services.jo
 Receivers are one line calling their own app's service, and must not raise: a failure is
 logged here and the job's row stays as committed.
 
-- ``job_finished(job_id, status)``: the job reached a final status (succeeded, failed, cancelled).
+- ``job_finished(job_id, owner_id, status)``: the job reached a final status (succeeded, failed, cancelled).
 - ``job_succeeded(job_id)``: the job succeeded (sent after ``job_finished``).
 """
 

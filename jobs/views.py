@@ -51,6 +51,7 @@ def job_create(request):
                     dataset_id=dataset.id if dataset else None,
                     trainer_name=form.cleaned_data["trainer"],
                     hyperparameters_given=form.hyperparameter_values(),
+                    registered_name=form.cleaned_data["registered_name"],
                 )
             except services.JobsInvalid as exc:
                 _attach_errors(form, exc.errors)

@@ -36,7 +36,7 @@ class ModelsNotFound(DomainNotFound):
 
 
 def models_visible(*, user) -> QuerySet[RegisteredModel]:
-    return visible_to(RegisteredModel.objects.all(), user)
+    return visible_to(RegisteredModel.objects.select_related("registered_name"), user)
 
 
 class ModelTotals(NamedTuple):

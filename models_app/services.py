@@ -17,9 +17,10 @@ from finetune_studio.keys import key_is_under, user_key, user_prefix
 from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, UploadResult, bucket, streamed_checksums
 from finetune_studio.queueing import BROKER_ERRORS
 
-from . import artifacts
+from . import artifacts, registry
 from .lineage import job_provenance
 from .models import RegisteredModel
+from .signals import model_created, send_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,20 @@ READY_NEEDS_FILES = (
 
 
 def model_event_publish(model: RegisteredModel, action: str) -> None:
-    """The registry's one ``model`` event (created, updated, evaluated, deploy, deleted): always the same keys."""
+    """The registry's one ``model`` event (created, updated, evaluated, deploy, deleted): always the same keys.
+
+    A creation is also announced to the apps above (``signals.model_created``, after commit).
+    """
+    registered_name = model.registered_name.name if model.registered_name_id else None
+    if action == "created":
+        send_on_commit(
+            model_created,
+            model_id=model.id,
+            owner_id=model.owner_id,
+            job_id=model.job_id,
+            registered_name=registered_name,
+            version=model.version,
+        )
     publish_event_on_commit(
         user_channel(model.owner_id),
         "model",
@@ -68,6 +82,8 @@ def model_event_publish(model: RegisteredModel, action: str) -> None:
             model_id=model.id,
             url=None if action == "deleted" else f"/models/{model.id}/",
             name=model.name,
+            registered_name=registered_name,
+            version=model.version,
             status=model.status,
             total_size=model.total_size,
             deploy_status=model.deploy_status,
@@ -93,12 +109,14 @@ def model_create(
     status: str = RegisteredModel.Status.PENDING,
     job_id: int | None = None,
     training_metrics: dict | None = None,
+    registered_name: str = "",
 ) -> RegisteredModel:
     """Register a model whose files will be uploaded through ``model_file_add`` (a model trained elsewhere).
 
     Its objects live under ``users/<owner>/models/<id>/``. A job may carry only one model (ModelsConflict);
     it must be the owner's (ModelsInvalid). A new record has no files yet, so it cannot start ``ready``
-    (ModelsInvalid naming status).
+    (ModelsInvalid naming status). The model becomes the next version of ``registered_name``
+    (created when new; blank: derived from ``name``).
     """
     if status == RegisteredModel.Status.READY:
         raise ModelsInvalid(errors={"status": [READY_NEEDS_FILES]})
@@ -107,9 +125,15 @@ def model_create(
 
         if not Job.objects.filter(id=job_id, owner_id=owner.id).exists():
             raise ModelsInvalid(errors={"job": [f"job {job_id} does not exist or is not yours"]})
+    registered = registry.registered_name_lock(
+        owner_id=owner.id,
+        name=registered_name or registry.default_name_for_model(name, owner_id=owner.id),
+    )
     try:
         with transaction.atomic():
             model = RegisteredModel.objects.create(
+                registered_name=registered,
+                version=registry.version_allocate(registered_name=registered),
                 owner=owner,
                 name=name,
                 description=description,
@@ -340,7 +364,10 @@ def model_create_from_job(*, job_id: int) -> RegisteredModel | None:
     derived = artifacts.summarize(files, storage_path=prefix)
     try:
         with transaction.atomic():
+            registered = registry.registered_name_lock(owner_id=job.owner_id, name=registry.default_name_for_job(job))
             model = RegisteredModel.objects.create(
+                registered_name=registered,
+                version=registry.version_allocate(registered_name=registered),
                 owner_id=job.owner_id,
                 job_id=job.id,
                 name=f"Model from {job.name}"[:255],

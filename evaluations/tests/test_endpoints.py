@@ -153,7 +153,9 @@ def test_an_endpoint_disabled_after_queueing_fails_the_run_with_the_reason(
     assert vllm.chat_requests() == []
 
 
-def test_the_local_endpoint_refuses_what_it_cannot_load(alice, alice_api, make_model, make_test_set, settings, tmp_path):
+def test_the_local_endpoint_refuses_what_it_cannot_load(
+    alice, alice_api, make_model, make_test_set, settings, tmp_path
+):
     pytest.importorskip("torch", reason="the local engine's packages are not installed")
     settings.DEMO_BASE_DIR = tmp_path / "no-demo-base-here"
     model = make_model(alice)  # uploaded, no adapter, base llama3.2:3b (not in the catalogue)

@@ -93,6 +93,7 @@ class JobSerializer(serializers.ModelSerializer):
             "trainer",
             "hyperparameters",
             "preset",
+            "registered_name",
             "status",
             "progress",
             "exit_code",
@@ -125,6 +126,8 @@ class JobCreateSerializer(serializers.Serializer):
     dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     trainer = serializers.CharField(max_length=100)
     hyperparameters = serializers.JSONField(required=False, default=dict)
+    # The registered name the job's model becomes a version of (blank: derived from the job's name).
+    registered_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
 
 class JobCompleteSerializer(serializers.Serializer):

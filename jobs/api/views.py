@@ -140,6 +140,7 @@ class JobViewSet(
             dataset_id=data.get("dataset"),
             trainer_name=data["trainer"],
             hyperparameters_given=data.get("hyperparameters"),
+            registered_name=data.get("registered_name", ""),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from finetune_studio.base_models import BaseModelRefused, base_model_resolve
+from finetune_studio.registry_names import InvalidRegisteredName, check_registered_name
 
 from .. import lineage
 from ..models import RegisteredModel
@@ -8,6 +9,8 @@ from ..models import RegisteredModel
 COMMON_FIELDS = (
     "id",
     "owner",
+    "registered_name",
+    "version",
     "name",
     "description",
     "base_model",
@@ -30,6 +33,7 @@ class ModelListSerializer(serializers.ModelSerializer):
     """One row of the list: no manifest or loss history (they can be large), see the detail for those."""
 
     owner = serializers.IntegerField(source="owner_id", read_only=True)
+    registered_name = serializers.CharField(source="registered_name.name", read_only=True, default=None)
 
     class Meta:
         model = RegisteredModel
@@ -39,6 +43,7 @@ class ModelListSerializer(serializers.ModelSerializer):
 
 class ModelDetailSerializer(serializers.ModelSerializer):
     owner = serializers.IntegerField(source="owner_id", read_only=True)
+    registered_name = serializers.CharField(source="registered_name.name", read_only=True, default=None)
     file_count = serializers.SerializerMethodField()
     deployment = serializers.SerializerMethodField()
     deploy_attempt = serializers.SerializerMethodField()
@@ -110,6 +115,16 @@ class ModelWriteSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=RegisteredModel.Status.choices, default=RegisteredModel.Status.PENDING)
     job = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     training_metrics = serializers.DictField(required=False, default=dict)
+    # The registered name this upload becomes the next version of (blank: derived from ``name``).
+    registered_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+    def validate_registered_name(self, value: str) -> str:
+        if not value:
+            return value
+        try:
+            return check_registered_name(value)
+        except InvalidRegisteredName as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate_name(self, value: str) -> str:
         if not value.strip():

@@ -180,6 +180,7 @@ class ModelViewSet(viewsets.ViewSet):
             status=data["status"],
             job_id=data["job"],
             training_metrics=data["training_metrics"],
+            registered_name=data["registered_name"],
         )
         return Response(_detail_body(request, model), status=status.HTTP_201_CREATED)
 

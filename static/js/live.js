@@ -7,7 +7,7 @@
   const url = document.body.dataset.userEvents;
   if (!url || !window.EventSource) return;
   const indicator = document.querySelector("[data-live-state]");
-  const types = (document.body.dataset.liveEvents || "job,model,evaluation").split(",");
+  const types = (document.body.dataset.liveEvents || "job,model,evaluation,registry,sweep").split(",");
   let retryDelay = 1000;
   let lastEventId = "";
 

@@ -65,6 +65,20 @@ API_OBJECT_ENDPOINTS = [
         {"test_set_path": "datasets/users/1/x.jsonl", "base_model_name": "tiny"},
     ),
     Api("model deploy to Ollama", "POST", "/api/v1/models/{model}/deploy", {}),
+    Api("registered name detail", "GET", "/api/v1/registry/{registered_name}"),
+    Api("alias resolve", "GET", "/api/v1/registry/{registered_name}/aliases/champion"),
+    Api("alias move", "PUT", "/api/v1/registry/{registered_name}/aliases/candidate", {"version": 1}),
+    Api("evaluate a version for promotion", "POST", "/api/v1/registry/{registered_name}/versions/1/evaluate"),
+    Api("gate read", "GET", "/api/v1/registry/{registered_name}/gate"),
+    Api("gate set", "PUT", "/api/v1/registry/{registered_name}/gate", {"test_set_path": "x", "threshold": 0.5}),
+    Api("gate remove", "DELETE", "/api/v1/registry/{registered_name}/gate"),
+    Api("sweep detail", "GET", "/api/v1/sweeps/{sweep}"),
+    Api("sweep cancel", "POST", "/api/v1/sweeps/{sweep}/cancel"),
+    Api("sweep promote the best", "POST", "/api/v1/sweeps/{sweep}/promote"),
+    Api("webhook detail", "GET", "/api/v1/webhooks/{webhook}"),
+    Api("webhook deliveries", "GET", "/api/v1/webhooks/{webhook}/deliveries"),
+    Api("webhook send test", "POST", "/api/v1/webhooks/{webhook}/test"),
+    Api("webhook delete", "DELETE", "/api/v1/webhooks/{webhook}"),
     Api("evaluation detail", "GET", "/api/v1/evaluations/{evaluation}"),
     Api("evaluation update", "PATCH", "/api/v1/evaluations/{evaluation}", {"note": "changed by someone else"}),
     Api("evaluation cancel", "POST", "/api/v1/evaluations/{running_evaluation}/cancel"),
@@ -78,12 +92,22 @@ API_LISTS = [
     ("jobs", "/api/v1/jobs/", "job"),
     ("models", "/api/v1/models/", "model"),
     ("evaluations", "/api/v1/evaluations/", "evaluation"),
+    ("registered names", "/api/v1/registry/", "registered_name_id"),
+    ("webhooks", "/api/v1/webhooks/", "webhook"),
+    ("sweeps", "/api/v1/sweeps/", "sweep"),
 ]
 
 API_COLLECTION_WRITES = [
     Api("job create", "POST", "/api/v1/jobs/", {"name": "x", "base_model": "tiny", "trainer": "external"}),
     Api("model create", "POST", "/api/v1/models/", {"name": "x", "base_model": "tiny"}),
     Api("dataset upload", "POST", "/api/v1/datasets/", multipart=True),
+    Api("sweep create", "POST", "/api/v1/sweeps/", {"name": "x", "trainer": "example"}),
+    Api(
+        "webhook create",
+        "POST",
+        "/api/v1/webhooks/",
+        {"url": "https://hooks.example.com/x", "events": ["job.finished"]},
+    ),
 ]
 
 PAGE_OBJECT_ENDPOINTS = [
@@ -98,13 +122,23 @@ PAGE_OBJECT_ENDPOINTS = [
     Page("model page", "GET", "/models/{model}/"),
     Page("model ZIP download", "GET", "/models/{model}/download/"),
     Page("model delete", "POST", "/models/{model}/delete/"),
+    Page("registered name page", "GET", "/registry/{registered_name}/"),
+    Page("alias move", "POST", "/registry/{registered_name}/aliases/", {"alias": "candidate", "version": "1"}),
+    Page("gate set", "POST", "/registry/{registered_name}/gate/", {"test_set_path": "x"}),
+    Page("evaluate for promotion", "POST", "/registry/{registered_name}/versions/1/evaluate/"),
+    Page("sweep page", "GET", "/sweeps/{sweep}/"),
+    Page("sweep cancel", "POST", "/sweeps/{sweep}/cancel/"),
+    Page("sweep promote the best", "POST", "/sweeps/{sweep}/promote/"),
+    Page("webhook page", "GET", "/webhooks/{webhook}/"),
+    Page("webhook send test", "POST", "/webhooks/{webhook}/test/"),
+    Page("webhook delete", "POST", "/webhooks/{webhook}/delete/"),
     Page("evaluation page", "GET", "/evaluations/{evaluation}/"),
     Page("evaluation cancel", "POST", "/evaluations/{running_evaluation}/cancel/"),
     Page("evaluation retry", "POST", "/evaluations/{evaluation}/retry/"),
     Page("model deploy to Ollama", "POST", "/models/{model}/deploy/"),
 ]
 
-PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/"]
+PAGE_LISTS = ["/", "/jobs/", "/datasets/", "/models/", "/evaluations/", "/registry/", "/webhooks/", "/sweeps/"]
 PAGE_FORMS = [
     Page("job form", "POST", "/jobs/new/", {"name": "x"}),
     Page("evaluation form", "POST", "/evaluations/new/", {"name": "x"}),

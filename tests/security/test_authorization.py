@@ -8,7 +8,9 @@ from rest_framework.authtoken.models import Token
 from evaluations.models import Evaluation
 from jobs.models import Dataset, Job
 from logs_app.models import LogEntry
-from models_app.models import RegisteredModel
+from models_app.models import ModelAlias, PromotionGate, RegisteredModel
+from sweeps.models import Sweep
+from webhooks.models import Webhook, WebhookDelivery
 
 from .matrix import API_COLLECTION_WRITES, API_LISTS, API_OBJECT_ENDPOINTS, PAGE_LISTS, PAGE_OBJECT_ENDPOINTS
 from .requests import send
@@ -27,6 +29,13 @@ def _state(world) -> dict:
         "log_lines": LogEntry.objects.filter(job_id=world.running_job.id).count(),
         "model": (model.name, model.description, model.status, len(model.files)),
         "evaluations": sorted(Evaluation.objects.filter(owner=world.owner).values_list("id", "status", "note")),
+        "aliases": sorted(ModelAlias.objects.filter(registered_name__owner=world.owner).values_list("alias", "model")),
+        "sweeps": sorted(Sweep.objects.filter(owner=world.owner).values_list("id", "status")),
+        "webhooks": sorted(Webhook.objects.filter(owner=world.owner).values_list("id", "url")),
+        "webhook_deliveries": WebhookDelivery.objects.filter(webhook__owner=world.owner).count(),
+        "gates": sorted(
+            PromotionGate.objects.filter(registered_name__owner=world.owner).values_list("test_set_path", "threshold")
+        ),
     }
 
 

@@ -14,8 +14,10 @@ from evaluations.models import Evaluation, Prediction
 from finetune_studio.objects import bucket
 from jobs import services as job_services
 from jobs.models import Job, Trainer
-from models_app.models import RegisteredModel
+from models_app.models import ModelAlias, PromotionGate, RegisteredModel, RegisteredName
 from models_app.services import artifacts_manifest
+from sweeps.models import Sweep, SweepTrial
+from webhooks.models import Webhook
 
 ROWS = [{"text": f"clause {i} says pay within {i} days", "label": ["pay", "law"][i % 2]} for i in range(10)]
 
@@ -27,6 +29,9 @@ class World:
     running_job: Job
     finished_job: Job
     model: RegisteredModel
+    registered_name: RegisteredName
+    webhook: Webhook
+    sweep: Sweep
     evaluation: Evaluation
     running_evaluation: Evaluation
 
@@ -36,6 +41,10 @@ class World:
             "job": self.running_job.id,
             "finished_job": self.finished_job.id,
             "model": self.model.id,
+            "registered_name": self.registered_name.name,
+            "registered_name_id": self.registered_name.id,
+            "webhook": self.webhook.id,
+            "sweep": self.sweep.id,
             "evaluation": self.evaluation.id,
             "running_evaluation": self.running_evaluation.id,
         }
@@ -68,8 +77,15 @@ def build_world(owner, *, tag: str = "alice") -> World:
         job_id=running_job.id, lines=[{"message": f"{tag} private line {i}"} for i in range(5)], source="test"
     )
 
+    registered_name = RegisteredName.objects.create(owner=owner, name=f"{tag}-secret-name", last_version=1)
     model = RegisteredModel.objects.create(
-        owner=owner, name=f"{tag}-secret-model", base_model="tiny", status="ready", job=finished_job
+        owner=owner,
+        name=f"{tag}-secret-model",
+        base_model="tiny",
+        status="ready",
+        job=finished_job,
+        registered_name=registered_name,
+        version=1,
     )
     model.storage_path = f"users/{owner.id}/models/{model.id}/"
     models_bucket = bucket("models")
@@ -78,9 +94,42 @@ def build_world(owner, *, tag: str = "alice") -> World:
     model.files = artifacts_manifest(model.storage_path)
     model.save()
 
+    ModelAlias.objects.create(registered_name=registered_name, alias="champion", model=model)
+    PromotionGate.objects.create(registered_name=registered_name, test_set_path=dataset.path, threshold=0.01)
+
+    webhook = Webhook.objects.create(
+        owner=owner, url=f"https://hooks.example.com/{tag}-secret", events=["alias.moved"], secret="whsec_" + tag
+    )
+
+    sweep = Sweep.objects.create(
+        owner=owner,
+        name=f"{tag}-secret-sweep",
+        trainer=trainer,
+        dataset=dataset,
+        base_model="tiny",
+        registered_name=registered_name.name,
+        strategy="grid",
+        search_space={"epochs": [1]},
+        n_trials=1,
+        test_set_path=dataset.path,
+        evaluation_base="tiny",
+    )
+    SweepTrial.objects.create(sweep=sweep, index=1, hyperparameters={"epochs": 1}, job=running_job)
+
     evaluation = _evaluation(owner, model, dataset, tag, status="completed")
     running_evaluation = _evaluation(owner, model, dataset, tag + "-running", status="running")
-    return World(owner, dataset, running_job, finished_job, model, evaluation, running_evaluation)
+    return World(
+        owner,
+        dataset,
+        running_job,
+        finished_job,
+        model,
+        registered_name,
+        webhook,
+        sweep,
+        evaluation,
+        running_evaluation,
+    )
 
 
 def _evaluation(owner, model, dataset, tag: str, *, status: str) -> Evaluation:

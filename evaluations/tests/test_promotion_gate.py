@@ -1,0 +1,145 @@
+"""The promotion gate: champion moves only on a completed evaluation whose CI lower bound clears the threshold."""
+
+import pytest
+
+from models_app import services as model_services
+from models_app.models import AliasEvent, ModelAlias
+from tests.support.ollama_server import answer_from_mapping
+
+from .conftest import sample_records
+
+BASE = "/api/v1/registry/contracts"
+
+
+@pytest.fixture
+def gated(alice, alice_api, make_dataset, ollama_server):
+    """contracts v1 (answers like the base: always neutral) and v2 (perfect), a gate on accuracy > 0.05."""
+    ollama_server.add_model("llama3.2:3b", answer="neutral")
+    ollama_server.add_model("contracts-weak", answer="neutral")
+    mapping = {record["text"]: record["label"] for record in sample_records(200)}
+    ollama_server.add_model("contracts-strong", answer=answer_from_mapping(mapping, default="neutral"))
+    for name in ("contracts-weak", "contracts-strong"):
+        model_services.model_create(owner=alice, name=name, base_model="llama3.2:3b", registered_name="contracts")
+    dataset = make_dataset(alice)
+    gate = alice_api.put(
+        f"{BASE}/gate",
+        {"test_set_path": dataset.path, "metric": "accuracy", "endpoint": "ollama", "threshold": 0.05},
+        format="json",
+    )
+    assert gate.status_code == 200, gate.content
+    return dataset
+
+
+def _evaluate(client, version: int, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/registry/contracts/versions/{version}/evaluate/")
+    assert response.status_code == 302, response.content
+    assert response["Location"].startswith("/evaluations/")
+
+
+def test_without_an_evaluation_the_move_is_a_409_saying_what_is_missing(alice_api, gated):
+    response = alice_api.put(f"{BASE}/aliases/champion", {"version": 2}, format="json")
+    assert response.status_code == 409
+    evidence = response.json()["evidence"]
+    assert evidence["passed"] is False and evidence["evaluation_id"] is None
+    assert "v2 against the base (llama3.2:3b)" in evidence["missing"][0]
+    assert not ModelAlias.objects.exclude(model=None).exists()
+
+
+def test_after_a_passing_evaluation_against_the_base_the_move_is_allowed_with_the_evidence(
+    alice, alice_browser, alice_api, gated, django_capture_on_commit_callbacks
+):
+    _evaluate(alice_browser, 2, django_capture_on_commit_callbacks)
+    response = alice_api.put(f"{BASE}/aliases/champion", {"version": 2}, format="json")
+    assert response.status_code == 200, response.content
+    event = AliasEvent.objects.get()
+    assert event.evidence["passed"] is True
+    assert event.evidence["ci_low"] > 0.05 and event.evidence["delta"] == pytest.approx(2 / 3, abs=0.01)
+    assert event.evidence["baseline"] == "llama3.2:3b"
+
+
+def test_a_version_worse_than_the_champion_is_refused_with_the_interval(
+    alice_browser, alice_api, gated, django_capture_on_commit_callbacks
+):
+    _evaluate(alice_browser, 2, django_capture_on_commit_callbacks)
+    assert alice_api.put(f"{BASE}/aliases/champion", {"version": 2}, format="json").status_code == 200
+    # v1 was never compared against v2 (the champion now): missing evidence first…
+    missing = alice_api.put(f"{BASE}/aliases/champion", {"version": 1}, format="json")
+    assert missing.status_code == 409 and "against v2 (contracts-strong)" in missing.json()["evidence"]["missing"][0]
+    # …then the one-click evaluation against the champion shows a regression.
+    _evaluate(alice_browser, 1, django_capture_on_commit_callbacks)
+    refused = alice_api.put(f"{BASE}/aliases/champion", {"version": 1, "from_version": 2}, format="json")
+    assert refused.status_code == 409
+    evidence = refused.json()["evidence"]
+    assert evidence["evaluation_id"] is not None and evidence["ci_high"] < 0
+    assert "not above the threshold" in evidence["reason"]
+    assert ModelAlias.objects.get(alias="champion").model.version == 2
+
+
+def test_a_gate_on_another_test_set_does_not_count_an_evaluation_on_this_one(
+    alice, alice_browser, alice_api, gated, make_dataset, django_capture_on_commit_callbacks
+):
+    _evaluate(alice_browser, 2, django_capture_on_commit_callbacks)
+    other = make_dataset(alice)
+    alice_api.put(f"{BASE}/gate", {"test_set_path": other.path, "metric": "accuracy", "threshold": 0.05}, format="json")
+    assert alice_api.put(f"{BASE}/aliases/champion", {"version": 2}, format="json").status_code == 409
+
+
+def test_staff_override_with_a_reason_is_recorded_and_shown(alice_browser, olivia_api, olivia, gated, client):
+    response = olivia_api.put(
+        f"{BASE}/aliases/champion?owner={gated.owner_id}",
+        {"version": 1, "override_reason": "hotfix: v2 leaks PII"},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    event = AliasEvent.objects.get()
+    assert event.override_reason == "hotfix: v2 leaks PII" and event.evidence["overridden"] is True
+    assert event.evidence["passed"] is False and event.moved_by == olivia
+    page = alice_browser.get("/registry/contracts/")
+    assert b"hotfix: v2 leaks PII" in page.content and b"overridden" in page.content
+
+
+def test_only_staff_may_override(alice_api, gated):
+    response = alice_api.put(f"{BASE}/aliases/champion", {"version": 2, "override_reason": "trust me"}, format="json")
+    assert response.status_code == 403
+    assert not AliasEvent.objects.exists()
+
+
+def test_ungated_aliases_move_freely(alice_api, gated):
+    assert alice_api.put(f"{BASE}/aliases/candidate", {"version": 1}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"test_set_path": "datasets/users/999/x.jsonl"}, "test_set_path"),
+        ({"test_set_path": "../etc/passwd"}, "test_set_path"),
+        ({"test_set_path": "{own}", "metric": "bleu"}, "metric"),
+        ({"test_set_path": "{own}", "threshold": 3}, "threshold"),
+    ],
+)
+def test_a_bad_gate_is_a_400_naming_the_field(alice_api, gated, body, field):
+    body = {key: (gated.path if value == "{own}" else value) for key, value in body.items()}
+    response = alice_api.put(f"{BASE}/gate", body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()["errors"]
+
+
+def test_bob_cannot_read_or_set_alices_gate(bob_api, gated):
+    assert bob_api.get(f"{BASE}/gate").status_code == 404
+    assert bob_api.put(f"{BASE}/gate", {"test_set_path": gated.path}, format="json").status_code == 404
+
+
+def test_an_integration_starts_the_gates_evaluation_through_the_api_and_then_promotes(
+    alice_api, gated, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        started = alice_api.post(f"{BASE}/versions/2/evaluate")
+    assert started.status_code == 202, started.content
+    assert started.json()["base_model_name"] == "llama3.2:3b"
+    assert alice_api.put(f"{BASE}/aliases/champion", {"version": 2}, format="json").status_code == 200
+    assert alice_api.post(f"{BASE}/versions/9/evaluate").status_code == 404
+
+
+def test_bob_cannot_start_an_evaluation_of_alices_version(bob_api, gated):
+    assert bob_api.post(f"{BASE}/versions/2/evaluate").status_code == 404

@@ -1,0 +1,211 @@
+"""Webhooks: signed JSON deliveries of the lower apps' events, retried with backoff, to public targets only."""
+
+import pytest
+from django.utils import timezone
+
+from models_app import registry
+from models_app import services as model_services
+from models_app.models import RegisteredName
+from tests.support.webhook_receiver import WebhookReceiver
+from webhooks import services
+from webhooks.models import Webhook, WebhookDelivery
+
+API = "/api/v1/webhooks"
+
+
+@pytest.fixture(autouse=True)
+def eager_retries(monkeypatch):
+    """Eager tasks that propagate errors would raise the task's Retry instead of running the next attempt:
+    here a retry runs the next attempt at once (the countdown is skipped), as a worker would later."""
+    from finetune_studio.celery import app
+
+    monkeypatch.setitem(app.conf, "task_eager_propagates", False)
+
+
+@pytest.fixture
+def receiver(settings):
+    """A receiver on loopback, which the operator allows for this test (the default refuses it)."""
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    settings.WEBHOOK_MAX_ATTEMPTS = 4
+    server = WebhookReceiver().start()
+    yield server
+    server.stop()
+
+
+def _create(client, url, events=("alias.moved",)):
+    response = client.post(API, {"url": url, "events": list(events)}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def _move_champion(owner, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        model_services.model_create(owner=owner, name="a", base_model="tiny", registered_name="contracts")
+    contracts = RegisteredName.objects.get(owner=owner, name="contracts")
+    with django_capture_on_commit_callbacks(execute=True):
+        registry.alias_move(registered_name=contracts, alias="champion", version=1, moved_by=owner)
+
+
+def test_the_secret_is_shown_at_creation_and_never_again(alice_api, receiver):
+    created = _create(alice_api, receiver.url)
+    assert created["secret"].startswith("whsec_") and len(created["secret"]) > 40
+    webhook_id = created["webhook"]["id"]
+    assert "secret" not in alice_api.get(f"{API}/{webhook_id}").json()
+    assert all("secret" not in row for row in alice_api.get(API).json()["results"])
+    assert created["secret"] not in alice_api.get(f"{API}/{webhook_id}").content.decode()
+
+
+def test_a_delivery_is_signed_so_the_receiver_verifies_it(
+    alice, alice_api, receiver, django_capture_on_commit_callbacks
+):
+    secret = _create(alice_api, receiver.url)["secret"]
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    assert len(receiver.received) == 1
+    request = receiver.received[0]
+    assert request.signature_valid(secret)
+    assert not request.signature_valid("whsec_someone_elses")
+    body = request.json
+    assert body["event"] == "alias.moved" and request.headers["X-Studio-Event"] == "alias.moved"
+    assert body["data"]["registered_name"] == "contracts" and body["data"]["to_version"] == 1
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("succeeded", 1, 200)
+
+
+def test_a_500_is_retried_until_the_receiver_accepts(alice, alice_api, receiver, django_capture_on_commit_callbacks):
+    receiver.responses = [500, 503, 200]
+    _create(alice_api, receiver.url)
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    assert len(receiver.received) == 3
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "succeeded" and delivery.attempts == 3
+    assert [entry["status_code"] for entry in delivery.attempt_log] == [500, 503, 200]
+    # Every retry is the same delivery: same id and body, so a receiver can de-duplicate.
+    assert len({request.headers["X-Studio-Delivery"] for request in receiver.received}) == 1
+    assert len({request.body for request in receiver.received}) == 1
+
+
+def test_a_receiver_that_keeps_failing_ends_as_failed_after_the_last_attempt(
+    alice, alice_api, receiver, django_capture_on_commit_callbacks
+):
+    receiver.responses = [500]
+    _create(alice_api, receiver.url)
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 4, 500)
+    assert len(receiver.received) == 4
+
+
+def test_a_4xx_is_not_retried_and_a_redirect_is_not_followed(
+    alice, alice_api, receiver, django_capture_on_commit_callbacks
+):
+    receiver.responses = [("redirect", "http://169.254.169.254/latest/meta-data/")]
+    _create(alice_api, receiver.url)
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "failed" and delivery.response_code == 302 and delivery.attempts == 1
+    assert "not followed" in delivery.error
+    assert len(receiver.received) == 1
+
+
+def test_a_slow_receiver_times_out_quickly(alice, alice_api, receiver, settings, django_capture_on_commit_callbacks):
+    settings.WEBHOOK_READ_TIMEOUT = 1
+    settings.WEBHOOK_MAX_ATTEMPTS = 1
+    receiver.responses = [("sleep", 3)]
+    _create(alice_api, receiver.url)
+    started = timezone.now()
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "failed" and "Timeout" in delivery.error
+    assert (timezone.now() - started).total_seconds() < 2.5
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "http://10.0.0.5/hook",
+        "http://192.168.1.10/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+        "ftp://example.com/hook",
+        "http://user:pass@example.com/hook",
+    ],
+)
+def test_private_and_odd_targets_are_refused_by_default(alice_api, url):
+    response = alice_api.post(API, {"url": url, "events": ["job.finished"]}, format="json")
+    assert response.status_code == 400
+    assert "url" in response.json()["errors"]
+    assert not Webhook.objects.exists()
+
+
+def test_a_target_refused_at_delivery_time_is_never_called(
+    alice, alice_api, receiver, settings, django_capture_on_commit_callbacks
+):
+    _create(alice_api, receiver.url)
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False  # the operator tightened the rule after creation
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "failed" and delivery.error.startswith("refused")
+    assert receiver.received == []
+
+
+def test_unknown_events_are_refused(alice_api, receiver):
+    response = alice_api.post(API, {"url": receiver.url, "events": ["job.exploded"]}, format="json")
+    assert response.status_code == 400 and "events" in response.json()["errors"]
+
+
+def test_job_finished_and_model_created_reach_their_subscribers(
+    alice, alice_api, receiver, django_capture_on_commit_callbacks
+):
+    from models_app.tests.helpers import make_job
+
+    from jobs import services as job_services
+
+    _create(alice_api, receiver.url, events=["job.finished", "model.created"])
+    job = make_job(alice, status="running")
+    with django_capture_on_commit_callbacks(execute=True):
+        job_services.job_complete(job_id=job.id, status="succeeded")
+    events = [request.json["event"] for request in receiver.received]
+    assert events == ["job.finished", "model.created"]
+    assert receiver.received[0].json["data"]["status"] == "succeeded"
+    assert receiver.received[1].json["data"]["version"] == 1
+
+
+def test_only_the_owners_webhooks_receive_the_owners_events(
+    alice, bob, api_client_for, receiver, django_capture_on_commit_callbacks
+):
+    _create(api_client_for(bob), receiver.url)
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    assert receiver.received == [] and not WebhookDelivery.objects.exists()
+
+
+def test_the_page_creates_shows_the_secret_once_and_sends_a_test(
+    alice_browser, receiver, django_capture_on_commit_callbacks
+):
+    page = alice_browser.post("/webhooks/", {"url": receiver.url, "events": ["alias.moved"]})
+    assert page.status_code == 200 and b"data-webhook-secret" in page.content
+    webhook = Webhook.objects.get()
+    assert webhook.secret.encode() in page.content
+    detail = alice_browser.get(f"/webhooks/{webhook.id}/")
+    assert webhook.secret.encode() not in detail.content
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alice_browser.post(f"/webhooks/{webhook.id}/test/").status_code == 302
+    assert receiver.received[0].json["event"] == "ping"
+    assert receiver.received[0].signature_valid(webhook.secret)
+    assert b"data-delivery" in alice_browser.get(f"/webhooks/{webhook.id}/").content
+
+
+def test_the_page_says_why_a_target_is_refused(alice_browser):
+    page = alice_browser.post("/webhooks/", {"url": "http://127.0.0.1/x", "events": ["alias.moved"]})
+    assert page.status_code == 400 and b"loopback" in page.content
+
+
+def test_pending_deliveries_left_behind_are_sent_again(alice, receiver, django_capture_on_commit_callbacks):
+    webhook, _ = services.webhook_create(owner=alice, url=receiver.url, events=["alias.moved"])
+    stale = WebhookDelivery.objects.create(webhook=webhook, event="alias.moved", payload={"x": 1})
+    WebhookDelivery.objects.filter(id=stale.id).update(created_at=timezone.now() - timezone.timedelta(hours=1))
+    assert services.webhook_redispatch_pending() == 1
+    assert WebhookDelivery.objects.get(id=stale.id).status == "succeeded"
