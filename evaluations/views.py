@@ -170,7 +170,11 @@ def evaluation_detail(request, pk: int):
     results = evaluation.results or {}
     plans = evaluation.candidate_plans
     context = {"evaluation": evaluation, "results": results, "base_plan": plans[0], "fine_tuned_plans": plans[1:]}
-    if results.get("base"):
+    if results.get("task") == "generation":
+        from .generation_page import page_context
+
+        context.update(page_context(evaluation, results, request.GET.get("show", "all")))
+    elif results.get("base"):
         candidates = results.get("candidates") or {"base": results["base"], "fine_tuned": results["fine_tuned"]}
         context.update(
             {

@@ -247,3 +247,63 @@ def test_a_classification_comparison_states_its_minimum_detectable_effect(
     assert mde["n"] == 12 and 0 < mde["mde"] < 1 and mde["sd_assumed"] is True
     assert significance["bootstrap"]["accuracy"]["minimum_detectable_effect"] == mde
     assert "cannot be told apart" in significance["summary"]
+
+
+# --- the page and the exports -----------------------------------------------------------------------------
+def test_the_page_shows_metric_cards_the_judge_and_answers_side_by_side_with_a_word_diff(
+    translators, run_generation, alice_browser
+):
+    translators.add_model("judge", answer=reference_judge())
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    page = alice_browser.get(f"/evaluations/{evaluation.id}/").content.decode()
+    for label in ("Exact match", "Token F1", "ROUGE-L", "chrF"):
+        assert label in page
+    assert "95 % CI" in page and "detectable" in page
+    assert "fine-tuned wins 12, loses 0, ties 0" in page
+    assert "B matches the reference" in page  # the judge's reasons
+    assert "<del>mot 0</del>" in page  # the base missed the reference's words
+    assert "<ins>I do not know</ins>" in page
+    assert 'href="?show=regressed"' in page and "Regressed (0)" in page and "Improved (12)" in page
+
+
+def test_the_page_filters_examples_by_outcome(translators, run_generation, alice_browser):
+    evaluation = run_generation()
+    regressed = alice_browser.get(f"/evaluations/{evaluation.id}/?show=regressed").content.decode()
+    assert "No example matches this filter." in regressed
+    improved = alice_browser.get(f"/evaluations/{evaluation.id}/?show=improved").content.decode()
+    assert improved.count('data-outcome="improved"') == COUNT
+    assert alice_browser.get(f"/evaluations/{evaluation.id}/?show=<script>").status_code == 200
+
+
+def test_answers_are_escaped_on_the_page(translators, run_generation, alice_browser):
+    translators.add_model("llama3.2:3b", answer="<script>alert(1)</script>")
+    evaluation = run_generation()
+    page = alice_browser.get(f"/evaluations/{evaluation.id}/").content.decode()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+
+
+def test_bob_cannot_see_alices_generation_evaluation(translators, run_generation, bob_api, client, bob):
+    evaluation = run_generation()
+    client.force_login(bob)
+    assert client.get(f"/evaluations/{evaluation.id}/").status_code == 404
+    assert bob_api.get(f"/api/v1/evaluations/{evaluation.id}/export.json").status_code == 404
+
+
+def test_exports_carry_the_per_example_scores_and_the_judge(translators, run_generation, alice_api):
+    translators.add_model("judge", answer=position_a_judge())
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    body = alice_api.get(f"/api/v1/evaluations/{evaluation.id}/export.json").content
+    rows = json.loads(body)["predictions"]
+    assert len(rows) == 2 * COUNT
+    assert {row["scores"]["chrf"] for row in rows if row["role"] == "fine_tuned"} == {1.0}
+    assert {row["judge"] for row in rows} == {"tie"}
+    text = alice_api.get(f"/api/v1/evaluations/{evaluation.id}/export.csv").content.decode()
+    header = text.splitlines()[0].split(",")
+    assert header[-5:] == ["score_exact_match", "score_token_f1", "score_rouge_l", "score_chrf", "judge"]
+
+
+def test_the_list_summarises_a_generation_evaluation(translators, run_generation, alice_api):
+    run_generation()
+    summary = alice_api.get("/api/v1/evaluations").json()["results"][0]["summary"]
+    assert summary["task"] == "generation" and summary["headline_metric"] == "token_f1"
+    assert summary["fine_tuned_score"] == 1.0 and summary["verdict"] == "significant improvement"
