@@ -298,6 +298,8 @@ def evaluation_start(
     config["chat_template_sha256"] = prompt["chat_template_sha256"]
     config["task"] = task
     config.update(generation_config)
+    if task == generation.GENERATION:
+        config["num_predict"] = generation.DEFAULT_MAX_TOKENS  # answers, not a label
     # Where each candidate is asked, recorded as it was decided: the run and the results read this.
     config["candidates"] = [
         {"name": base, "role": "base", "endpoint": base_at.name, "source": "named"},
