@@ -307,3 +307,37 @@ def test_the_list_summarises_a_generation_evaluation(translators, run_generation
     summary = alice_api.get("/api/v1/evaluations").json()["results"][0]["summary"]
     assert summary["task"] == "generation" and summary["headline_metric"] == "token_f1"
     assert summary["fine_tuned_score"] == 1.0 and summary["verdict"] == "significant improvement"
+
+
+# --- chat records (the record formats of the dataset branch; skipped on a tree without them) ---------------
+def _chat_formats_available() -> bool:
+    from finetune_studio import records
+
+    return hasattr(records, "OPENAI_CHAT")
+
+
+@pytest.mark.skipif(not _chat_formats_available(), reason="needs the chat record formats (finetune_studio.records)")
+def test_a_multi_turn_chat_record_is_asked_with_its_system_prompt_and_earlier_turns(
+    translators, run_generation, alice, make_dataset
+):
+    records = [
+        {
+            "messages": [
+                {"role": "system", "content": "You translate into French."},
+                {"role": "user", "content": "word 1"},
+                {"role": "assistant", "content": "mot 1", "weight": 0},
+                {"role": "user", "content": f"word {i}"},
+                {"role": "assistant", "content": f"mot {i}"},
+            ]
+        }
+        for i in range(2, 8)
+    ]
+    dataset = make_dataset(alice, records, labels=[])
+    evaluation = run_generation(dataset=dataset)
+    sent = translators.chat_requests(model="contracts-ft")[0].body["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[0]["content"] == "You translate into French." and sent[2]["content"] == "mot 1"
+    assert evaluation.results["examples_evaluated"] == 6
+    # answer_from_mapping matches the longest text first: "word 1" from the earlier turn is also in the prompt,
+    # so only the reference decides; the stored reference is the last assistant turn.
+    assert {p.expected for p in Prediction.objects.filter(evaluation=evaluation)} == {f"mot {i}" for i in range(2, 8)}
