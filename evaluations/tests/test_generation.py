@@ -341,3 +341,9 @@ def test_a_multi_turn_chat_record_is_asked_with_its_system_prompt_and_earlier_tu
     # answer_from_mapping matches the longest text first: "word 1" from the earlier turn is also in the prompt,
     # so only the reference decides; the stored reference is the last assistant turn.
     assert {p.expected for p in Prediction.objects.filter(evaluation=evaluation)} == {f"mot {i}" for i in range(2, 8)}
+
+
+def test_the_dashboard_shows_a_generation_evaluations_headline_delta(translators, run_generation, alice_browser):
+    run_generation()
+    page = alice_browser.get("/").content.decode()
+    assert "token F1" in page and "+100.0" in page and "not evaluated" not in page
