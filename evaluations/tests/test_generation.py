@@ -347,3 +347,9 @@ def test_the_dashboard_shows_a_generation_evaluations_headline_delta(translators
     run_generation()
     page = alice_browser.get("/").content.decode()
     assert "token F1" in page and "+100.0" in page and "not evaluated" not in page
+
+
+def test_the_evaluation_list_shows_a_generation_evaluations_token_f1_delta(translators, run_generation, alice_browser):
+    run_generation()
+    page = alice_browser.get("/evaluations/").content.decode()
+    assert '+100.0 pts <span class="hint">token F1</span>' in page
