@@ -96,10 +96,16 @@ def evaluation_create(request):
                 max_examples=data["max_examples"],
                 concurrency=data["concurrency"],
                 name=data["name"],
+                task=data["task"] or None,
+                judge=form.judge(),
             )
         except services.EvaluationInputInvalid as exc:
             for field, reason in exc.errors.items():
-                field = {"fine_tuned_names": "fine_tuned_name", "endpoint": "fine_tuned_endpoint"}.get(field, field)
+                field = {
+                    "fine_tuned_names": "fine_tuned_name",
+                    "endpoint": "fine_tuned_endpoint",
+                    "judge": "judge_model",
+                }.get(field, field)
                 form.add_error(field if field in form.fields else None, reason)
         else:
             messages.success(request, "Evaluation started.")

@@ -353,3 +353,42 @@ def test_the_evaluation_list_shows_a_generation_evaluations_token_f1_delta(trans
     run_generation()
     page = alice_browser.get("/evaluations/").content.decode()
     assert '+100.0 pts <span class="hint">token F1</span>' in page
+
+
+def test_the_form_starts_a_generation_evaluation_with_a_judge(
+    translators, alice, alice_browser, make_model, make_dataset, django_capture_on_commit_callbacks
+):
+    from evaluations.judge import DEFAULT_JUDGE_PROMPT
+
+    translators.add_model("judge", answer=position_a_judge())
+    model, dataset = make_model(alice), make_dataset(alice, translation_records())
+    form = alice_browser.get("/evaluations/new/").content.decode()
+    assert 'name="judge_model"' in form and "{answer_a}" in form
+    fields = {
+        "model": model.id,
+        "test_set_path": dataset.path,
+        "base_model_name": "llama3.2:3b",
+        "task": "generation",
+        "judge_endpoint": "ollama",
+        "judge_model": "judge",
+        "judge_prompt": DEFAULT_JUDGE_PROMPT,
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_browser.post("/evaluations/new/", fields)
+    evaluation = Evaluation.objects.get()
+    assert response.status_code == 302, response.content.decode()[:500]
+    assert evaluation.status == "completed", evaluation.error_message
+    assert evaluation.results["judge"]["ties"] == COUNT
+
+
+def test_the_form_says_why_a_judge_is_refused(translators, alice, alice_browser, make_model, make_dataset):
+    fields = {
+        "model": make_model(alice).id,
+        "test_set_path": make_dataset(alice).path,
+        "base_model_name": "llama3.2:3b",
+        "task": "classification",
+        "judge_endpoint": "ollama",
+        "judge_model": "judge",
+    }
+    page = alice_browser.post("/evaluations/new/", fields).content.decode()
+    assert "only a generation evaluation" in page and not Evaluation.objects.exists()
