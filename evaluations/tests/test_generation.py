@@ -392,3 +392,19 @@ def test_the_form_says_why_a_judge_is_refused(translators, alice, alice_browser,
     }
     page = alice_browser.post("/evaluations/new/", fields).content.decode()
     assert "only a generation evaluation" in page and not Evaluation.objects.exists()
+
+
+def _datasets_have_a_task() -> bool:
+    from jobs.models import Dataset
+
+    return any(field.name == "task" for field in Dataset._meta.get_fields())
+
+
+@pytest.mark.skipif(not _datasets_have_a_task(), reason="needs Dataset.task (the dataset formats' branch)")
+def test_the_task_defaults_to_the_test_sets(translators, alice, alice_api, make_model, make_dataset):
+    dataset = make_dataset(alice, translation_records(), labels=[])
+    type(dataset).objects.filter(id=dataset.id).update(task="generation")
+    body = {"test_set_path": dataset.path, "base_model_name": "llama3.2:3b"}
+    response = alice_api.post(f"/api/v1/models/{make_model(alice).id}/evaluate", body, format="json")
+    assert response.status_code == 202, response.content
+    assert Evaluation.objects.get().config["task"] == "generation"
