@@ -50,7 +50,14 @@ def check_prompt(template) -> str | None:
     missing = [p for p in REQUIRED_PLACEHOLDERS if p not in template]
     if missing:
         return f"must contain {' and '.join(missing)} where the two answers go"
+    # Every placeholder repeats a whole answer or question: a prompt of thousands would be megabytes per pair.
+    if len(_PLACEHOLDER.findall(template)) > MAX_PLACEHOLDERS:
+        return f"may use at most {MAX_PLACEHOLDERS} placeholders"
     return None
+
+
+_PLACEHOLDER = re.compile(r"\{(question|reference_block|reference|answer_a|answer_b)\}")
+MAX_PLACEHOLDERS = 10
 
 
 def fill_prompt(template: str, *, question: str, reference: str, answer_a: str, answer_b: str) -> str:
@@ -62,7 +69,7 @@ def fill_prompt(template: str, *, question: str, reference: str, answer_a: str, 
         "answer_a": answer_a,
         "answer_b": answer_b,
     }
-    return re.sub(r"\{(question|reference_block|reference|answer_a|answer_b)\}", lambda m: values[m[1]], template)
+    return _PLACEHOLDER.sub(lambda m: values[m[1]], template)
 
 
 def parse_verdict(content: str) -> tuple[str, str]:

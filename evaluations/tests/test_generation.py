@@ -408,3 +408,11 @@ def test_the_task_defaults_to_the_test_sets(translators, alice, alice_api, make_
     response = alice_api.post(f"/api/v1/models/{make_model(alice).id}/evaluate", body, format="json")
     assert response.status_code == 202, response.content
     assert Evaluation.objects.get().config["task"] == "generation"
+
+
+def test_an_answer_that_contains_a_placeholder_is_never_expanded():
+    from evaluations.judge import DEFAULT_JUDGE_PROMPT, fill_prompt
+
+    filled = fill_prompt(DEFAULT_JUDGE_PROMPT, question="q", reference="", answer_a="{answer_b}", answer_b="real B")
+    assert "Answer A:\n{answer_b}\n" in filled and filled.count("real B") == 1
+    assert "Reference answer" not in filled  # no reference, no empty reference section

@@ -377,6 +377,7 @@ HOSTILE_GENERATION_FIELDS = [
     {"task": "generation", "judge": {"endpoint": "ollama", "model": "m", "prompt": ["{answer_a}{answer_b}"]}},
     {"task": "generation", "judge": {"endpoint": "ollama", "model": "m", "prompt": "{answer_a}{answer_b}" * 20000}},
     {"task": "generation", "judge": {"endpoint": "x" * 5000, "model": "m"}},
+    {"task": "generation", "judge": {"endpoint": "ollama", "model": "m", "prompt": "{answer_a}{answer_b}" * 50}},
     {"task": "generation", "judge": {"endpoint": "ollama", "model": "m\u0000"}},
     {"task": "generation", "json_schema": "not a schema"},
     {"task": "generation", "json_schema": {"type": "object", "properties": {"a": {"type": "nonsense"}}}},
