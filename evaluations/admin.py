@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from . import services
-from .models import Evaluation, Prediction
+from .models import Evaluation, JudgeAnswer, Prediction
 
 
 @admin.register(Evaluation)
@@ -48,3 +48,20 @@ class PredictionAdmin(admin.ModelAdmin):
     list_select_related = ("evaluation",)
     readonly_fields = ("created_at",)
     raw_id_fields = ("evaluation",)
+
+
+@admin.register(JudgeAnswer)
+class JudgeAnswerAdmin(admin.ModelAdmin):
+    """The judge's cached answers: read-only (deleting one only makes the next run ask again)."""
+
+    list_display = ("id", "owner", "endpoint", "judge_model", "winner", "created_at")
+    list_filter = ("endpoint", "winner")
+    search_fields = ("judge_model", "owner__username", "reason")
+    list_select_related = ("owner",)
+    readonly_fields = ("owner", "key", "endpoint", "judge_model", "winner", "reason", "content", "created_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -79,6 +79,7 @@ class Prediction:
     eval_count: int | None = None
     eval_duration_ns: int | None = None
     error: str = ""
+    scores: dict = field(default_factory=dict)  # generation: per-metric scores of this answer
 
 
 class PredictionStore(Protocol):
@@ -313,6 +314,8 @@ def run_evaluation(
     config: EvaluationConfig,
     store: PredictionStore,
     flush_interval: float = 0.5,
+    request_for: Callable[..., ChatRequest] | None = None,
+    prediction_for: Callable[..., Prediction] | None = None,
 ) -> None:
     """Ask every candidate about every record the store lacks; returns when all are stored.
 
@@ -320,7 +323,20 @@ def run_evaluation(
     retrying) or EvaluationCancelled; predictions finished before either are saved first, so a later run
     resumes after them. Backends answer from their own threads (one feeder per backend); the store is
     only ever called from this thread.
+
+    ``request_for(record, model=)`` and ``prediction_for(record, index, candidate_name, answer)`` say what a
+    task asks and keeps (``evaluations.generation``); absent, the classification prompt and label parsing.
     """
+    if request_for is None:
+
+        def request_for(record, *, model):
+            return chat_request(record, model=model, labels=labels, config=config)
+
+    if prediction_for is None:
+
+        def prediction_for(record, index, name, answer):
+            return _prediction(record, index, name, answer, labels)
+
     total = len(records) * len(candidates)
     stored = store.stored_keys()
     groups: dict[int, tuple[Backend, list[tuple[int, Candidate]]]] = {}
@@ -335,10 +351,7 @@ def run_evaluation(
 
     def feed(backend: Backend, items: list[tuple[int, Candidate]]) -> None:
         try:
-            requests = [
-                chat_request(records[index], model=candidate.backend_model, labels=labels, config=config)
-                for index, candidate in items
-            ]
+            requests = [request_for(records[index], model=candidate.backend_model) for index, candidate in items]
             answers = backend.chat_many(requests)
             try:
                 for outcome in answers:
@@ -386,7 +399,7 @@ def run_evaluation(
                 if outcome.error is not None:
                     halt(outcome.error)
                 else:
-                    buffer.append(_prediction(records[index], index, candidate.name, outcome.answer, labels))
+                    buffer.append(prediction_for(records[index], index, candidate.name, outcome.answer))
             now = time.monotonic()
             if now - last_flush >= flush_interval or not running:
                 done += len(buffer)

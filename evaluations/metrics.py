@@ -16,6 +16,8 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from .generation_metrics import minimum_detectable_effect
+
 UNPARSEABLE = "unparseable"
 _MISSING = "\x00unparseable"  # internal stand-in for "no label": cannot collide with a real label
 COMPARED_METRICS = (
@@ -167,6 +169,9 @@ def compare(base: list, other: list, labels: Sequence[str], base_scores: dict, o
     bootstrap["accuracy"]["delta"] = improvement["accuracy"]
     bootstrap["f1_macro"]["delta"] = improvement["f1_macro"]
     accuracy = bootstrap["accuracy"]
+    # Beside the verdict: how small a difference this test set could have shown (80 % power, observed spread).
+    mde = minimum_detectable_effect((other_codes == true_codes).astype(float) - (base_codes == true_codes))
+    accuracy["minimum_detectable_effect"] = mde
     verdict = verdict_for(accuracy["ci_low"], accuracy["ci_high"])
     f1_verdict = verdict_for(bootstrap["f1_macro"]["ci_low"], bootstrap["f1_macro"]["ci_high"])
     summary = (
@@ -176,12 +181,18 @@ def compare(base: list, other: list, labels: Sequence[str], base_scores: dict, o
         f"McNemar exact p = {mcnemar['p_value']:.3g} over "
         f"{mcnemar['base_only_correct'] + mcnemar['fine_tuned_only_correct']} discordant examples."
     )
+    if verdict == "not significant" and mde["mde"] is not None:
+        summary += (
+            f" With {mde['n']} examples an accuracy difference smaller than {100 * mde['mde']:.1f} points "
+            "cannot be told apart (80 % power)."
+        )
     return {
         "improvement": improvement,
         "significance": {
             "mcnemar": mcnemar,
             "bootstrap": {**bootstrap, "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95},
             "verdict": verdict,
+            "minimum_detectable_effect": mde,
             "f1_verdict": f1_verdict,
             "summary": summary,
         },

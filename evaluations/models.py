@@ -103,7 +103,7 @@ class Prediction(models.Model):
     index = models.PositiveIntegerField()  # position of the example in the test set
     candidate = models.CharField(max_length=200)  # the candidate's name (see Evaluation.candidate_plans)
     input_text = models.TextField()
-    expected = models.CharField(max_length=500)
+    expected = models.TextField()  # the label, or a generation's reference answer (any length)
     prediction_text = models.TextField(blank=True)
     parsed_label = models.CharField(max_length=500, null=True, blank=True)  # null: unparseable
     correct = models.BooleanField(default=False)
@@ -111,6 +111,9 @@ class Prediction(models.Model):
     eval_count = models.IntegerField(null=True, blank=True)
     eval_duration_ns = models.BigIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # A generation's per-example metric scores ({"exact_match": 1.0, "chrf": 0.83, …}), scored as the answer
+    # arrived: results and re-analysis read them, never the endpoint again. Empty for classification.
+    scores = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -124,3 +127,28 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"evaluation {self.evaluation_id} #{self.index} {self.candidate}"
+
+
+class JudgeAnswer(models.Model):
+    """A judge's answer to one filled-in judge prompt, kept so a re-run (or re-analysis) does not pay twice.
+
+    ``key`` is the SHA-256 of (judge endpoint, judge model, the full prompt sent, which holds the question,
+    the reference and both answers in their order). Per owner: a cache shared across users would tell one
+    user, by its speed, what another had asked.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judge_answers")
+    key = models.CharField(max_length=64)
+    endpoint = models.CharField(max_length=100)
+    judge_model = models.CharField(max_length=200)
+    winner = models.CharField(max_length=4)  # "A", "B" or "tie"
+    reason = models.TextField(blank=True)
+    content = models.TextField(blank=True)  # the judge's answer as it came
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "evaluation_judge_answers"
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="judge_answer_unique_owner_key")]
+
+    def __str__(self) -> str:
+        return f"{self.judge_model}@{self.endpoint}: {self.winner}"

@@ -29,7 +29,7 @@ from finetune_studio.objects import ObjectNotFound, StorageError, bucket
 from finetune_studio.queueing import BROKER_ERRORS
 from inference.base import InferenceError
 
-from . import engine, metrics
+from . import engine, generation, metrics
 from .local_models import AdapterUnavailable
 from .models import Evaluation, Prediction
 from .signals import evaluation_finished, send_on_commit
@@ -186,6 +186,9 @@ def evaluation_start(
     concurrency: int | None = None,
     timeout: int | None = None,
     name: str = "",
+    task: str | None = None,
+    judge: dict | None = None,
+    json_schema: dict | None = None,
 ) -> Evaluation:
     """Validate, create a pending evaluation and queue its run after commit.
 
@@ -195,6 +198,10 @@ def evaluation_start(
     base-model catalogue names, ``base_model_name`` defaults to the model's base and a missing
     ``fine_tuned_name`` means this model's own LoRA adapter on that base. A model trained by lora-sft is
     asked as it was taught (its system prompt, the record's text) unless a prompt template is given.
+
+    ``task``: ``classification`` or ``generation`` (default: the test set's task when it is one of the user's
+    datasets, else classification). A generation evaluation may name a ``judge`` ({endpoint, model,
+    prompt}) and a ``json_schema`` the answers must match (``evaluations.generation``).
     """
     errors: dict[str, str] = {}
     test_set = None
@@ -202,6 +209,7 @@ def evaluation_start(
         test_set = test_set_resolve(user=user, path=test_set_path)
     except EvaluationsInvalid as exc:
         errors.update(exc.errors)
+    task, generation_config = _check_generation(task, judge, json_schema, test_set, errors)
     base_at = _check_endpoint(base_endpoint or endpoint, "base_endpoint" if base_endpoint else "endpoint", errors)
     tuned_field = "fine_tuned_endpoint" if fine_tuned_endpoint else "endpoint"
     tuned_at = _check_endpoint(fine_tuned_endpoint or endpoint, tuned_field, errors)
@@ -262,6 +270,8 @@ def evaluation_start(
         dataset = test_set.dataset
         if not dataset.records:
             errors["test_set_path"] = "the test set has no records"
+        elif task == generation.GENERATION:
+            pass  # references, not labels: prepare_examples checks every record when the run reads them
         elif clean_labels and "labels" not in errors and dataset.labels:
             unknown = sorted(set(dataset.labels) - set(clean_labels))
             if unknown:
@@ -296,6 +306,10 @@ def evaluation_start(
     ).to_dict()
     config["fine_tuned_names"] = checked
     config["chat_template_sha256"] = prompt["chat_template_sha256"]
+    config["task"] = task
+    config.update(generation_config)
+    if task == generation.GENERATION:
+        config["num_predict"] = generation.DEFAULT_MAX_TOKENS  # answers, not a label
     # Where each candidate is asked, recorded as it was decided: the run and the results read this.
     config["candidates"] = [
         {"name": base, "role": "base", "endpoint": base_at.name, "source": "named"},
@@ -319,6 +333,55 @@ def evaluation_start(
         _enqueue_on_commit(evaluation.id)
         _publish(evaluation)
     return evaluation
+
+
+def _check_generation(task, judge, json_schema, test_set, errors: dict) -> tuple[str, dict]:
+    """The task (given, or the dataset's) and a generation's own settings, with reasons in ``errors``."""
+    from . import judge as judging
+
+    if task in (None, ""):
+        dataset_task = test_set.dataset.task if test_set is not None and test_set.dataset else ""
+        task = dataset_task if dataset_task in generation.TASKS else generation.CLASSIFICATION
+    elif task not in generation.TASKS:
+        errors["task"] = f"must be one of {', '.join(generation.TASKS)}"
+        return generation.CLASSIFICATION, {}
+    config: dict = {}
+    if task != generation.GENERATION:
+        for field, value in (("judge", judge), ("json_schema", json_schema)):
+            if value is not None:
+                errors[field] = "only a generation evaluation (task: generation) takes this"
+        return task, config
+    if json_schema is not None:
+        reason = generation.check_json_schema(json_schema)
+        if reason:
+            errors["json_schema"] = reason
+        else:
+            config["json_schema"] = json_schema
+    if judge is not None:
+        if not isinstance(judge, dict):
+            errors["judge"] = "must be an object with endpoint and model"
+            return task, config
+        unknown = sorted(set(judge) - {"endpoint", "model", "prompt"})
+        if unknown:
+            errors["judge"] = f"unknown keys: {', '.join(map(str, unknown))} (endpoint, model and prompt are known)"
+            return task, config
+        judge_errors: dict[str, str] = {}
+        endpoint = _check_endpoint(judge.get("endpoint"), "endpoint", judge_errors)
+        model_name = _check_model_name(judge.get("model"), "model", judge_errors)
+        prompt = judge.get("prompt")
+        if prompt not in (None, ""):
+            reason = judging.check_prompt(prompt)
+            if reason:
+                judge_errors["prompt"] = reason
+        if judge_errors:
+            errors["judge"] = "; ".join(f"{field}: {reason}" for field, reason in judge_errors.items())
+        else:
+            config["judge"] = {
+                "endpoint": endpoint.name,
+                "model": model_name,
+                "prompt": prompt or judging.DEFAULT_JUDGE_PROMPT,
+            }
+    return task, config
 
 
 class EvaluationQueueUnavailable(DomainUnavailable):
@@ -460,7 +523,7 @@ def _prediction_row(evaluation_id: int, p: engine.Prediction) -> Prediction:
         index=p.index,
         candidate=p.candidate,
         input_text=p.input_text,
-        expected=p.expected[:500],
+        expected=p.expected,
         prediction_text=p.prediction_text,
         parsed_label=p.parsed_label,
         correct=p.correct,
@@ -468,6 +531,7 @@ def _prediction_row(evaluation_id: int, p: engine.Prediction) -> Prediction:
         eval_count=p.eval_count,
         eval_duration_ns=p.eval_duration_ns,
         error=p.error,
+        scores=p.scores or {},
     )
 
 
@@ -484,6 +548,7 @@ def as_engine_prediction(row: Prediction) -> engine.Prediction:
         eval_count=row.eval_count,
         eval_duration_ns=row.eval_duration_ns,
         error=row.error,
+        scores=row.scores or {},
     )
 
 
@@ -528,11 +593,14 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
     try:
         records, labels = _load_test_set(evaluation, config)
         candidates = _candidates(evaluation, config, backends, folders)
-        engine.run_evaluation(records=records, candidates=candidates, labels=labels, config=config, store=store)
-        predictions = [
-            as_engine_prediction(row) for row in Prediction.objects.filter(evaluation_id=evaluation.id).iterator()
-        ]
-        results, examples = metrics.compute_results(predictions, labels=labels, candidates=evaluation.candidates)
+        if evaluation.config.get("task") == generation.GENERATION:
+            results, examples = _run_generation(evaluation, config, records, candidates, store, backends, folders)
+        else:
+            engine.run_evaluation(records=records, candidates=candidates, labels=labels, config=config, store=store)
+            predictions = [
+                as_engine_prediction(row) for row in Prediction.objects.filter(evaluation_id=evaluation.id).iterator()
+            ]
+            results, examples = metrics.compute_results(predictions, labels=labels, candidates=evaluation.candidates)
     except engine.EvaluationCancelled:
         evaluation.refresh_from_db()
         return evaluation
@@ -625,6 +693,62 @@ def _candidates(
     return candidates
 
 
+def _run_generation(evaluation, config, records, candidates, store, backends: list, folders: dict):
+    """A generation evaluation's run: the engine asks, scores travel with the predictions, then the judge."""
+    from . import judge as judging
+
+    plan = None
+    judge_backend = None
+    given = evaluation.config.get("judge")
+    if given:
+        plan = judging.JudgePlan(endpoint=given["endpoint"], model=given["model"], prompt=given["prompt"])
+        judge_backend = _judge_backend(plan, config, backends, folders)
+
+    def load_predictions():
+        rows = Prediction.objects.filter(evaluation_id=evaluation.id).iterator(chunk_size=2000)
+        return (as_engine_prediction(row) for row in rows)
+
+    return generation.run_and_score(
+        records=records,
+        candidates=candidates,
+        config=config,
+        store=store,
+        load_predictions=load_predictions,
+        schema=evaluation.config.get("json_schema"),
+        judge_plan=plan,
+        judge_backend=judge_backend,
+        judge_cache=judging.DatabaseJudgeCache(evaluation.owner_id),
+    )
+
+
+def _judge_backend(plan, config: engine.EvaluationConfig, backends: list, folders: dict):
+    """The judge's endpoint, looked up again (one disabled since the evaluation was queued refuses)."""
+    from inference.base import RetryPolicy
+    from inference.local import LocalModelRef
+    from inference.selectors import endpoint_usable, local_engine
+
+    endpoint = endpoint_usable(name=plan.endpoint)
+    concurrency = max(1, config.concurrency)
+    if endpoint.source != "built-in":
+        concurrency = min(concurrency, endpoint.concurrency)
+    endpoint = replace(endpoint, concurrency=concurrency, timeout=config.timeout or endpoint.timeout)
+    backend = endpoint.build_backend(
+        local_engine=local_engine() if endpoint.kind == "local" else None,
+        retry=RetryPolicy(max_retries=config.max_retries, backoff=config.retry_backoff),
+    )
+    backends.append(backend)
+    if backend.kind == "local":
+        from finetune_studio.base_models import BaseModelRefused, base_model_resolve
+
+        try:
+            folder = base_model_resolve(plan.model, loadable=True).path
+        except BaseModelRefused as exc:
+            raise engine.EvaluationInputError(f"the local endpoint cannot load the judge: {exc}") from None
+        folders[str(folder)] = f"base model {plan.model}"
+        backend.register(plan.model, LocalModelRef(base=str(folder)))
+    return backend
+
+
 def _load_test_set(evaluation: Evaluation, config: engine.EvaluationConfig):
     key = evaluation.test_set_path.removeprefix(DATASETS_PREFIX)
     datasets = bucket("datasets")
@@ -640,6 +764,8 @@ def _load_test_set(evaluation: Evaluation, config: engine.EvaluationConfig):
     except StorageError as exc:
         raise engine.EvaluationInputError(f"the test set could not be read: {exc}") from None
     records = engine.load_records_from_bytes(data, PurePosixPath(key).name)
+    if evaluation.config.get("task") == generation.GENERATION:
+        return generation.prepare_examples(records, config)
     return engine.prepare_examples(records, config)
 
 
@@ -671,7 +797,8 @@ def _finish_completed(evaluation: Evaluation, results: dict, examples: list) -> 
         )
         evaluation.refresh_from_db()
         if updated and evaluation.model_id:
-            summary = {**metrics.summary_of(results), "evaluation_id": evaluation.id, "completed_at": now.isoformat()}
+            summarise = generation.summary_of if results.get("task") == generation.GENERATION else metrics.summary_of
+            summary = {**summarise(results), "evaluation_id": evaluation.id, "completed_at": now.isoformat()}
             model_eval_results_set(model_id=evaluation.model_id, results=summary)
         if updated:
             _publish(evaluation)

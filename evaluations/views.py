@@ -96,10 +96,16 @@ def evaluation_create(request):
                 max_examples=data["max_examples"],
                 concurrency=data["concurrency"],
                 name=data["name"],
+                task=data["task"] or None,
+                judge=form.judge(),
             )
         except services.EvaluationsInvalid as exc:
             for field, reason in exc.errors.items():
-                field = {"fine_tuned_names": "fine_tuned_name", "endpoint": "fine_tuned_endpoint"}.get(field, field)
+                field = {
+                    "fine_tuned_names": "fine_tuned_name",
+                    "endpoint": "fine_tuned_endpoint",
+                    "judge": "judge_model",
+                }.get(field, field)
                 form.add_error(field if field in form.fields else None, reason)
         else:
             messages.success(request, "Evaluation started.")
@@ -207,7 +213,11 @@ def evaluation_detail(request, pk: int):
     results = evaluation.results or {}
     plans = evaluation.candidate_plans
     context = {"evaluation": evaluation, "results": results, "base_plan": plans[0], "fine_tuned_plans": plans[1:]}
-    if results.get("base"):
+    if results.get("task") == "generation":
+        from .generation_page import page_context
+
+        context.update(page_context(evaluation, results, request.GET.get("show", "all")))
+    elif results.get("base"):
         by_model = results.get("candidates") or {
             results["base"]["model"]: results["base"],
             results["fine_tuned"]["model"]: results["fine_tuned"],

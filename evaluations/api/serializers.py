@@ -47,6 +47,21 @@ class EvaluateRequestSerializer(serializers.Serializer):
     concurrency = serializers.IntegerField(min_value=1, max_value=32, required=False)
     timeout = serializers.IntegerField(min_value=1, max_value=3600, required=False)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    task = serializers.ChoiceField(
+        choices=["classification", "generation"],
+        required=False,
+        help_text="Default: the test set's task (generation for chat, instruction and prompt/completion records).",
+    )
+    judge = serializers.JSONField(
+        required=False,
+        help_text=(
+            'Generation only: a pairwise LLM judge, `{"endpoint": <endpoint name>, "model": <model>, '
+            '"prompt": <optional template with {question}, {reference_block}, {answer_a}, {answer_b}>}`.'
+        ),
+    )
+    json_schema = serializers.JSONField(
+        required=False, help_text="Generation only: a JSON schema the answers must match (metric json_valid)."
+    )
 
     def validate(self, attrs):
         # A server address is the operator's: a request that tries to give one is told so, not silently ignored.
@@ -121,6 +136,17 @@ class EvaluationListSerializer(serializers.ModelSerializer):
         results = evaluation.results or {}
         if not results.get("base"):
             return None
+        if results.get("task") == "generation":
+            headline = results["headline_metric"]
+            return {
+                "task": "generation",
+                "headline_metric": headline,
+                "base_score": results["base"][headline],
+                "fine_tuned_score": results["fine_tuned"][headline],
+                "delta": results["improvement"][headline],
+                "verdict": results["significance"]["verdict"],
+                "judge_win_rate": (results.get("judge") or {}).get("win_rate"),
+            }
         return {
             "base_accuracy": results["base"]["accuracy"],
             "fine_tuned_model": results["fine_tuned"].get("model"),  # the best candidate when there are several

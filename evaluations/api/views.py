@@ -135,9 +135,12 @@ class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.Retrie
         evaluation = self.get_object()
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(EXPORT_FIELDS)
+        metrics = _generation_metrics(evaluation)
+        fields = [*EXPORT_FIELDS, *(f"score_{metric}" for metric in metrics), *(["judge"] if metrics else [])]
+        writer.writerow(fields)
         for row in _export_rows(evaluation):
-            writer.writerow([_csv_safe(row[field]) for field in EXPORT_FIELDS])
+            row |= {f"score_{metric}": row["scores"].get(metric) for metric in metrics}
+            writer.writerow([_csv_safe(row.get(field)) for field in fields])
         return _download(out.getvalue(), evaluation, "csv", "text/csv; charset=utf-8")
 
     @action(detail=True, methods=["get"], url_path="export.json", renderer_classes=[JSONRenderer])
@@ -150,10 +153,21 @@ class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.Retrie
         return _download(json.dumps(body, default=str), evaluation, "json", "application/json")
 
 
+def _generation_metrics(evaluation: Evaluation) -> list[str]:
+    results = evaluation.results or {}
+    return list(results.get("metrics") or []) if results.get("task") == "generation" else []
+
+
 def _export_rows(evaluation: Evaluation):
     roles = {name: ("base" if i == 0 else "fine_tuned") for i, name in enumerate(evaluation.candidates)}
+    # A generation's judge outcome per example (only the examples the viewer keeps carry one).
+    judged = {
+        example["index"]: example["judge"]["outcome"] for example in evaluation.examples or () if "judge" in example
+    }
     for prediction in selectors.evaluation_predictions(evaluation=evaluation).iterator(chunk_size=2000):
         yield {
+            "scores": prediction.scores or {},
+            "judge": judged.get(prediction.index, ""),
             "index": prediction.index,
             "candidate": prediction.candidate,
             "role": roles.get(prediction.candidate, ""),

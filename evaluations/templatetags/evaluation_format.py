@@ -24,3 +24,9 @@ def number(value, digits: int = 1) -> str:
     if value is None:
         return "–"
     return f"{float(value):.{int(digits)}f}"
+
+
+@register.filter
+def get_item(mapping, key):
+    """``{{ scores|get_item:name }}``: a dict value by a variable key (None when absent)."""
+    return mapping.get(key) if isinstance(mapping, dict) else None

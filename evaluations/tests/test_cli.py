@@ -203,3 +203,54 @@ def test_the_cli_names_the_candidate_its_verdict_describes(ollama, test_set):
     assert result.returncode == 0, result.stderr
     assert "Headline: contracts-ft, the best of 2 fine-tuned candidates by accuracy" in result.stdout
     assert "Significant improvement" in result.stdout
+
+
+@pytest.fixture
+def translation_set(tmp_path):
+    path = tmp_path / "translations.jsonl"
+    records = [{"instruction": "Translate into French.", "input": f"word {i}", "output": f"mot {i}"} for i in range(10)]
+    path.write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    return path
+
+
+def test_the_cli_runs_a_generation_evaluation_with_a_judge_and_its_cache(translation_set, tmp_path):
+    from tests.support.ollama_server import reference_judge
+
+    with OllamaServer() as server:
+        server.add_model("llama3.2:3b", answer="I do not know")
+        server.add_model("translator", answer=answer_from_mapping({f"word {i}": f"mot {i}" for i in range(10)}))
+        server.add_model("judge", answer=reference_judge())
+        output, cache = tmp_path / "results.json", tmp_path / "judge.json"
+        args = ["--task", "generation", "--test-set", str(translation_set), "--base-model", "llama3.2:3b"]
+        args += ["--finetuned-model", "translator", "--ollama-url", server.url, "--output", str(output), "--quiet"]
+        args += ["--judge-model", "judge", "--judge-cache", str(cache)]
+        first = run_cli(*args)
+        assert first.returncode == 0, first.stderr
+        results = json.loads(output.read_text())["results"]
+        assert results["fine_tuned"]["exact_match"] == 1.0 and results["base"]["exact_match"] == 0.0
+        assert results["comparisons"]["chrf"]["verdict"] == "significant improvement"
+        assert results["judge"]["wins"] == 10 and results["judge"]["requests"] == 20
+        assert "judge judge: wins 10, losses 0, ties 0" in first.stdout
+        asked = len(server.chat_requests(model="judge"))
+        second = run_cli(*args)
+        assert second.returncode == 0, second.stderr
+        assert json.loads(output.read_text())["results"]["judge"]["cache_hits"] == 20
+        assert len(server.chat_requests(model="judge")) == asked
+
+
+def test_the_cli_refuses_a_judge_on_a_classification_run(test_set):
+    result = run_cli("--task", "classification", "--test-set", str(test_set), "--base-model", "b")
+    assert result.returncode == 2  # argparse: --finetuned-model missing
+    result = run_cli(
+        "--task",
+        "classification",
+        "--test-set",
+        str(test_set),
+        "--base-model",
+        "b",
+        "--finetuned-model",
+        "f",
+        "--judge-model",
+        "j",
+    )
+    assert result.returncode == 2 and "--task generation" in result.stderr

@@ -8,8 +8,7 @@ from django.db import connection
 from models_app import registry, services
 from models_app.models import AliasEvent, ModelAlias, RegisteredName
 from models_app.signals import alias_moved
-
-from .helpers import ARTIFACTS
+from tests.factories import ARTIFACTS
 
 BASE = "/api/v1/registry/contracts"
 

@@ -7,8 +7,7 @@ from django.db import connection
 
 from models_app import services
 from models_app.models import RegisteredModel, RegisteredName
-
-from .helpers import make_job
+from tests.factories import make_trained_job as make_job
 
 API = "/api/v1/models"
 

@@ -547,3 +547,33 @@ def test_a_model_cannot_be_registered_ready_without_files(world, alice_api):
     response = alice_api.post("/api/v1/models", {"name": "hollow", "base_model": "tiny", "status": "ready"})
     assert response.status_code == 400 and "status" in response.json()["errors"]
     assert RegisteredModel.objects.count() == models_before
+
+
+HOSTILE_GENERATION_FIELDS = [
+    {"task": ["generation"]},
+    {"task": None},
+    {"task": "generation", "judge": []},
+    {"task": "generation", "judge": None},
+    {"task": "generation", "judge": {"endpoint": ["ollama"], "model": {"x": 1}}},
+    {"task": "generation", "judge": {"endpoint": "ollama", "model": "m", "prompt": ["{answer_a}{answer_b}"]}},
+    {"task": "generation", "judge": {"endpoint": "ollama", "model": "m", "prompt": "{answer_a}{answer_b}" * 20000}},
+    {"task": "generation", "judge": {"endpoint": "x" * 5000, "model": "m"}},
+    {"task": "generation", "judge": {"endpoint": "ollama", "model": "m", "prompt": "{answer_a}{answer_b}" * 50}},
+    {"task": "generation", "judge": {"endpoint": "ollama", "model": "m\u0000"}},
+    {"task": "generation", "json_schema": "not a schema"},
+    {"task": "generation", "json_schema": {"type": "object", "properties": {"a": {"type": "nonsense"}}}},
+    {"task": "generation", "json_schema": {"$ref": "http://169.254.169.254/latest"} | {"type": 3}},
+    {"task": "generation", "json_schema": {"pattern": "(" * 100}},
+]
+
+
+@pytest.mark.parametrize("fields", HOSTILE_GENERATION_FIELDS, ids=range(len(HOSTILE_GENERATION_FIELDS)))
+def test_hostile_generation_fields_get_a_clear_400_and_create_nothing(world, alice_api, fields):
+    from evaluations.models import Evaluation
+
+    before = Evaluation.objects.count()
+    body = {"test_set_path": world.dataset.path, "base_model_name": "tiny", **fields}
+    response = alice_api.post(f"/api/v1/models/{world.model.id}/evaluate", body, format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["detail"]
+    assert Evaluation.objects.count() == before

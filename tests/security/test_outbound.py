@@ -135,3 +135,17 @@ def test_an_evaluation_against_a_redirecting_ollama_fails_clearly_without_follow
     assert evaluation.status == "failed"
     assert "redirect" in evaluation.error_message
     assert attacker.requests == []
+
+
+def test_no_judge_field_can_point_a_judge_at_another_server(world, alice_api, ollama, attacker):
+    """A judge is an endpoint by name: a URL in any of its fields, or beside them, is refused before any call."""
+    judges = [
+        {"endpoint": attacker.url, "model": "tiny"},
+        {"endpoint": "ollama", "model": "tiny", **dict.fromkeys(URL_FIELDS[:4], attacker.url)},
+    ]
+    for judge in judges:
+        body = {"test_set_path": world.dataset.path, "base_model_name": "tiny", "task": "generation", "judge": judge}
+        response = alice_api.post(f"/api/v1/models/{world.model.id}/evaluate", body, format="json")
+        assert response.status_code == 400, (judge, response.content[:300])
+        assert "judge" in response.json()["errors"]
+    assert attacker.requests == []

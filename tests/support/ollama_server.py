@@ -99,6 +99,35 @@ def constant_answer(label: str) -> AnswerFunction:
     return lambda model, prompt: label
 
 
+def position_a_judge(reason: str = "answer A is better") -> AnswerFunction:
+    """A pairwise judge biased to position A whatever the answers: asked in both orders it decides nothing."""
+    return lambda model, prompt: json.dumps({"winner": "A", "reason": reason})
+
+
+def reference_judge() -> AnswerFunction:
+    """A pairwise judge that picks the answer equal to the reference (as our default judge prompt lays it out)."""
+
+    def judge(model: str, prompt: str) -> str:
+        def section(name: str, following: str) -> str:
+            start = prompt.find(f"{name}:\n")
+            if start < 0:
+                return ""
+            start += len(name) + 2
+            end = prompt.find(following, start)
+            return prompt[start:end].strip() if end >= 0 else prompt[start:].strip()
+
+        reference = section("Reference answer", "\n\nAnswer A:")
+        answer_a = section("Answer A", "\n\nAnswer B:")
+        answer_b = section("Answer B", "\n\nReply with JSON")
+        if answer_a == reference and answer_b != reference:
+            return json.dumps({"winner": "A", "reason": "A matches the reference"})
+        if answer_b == reference and answer_a != reference:
+            return json.dumps({"winner": "B", "reason": "B matches the reference"})
+        return json.dumps({"winner": "tie", "reason": "neither or both match"})
+
+    return judge
+
+
 @dataclass
 class _Model:
     name: str

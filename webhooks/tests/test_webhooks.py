@@ -160,9 +160,8 @@ def test_unknown_events_are_refused(alice_api, receiver):
 def test_job_finished_and_model_created_reach_their_subscribers(
     alice, alice_api, receiver, django_capture_on_commit_callbacks
 ):
-    from models_app.tests.helpers import make_job
-
     from jobs import services as job_services
+    from tests.factories import make_trained_job as make_job
 
     _create(alice_api, receiver.url, events=["job.finished", "model.created"])
     job = make_job(alice, status="running")
