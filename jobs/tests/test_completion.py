@@ -186,7 +186,7 @@ def test_a_final_status_is_announced_once_after_commit(
     assert job_signals == []  # nothing before commit
     for callback in callbacks:
         callback()
-    expected = [("job_finished", {"job_id": external_job.id, "status": settle})]
+    expected = [("job_finished", {"job_id": external_job.id, "owner_id": external_job.owner_id, "status": settle})]
     if settle == "succeeded":
         expected.append(("job_succeeded", {"job_id": external_job.id}))
     assert job_signals == expected

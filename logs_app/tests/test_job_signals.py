@@ -20,4 +20,4 @@ def test_a_finished_job_ends_its_live_streams_once_after_commit(
     ends = [event for event in listener.events() if event.type == "end"]
     assert len(ends) == 1 and ends[0].id == 1
     assert json.loads(ends[0].data) == {"status": "failed", "last_seq": 1}
-    assert job_signals == [("job_finished", {"job_id": job.id, "status": "failed"})]
+    assert job_signals == [("job_finished", {"job_id": job.id, "owner_id": job.owner_id, "status": "failed"})]
