@@ -94,6 +94,8 @@ def test_a_fresh_studio_trains_on_the_sample_and_evaluates_on_the_local_endpoint
                 "base_model_name": "demo-base",
                 "fine_tuned_name": "",
                 "concurrency": 4,
+                # The sample is instruction/input/output data (a generation set); its outputs are five labels.
+                "task": "classification",
             },
         )
     evaluation_seconds = time.monotonic() - started
@@ -126,7 +128,7 @@ def test_a_fresh_studio_trains_on_the_sample_and_evaluates_on_the_local_endpoint
     with django_capture_on_commit_callbacks(execute=True):
         again = alice_api.post(
             f"/api/v1/models/{model.id}/evaluate",
-            {"test_set_path": test_set["path"], "endpoint": "local", "max_examples": 5},
+            {"test_set_path": test_set["path"], "endpoint": "local", "max_examples": 5, "task": "classification"},
             format="json",
         )
     assert again.status_code == 202, again.content
