@@ -12,7 +12,7 @@ BASE = "/api/v1/registry/contracts"
 
 
 @pytest.fixture
-def gated(alice, alice_api, make_dataset, ollama_server):
+def gated(alice, alice_api, make_test_set, ollama_server):
     """contracts v1 (answers like the base: always neutral) and v2 (perfect), a gate on accuracy > 0.05."""
     ollama_server.add_model("llama3.2:3b", answer="neutral")
     ollama_server.add_model("contracts-weak", answer="neutral")
@@ -20,7 +20,7 @@ def gated(alice, alice_api, make_dataset, ollama_server):
     ollama_server.add_model("contracts-strong", answer=answer_from_mapping(mapping, default="neutral"))
     for name in ("contracts-weak", "contracts-strong"):
         model_services.model_create(owner=alice, name=name, base_model="llama3.2:3b", registered_name="contracts")
-    dataset = make_dataset(alice)
+    dataset = make_test_set(alice, sample_records(30))
     gate = alice_api.put(
         f"{BASE}/gate",
         {"test_set_path": dataset.path, "metric": "accuracy", "endpoint": "ollama", "threshold": 0.05},
@@ -77,10 +77,10 @@ def test_a_version_worse_than_the_champion_is_refused_with_the_interval(
 
 
 def test_a_gate_on_another_test_set_does_not_count_an_evaluation_on_this_one(
-    alice, alice_browser, alice_api, gated, make_dataset, django_capture_on_commit_callbacks
+    alice, alice_browser, alice_api, gated, make_test_set, django_capture_on_commit_callbacks
 ):
     _evaluate(alice_browser, 2, django_capture_on_commit_callbacks)
-    other = make_dataset(alice)
+    other = make_test_set(alice, sample_records(30))
     alice_api.put(f"{BASE}/gate", {"test_set_path": other.path, "metric": "accuracy", "threshold": 0.05}, format="json")
     assert alice_api.put(f"{BASE}/aliases/champion", {"version": 2}, format="json").status_code == 409
 
