@@ -61,7 +61,8 @@ def evaluation_start_for_promotion(*, user, candidate: RegisteredModel, gate, ho
             base_model_name=baselines[0],
             endpoint=gate.endpoint,
             task=CLASSIFICATION,
-            name=f"{holder.registered_name.name} v{holder.version} vs the base ({gate.alias} gate, for v{candidate.version})",
+            name=f"{holder.registered_name.name} v{holder.version} vs the base "
+            f"({gate.alias} gate, for v{candidate.version})",
         )
     return evaluation
 

@@ -116,6 +116,8 @@ def test_ungated_aliases_move_freely(alice_api, gated):
         ({"test_set_path": "../etc/passwd"}, "test_set_path"),
         ({"test_set_path": "{own}", "metric": "bleu"}, "metric"),
         ({"test_set_path": "{own}", "threshold": 3}, "threshold"),
+        ({"test_set_path": "{own}", "endpoint": "nowhere"}, "endpoint"),
+        ({"test_set_path": "{own}", "endpoint": "http://10.0.0.1:11434"}, "endpoint"),
     ],
 )
 def test_a_bad_gate_is_a_400_naming_the_field(alice_api, gated, body, field):
@@ -123,6 +125,15 @@ def test_a_bad_gate_is_a_400_naming_the_field(alice_api, gated, body, field):
     response = alice_api.put(f"{BASE}/gate", body, format="json")
     assert response.status_code == 400
     assert field in response.json()["errors"]
+
+
+def test_a_gate_on_a_generation_dataset_is_a_400_its_metrics_are_a_classifications(
+    alice, alice_api, gated, make_dataset
+):
+    generation_set = make_dataset(alice)  # instruction/output rows: a generation dataset
+    response = alice_api.put(f"{BASE}/gate", {"test_set_path": generation_set.path}, format="json")
+    assert response.status_code == 400
+    assert "classification" in str(response.json()["errors"]["test_set_path"])
 
 
 def test_bob_cannot_read_or_set_alices_gate(bob_api, gated):
