@@ -144,7 +144,7 @@ def test_on_local_without_the_champions_evaluation_the_move_says_both_are_needed
 
 
 def test_on_local_the_champion_moves_on_two_evaluations_against_the_base_paired_by_example(
-    alice_api, olivia_api, local_gate
+    alice_api, alice_browser, olivia_api, local_gate
 ):
     _make_champion(olivia_api, 1)
     theirs = _completed(_version(1), local_gate, right=10)
@@ -158,6 +158,8 @@ def test_on_local_the_champion_moves_on_two_evaluations_against_the_base_paired_
     # v2 answers 20 of 40 more examples right than v1: the paired improvement, not either one's over the base.
     assert evidence["delta"] == pytest.approx(0.5) and evidence["ci_low"] > 0.05
     assert evidence["baseline"] == "v1" and "paired over 40 examples" in evidence["reason"]
+    page = alice_browser.get("/registry/contracts/").content.decode()
+    assert f'href="/evaluations/{mine.id}/"' in page and f'href="/evaluations/{theirs.id}/"' in page
 
 
 def test_on_local_a_version_worse_than_the_champion_is_refused_with_the_paired_interval(
