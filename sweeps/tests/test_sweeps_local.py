@@ -1,9 +1,8 @@
 """Sweeps evaluated on the `local` endpoint: each trial is its model's own LoRA adapter on its base, no Ollama.
 
-A lora-sft sweep evaluated end to end takes longer than these tests may (two trainings and two local runs,
-about a minute on the shared CPUs: test_local_loop covers one such run), so the trials' jobs are settled here as
-a runner settles them (their adapter files in storage, ``job_complete``), and the test reads the evaluations
-the sweep starts.
+Here the trials' jobs are settled as a runner settles them (their adapter files in storage, ``job_complete``)
+and the tests read the evaluations the sweep starts; test_sweeps_local_run trains and evaluates a grid of two
+for real (about 25 s).
 """
 
 import pytest
