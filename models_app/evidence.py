@@ -20,6 +20,10 @@ class Evidence:
     ci_low: float | None = None
     ci_high: float | None = None
     baseline: str | None = None  # what the version was compared against (the holder's or the base's name)
+    # The second evaluation when the comparison went through the base (the local endpoint: see evaluations).
+    holder_evaluation_id: int | None = None
+    endpoint: str | None = None
+    method: str | None = None
     missing: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:

@@ -197,9 +197,27 @@ def _check_test_set_path(owner_id: int, path) -> str:
     except InvalidName as exc:
         raise RegistryInvalid("test_set_path", str(exc)) from None
     own_prefix = f"datasets/users/{int(owner_id)}/"
-    if not Dataset.objects.filter(owner_id=owner_id, path=path).exists() and not path.startswith(own_prefix):
+    dataset = Dataset.objects.filter(owner_id=owner_id, path=path).only("task").first()
+    if dataset is None and not path.startswith(own_prefix):
         raise RegistryInvalid("test_set_path", f"must be the path of one of the owner's datasets ({own_prefix}…)")
+    if dataset is not None and dataset.task == Dataset.Task.GENERATION:
+        # The gate's metrics (accuracy, macro-F1) are a classification's: a generation set would never pass.
+        raise RegistryInvalid(
+            "test_set_path", "is a generation dataset; the gate's metrics need a labelled (classification) test set"
+        )
     return path
+
+
+def _check_endpoint_known(name: str) -> None:
+    """A gate names an endpoint the operator configured (GET /api/v1/inference/endpoints); a disabled one may
+    still be named (the evaluation it asks for is refused with the reason until it is enabled again)."""
+    from inference.base import Refused
+    from inference.selectors import endpoint_get
+
+    try:
+        endpoint_get(name=name)
+    except Refused as exc:
+        raise RegistryInvalid("endpoint", f"{exc} (see GET /api/v1/inference/endpoints)") from None
 
 
 def gate_set(
@@ -222,6 +240,7 @@ def gate_set(
         raise RegistryInvalid("metric", f"must be one of {', '.join(PromotionGate.Metric.values)}")
     if not isinstance(endpoint, str) or not endpoint.strip() or len(endpoint) > 100:
         raise RegistryInvalid("endpoint", "must be the name of an inference endpoint (e.g. 'ollama')")
+    _check_endpoint_known(endpoint.strip())
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not -1.0 <= threshold <= 1.0:
         raise RegistryInvalid("threshold", f"must be a number between -1 and 1, got {threshold!r}")
     with transaction.atomic():

@@ -11,6 +11,7 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from evaluations.generation import CLASSIFICATION
 from evaluations.models import Evaluation
 from evaluations.services import (
     EvaluationsConflict,
@@ -80,8 +81,10 @@ def sweep_create(
         raise SweepInvalid("concurrency", f"must be between 1 and {MAX_CONCURRENCY}")
     if metric not in METRICS:
         raise SweepInvalid("metric", f"must be one of {', '.join(METRICS)}")
-    if endpoint != "ollama":
-        raise SweepInvalid("endpoint", "trials are evaluated through ollama")
+    local = _check_endpoint(endpoint)
+    evaluation_base = (evaluation_base or base_model).strip()
+    if local:
+        _check_local_base(evaluation_base)
     if not (name or "").strip():
         raise SweepInvalid("name", "may not be blank")
     try:
@@ -111,7 +114,7 @@ def sweep_create(
             concurrency=concurrency,
             test_set_path=test_set_path,
             endpoint=endpoint,
-            evaluation_base=(evaluation_base or base_model).strip(),
+            evaluation_base=evaluation_base,
             metric=metric,
         )
         try:
@@ -162,27 +165,81 @@ def _champion_of(sweep: Sweep) -> RegisteredModel | None:
     return alias.model if alias is not None else None
 
 
-def _start_evaluation(sweep: Sweep, trial: SweepTrial, model: RegisteredModel) -> None:
-    """Against the base; and against the champion when the name has one (another version)."""
+def _check_endpoint(name) -> bool:
+    """The sweep's evaluation endpoint (by name, the operator's); whether it is the local engine."""
+    from inference.base import Refused
+    from inference.selectors import endpoint_usable
+
+    if not isinstance(name, str) or not name.strip():
+        raise SweepInvalid("endpoint", "must be the name of an inference endpoint (GET /api/v1/inference/endpoints)")
+    try:
+        return endpoint_usable(name=name.strip()).kind == "local"
+    except Refused as exc:
+        raise SweepInvalid("endpoint", str(exc)) from None
+
+
+def _check_local_base(name: str) -> None:
+    from finetune_studio.base_models import BaseModelRefused, base_model_resolve
+
+    try:
+        base_model_resolve(name, loadable=True)
+    except BaseModelRefused as exc:
+        raise SweepInvalid("evaluation_base", f"on the local endpoint, {exc}") from None
+
+
+def trial_evaluation_request(*, sweep: Sweep, model: RegisteredModel, trial_index: int, against=None) -> dict:
+    """The ``evaluation_start`` arguments for a trial's model, against the base or ``against`` (a champion).
+
+    On the local endpoint the trial is its own LoRA adapter on its base (no served name: ``fine_tuned_name``
+    left out), compared against the base only: one evaluation asks one registry adapter, so the champion is
+    compared through the gate, which pairs the two versions' evaluations against the base. Elsewhere the trial
+    is asked under its served name (``<registered_name>-v<N>``, or its deployed Ollama name). The sweep's
+    metrics are a classification's, so the evaluation is one whatever the dataset says.
+    """
+    label = "the base" if against is None else f"the champion v{against.version}"
+    request = {
+        "user": sweep.owner,
+        "model": model,
+        "test_set_path": sweep.test_set_path,
+        "endpoint": sweep.endpoint,
+        "task": CLASSIFICATION,
+        "name": f"{sweep.name} trial {trial_index} vs {label}",
+    }
+    if _endpoint_is_local(sweep.endpoint):
+        if against is not None:
+            raise SweepInvalid(
+                "endpoint", "on the local endpoint a trial is compared with the champion through the gate"
+            )
+        return {**request, "base_model_name": sweep.evaluation_base}
     fine_tuned = model.ollama_name or trial_ollama_name(registered_name=sweep.registered_name, version=model.version)
+    base = sweep.evaluation_base if against is None else default_fine_tuned_name(against)
+    return {**request, "base_model_name": base, "fine_tuned_name": fine_tuned}
+
+
+def _endpoint_is_local(name: str) -> bool:
+    from inference.base import Refused
+    from inference.selectors import endpoint_get
+
+    try:
+        return endpoint_get(name=name).kind == "local"
+    except Refused:
+        return False  # evaluation_start names the reason
+
+
+def _start_evaluation(sweep: Sweep, trial: SweepTrial, model: RegisteredModel) -> None:
+    """Against the base; and against the champion when the name has one (another version) and the endpoint
+    can ask both versions in one evaluation (not local: see ``trial_evaluation_request``)."""
     champion = _champion_of(sweep)
-    baselines = [("evaluation", sweep.evaluation_base, "the base")]
-    if champion is not None and champion.id != model.id:
-        baselines.append(
-            ("champion_evaluation", default_fine_tuned_name(champion), f"the champion v{champion.version}")
-        )
-    for field, base, against in baselines:
+    baselines = [("evaluation", None, "the base")]
+    if champion is not None and champion.id != model.id and not _endpoint_is_local(sweep.endpoint):
+        baselines.append(("champion_evaluation", champion, f"the champion v{champion.version}"))
+    for field, against, label in baselines:
         try:
             evaluation = evaluation_start(
-                user=sweep.owner,
-                model=model,
-                test_set_path=sweep.test_set_path,
-                base_model_name=base,
-                fine_tuned_name=fine_tuned,
-                name=f"{sweep.name} trial {trial.index} vs {against}",
+                **trial_evaluation_request(sweep=sweep, model=model, trial_index=trial.index, against=against)
             )
         except EvaluationsInvalid as exc:
-            SweepTrial.objects.filter(id=trial.id).update(error=f"evaluation vs {against} not started: {exc}"[:2000])
+            SweepTrial.objects.filter(id=trial.id).update(error=f"evaluation vs {label} not started: {exc}"[:2000])
             return
         SweepTrial.objects.filter(id=trial.id).update(**{field: evaluation})
 

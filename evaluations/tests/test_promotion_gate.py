@@ -20,7 +20,7 @@ def gated(alice, alice_api, make_test_set, ollama_server):
     ollama_server.add_model("contracts-strong", answer=answer_from_mapping(mapping, default="neutral"))
     for name in ("contracts-weak", "contracts-strong"):
         model_services.model_create(owner=alice, name=name, base_model="llama3.2:3b", registered_name="contracts")
-    dataset = make_test_set(alice)
+    dataset = make_test_set(alice, sample_records(30))
     gate = alice_api.put(
         f"{BASE}/gate",
         {"test_set_path": dataset.path, "metric": "accuracy", "endpoint": "ollama", "threshold": 0.05},
@@ -80,7 +80,7 @@ def test_a_gate_on_another_test_set_does_not_count_an_evaluation_on_this_one(
     alice, alice_browser, alice_api, gated, make_test_set, django_capture_on_commit_callbacks
 ):
     _evaluate(alice_browser, 2, django_capture_on_commit_callbacks)
-    other = make_test_set(alice)
+    other = make_test_set(alice, sample_records(30))
     alice_api.put(f"{BASE}/gate", {"test_set_path": other.path, "metric": "accuracy", "threshold": 0.05}, format="json")
     assert alice_api.put(f"{BASE}/aliases/champion", {"version": 2}, format="json").status_code == 409
 
@@ -116,6 +116,8 @@ def test_ungated_aliases_move_freely(alice_api, gated):
         ({"test_set_path": "../etc/passwd"}, "test_set_path"),
         ({"test_set_path": "{own}", "metric": "bleu"}, "metric"),
         ({"test_set_path": "{own}", "threshold": 3}, "threshold"),
+        ({"test_set_path": "{own}", "endpoint": "nowhere"}, "endpoint"),
+        ({"test_set_path": "{own}", "endpoint": "http://10.0.0.1:11434"}, "endpoint"),
     ],
 )
 def test_a_bad_gate_is_a_400_naming_the_field(alice_api, gated, body, field):
@@ -123,6 +125,15 @@ def test_a_bad_gate_is_a_400_naming_the_field(alice_api, gated, body, field):
     response = alice_api.put(f"{BASE}/gate", body, format="json")
     assert response.status_code == 400
     assert field in response.json()["errors"]
+
+
+def test_a_gate_on_a_generation_dataset_is_a_400_its_metrics_are_a_classifications(
+    alice, alice_api, gated, make_dataset
+):
+    generation_set = make_dataset(alice)  # instruction/output rows: a generation dataset
+    response = alice_api.put(f"{BASE}/gate", {"test_set_path": generation_set.path}, format="json")
+    assert response.status_code == 400
+    assert "classification" in str(response.json()["errors"]["test_set_path"])
 
 
 def test_bob_cannot_read_or_set_alices_gate(bob_api, gated):

@@ -213,3 +213,19 @@ def test_two_concurrent_first_moves_of_a_new_alias_leave_one_alias_row(alice):
     assert errors == []
     assert ModelAlias.objects.filter(alias="candidate").count() == 1
     assert AliasEvent.objects.filter(alias="candidate").count() == 2
+
+
+def test_resolving_an_alias_costs_the_same_queries_however_many_versions_the_name_has(alice, alice_api, contracts):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    alice_api.put(f"{BASE}/aliases/champion", {"version": 2}, format="json")
+    with CaptureQueriesContext(connection) as few:
+        assert alice_api.get(f"{BASE}/aliases/champion").status_code == 200
+    for number in range(20):
+        services.model_create(owner=alice, name=f"later {number}", base_model="tiny-llama", registered_name="contracts")
+    with CaptureQueriesContext(connection) as many:
+        assert alice_api.get(f"{BASE}/aliases/champion").status_code == 200
+    assert len(many) == len(few), [query["sql"][:120] for query in many.captured_queries]
+    # The token, the alias with its name and version in one join, the lineage's evaluations.
+    assert len(few) == 3, [query["sql"][:120] for query in few.captured_queries]

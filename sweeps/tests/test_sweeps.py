@@ -122,6 +122,9 @@ def test_cancelling_mid_sweep_cancels_its_jobs_and_starts_no_more(
         ({"strategy": "random", "search_space": {"epochs": [1]}, "n_trials": 2}, "seed"),
         ({"test_set_path": "datasets/users/999/x.jsonl"}, "test_set_path"),
         ({"concurrency": 99}, "concurrency"),
+        ({"endpoint": "nowhere"}, "endpoint"),
+        ({"endpoint": "http://10.0.0.1:11434"}, "endpoint"),
+        ({"endpoint": "local", "evaluation_base": "llama3.2:3b"}, "evaluation_base"),
     ],
 )
 def test_bad_sweeps_are_400s_naming_the_field(alice_api, training_set, overrides, field):
