@@ -107,3 +107,53 @@ def test_the_page_form_explains_what_is_missing_and_refuses_with_the_reason(alic
     assert not Evaluation.objects.exists()
     # The model page offers the check only with a live deployment.
     assert "data-parity-check" not in alice_browser.get(f"/models/{model.id}/").content.decode()
+
+
+def _answers(candidate: str, labels: list[str], expected: list[str], texts: list[str] | None = None):
+    from evaluations.engine import Prediction
+
+    return [
+        Prediction(
+            index=index,
+            candidate=candidate,
+            expected=truth,
+            input_text=f"clause {index}",
+            prediction_text=(texts[index] if texts else label) or "",
+            parsed_label=label,
+            correct=label == truth,
+        )
+        for index, (label, truth) in enumerate(zip(labels, expected, strict=True))
+    ]
+
+
+@pytest.mark.parametrize("broken, drifted", [(0, False), (1, False), (2, True)])
+def test_the_deployment_drifts_only_when_its_accuracy_drops_beyond_the_bound(broken, drifted):
+    """50 examples, the adapter right on all: one answer broken is a 0.02 drop (the bound itself), two are 0.04."""
+    from evaluations import metrics, parity
+
+    expected = ["payment_terms" if index % 2 else "termination" for index in range(50)]
+    deployed = [("governing_law" if index < broken else label) for index, label in enumerate(expected)]
+    predictions = _answers("local", expected, expected) + _answers("contracts-ft", deployed, expected)
+    candidates = ["local", "contracts-ft"]
+    results, _examples = metrics.compute_results(predictions, labels=sorted(set(expected)), candidates=candidates)
+    report = parity.parity_report(predictions, candidates=candidates, results=results, plan={"max_drop": 0.02})
+    assert report["drifted"] is drifted
+    assert report["agreement"] == (50 - broken) / 50
+    assert [item["index"] for item in report["candidates"][0]["changed"]] == list(range(broken))
+    assert report["candidates"][0]["difference"]["accuracy"] == -broken / 50
+
+
+def test_two_unparsed_answers_agree_only_when_their_normalised_text_does():
+    from evaluations import metrics, parity
+
+    expected = ["termination", "payment_terms"] * 3
+    local = _answers("local", [None, *expected[1:]], expected, texts=["I cannot say.", *expected[1:]])
+    same = _answers("contracts-ft", [None, *expected[1:]], expected, texts=["i CANNOT say", *expected[1:]])
+    other = _answers("contracts-ft:q4_K_M", [None, *expected[1:]], expected, texts=["No idea", *expected[1:]])
+    candidates = ["local", "contracts-ft", "contracts-ft:q4_K_M"]
+    results, _ = metrics.compute_results(
+        local + same + other, labels=["payment_terms", "termination"], candidates=candidates
+    )
+    report = parity.parity_report(local + same + other, candidates=candidates, results=results, plan={})
+    assert [row["agreement"] for row in report["candidates"]] == [1.0, pytest.approx(5 / 6, abs=1e-6)]
+    assert report["candidates"][1]["changed"][0]["deployed_answer"] == "No idea"
