@@ -131,6 +131,17 @@ def test_a_deployment_answering_differently_is_marked_drifted_and_one_answering_
     assert deployment["drifted"] is False  # the variant is reported, never marked: it is not what is live
     assert deployment["parity"]["variants"] == {"contracts-ft:q4_K_M": variant["agreement"]}
     assert ">drifted</span>" not in alice_browser.get(f"/models/{model.id}/").content.decode()
+    # The page's form does the same: the model page links to it, it names the deployment, it starts a check.
+    form = alice_browser.get(f"/models/{model.id}/parity/").content.decode()
+    assert "data-parity-deployed>contracts-ft<" in form
+    with django_capture_on_commit_callbacks(execute=True):
+        posted = alice_browser.post(
+            f"/models/{model.id}/parity/", {"test_set_path": test_set["path"], "max_examples": "4", "variants": ""}
+        )
+    assert posted.status_code == 302, posted.content.decode()[-2000:]
+    from_page = Evaluation.objects.latest("id")
+    assert posted["Location"] == f"/evaluations/{from_page.id}/"
+    assert from_page.status == "completed" and from_page.results["parity"]["agreement"] == 1.0
     print(
         "PARITY",
         json.dumps(
