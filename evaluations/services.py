@@ -189,6 +189,7 @@ def evaluation_start(
     task: str | None = None,
     judge: dict | None = None,
     json_schema: dict | None = None,
+    parity: dict | None = None,
 ) -> Evaluation:
     """Validate, create a pending evaluation and queue its run after commit.
 
@@ -202,6 +203,10 @@ def evaluation_start(
     ``task``: ``classification`` or ``generation`` (default: the test set's task when it is one of the user's
     datasets, else classification). A generation evaluation may name a ``judge`` ({endpoint, model,
     prompt}) and a ``json_schema`` the answers must match (``evaluations.generation``).
+
+    ``parity`` (from ``evaluations.parity.parity_check_start`` only): the first candidate is this model's own
+    adapter on the local endpoint instead of a base, and the dict (the live digest, the bound) is stored in
+    the config, where the run reads it to add the parity report and record the verdict.
     """
     errors: dict[str, str] = {}
     test_set = None
@@ -222,6 +227,11 @@ def evaluation_start(
             if base_model_name is None and base_at.kind == "ollama":
                 given = model.ollama_base or given
             base = _check_model_name(given, "base_model_name", errors)
+    base_source = "named"
+    if parity is not None and base_at is not None and base_at.kind == "local" and "base_model_name" not in errors:
+        base_source = "registry_adapter"
+        adapter = _registry_adapter_candidate(model, None, errors)
+        base = f"{adapter} (local adapter)" if adapter else None
     names = list(fine_tuned_names or [])
     if fine_tuned_name and (not names or names[0] != fine_tuned_name):
         names.insert(0, fine_tuned_name)
@@ -310,9 +320,11 @@ def evaluation_start(
     config.update(generation_config)
     if task == generation.GENERATION:
         config["num_predict"] = generation.DEFAULT_MAX_TOKENS  # answers, not a label
+    if parity is not None:
+        config["parity"] = dict(parity)
     # Where each candidate is asked, recorded as it was decided: the run and the results read this.
     config["candidates"] = [
-        {"name": base, "role": "base", "endpoint": base_at.name, "source": "named"},
+        {"name": base, "role": "base", "endpoint": base_at.name, "source": base_source},
         *(
             {"name": candidate, "role": "fine_tuned", "endpoint": tuned_at.name, "source": source}
             for candidate, source in zip(checked, sources, strict=True)
@@ -601,6 +613,12 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
                 as_engine_prediction(row) for row in Prediction.objects.filter(evaluation_id=evaluation.id).iterator()
             ]
             results, examples = metrics.compute_results(predictions, labels=labels, candidates=evaluation.candidates)
+            if evaluation.config.get("parity"):
+                from . import parity
+
+                results["parity"] = parity.parity_report(
+                    predictions, candidates=evaluation.candidates, results=results, plan=evaluation.config["parity"]
+                )
     except engine.EvaluationCancelled:
         evaluation.refresh_from_db()
         return evaluation
@@ -796,7 +814,13 @@ def _finish_completed(evaluation: Evaluation, results: dict, examples: list) -> 
             error_message="",
         )
         evaluation.refresh_from_db()
-        if updated and evaluation.model_id:
+        if updated and evaluation.model_id and results.get("parity"):
+            # A parity check compares a deployment with its own adapter, not a fine-tune with its base: it is no
+            # evidence about the fine-tune, so the model's eval results stay; its verdict goes to the deployment.
+            from . import parity
+
+            parity.parity_verdict_record(evaluation=evaluation)
+        elif updated and evaluation.model_id:
             summarise = generation.summary_of if results.get("task") == generation.GENERATION else metrics.summary_of
             summary = {**summarise(results), "evaluation_id": evaluation.id, "completed_at": now.isoformat()}
             model_eval_results_set(model_id=evaluation.model_id, results=summary)

@@ -212,7 +212,13 @@ def evaluation_detail(request, pk: int):
     evaluation = selectors.evaluation_get(user=request.user, evaluation_id=pk)
     results = evaluation.results or {}
     plans = evaluation.candidate_plans
-    context = {"evaluation": evaluation, "results": results, "base_plan": plans[0], "fine_tuned_plans": plans[1:]}
+    context = {
+        "evaluation": evaluation,
+        "results": results,
+        "base_plan": plans[0],
+        "fine_tuned_plans": plans[1:],
+        "parity": results.get("parity"),
+    }
     if results.get("task") == "generation":
         from .generation_page import page_context
 
@@ -276,3 +282,54 @@ def evaluation_retry(request, pk: int):
     else:
         messages.success(request, "Evaluation queued again; the answers already stored are kept and not asked again.")
     return redirect("evaluation-detail", pk=pk)
+
+
+@login_required
+def model_parity(request, pk: int):
+    """The model page's "Check parity": a test set (and variants) → a parity check, then its evaluation page."""
+    from finetune_studio.base_models import base_model_catalogue
+
+    from . import parity
+
+    model = selectors.evaluatable_models(user=request.user).filter(id=pk).first()
+    if model is None:
+        raise Http404("No such model.")
+    datasets = list(selectors.test_sets_of(user=request.user)[:500])
+    errors: dict[str, str] = {}
+    chosen = {"test_set_path": "", "variants": "", "max_examples": ""}
+    if request.method == "POST":
+        chosen = {key: request.POST.get(key, "").strip() for key in chosen}
+        max_examples = None
+        if chosen["max_examples"]:
+            if not chosen["max_examples"].isdigit() or not 1 <= int(chosen["max_examples"]) <= 1_000_000:
+                errors["max_examples"] = "a whole number from 1 to 1000000"
+            else:
+                max_examples = int(chosen["max_examples"])
+        variants = [item.strip() for item in chosen["variants"].replace(",", " ").split() if item.strip()]
+        if not errors:
+            try:
+                evaluation = parity.parity_check_start(
+                    user=request.user,
+                    model=model,
+                    test_set_path=chosen["test_set_path"],
+                    variants=variants,
+                    max_examples=max_examples,
+                )
+            except services.EvaluationsInvalid as exc:
+                errors.update(exc.errors)
+            else:
+                messages.success(request, "Parity check started.")
+                return redirect("evaluation-detail", pk=evaluation.id)
+    catalogue = [entry.name for entry in base_model_catalogue()]
+    return render(
+        request,
+        "evaluations/parity_form.html",
+        {
+            "model": model,
+            "datasets": datasets,
+            "chosen": chosen,
+            "errors": errors,
+            "local_ready": _local_ready(model, catalogue),
+        },
+        status=400 if errors else 200,
+    )

@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from inference.endpoints import EndpointConfigError, parse_endpoint_settings
 
-from .env import env_bool, env_int, env_json_object, env_list, env_str, env_url
+from .env import env_bool, env_float, env_int, env_json_object, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -546,6 +546,9 @@ EVALUATION_MAX_TEST_SET_BYTES = env_int("EVALUATION_MAX_TEST_SET_BYTES", 256 * 1
 EVALUATION_DEFAULT_CONCURRENCY = env_int("EVALUATION_DEFAULT_CONCURRENCY", 4, minimum=1, maximum=64)
 EVALUATION_MAX_RETRIES = env_int("EVALUATION_MAX_RETRIES", 3, minimum=0, maximum=20)
 EVALUATION_RETRY_BACKOFF_MS = env_int("EVALUATION_RETRY_BACKOFF_MS", 500, minimum=1)
+# A parity check (deployed Ollama model vs the registry adapter on the local engine) marks the deployment
+# drifted when the deployed model's accuracy is more than this below the adapter's (a fraction: 0.02 = 2 points).
+PARITY_MAX_DROP = env_float("PARITY_MAX_DROP", 0.02, minimum=0.0, maximum=1.0)
 UNFINISHED_WORK_REDISPATCHERS.append("evaluations.services.evaluation_redispatch_unfinished")
 CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"] = {
     "task": "evaluations.tasks.evaluation_sweep_stale",

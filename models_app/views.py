@@ -38,6 +38,22 @@ def model_list(request):
     return render(request, "models_app/model_list.html", context, status=status)
 
 
+def _parity_checkable(model) -> bool:
+    """Whether the page offers a parity check: a live deployment, a LoRA adapter, a base the local engine loads.
+
+    The check itself (evaluations) validates all of it again; this only decides whether to show the button.
+    """
+    from finetune_studio.base_models import BaseModelRefused, base_model_resolve
+
+    if not model.ollama_digest or deploy.undeployable_reason(model) is not None:
+        return False
+    try:
+        base_model_resolve(model.base_model, loadable=True)
+    except BaseModelRefused:
+        return False
+    return True
+
+
 @login_required
 @require_GET
 def model_detail(request, pk: int):
@@ -58,6 +74,7 @@ def model_detail(request, pk: int):
         "deploy_attempt": deploy_attempt(model),
         "deploy_defaults": {"ollama_name": deploy.default_ollama_name(model), "base": deploy.default_base(model)},
         "deploy_unavailable": deploy.undeployable_reason(model),
+        "parity_checkable": _parity_checkable(model),
         "loss_history": [
             {"step": point.get("step"), "loss": point.get("loss"), "eval_loss": point.get("eval_loss")}
             for point in model.loss_history

@@ -79,6 +79,42 @@ class EvaluateRequestSerializer(serializers.Serializer):
         return attrs
 
 
+class ParityRequestSerializer(serializers.Serializer):
+    """``POST /api/v1/models/:id/parity``: a test set, and optionally the deployment's variant tags to compare."""
+
+    test_set_path = serializers.CharField(max_length=500, trim_whitespace=False)
+    variants = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        allow_empty=True,
+        max_length=4,
+        help_text="Ollama names of the deployment's other tags (`<name>:q8_0`…), built by you; names only.",
+    )
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=200, trim_whitespace=False), required=False, max_length=200
+    )
+    max_examples = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    concurrency = serializers.IntegerField(min_value=1, max_value=32, required=False)
+    timeout = serializers.IntegerField(min_value=1, max_value=3600, required=False)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        # The candidates are fixed (the adapter on local, the deployment on ollama): naming others is an error,
+        # not something to ignore silently.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    key: [
+                        "not a parity check field: the candidates are this model's adapter on the local engine and "
+                        "its live Ollama deployment (plus `variants`); endpoints and URLs are never given"
+                    ]
+                    for key in unknown[:20]
+                }
+            )
+        return attrs
+
+
 class EvaluationUpdateSerializer(serializers.Serializer):
     """What ``PUT``/``PATCH`` may change. Everything else about an evaluation is a record of what ran."""
 

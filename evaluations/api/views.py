@@ -22,6 +22,7 @@ from .serializers import (
     EvaluationListSerializer,
     EvaluationSerializer,
     EvaluationUpdateSerializer,
+    ParityRequestSerializer,
 )
 
 EXPORT_FIELDS = [
@@ -90,6 +91,53 @@ class ModelEvaluateView(APIView):
                 "evaluation_id": evaluation.id,
                 "status": evaluation.status,
                 "message": "Evaluation job created",
+                "url": f"/api/v1/evaluations/{evaluation.id}",
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class ModelParityView(APIView):
+    """``POST /api/v1/models/:id/parity`` → 202 with the parity check's evaluation id."""
+
+    @extend_schema(
+        summary="Check a deployed model against its adapter",
+        description=(
+            "Queues a parity check: the same test set asked of this model's LoRA adapter in the studio's own engine "
+            "(`local`) and of its live Ollama deployment (`ollama`), optionally also of `variants` (other tags of "
+            "the deployment you built, e.g. `<name>:q8_0`). The report, under `results.parity`, gives the agreement "
+            "rate, each metric's difference (deployed − local) with McNemar and a bootstrap 95 % CI, and the "
+            "examples whose answers changed. A drop in accuracy beyond PARITY_MAX_DROP marks the deployment "
+            "drifted (model page, API, lineage). 400: no live deployment, no adapter, a variant that is not a tag "
+            "of the deployment, or any field that is not one of these."
+        ),
+        request=ParityRequestSerializer,
+        responses={
+            202: inline_serializer(
+                "ParityAccepted",
+                {
+                    "evaluation_id": serializers.IntegerField(),
+                    "status": serializers.CharField(),
+                    "message": serializers.CharField(),
+                    "url": serializers.CharField(),
+                },
+            ),
+            400: OpenApiResponse(description="Invalid request; `errors` names each field and why"),
+            404: OpenApiResponse(description="No such model (or not yours)"),
+        },
+    )
+    def post(self, request, model_id: int):
+        from .. import parity
+
+        model = get_object_or_404(selectors.evaluatable_models(user=request.user), id=model_id)
+        serializer = ParityRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        evaluation = parity.parity_check_start(user=request.user, model=model, **serializer.validated_data)
+        return Response(
+            {
+                "evaluation_id": evaluation.id,
+                "status": evaluation.status,
+                "message": "Parity check created",
                 "url": f"/api/v1/evaluations/{evaluation.id}",
             },
             status=status.HTTP_202_ACCEPTED,

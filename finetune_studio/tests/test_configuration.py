@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from finetune_studio.env import env_bool, env_int, env_url
+from finetune_studio.env import env_bool, env_float, env_int, env_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,6 +24,22 @@ def test_env_int_checks_type_and_bounds(monkeypatch):
     monkeypatch.setenv("PRESIGNED_URL_TTL", "999999999")
     with pytest.raises(ImproperlyConfigured, match="above the maximum"):
         env_int("PRESIGNED_URL_TTL", 10, maximum=604800)
+
+
+def test_env_float_checks_type_and_bounds_and_keeps_the_default_when_unset(monkeypatch):
+    monkeypatch.delenv("PARITY_MAX_DROP", raising=False)
+    assert env_float("PARITY_MAX_DROP", 0.02, minimum=0.0, maximum=1.0) == 0.02
+    monkeypatch.setenv("PARITY_MAX_DROP", "0.05")
+    assert env_float("PARITY_MAX_DROP", 0.02, minimum=0.0, maximum=1.0) == 0.05
+    for bad, reason in [
+        ("two percent", "is not a number"),
+        ("-0.1", "below the minimum"),
+        ("nan", "below the minimum"),
+        ("1.5", "above the maximum"),
+    ]:
+        monkeypatch.setenv("PARITY_MAX_DROP", bad)
+        with pytest.raises(ImproperlyConfigured, match=f"PARITY_MAX_DROP.*{reason}"):
+            env_float("PARITY_MAX_DROP", 0.02, minimum=0.0, maximum=1.0)
 
 
 def test_env_url_requires_a_known_scheme(monkeypatch):

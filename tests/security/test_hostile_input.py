@@ -238,7 +238,13 @@ MALFORMED_JSON = {
     "lone surrogate": b'["ok", {"name": "a\\ud800b", "message": "a\\ud800b"}]',
     "lone low surrogate in a key": b'{"\\udfff": 1}',
 }
-JSON_WRITES = ["/api/v1/jobs/", "/api/v1/models/", "/api/v1/models/{model}/evaluate", "/api/v1/jobs/{job}/logs"]
+JSON_WRITES = [
+    "/api/v1/jobs/",
+    "/api/v1/models/",
+    "/api/v1/models/{model}/evaluate",
+    "/api/v1/models/{model}/parity",
+    "/api/v1/jobs/{job}/logs",
+]
 
 
 @pytest.mark.parametrize("path", JSON_WRITES)
