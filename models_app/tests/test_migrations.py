@@ -9,6 +9,15 @@ BEFORE = [("models_app", "0004_list_search_and_size_indexes")]
 AFTER = [("models_app", "0005_live_deployment_and_last_attempt")]
 
 
+@pytest.fixture(autouse=True)
+def latest_schema_afterwards():
+    """Going back to 0004 unapplies every migration that depends on it, in every app: put them all back."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def migrate(targets):
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
