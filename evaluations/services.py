@@ -404,11 +404,26 @@ def _enqueue_on_commit(evaluation_id: int) -> None:
     transaction.on_commit(lambda: _enqueue(evaluation_id))
 
 
-def _enqueue(evaluation_id: int) -> None:
+def _send_run(evaluation_id: int) -> None:
+    """The app's one way to queue a run; only the broker's refusal is an error here (BROKER_ERRORS)."""
     from .tasks import evaluation_run
 
+    evaluation_run.delay(evaluation_id)
+
+
+def _resend_run(evaluation_id: int) -> bool:
+    """Send a run again (sweeper, restart): a refusing broker leaves the evaluation for the next sweep."""
     try:
-        evaluation_run.delay(evaluation_id)
+        _send_run(evaluation_id)
+    except BROKER_ERRORS as exc:
+        logger.warning("Could not send evaluation %s again (%s); the next sweep retries", evaluation_id, exc)
+        return False
+    return True
+
+
+def _enqueue(evaluation_id: int) -> None:
+    try:
+        _send_run(evaluation_id)
     except BROKER_ERRORS as exc:
         # Redis down or frozen: the broker's socket timeouts bound this; say so rather than hang or 500.
         logger.exception("Could not enqueue evaluation %s", evaluation_id)
@@ -845,13 +860,9 @@ def _announce_finished(evaluation: Evaluation, *, verdict: str | None = None) ->
 def evaluation_redispatch_unfinished() -> int:
     """At the start of a standalone process: its in-memory queue is empty, so every unfinished
     evaluation is orphaned. Running ones are released (their worker died with the process)."""
-    from .tasks import evaluation_run
-
     Evaluation.objects.filter(status=Evaluation.Status.RUNNING).update(heartbeat_at=None)
     ids = list(Evaluation.objects.filter(status__in=Evaluation.UNFINISHED).values_list("id", flat=True))
-    for evaluation_id in ids:
-        evaluation_run.delay(evaluation_id)
-    return len(ids)
+    return sum(_resend_run(evaluation_id) for evaluation_id in ids)
 
 
 def _pending_unclaimed_take(*, now) -> list[int]:
@@ -875,8 +886,6 @@ def _pending_unclaimed_take(*, now) -> list[int]:
 def evaluation_sweep_stale() -> dict:
     """Beat: re-queue running evaluations whose heartbeat expired (a lost worker) and pending ones
     nobody picked up; fail those that used up their attempts."""
-    from .tasks import evaluation_run
-
     now = timezone.now()
     stale = now - timedelta(seconds=settings.EVALUATION_LEASE_SECONDS)
     lost = Evaluation.objects.filter(status=Evaluation.Status.RUNNING, heartbeat_at__lt=stale)
@@ -891,5 +900,5 @@ def evaluation_sweep_stale() -> dict:
     requeue = list(lost.filter(attempts_since_retry__lt=settings.EVALUATION_MAX_ATTEMPTS).values_list("id", flat=True))
     requeue += _pending_unclaimed_take(now=now)
     for evaluation_id in requeue:
-        transaction.on_commit(lambda evaluation_id=evaluation_id: evaluation_run.delay(evaluation_id))
+        transaction.on_commit(lambda evaluation_id=evaluation_id: _resend_run(evaluation_id))
     return {"requeued": len(requeue), "failed": failed}

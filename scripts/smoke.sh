@@ -169,7 +169,8 @@ fi
 
 # --- evaluation through Ollama --------------------------------------------------------------------------
 if [[ "$EVALUATE" != 0 && -n "$model_id" && -n "$test_path" ]]; then
-  body=$(printf '{"test_set_path": "%s", "base_model_name": "%s"%s}' "$test_path" "$BASE_MODEL" \
+  # The sample is instruction/input/output data (a generation set by its format) whose answers are five labels.
+  body=$(printf '{"test_set_path": "%s", "base_model_name": "%s", "task": "classification"%s}' "$test_path" "$BASE_MODEL" \
     "${FINE_TUNED_NAME:+, \"fine_tuned_name\": \"$FINE_TUNED_NAME\"}")
   status=$(call POST "/api/v1/models/$model_id/evaluate" "$WORK/evaluate.json" -H "Content-Type: application/json" -d "$body")
   evaluation_id=$(json "$WORK/evaluate.json" "d['evaluation_id']")

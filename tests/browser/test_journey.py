@@ -149,6 +149,8 @@ def test_a_new_user_trains_downloads_and_evaluates_a_model_in_the_browser(
     page.select_option("#id_test_set_path", label="contracts-test (60 records)")
     page.fill("#id_base_model_name", BASE_OLLAMA_MODEL)
     page.fill("#id_fine_tuned_name", FINE_TUNED_OLLAMA_MODEL)
+    # The sample is instruction/input/output data (generation by its format) whose answers are five labels.
+    page.select_option("#id_task", "classification")
     screenshots.take(page, "evaluation-new", phone=True)
     page.get_by_role("button", name="Start evaluation").click()
     page.wait_for_url(re.compile(r"/evaluations/\d+/$"))
