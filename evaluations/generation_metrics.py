@@ -278,6 +278,15 @@ def minimum_detectable_effect(differences: np.ndarray, *, alpha: float = ALPHA, 
     }
 
 
+def verdict_for(ci_low: float, ci_high: float) -> str:
+    """The verdict of a 95 % interval of a difference: the words every comparison (classification too) uses."""
+    if ci_low > 0:
+        return "significant improvement"
+    if ci_high < 0:
+        return "significant regression"
+    return "not significant"
+
+
 def verdict_words(metric: str, interval: dict, mde: dict) -> str:
     """Plain words for one metric's comparison."""
     label = metric.replace("_", " ")
@@ -303,11 +312,7 @@ def compare_scores(base: dict[str, np.ndarray], other: dict[str, np.ndarray]) ->
     comparison = {}
     for metric, interval in intervals.items():
         mde = minimum_detectable_effect(differences[metric])
-        verdict = "not significant"
-        if interval["ci_low"] > 0:
-            verdict = "significant improvement"
-        elif interval["ci_high"] < 0:
-            verdict = "significant regression"
+        verdict = verdict_for(interval["ci_low"], interval["ci_high"])
         comparison[metric] = {
             **interval,
             "verdict": verdict,

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from .generation_metrics import minimum_detectable_effect
+from .generation_metrics import minimum_detectable_effect, verdict_for
 
 UNPARSEABLE = "unparseable"
 _MISSING = "\x00unparseable"  # internal stand-in for "no label": cannot collide with a real label
@@ -146,14 +146,6 @@ def paired_bootstrap(
         return {"ci_low": _r(low), "ci_high": _r(high)}
 
     return {"accuracy": interval(accuracy_deltas), "f1_macro": interval(f1_deltas)}
-
-
-def verdict_for(ci_low: float, ci_high: float) -> str:
-    if ci_low > 0:
-        return "significant improvement"
-    if ci_high < 0:
-        return "significant regression"
-    return "not significant"
 
 
 def compare(base: list, other: list, labels: Sequence[str], base_scores: dict, other_scores: dict) -> dict:

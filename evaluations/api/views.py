@@ -51,6 +51,15 @@ class CSVRenderer(BaseRenderer):
         return data if isinstance(data, (bytes, str)) else json.dumps(data)
 
 
+# The body of every 202 that queues an evaluation (its schema, under each endpoint's own name).
+ACCEPTED_FIELDS = {
+    "evaluation_id": serializers.IntegerField(),
+    "status": serializers.CharField(),
+    "message": serializers.CharField(),
+    "url": serializers.CharField(),
+}
+
+
 class ModelEvaluateView(APIView):
     """``POST /api/v1/models/:id/evaluate`` → 202 with the new evaluation's id."""
 
@@ -70,12 +79,7 @@ class ModelEvaluateView(APIView):
         responses={
             202: inline_serializer(
                 "EvaluationAccepted",
-                {
-                    "evaluation_id": serializers.IntegerField(),
-                    "status": serializers.CharField(),
-                    "message": serializers.CharField(),
-                    "url": serializers.CharField(),
-                },
+                ACCEPTED_FIELDS,
             ),
             400: OpenApiResponse(description="Invalid request; `errors` names each field and why"),
             404: OpenApiResponse(description="No such model (or not yours)"),
@@ -86,15 +90,18 @@ class ModelEvaluateView(APIView):
         serializer = EvaluateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         evaluation = services.evaluation_start(user=request.user, model=model, **serializer.validated_data)
-        return Response(
-            {
-                "evaluation_id": evaluation.id,
-                "status": evaluation.status,
-                "message": "Evaluation job created",
-                "url": f"/api/v1/evaluations/{evaluation.id}",
-            },
-            status=status.HTTP_202_ACCEPTED,
-        )
+        return _accepted(evaluation, "Evaluation job created")
+
+
+def _accepted(evaluation, message: str) -> Response:
+    """The 202 of a queued evaluation (an evaluation or a parity check): where to follow it."""
+    body = {
+        "evaluation_id": evaluation.id,
+        "status": evaluation.status,
+        "message": message,
+        "url": f"/api/v1/evaluations/{evaluation.id}",
+    }
+    return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
 class ModelParityView(APIView):
@@ -115,12 +122,7 @@ class ModelParityView(APIView):
         responses={
             202: inline_serializer(
                 "ParityAccepted",
-                {
-                    "evaluation_id": serializers.IntegerField(),
-                    "status": serializers.CharField(),
-                    "message": serializers.CharField(),
-                    "url": serializers.CharField(),
-                },
+                ACCEPTED_FIELDS,
             ),
             400: OpenApiResponse(description="Invalid request; `errors` names each field and why"),
             404: OpenApiResponse(description="No such model (or not yours)"),
@@ -133,15 +135,7 @@ class ModelParityView(APIView):
         serializer = ParityRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         evaluation = parity.parity_check_start(user=request.user, model=model, **serializer.validated_data)
-        return Response(
-            {
-                "evaluation_id": evaluation.id,
-                "status": evaluation.status,
-                "message": "Parity check created",
-                "url": f"/api/v1/evaluations/{evaluation.id}",
-            },
-            status=status.HTTP_202_ACCEPTED,
-        )
+        return _accepted(evaluation, "Parity check created")
 
 
 class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -82,16 +82,10 @@ class _DeployHandler(_Handler):
 
 
 class DeployOllamaServer(OllamaServer):
-    def start(self):
-        import threading
-        from http.server import ThreadingHTTPServer
+    _label = "Ollama deploy"
 
-        handler = type("BoundDeployHandler", (_DeployHandler,), {"ollama": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ollama-deploy-test", daemon=True)
-        self._thread.start()
-        return self
+    def _handler_class(self) -> type:
+        return _DeployHandler
 
     def digest_of(self, name: str) -> str:
         """The digest /api/tags lists for ``name`` now."""

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .loopback import LoopbackServer
+
 AnswerFunction = Callable[[str, str], "str | RawAnswer"]
 _BLOB_PATH = re.compile(r"^/api/blobs/sha256:([0-9a-f]{64})$")
 
@@ -142,7 +144,7 @@ class _Model:
         return hashlib.sha256(self.name.encode()).hexdigest()
 
 
-class OllamaServer:
+class OllamaServer(LoopbackServer):
     """Ollama's HTTP API on 127.0.0.1 (a free port), served by threads."""
 
     def __init__(self, *, latency: float = 0.0, ns_per_token: int = 5_000_000):
@@ -158,36 +160,12 @@ class OllamaServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    # --- lifecycle ------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the Ollama test server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    # --- lifecycle (LoopbackServer) ------------------------------------------------------------
+    _label = "Ollama"
+    _handler_attribute = "ollama"
 
-    def start(self) -> OllamaServer:
-        handler = type("BoundHandler", (_Handler,), {"ollama": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 128
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ollama-test-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> OllamaServer:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+    def _handler_class(self) -> type:
+        return _Handler
 
     # --- configuration --------------------------------------------------------------------------
     def add_model(self, name: str, *, answer: AnswerFunction | str = "", **details) -> None:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .loopback import LoopbackServer
 from .ollama_server import AnswerFunction, RawAnswer, constant_answer
 
 FAULT_KINDS = ("status", "timeout", "malformed", "empty", "drop", "latency", "redirect")
@@ -68,7 +69,7 @@ class Fault:
         return self.model is None or self.model == model
 
 
-class OpenAIServer:
+class OpenAIServer(LoopbackServer):
     """An OpenAI-compatible API on 127.0.0.1 (a free port), served by threads."""
 
     def __init__(self, *, latency: float = 0.0, api_key: str | None = None):
@@ -84,36 +85,12 @@ class OpenAIServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    # --- lifecycle ------------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the OpenAI test server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    # --- lifecycle (LoopbackServer) ------------------------------------------------------------
+    _label = "OpenAI"
+    _handler_attribute = "server_state"
 
-    def start(self) -> OpenAIServer:
-        handler = type("BoundHandler", (_Handler,), {"server_state": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 128
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-test-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+    def _handler_class(self) -> type:
+        return _Handler
 
     # --- configuration --------------------------------------------------------------------------
     def add_model(self, name: str, *, answer: AnswerFunction | str = "") -> None:
