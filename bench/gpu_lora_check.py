@@ -184,7 +184,8 @@ def _run(spec: dict) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from trainers.lora_sft.data import Example, collate
+    from trainers.lora_sft.chat import Example
+    from trainers.lora_sft.data import collate
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()

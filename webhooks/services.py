@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import Webhook, WebhookDelivery
-from .targets import TargetRefused, check_target
+from .targets import TargetRefused, check_target, post_to_target
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def webhook_create(*, owner, url: str, events: list[str], description: str = "") -> tuple[Webhook, str]:
     """A new endpoint and its secret. The secret is returned here only: no read shows it again."""
     try:
-        url = check_target(url)
+        url = check_target(url).url
     except TargetRefused as exc:
         raise WebhookInvalid("url", str(exc)) from None
     if len(url) > 500:
@@ -157,7 +157,7 @@ def webhook_delivery_attempt(*, delivery_id: int, last_attempt: bool) -> str | N
     webhook = delivery.webhook
     started = time.monotonic()
     try:
-        check_target(webhook.url)
+        target = check_target(webhook.url)
     except TargetRefused as exc:
         _record(delivery, code=None, error=f"refused: {exc}", started=started, final=WebhookDelivery.Status.FAILED)
         return WebhookDelivery.Status.FAILED
@@ -173,7 +173,7 @@ def webhook_delivery_attempt(*, delivery_id: int, last_attempt: bool) -> str | N
     }
     timeout = (settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_READ_TIMEOUT)
     try:
-        response = requests.post(webhook.url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+        response = post_to_target(target, data=body, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
         retry, code, error = True, None, f"{exc.__class__.__name__}: {exc}"
     else:

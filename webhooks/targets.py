@@ -4,14 +4,21 @@ Users give these URLs, so they are the one outbound target not chosen by an oper
 loopback, link-local (cloud metadata), private, reserved or multicast address, unless the
 operator allows private targets (WEBHOOK_ALLOW_PRIVATE_TARGETS, for an intranet receiver).
 Every address a name resolves to must pass, and the check runs again at delivery time, so a
-name that later resolves inward is refused then.
+name that later resolves inward is refused then. The delivery then connects to the address
+that was checked (``post_to_target``), not to whatever the name resolves to a moment later:
+a DNS answer that changes between the check and the connection (DNS rebinding) cannot turn
+a public name into a loopback or metadata call. The Host header and the TLS certificate check
+still use the name. Environment proxies are not used for deliveries.
 """
 
 import ipaddress
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import requests
 from django.conf import settings
+from requests.adapters import HTTPAdapter
 
 
 class TargetRefused(ValueError):
@@ -46,8 +53,18 @@ def _inward(address) -> str | None:
     return None
 
 
-def check_target(url) -> str:
-    """The URL when it may be called; TargetRefused otherwise."""
+@dataclass(frozen=True)
+class Target:
+    """A URL that passed the check, with the address its delivery connects to."""
+
+    url: str
+    host: str
+    port: int
+    address: str
+
+
+def check_target(url) -> Target:
+    """The target when its URL may be called; TargetRefused otherwise."""
     if not isinstance(url, str) or not url.strip():
         raise TargetRefused("a URL is required")
     url = url.strip()
@@ -62,12 +79,42 @@ def check_target(url) -> str:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise TargetRefused("the URL's port is not a number between 1 and 65535") from None
-    if settings.WEBHOOK_ALLOW_PRIVATE_TARGETS:
-        return url
-    for address in _addresses(parts.hostname, port):
-        what = _inward(address)
-        if what:
-            raise TargetRefused(
-                f"{parts.hostname} is {what} address ({address}); webhooks may only call public addresses"
-            )
-    return url
+    addresses = _addresses(parts.hostname, port)
+    if not settings.WEBHOOK_ALLOW_PRIVATE_TARGETS:
+        for address in addresses:
+            what = _inward(address)
+            if what:
+                raise TargetRefused(
+                    f"{parts.hostname} is {what} address ({address}); webhooks may only call public addresses"
+                )
+    return Target(url=url, host=parts.hostname, port=port, address=str(addresses[0]))
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to the checked address; the URL's name stays the Host header and the TLS server name."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        super().__init__(max_retries=0)
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        host_params["host"] = self.target.address
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = self.target.host
+            pool_kwargs["assert_hostname"] = self.target.host
+        return host_params, pool_kwargs
+
+
+def post_to_target(target: Target, *, data: bytes, headers: dict, timeout) -> requests.Response:
+    """POST to the checked address (no redirects followed, no environment proxy)."""
+    default_port = 443 if target.url.lower().startswith("https:") else 80
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    host_header = host if target.port == default_port else f"{host}:{target.port}"
+    with requests.Session() as session:
+        session.trust_env = False
+        session.mount("http://", _PinnedAdapter(target))
+        session.mount("https://", _PinnedAdapter(target))
+        return session.post(
+            target.url, data=data, headers={**headers, "Host": host_header}, timeout=timeout, allow_redirects=False
+        )

@@ -19,6 +19,14 @@ from finetune_studio.records import Message, Record
 
 IGNORE_INDEX = -100
 
+# Used only when the base tokenizer has none (a plain pre-trained base); the trainer says so in a WARN line.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 
 class RenderError(ValueError):
     pass
@@ -172,8 +180,6 @@ class TemplateTokenizer:
         from pathlib import Path
 
         from tokenizers import Tokenizer
-
-        from .data import FALLBACK_CHAT_TEMPLATE
 
         folder = Path(folder)
         config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ average over the trained tokens of a whole batch split across micro-batches or p
 would weigh a short answer like a long one).
 """
 
-from .data import IGNORE_INDEX
+from .chat import IGNORE_INDEX
 
 CHUNK_TOKENS = 4096
 

@@ -21,7 +21,7 @@ micro-batch and its trained tokens are the same packed or not, so is the loss av
 
 from collections.abc import Sequence
 
-from .data import IGNORE_INDEX, Example
+from .chat import IGNORE_INDEX, Example
 
 
 def pack_rows(lengths: Sequence[int], *, capacity: int) -> list[list[int]]:

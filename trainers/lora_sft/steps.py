@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from .data import Example
+from .chat import Example
 from .distributed import World, total
 from .packing import collate_for_training, real_tokens
 

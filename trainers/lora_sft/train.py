@@ -123,7 +123,8 @@ def _evaluate(model, examples, *, batch_size: int, pad_token_id: int, device, au
     import torch
     import torch.nn.functional as functional
 
-    from .data import IGNORE_INDEX, collate
+    from .chat import IGNORE_INDEX
+    from .data import collate
 
     model.eval()
     loss_sum, tokens, correct = 0.0, 0, 0
@@ -194,8 +195,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
 
     from finetune_studio.records import RecordError, open_records
 
-    from .chat import RenderError, encode_records
-    from .data import FALLBACK_CHAT_TEMPLATE, split_records
+    from .chat import FALLBACK_CHAT_TEMPLATE, RenderError, encode_records
+    from .data import split_records
     from .steps import micro_batch_loss
 
     try:

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the training extra (requirements-train.txt) is not installed")
 
-from trainers.lora_sft.data import IGNORE_INDEX  # noqa: E402
+from trainers.lora_sft.chat import IGNORE_INDEX  # noqa: E402
 from trainers.lora_sft.losses import chunked_loss_sum, liger_available, liger_loss_sum, plain_loss_sum  # noqa: E402
 
 

@@ -9,7 +9,8 @@ pytest.importorskip("transformers", reason="the training extra (requirements-tra
 pytest.importorskip("peft", reason="the training extra (requirements-train.txt) is not installed")
 
 from finetune_studio.records import open_records  # noqa: E402
-from trainers.lora_sft.data import IGNORE_INDEX, Example, collate, encode_records  # noqa: E402
+from trainers.lora_sft.chat import IGNORE_INDEX, Example, encode_records  # noqa: E402
+from trainers.lora_sft.data import collate  # noqa: E402
 from trainers.lora_sft.packing import collate_packed, pack_rows, real_tokens  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -18,7 +18,7 @@ def encoded(base, dataset):
     from transformers import AutoTokenizer
 
     from finetune_studio.records import open_records
-    from trainers.lora_sft.data import encode_records
+    from trainers.lora_sft.chat import encode_records
 
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
     return encode_records(tokenizer, open_records(str(dataset)), system_prompt="", max_length=512)

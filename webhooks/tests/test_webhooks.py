@@ -152,6 +152,36 @@ def test_a_target_refused_at_delivery_time_is_never_called(
     assert receiver.received == []
 
 
+def test_a_delivery_connects_to_the_address_it_checked_not_to_a_later_dns_answer(
+    alice, alice_api, receiver, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """DNS rebinding: a name that answers with an allowed address for the check, then with another one,
+    is still called at the checked address; the Host header keeps the name."""
+    import socket
+
+    real_getaddrinfo = socket.getaddrinfo
+    answers = {"count": 0}
+
+    def rebinding_resolver(host, port, *args, **kwargs):
+        if host != "hooks.example.com":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        answers["count"] += 1
+        # The creation check and the delivery check see the receiver; any later lookup a rebinding answer.
+        address = "127.0.0.1" if answers["count"] <= 2 else "192.0.2.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_resolver)
+    settings.WEBHOOK_CONNECT_TIMEOUT = 0.5
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    secret = _create(alice_api, f"http://hooks.example.com:{port}/hook")["secret"]
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.response_code) == ("succeeded", 200), delivery.error
+    assert answers["count"] == 2  # resolved by the two checks only, never again for the connection
+    assert receiver.received[0].headers["Host"] == f"hooks.example.com:{port}"
+    assert receiver.received[0].signature_valid(secret)
+
+
 def test_unknown_events_are_refused(alice_api, receiver):
     response = alice_api.post(API, {"url": receiver.url, "events": ["job.exploded"]}, format="json")
     assert response.status_code == 400 and "events" in response.json()["errors"]
