@@ -30,6 +30,12 @@ elif os.environ.get("TEST_DATABASE", "auto") != "sqlite" and _port_open("127.0.0
 else:
     os.environ.pop("DATABASE_URL", None)
 
+# Under pytest-xdist each worker process (gw0, gw1, …) starts its own S3 server and uses its own Redis database;
+# pytest-django gives each its own test database.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKER_INDEX = int(_WORKER.removeprefix("gw")) if _WORKER.startswith("gw") else 0
+if _WORKER:
+    os.environ["TEST_S3_PORT"] = str(_free_port())
 os.environ.setdefault("TEST_S3_PORT", str(_free_port()))
 os.environ["S3_ENDPOINT_URL"] = f"http://127.0.0.1:{os.environ['TEST_S3_PORT']}"
 os.environ["S3_ACCESS_KEY_ID"] = "testing"
@@ -56,6 +62,6 @@ REST_FRAMEWORK = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # A file, not memory: end-to-end tests share the test database with server processes.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}  # noqa: F405
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - _WORKER_INDEX}")
 # The S3 test server exists only while pytest runs: `manage.py check` (make lint) would warn that it cannot reach it.
 SILENCED_SYSTEM_CHECKS = ["finetune_studio.W002"]
