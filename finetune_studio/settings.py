@@ -46,6 +46,9 @@ if not SECRET_KEY:
     if not TASKS_IN_PROCESS:
         raise ImproperlyConfigured("SECRET_KEY must be set when REDIS_URL is set (several processes must share it)")
     SECRET_KEY = _standalone_secret_key()
+# Earlier keys while rotating SECRET_KEY (comma-separated): sessions, signatures and sealed secrets made with them
+# still verify; new ones use SECRET_KEY.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])

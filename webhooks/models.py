@@ -5,7 +5,8 @@ from django.db import models
 
 
 class Webhook(models.Model):
-    """A user's endpoint for events. ``secret`` signs every delivery (HMAC-SHA256); it is shown once, at creation."""
+    """A user's endpoint for events. ``secret`` signs every delivery (HMAC-SHA256); it is shown once, at creation
+    or rotation, and kept sealed (encrypted under SECRET_KEY, ``finetune_studio.sealing``)."""
 
     class Event(models.TextChoices):
         JOB_FINISHED = "job.finished"
@@ -17,7 +18,10 @@ class Webhook(models.Model):
     url = models.URLField(max_length=500)
     events = models.JSONField(default=list)
     description = models.CharField(max_length=200, blank=True)
-    secret = models.CharField(max_length=100)
+    secret = models.CharField(
+        max_length=300, help_text="The signing secret, sealed under SECRET_KEY (finetune_studio.sealing)."
+    )
+    secret_rotated_at = models.DateTimeField(null=True, blank=True)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

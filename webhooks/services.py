@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from finetune_studio.sealing import SealBroken, seal, unseal
+
 from .models import Webhook, WebhookDelivery
 from .targets import TargetRefused, check_target, post_to_target
 
@@ -62,11 +64,23 @@ def webhook_create(*, owner, url: str, events: list[str], description: str = "")
         raise WebhookInvalid("events", f"unknown event(s) {', '.join(map(str, unknown))}")
     if Webhook.objects.filter(owner=owner).count() >= MAX_WEBHOOKS_PER_USER:
         raise WebhookInvalid("url", f"at most {MAX_WEBHOOKS_PER_USER} webhooks per user")
-    secret = "whsec_" + secrets.token_hex(24)
+    secret = _new_secret()
     webhook = Webhook.objects.create(
-        owner=owner, url=url, events=sorted(set(events)), description=(description or "")[:200], secret=secret
+        owner=owner, url=url, events=sorted(set(events)), description=(description or "")[:200], secret=seal(secret)
     )
     return webhook, secret
+
+
+def _new_secret() -> str:
+    return "whsec_" + secrets.token_hex(24)
+
+
+def webhook_rotate_secret(*, webhook_id: int) -> str:
+    """A new signing secret for the webhook, returned here only; deliveries attempted from now on use it (a
+    receiver should accept both while it switches over). Also the way out for a secret sealed under a lost key."""
+    secret = _new_secret()
+    Webhook.objects.filter(id=webhook_id).update(secret=seal(secret), secret_rotated_at=timezone.now())
+    return secret
 
 
 def webhook_delete(*, webhook_id: int) -> None:
@@ -161,6 +175,12 @@ def webhook_delivery_attempt(*, delivery_id: int, last_attempt: bool) -> str | N
     except TargetRefused as exc:
         _record(delivery, code=None, error=f"refused: {exc}", started=started, final=WebhookDelivery.Status.FAILED)
         return WebhookDelivery.Status.FAILED
+    try:
+        secret = unseal(webhook.secret)
+    except SealBroken as exc:
+        error = f"the webhook's secret cannot be read: {exc}"
+        _record(delivery, code=None, error=error, started=started, final=WebhookDelivery.Status.FAILED)
+        return WebhookDelivery.Status.FAILED
     body = _body(delivery)
     timestamp = str(int(time.time()))
     headers = {
@@ -169,7 +189,7 @@ def webhook_delivery_attempt(*, delivery_id: int, last_attempt: bool) -> str | N
         "X-Studio-Event": delivery.event,
         "X-Studio-Delivery": str(delivery.delivery_id),
         TIMESTAMP_HEADER: timestamp,
-        SIGNATURE_HEADER: sign(webhook.secret, timestamp, body),
+        SIGNATURE_HEADER: sign(secret, timestamp, body),
     }
     timeout = (settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_READ_TIMEOUT)
     try:

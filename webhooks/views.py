@@ -1,4 +1,5 @@
-"""Webhook pages: the list with a create form (the secret shown once), a webhook's delivery log, test, delete."""
+"""Webhook pages: the list with a create form (the secret shown once), a webhook's delivery log, test, secret
+rotation (the new secret shown once), delete."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -46,6 +47,18 @@ def webhook_test(request, pk: int):
     services.webhook_send_test(webhook_id=webhook.id)
     messages.success(request, "Test delivery queued: it appears in the log below.")
     return redirect("webhook-detail", pk=webhook.id)
+
+
+@login_required
+@require_POST
+def webhook_rotate_secret(request, pk: int):
+    webhook = selectors.webhook_get(user=request.user, webhook_id=pk)
+    secret = services.webhook_rotate_secret(webhook_id=webhook.id)
+    webhook.refresh_from_db()
+    deliveries = selectors.webhook_deliveries(webhook=webhook)
+    # Rendered, not redirected: the secret must not travel through the session's messages.
+    context = {"webhook": webhook, "deliveries": deliveries, "rotated_secret": secret}
+    return render(request, "webhooks/webhook_detail.html", context)
 
 
 @login_required

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from evaluations.models import Evaluation, Prediction
 from finetune_studio.objects import bucket
+from finetune_studio.sealing import seal
 from jobs import services as job_services
 from jobs.models import Job, Trainer
 from models_app.models import ModelAlias, PromotionGate, RegisteredModel, RegisteredName
@@ -98,7 +99,10 @@ def build_world(owner, *, tag: str = "alice") -> World:
     PromotionGate.objects.create(registered_name=registered_name, test_set_path=dataset.path, threshold=0.01)
 
     webhook = Webhook.objects.create(
-        owner=owner, url=f"https://hooks.example.com/{tag}-secret", events=["alias.moved"], secret="whsec_" + tag
+        owner=owner,
+        url=f"https://hooks.example.com/{tag}-secret",
+        events=["alias.moved"],
+        secret=seal("whsec_" + tag),
     )
 
     sweep = Sweep.objects.create(

@@ -4,13 +4,13 @@ from ..models import Webhook, WebhookDelivery
 
 
 class WebhookSerializer(serializers.ModelSerializer):
-    """What reads show: never the secret (it is given once, in the creation answer)."""
+    """What reads show: never the secret (it is given once, in the creation or rotation answer)."""
 
     owner = serializers.IntegerField(source="owner_id", read_only=True)
 
     class Meta:
         model = Webhook
-        fields = ("id", "owner", "url", "events", "description", "active", "created_at")
+        fields = ("id", "owner", "url", "events", "description", "active", "created_at", "secret_rotated_at")
         read_only_fields = fields
 
 

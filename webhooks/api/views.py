@@ -13,12 +13,13 @@ from ..models import Webhook
 from .serializers import WebhookCreateSerializer, WebhookDeliverySerializer, WebhookSerializer
 
 CREATED = inline_serializer("WebhookCreated", {"webhook": WebhookSerializer(), "secret": serializers.CharField()})
+ROTATED = inline_serializer("WebhookSecretRotated", {"webhook": WebhookSerializer(), "secret": serializers.CharField()})
 
 
 @extend_schema(tags=["webhooks"])
 class WebhookViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Per-user webhook endpoints: create (the secret is in this answer only), list, detail, delete,
-    send a test, and the delivery log."""
+    rotate the secret (the new one is in that answer only), send a test, and the delivery log."""
 
     queryset = Webhook.objects.all()
     serializer_class = WebhookSerializer
@@ -37,6 +38,14 @@ class WebhookViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.RetrieveM
     def destroy(self, request, pk=None):
         services.webhook_delete(webhook_id=self.get_object().id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses={200: ROTATED})
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request, pk=None):
+        webhook = self.get_object()
+        secret = services.webhook_rotate_secret(webhook_id=webhook.id)
+        webhook.refresh_from_db()
+        return Response({"webhook": WebhookSerializer(webhook).data, "secret": secret})
 
     @extend_schema(request=None, responses={202: WebhookDeliverySerializer})
     @action(detail=True, methods=["post"])

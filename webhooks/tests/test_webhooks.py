@@ -3,6 +3,7 @@
 import pytest
 from django.utils import timezone
 
+from finetune_studio.sealing import unseal
 from models_app import registry
 from models_app import services as model_services
 from models_app.models import RegisteredName
@@ -69,6 +70,46 @@ def test_a_delivery_is_signed_so_the_receiver_verifies_it(
     assert body["data"]["registered_name"] == "contracts" and body["data"]["to_version"] == 1
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("succeeded", 1, 200)
+
+
+def test_the_secret_is_kept_sealed_so_a_database_dump_does_not_give_it_away(alice_api, receiver):
+    created = _create(alice_api, receiver.url)
+    stored = Webhook.objects.values_list("secret", flat=True).get(id=created["webhook"]["id"])
+    assert created["secret"] not in stored and created["secret"][6:] not in stored
+    assert stored.startswith("sealed:v1:")
+
+
+def test_rotating_the_secret_shows_the_new_one_once_and_signs_deliveries_with_it(
+    alice, alice_api, receiver, django_capture_on_commit_callbacks
+):
+    created = _create(alice_api, receiver.url)
+    webhook_id = created["webhook"]["id"]
+    rotated = alice_api.post(f"{API}/{webhook_id}/rotate-secret")
+    assert rotated.status_code == 200
+    new_secret = rotated.json()["secret"]
+    assert new_secret.startswith("whsec_") and new_secret != created["secret"]
+    assert rotated.json()["webhook"]["secret_rotated_at"]
+    assert new_secret not in alice_api.get(f"{API}/{webhook_id}").content.decode()
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    assert receiver.received[0].signature_valid(new_secret)
+    assert not receiver.received[0].signature_valid(created["secret"])
+
+
+def test_a_secret_sealed_under_a_key_the_studio_lost_fails_its_delivery_with_the_way_out(
+    alice, alice_api, receiver, settings, django_capture_on_commit_callbacks
+):
+    old_key = settings.SECRET_KEY
+    created = _create(alice_api, receiver.url)
+    settings.SECRET_KEY = "a-new-secret-key-" + "y" * 40
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "failed" and receiver.received == []
+    assert "SECRET_KEY_FALLBACKS" in delivery.error and "rotate the secret" in delivery.error
+
+    settings.SECRET_KEY_FALLBACKS = [old_key]  # the operator keeps the old key while rotating
+    with django_capture_on_commit_callbacks(execute=True):
+        services.webhook_send_test(webhook_id=created["webhook"]["id"])
+    assert receiver.received[-1].signature_valid(created["secret"])
 
 
 def test_a_500_is_retried_until_the_receiver_accepts(alice, alice_api, receiver, django_capture_on_commit_callbacks):
@@ -217,14 +258,27 @@ def test_the_page_creates_shows_the_secret_once_and_sends_a_test(
     page = alice_browser.post("/webhooks/", {"url": receiver.url, "events": ["alias.moved"]})
     assert page.status_code == 200 and b"data-webhook-secret" in page.content
     webhook = Webhook.objects.get()
-    assert webhook.secret.encode() in page.content
+    secret = unseal(webhook.secret)
+    assert secret.encode() in page.content
     detail = alice_browser.get(f"/webhooks/{webhook.id}/")
-    assert webhook.secret.encode() not in detail.content
+    assert secret.encode() not in detail.content
     with django_capture_on_commit_callbacks(execute=True):
         assert alice_browser.post(f"/webhooks/{webhook.id}/test/").status_code == 302
     assert receiver.received[0].json["event"] == "ping"
-    assert receiver.received[0].signature_valid(webhook.secret)
+    assert receiver.received[0].signature_valid(secret)
     assert b"data-delivery" in alice_browser.get(f"/webhooks/{webhook.id}/").content
+
+
+def test_the_page_rotates_the_secret_and_shows_the_new_one_once(alice_api, alice_browser, receiver):
+    webhook_id = _create(alice_api, receiver.url)["webhook"]["id"]
+    client = alice_browser
+    page = client.post(f"/webhooks/{webhook_id}/rotate-secret/")
+    assert page.status_code == 200
+    shown = page.content.decode()
+    secret = shown.split("deliveries from now on are signed with it:</p>\n  <p><code>")[1].split("<")[0]
+    assert secret.startswith("whsec_")
+    assert secret not in client.get(f"/webhooks/{webhook_id}/").content.decode()
+    assert "rotated" in client.get(f"/webhooks/{webhook_id}/").content.decode()
 
 
 def test_the_page_says_why_a_target_is_refused(alice_browser):
