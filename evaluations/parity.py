@@ -1,18 +1,21 @@
 """Deployment parity: does the model Ollama serves answer as the adapter that was trained?
 
 A deployed model can answer differently from its adapter (a wrong chat template, stop tokens, a quantised
-base). A parity check is one classification evaluation with the adapter, run by the studio's own engine on
-the ``local`` endpoint, as its first candidate and the live Ollama deployment (plus, optionally, variants the
-user built among the deployment's tags, e.g. ``name:q8_0``) on the ``ollama`` endpoint after it. The engine
-asks, stores and scores as for any evaluation; this module adds what a parity check reads:
+base). A parity check is one evaluation with the adapter, run by the studio's own engine on the ``local``
+endpoint, as its first candidate and the live Ollama deployment (plus, optionally, variants the user built
+among the deployment's tags, e.g. ``name:q8_0``) on the ``ollama`` endpoint after it: a classification
+evaluation, or a generation one for a chat or instruction test set (the test set's task unless one is
+given). The engine asks, stores and scores as for any evaluation; this module adds what a parity check reads:
 
 - the agreement rate: the share of examples where the deployed model gave the same answer as the adapter
-  (the parsed label, or the normalised text when neither could be parsed);
-- each metric's difference (deployed − local) with McNemar's exact test and the paired bootstrap 95 % CI
-  (``metrics.compute_results``);
+  (the parsed label, or the normalised text when neither could be parsed; for generation, the normalised
+  text);
+- each metric's difference (deployed − local) with the paired bootstrap 95 % CI, and for classification
+  McNemar's exact test (``metrics.compute_results`` / ``generation.compute_results``);
 - the examples whose answers changed;
-- the verdict: the live deployment is *drifted* when its accuracy is more than ``PARITY_MAX_DROP`` below the
-  adapter's (the point estimate: a CI bound would flag every small test set, or none). Recorded through
+- the verdict: the live deployment is *drifted* when its primary metric (accuracy; token F1 for generation)
+  is more than ``PARITY_MAX_DROP`` below the adapter's (the point estimate: a CI bound would flag every small
+  test set, or none). Recorded through
   ``models_app.deployments.model_deploy_parity_record`` on the digest that was live when the check started;
   when another digest has been deployed since, nothing is marked and the report says so.
 
@@ -26,7 +29,7 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import transaction
 
-from . import metrics, services
+from . import generation, metrics, services
 from .generation_metrics import normalize
 from .models import Evaluation
 
@@ -34,7 +37,11 @@ LOCAL_ENDPOINT = "local"
 OLLAMA_ENDPOINT = "ollama"
 MAX_VARIANTS = 4
 CHANGED_SHOWN = 50
-PRIMARY_METRIC = metrics.PRIMARY_METRIC
+# Per task: the metric the verdict reads, and the one shown beside it.
+METRICS_READ = {
+    generation.CLASSIFICATION: (metrics.PRIMARY_METRIC, "f1_macro"),
+    generation.GENERATION: (generation.HEADLINE_METRIC, "chrf"),
+}
 
 
 def _repository(name: str) -> str:
@@ -83,12 +90,15 @@ def parity_check_start(
     test_set_path: str,
     variants: list[str] | None = None,
     labels: list[str] | None = None,
+    task: str | None = None,
     max_examples: int | None = None,
     concurrency: int | None = None,
     timeout: int | None = None,
     name: str = "",
 ) -> Evaluation:
     """Queue a parity check of ``model``'s live Ollama deployment against its own adapter on the local engine.
+
+    ``task``: ``classification`` or ``generation``; by default the test set's task (as for any evaluation).
 
     ``model`` must be visible to ``user`` (the caller's selector gives 404). Refused with the reason
     (EvaluationsInvalid): no live deployment, no adapter in the registry, a base the local engine cannot
@@ -108,7 +118,6 @@ def parity_check_start(
         "deployed": live_name,
         "variants": checked,
         "max_drop": float(settings.PARITY_MAX_DROP),
-        "primary_metric": PRIMARY_METRIC,
     }
     return services.evaluation_start(
         user=user,
@@ -123,7 +132,7 @@ def parity_check_start(
         concurrency=concurrency,
         timeout=timeout,
         name=name or f"Parity of {live_name}",
-        task="classification",
+        task=task,
         parity=plan,
     )
 
@@ -141,17 +150,44 @@ def _shown(prediction) -> str:
     return (prediction.error or prediction.prediction_text or "")[:200]
 
 
-def _interval(significance: dict, metric: str) -> dict | None:
-    found = (significance.get("bootstrap") or {}).get(metric)
+def _right(prediction, task: str) -> bool:
+    if task == generation.GENERATION:
+        return float((prediction.scores or {}).get("exact_match", 0.0)) == 1.0
+    return prediction.parsed_label == prediction.expected
+
+
+def _interval(found: dict | None) -> dict | None:
     return {key: found.get(key) for key in ("delta", "ci_low", "ci_high")} if found else None
+
+
+def _comparison(results: dict, name: str) -> tuple[dict, dict, dict | None]:
+    """(difference per metric, interval per metric, McNemar or None) of candidate ``name`` against the first."""
+    if results.get("task") == generation.GENERATION:
+        by_metric = (results.get("comparisons_by_candidate") or {}).get(name) or results["comparisons"]
+        difference = {metric: found["delta"] for metric, found in by_metric.items()}
+        return difference, {metric: _interval(found) for metric, found in by_metric.items()}, None
+    comparison = (results.get("comparisons") or {}).get(name) or {
+        "improvement": results["improvement"],
+        "significance": results["significance"],
+    }
+    bootstrap = comparison["significance"].get("bootstrap") or {}
+    intervals = {metric: _interval(found) for metric, found in bootstrap.items() if isinstance(found, dict)}
+    return comparison["improvement"], intervals, comparison["significance"].get("mcnemar")
+
+
+def _points(value) -> str:
+    return f"{100 * (value or 0):+.1f}"
 
 
 def parity_report(predictions: Sequence, *, candidates: Sequence[str], results: dict, plan: dict) -> dict:
     """The ``parity`` section of a parity check's results (see the module's docstring).
 
     ``candidates``: the local adapter first, the live deployment second, then the variants; ``results``: what
-    ``metrics.compute_results`` made of the same predictions.
+    ``metrics.compute_results`` (or, for a generation check, ``generation.compute_results``) made of the same
+    predictions.
     """
+    task = results.get("task") or generation.CLASSIFICATION
+    primary, secondary = METRICS_READ[task]
     local_name, deployed_name = candidates[0], candidates[1]
     paired = metrics.paired_predictions(predictions, candidates)
     local = paired[local_name]
@@ -159,10 +195,7 @@ def parity_report(predictions: Sequence, *, candidates: Sequence[str], results: 
     rows = []
     for position, name in enumerate(candidates[1:]):
         other = paired[name]
-        comparison = (results.get("comparisons") or {}).get(name) or {
-            "improvement": results["improvement"],
-            "significance": results["significance"],
-        }
+        difference, intervals, mcnemar = _comparison(results, name)
         changed = [
             {
                 "index": mine.index,
@@ -170,48 +203,52 @@ def parity_report(predictions: Sequence, *, candidates: Sequence[str], results: 
                 "expected": mine.expected,
                 "local_answer": _shown(mine),
                 "deployed_answer": _shown(theirs),
-                "local_correct": mine.parsed_label == mine.expected,
-                "deployed_correct": theirs.parsed_label == theirs.expected,
+                "local_correct": _right(mine, task),
+                "deployed_correct": _right(theirs, task),
             }
             for mine, theirs in zip(local, other, strict=True)
             if _answer(mine) != _answer(theirs)
         ]
         compared = len(local)
-        significance = comparison["significance"]
-        drop = -comparison["improvement"][PRIMARY_METRIC]
-        rows.append(
-            {
-                "model": name,
-                "role": "deployed" if position == 0 else "variant",
-                "examples_compared": compared,
-                "agreement": round((compared - len(changed)) / compared, 6) if compared else None,
-                "changed_count": len(changed),
-                "changed": changed[:CHANGED_SHOWN],
-                "difference": comparison["improvement"],
-                "accuracy": _interval(significance, "accuracy"),
-                "f1_macro": _interval(significance, "f1_macro"),
-                "mcnemar": significance.get("mcnemar"),
-                # A rounding hair (1e-9) is not a drop: the deltas are rounded to 6 places already.
-                "beyond_bound": drop > max_drop + 1e-9,
-            }
-        )
+        drop = -difference[primary]
+        row = {
+            "model": name,
+            "role": "deployed" if position == 0 else "variant",
+            "examples_compared": compared,
+            "agreement": round((compared - len(changed)) / compared, 6) if compared else None,
+            "changed_count": len(changed),
+            "changed": changed[:CHANGED_SHOWN],
+            "difference": difference,
+            "intervals": intervals,
+            "primary": {"metric": primary, **(intervals.get(primary) or {"delta": difference[primary]})},
+            "secondary": {"metric": secondary, **(intervals.get(secondary) or {"delta": difference.get(secondary)})},
+            "mcnemar": mcnemar,
+            # A rounding hair (1e-9) is not a drop: the deltas are rounded to 6 places already.
+            "beyond_bound": drop > max_drop + 1e-9,
+        }
+        if task == generation.CLASSIFICATION:
+            row["accuracy"], row["f1_macro"] = intervals.get("accuracy"), intervals.get("f1_macro")
+        rows.append(row)
     deployed = rows[0]
     drifted = deployed["beyond_bound"]
-    accuracy = deployed["accuracy"] or {}
+    label = primary.replace("_", " ")
+    interval = deployed["primary"]
     summary = (
         f"{'Drifted' if drifted else 'Consistent'}: {deployed_name} gave the adapter's answer on "
         f"{deployed['examples_compared'] - deployed['changed_count']} of {deployed['examples_compared']} examples "
-        f"(agreement {deployed['agreement']:.3f}); accuracy {100 * deployed['difference'][PRIMARY_METRIC]:+.1f} "
-        f"points (95 % CI {100 * (accuracy.get('ci_low') or 0):+.1f} to {100 * (accuracy.get('ci_high') or 0):+.1f}),"
-        f" McNemar p = {deployed['mcnemar']['p_value']:.3g}; the bound is a drop of {100 * max_drop:.1f} points."
+        f"(agreement {deployed['agreement']:.3f}); {label} {_points(interval['delta'])} points "
+        f"(95 % CI {_points(interval.get('ci_low'))} to {_points(interval.get('ci_high'))})"
+        + (f", McNemar p = {deployed['mcnemar']['p_value']:.3g}" if deployed["mcnemar"] else "")
+        + f"; the bound is a drop of {100 * max_drop:.1f} points."
     )
     return {
+        "task": task,
         "local": local_name,
         "deployed": deployed_name,
         "digest": plan.get("digest"),
-        "primary_metric": PRIMARY_METRIC,
+        "primary_metric": primary,
         "max_drop": max_drop,
-        "rule": "drifted when the deployed model's accuracy is more than max_drop below the adapter's",
+        "rule": f"drifted when the deployed model's {label} is more than max_drop below the adapter's",
         "agreement": deployed["agreement"],
         "drifted": drifted,
         "candidates": rows,
@@ -235,7 +272,8 @@ def parity_verdict_record(*, evaluation: Evaluation) -> dict:
     summary = {
         "evaluation_id": evaluation.id,
         "agreement": report["agreement"],
-        "accuracy_difference": deployed["difference"][PRIMARY_METRIC],
+        "metric": report["primary_metric"],
+        "difference": deployed["difference"][report["primary_metric"]],
         "max_drop": report["max_drop"],
         "examples_compared": deployed["examples_compared"],
         "variants": {row["model"]: row["agreement"] for row in report["candidates"][1:]},

@@ -579,6 +579,13 @@ def as_engine_prediction(row: Prediction) -> engine.Prediction:
     )
 
 
+def _stored_predictions(evaluation: Evaluation) -> list[engine.Prediction]:
+    return [
+        as_engine_prediction(row)
+        for row in Prediction.objects.filter(evaluation_id=evaluation.id).iterator(chunk_size=2000)
+    ]
+
+
 def evaluation_claim(*, evaluation_id: int) -> bool:
     """Pending, or running with an expired heartbeat (its worker was lost) → running, held by us."""
     now = timezone.now()
@@ -624,16 +631,18 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
             results, examples = _run_generation(evaluation, config, records, candidates, store, backends, folders)
         else:
             engine.run_evaluation(records=records, candidates=candidates, labels=labels, config=config, store=store)
-            predictions = [
-                as_engine_prediction(row) for row in Prediction.objects.filter(evaluation_id=evaluation.id).iterator()
-            ]
-            results, examples = metrics.compute_results(predictions, labels=labels, candidates=evaluation.candidates)
-            if evaluation.config.get("parity"):
-                from . import parity
+            results, examples = metrics.compute_results(
+                _stored_predictions(evaluation), labels=labels, candidates=evaluation.candidates
+            )
+        if evaluation.config.get("parity"):
+            from . import parity
 
-                results["parity"] = parity.parity_report(
-                    predictions, candidates=evaluation.candidates, results=results, plan=evaluation.config["parity"]
-                )
+            results["parity"] = parity.parity_report(
+                _stored_predictions(evaluation),
+                candidates=evaluation.candidates,
+                results=results,
+                plan=evaluation.config["parity"],
+            )
     except engine.EvaluationCancelled:
         evaluation.refresh_from_db()
         return evaluation
@@ -737,16 +746,12 @@ def _run_generation(evaluation, config, records, candidates, store, backends: li
         plan = judging.JudgePlan(endpoint=given["endpoint"], model=given["model"], prompt=given["prompt"])
         judge_backend = _judge_backend(plan, config, backends, folders)
 
-    def load_predictions():
-        rows = Prediction.objects.filter(evaluation_id=evaluation.id).iterator(chunk_size=2000)
-        return (as_engine_prediction(row) for row in rows)
-
     return generation.run_and_score(
         records=records,
         candidates=candidates,
         config=config,
         store=store,
-        load_predictions=load_predictions,
+        load_predictions=lambda: _stored_predictions(evaluation),
         schema=evaluation.config.get("json_schema"),
         judge_plan=plan,
         judge_backend=judge_backend,

@@ -296,7 +296,7 @@ def model_parity(request, pk: int):
         raise Http404("No such model.")
     datasets = list(selectors.test_sets_of(user=request.user)[:500])
     errors: dict[str, str] = {}
-    chosen = {"test_set_path": "", "variants": "", "max_examples": ""}
+    chosen = {"test_set_path": "", "variants": "", "max_examples": "", "task": ""}
     if request.method == "POST":
         chosen = {key: request.POST.get(key, "").strip() for key in chosen}
         max_examples = None
@@ -313,6 +313,7 @@ def model_parity(request, pk: int):
                     model=model,
                     test_set_path=chosen["test_set_path"],
                     variants=variants,
+                    task=chosen["task"] or None,
                     max_examples=max_examples,
                 )
             except services.EvaluationsInvalid as exc:

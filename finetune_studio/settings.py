@@ -550,7 +550,8 @@ EVALUATION_DEFAULT_CONCURRENCY = env_int("EVALUATION_DEFAULT_CONCURRENCY", 4, mi
 EVALUATION_MAX_RETRIES = env_int("EVALUATION_MAX_RETRIES", 3, minimum=0, maximum=20)
 EVALUATION_RETRY_BACKOFF_MS = env_int("EVALUATION_RETRY_BACKOFF_MS", 500, minimum=1)
 # A parity check (deployed Ollama model vs the registry adapter on the local engine) marks the deployment
-# drifted when the deployed model's accuracy is more than this below the adapter's (a fraction: 0.02 = 2 points).
+# drifted when the deployed model's accuracy (token F1 for generation) is more than this below the adapter's (0.02 = 2
+# points).
 PARITY_MAX_DROP = env_float("PARITY_MAX_DROP", 0.02, minimum=0.0, maximum=1.0)
 UNFINISHED_WORK_REDISPATCHERS.append("evaluations.services.evaluation_redispatch_unfinished")
 CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"] = {

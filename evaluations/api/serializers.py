@@ -93,6 +93,11 @@ class ParityRequestSerializer(serializers.Serializer):
     labels = serializers.ListField(
         child=serializers.CharField(max_length=200, trim_whitespace=False), required=False, max_length=200
     )
+    task = serializers.ChoiceField(
+        choices=["classification", "generation"],
+        required=False,
+        help_text="Default: the test set's task (a chat or instruction set is compared as generation).",
+    )
     max_examples = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
     concurrency = serializers.IntegerField(min_value=1, max_value=32, required=False)
     timeout = serializers.IntegerField(min_value=1, max_value=3600, required=False)

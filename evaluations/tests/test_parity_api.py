@@ -157,3 +157,47 @@ def test_two_unparsed_answers_agree_only_when_their_normalised_text_does():
     report = parity.parity_report(local + same + other, candidates=candidates, results=results, plan={})
     assert [row["agreement"] for row in report["candidates"]] == [1.0, pytest.approx(5 / 6, abs=1e-6)]
     assert report["candidates"][1]["changed"][0]["deployed_answer"] == "No idea"
+
+
+def _generated(candidate: str, answers: list[str], references: list[str]):
+    from evaluations.engine import Prediction
+    from evaluations.generation import score_one
+
+    return [
+        Prediction(
+            index=index,
+            candidate=candidate,
+            expected=reference,
+            input_text=f"question {index}",
+            prediction_text=answer,
+            parsed_label=None,
+            correct=answer == reference,
+            scores=score_one(answer, reference, schema=None),
+        )
+        for index, (answer, reference) in enumerate(zip(answers, references, strict=True))
+    ]
+
+
+@pytest.mark.parametrize("broken, drifted", [(0, False), (1, False), (2, True)])
+def test_a_generation_deployment_drifts_only_when_its_token_f1_drops_beyond_the_bound(broken, drifted):
+    """50 answers, the adapter's all right: one answer lost is a 0.02 token-F1 drop (the bound), two are 0.04;
+    an answer that differs only in case and spacing is the same answer."""
+    from evaluations import generation, parity
+
+    references = [f"the notice period is {index} days" for index in range(50)]
+    local = _generated("local", references, references)
+    deployed_answers = [
+        "I cannot help with that." if index < broken else reference.upper() + "  "
+        for index, reference in enumerate(references)
+    ]
+    deployed = _generated("contracts-ft", deployed_answers, references)
+    candidates = ["local", "contracts-ft"]
+    results, _examples = generation.compute_results(local + deployed, candidates=candidates)
+    report = parity.parity_report(local + deployed, candidates=candidates, results=results, plan={"max_drop": 0.02})
+    row = report["candidates"][0]
+    assert (report["task"], report["primary_metric"], report["drifted"]) == ("generation", "token_f1", drifted)
+    assert report["agreement"] == (50 - broken) / 50
+    assert [item["index"] for item in row["changed"]] == list(range(broken))
+    assert row["difference"]["token_f1"] == pytest.approx(-broken / 50)
+    assert row["mcnemar"] is None and "McNemar" not in report["summary"]
+    assert all(item["local_correct"] and not item["deployed_correct"] for item in row["changed"])

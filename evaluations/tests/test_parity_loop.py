@@ -72,7 +72,8 @@ def test_a_deployment_answering_differently_is_marked_drifted_and_one_answering_
 ):
     model, server, behaviour = deployed
     test_set = _upload(alice_api, SAMPLES / "test.jsonl")
-    body = {"test_set_path": test_set["path"], "max_examples": EXAMPLES}
+    # The sample is an instruction set whose outputs are five labels: compared as a classification.
+    body = {"test_set_path": test_set["path"], "max_examples": EXAMPLES, "task": "classification"}
 
     # The deployment answers "termination" whatever it is asked (a template that lost the instruction).
     evaluation, _ = check_parity(alice_api, model, django_capture_on_commit_callbacks, body)
@@ -136,7 +137,8 @@ def test_a_deployment_answering_differently_is_marked_drifted_and_one_answering_
     assert "data-parity-deployed>contracts-ft<" in form
     with django_capture_on_commit_callbacks(execute=True):
         posted = alice_browser.post(
-            f"/models/{model.id}/parity/", {"test_set_path": test_set["path"], "max_examples": "4", "variants": ""}
+            f"/models/{model.id}/parity/",
+            {"test_set_path": test_set["path"], "max_examples": "4", "variants": "", "task": "classification"},
         )
     assert posted.status_code == 302, posted.content.decode()[-2000:]
     from_page = Evaluation.objects.latest("id")
@@ -158,6 +160,45 @@ def test_a_deployment_answering_differently_is_marked_drifted_and_one_answering_
             }
         ),
     )
+
+
+def test_an_instruction_test_set_is_compared_as_generation_by_token_f1_and_a_drop_marks_the_deployment(
+    deployed, alice_api, alice_browser, django_capture_on_commit_callbacks
+):
+    model, _server, behaviour = deployed
+    test_set = _upload(alice_api, SAMPLES / "test.jsonl")  # instruction/input/output: a generation set
+    body = {"test_set_path": test_set["path"], "max_examples": 12}
+
+    evaluation, _ = check_parity(alice_api, model, django_capture_on_commit_callbacks, body)
+    assert evaluation.status == "completed", evaluation.error_message
+    assert evaluation.config["task"] == "generation"
+    local = answers_of(evaluation, evaluation.candidates[0])
+    report = evaluation.results["parity"]
+    assert (report["task"], report["primary_metric"]) == ("generation", "token_f1")
+    row = report["candidates"][0]
+    same = {index for index, answer in local.items() if answer.prediction_text.strip().lower() == "termination"}
+    assert report["agreement"] == pytest.approx(len(same) / len(local)) and report["agreement"] < 1
+    assert {item["index"] for item in row["changed"]} == set(local) - same
+    local_f1 = evaluation.results["base"]["token_f1"]
+    deployed_f1 = evaluation.results["fine_tuned"]["token_f1"]
+    assert local_f1 >= 0.5, evaluation.results["base"]  # the trained adapter answers with the labels
+    assert row["difference"]["token_f1"] == pytest.approx(deployed_f1 - local_f1, abs=1e-6)
+    assert row["primary"]["ci_low"] <= row["primary"]["delta"] <= row["primary"]["ci_high"]
+    assert row["secondary"]["metric"] == "chrf" and row["mcnemar"] is None
+    assert report["drifted"] is True and report["recorded"] is True and "token f1" in report["summary"]
+    deployment = alice_api.get(f"/api/v1/models/{model.id}").json()["model"]["deployment"]
+    assert deployment["drifted"] is True
+    assert deployment["parity"]["metric"] == "token_f1"
+    assert deployment["parity"]["difference"] == row["difference"]["token_f1"]
+    detail = alice_browser.get(f"/evaluations/{evaluation.id}/").content.decode()
+    assert "token_f1 Δ (95 % CI)" in detail and "data-parity-verdict>drifted" in detail
+
+    # The deployment now answers as the adapter does: consistent, and the mark is cleared.
+    behaviour["answer"] = answer_from_mapping({row.input_text: row.prediction_text for row in local.values()})
+    again, _ = check_parity(alice_api, model, django_capture_on_commit_callbacks, body)
+    assert again.status == "completed", again.error_message
+    assert again.results["parity"]["agreement"] == 1.0 and again.results["parity"]["drifted"] is False
+    assert alice_api.get(f"/api/v1/models/{model.id}").json()["model"]["deployment"]["drifted"] is False
 
 
 def test_a_verdict_on_a_digest_replaced_during_the_check_marks_nothing_and_says_so(
