@@ -8,10 +8,12 @@ name that later resolves inward is refused then. The delivery then connects to t
 that was checked (``post_to_target``), not to whatever the name resolves to a moment later:
 a DNS answer that changes between the check and the connection (DNS rebinding) cannot turn
 a public name into a loopback or metadata call. The Host header and the TLS certificate check
-still use the name. Environment proxies are not used for deliveries.
+still use the name. Environment proxies are not used for deliveries; a CA bundle named by
+REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) is, as requests itself would.
 """
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -108,6 +110,7 @@ class _PinnedAdapter(HTTPAdapter):
 
 def post_to_target(target: Target, *, data: bytes, headers: dict, timeout) -> requests.Response:
     """POST to the checked address (no redirects followed, no environment proxy)."""
+    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     default_port = 443 if target.url.lower().startswith("https:") else 80
     host = f"[{target.host}]" if ":" in target.host else target.host
     host_header = host if target.port == default_port else f"{host}:{target.port}"
@@ -116,5 +119,10 @@ def post_to_target(target: Target, *, data: bytes, headers: dict, timeout) -> re
         session.mount("http://", _PinnedAdapter(target))
         session.mount("https://", _PinnedAdapter(target))
         return session.post(
-            target.url, data=data, headers={**headers, "Host": host_header}, timeout=timeout, allow_redirects=False
+            target.url,
+            data=data,
+            headers={**headers, "Host": host_header},
+            timeout=timeout,
+            allow_redirects=False,
+            verify=verify,
         )

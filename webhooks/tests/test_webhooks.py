@@ -193,34 +193,66 @@ def test_a_target_refused_at_delivery_time_is_never_called(
     assert receiver.received == []
 
 
+def _resolve_names(monkeypatch, answers):
+    """The system resolver, answering ``answers[name]()`` for the names given (a DNS the test controls)."""
+    import socket
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host not in answers:
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host](), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+
+
 def test_a_delivery_connects_to_the_address_it_checked_not_to_a_later_dns_answer(
     alice, alice_api, receiver, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
     """DNS rebinding: a name that answers with an allowed address for the check, then with another one,
     is still called at the checked address; the Host header keeps the name."""
-    import socket
+    lookups = []
 
-    real_getaddrinfo = socket.getaddrinfo
-    answers = {"count": 0}
-
-    def rebinding_resolver(host, port, *args, **kwargs):
-        if host != "hooks.example.com":
-            return real_getaddrinfo(host, port, *args, **kwargs)
-        answers["count"] += 1
+    def rebinding():
+        lookups.append(1)
         # The creation check and the delivery check see the receiver; any later lookup a rebinding answer.
-        address = "127.0.0.1" if answers["count"] <= 2 else "192.0.2.1"
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return "127.0.0.1" if len(lookups) <= 2 else "192.0.2.1"
 
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding_resolver)
+    _resolve_names(monkeypatch, {"hooks.example.com": rebinding})
     settings.WEBHOOK_CONNECT_TIMEOUT = 0.5
-    port = int(receiver.url.split(":")[2].split("/")[0])
-    secret = _create(alice_api, f"http://hooks.example.com:{port}/hook")["secret"]
+    secret = _create(alice_api, f"http://hooks.example.com:{receiver.port}/hook")["secret"]
     _move_champion(alice, django_capture_on_commit_callbacks)
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.response_code) == ("succeeded", 200), delivery.error
-    assert answers["count"] == 2  # resolved by the two checks only, never again for the connection
-    assert receiver.received[0].headers["Host"] == f"hooks.example.com:{port}"
+    assert len(lookups) == 2  # resolved by the two checks only, never again for the connection
+    assert receiver.received[0].headers["Host"] == f"hooks.example.com:{receiver.port}"
     assert receiver.received[0].signature_valid(secret)
+
+
+def test_an_https_delivery_checks_the_certificate_against_the_name_while_connecting_to_the_checked_address(
+    alice, alice_api, settings, monkeypatch, tmp_path, django_capture_on_commit_callbacks
+):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    settings.WEBHOOK_MAX_ATTEMPTS = 1
+    server = WebhookReceiver(tls_name="hooks.example.com", folder=tmp_path).start()
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.ca_file)
+        _resolve_names(
+            monkeypatch, {"hooks.example.com": lambda: "127.0.0.1", "other.example.com": lambda: "127.0.0.1"}
+        )
+        secret = _create(alice_api, f"https://hooks.example.com:{server.port}/hook")["secret"]
+        # The same receiver under a name its certificate does not carry.
+        _create(alice_api, f"https://other.example.com:{server.port}/hook")
+        _move_champion(alice, django_capture_on_commit_callbacks)
+    finally:
+        server.stop()
+    by_url = {delivery.webhook.url: delivery for delivery in WebhookDelivery.objects.select_related("webhook")}
+    good = by_url[f"https://hooks.example.com:{server.port}/hook"]
+    assert (good.status, good.response_code) == ("succeeded", 200), good.error
+    assert len(server.received) == 1 and server.received[0].signature_valid(secret)
+    bad = by_url[f"https://other.example.com:{server.port}/hook"]
+    assert bad.status == "failed" and "other.example.com" in bad.error and "SSLError" in bad.error
 
 
 def test_unknown_events_are_refused(alice_api, receiver):
