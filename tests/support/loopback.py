@@ -1,9 +1,57 @@
-"""What every HTTP test server of ours shares: a free port on 127.0.0.1, a daemon thread, a context manager."""
+"""What every HTTP test server of ours shares: a free port on 127.0.0.1, a daemon thread, a context manager, the
+requests it recorded and the faults injected into it."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    body: dict | None
+    at: float
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str | None:
+        return (self.body or {}).get("model")
+
+    @property
+    def prompt(self) -> str:
+        """The text asked: every message's content (a chat), or the prompt (Ollama's generate)."""
+        body = self.body or {}
+        if "messages" in body:
+            messages = body.get("messages") or []
+            return "\n".join(str(message.get("content", "")) for message in messages if isinstance(message, dict))
+        return str(body.get("prompt", ""))
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour on ``paths``. ``times=None`` means every matching request; ``same_model``
+    compares a fault's model with a request's (Ollama's server ignores a ``:latest`` tag)."""
+
+    kind: str
+    paths: tuple[str, ...]
+    status: int = 500
+    delay: float = 0.0
+    times: int | None = None
+    model: str | None = None
+    message: str = "injected failure"
+    headers: dict[str, str] = field(default_factory=dict)
+    same_model: Callable[[str, str], bool] = field(default=lambda mine, theirs: mine == theirs, repr=False)
+
+    def matches(self, path: str, model: str | None) -> bool:
+        if self.times is not None and self.times <= 0:
+            return False
+        if path not in self.paths:
+            return False
+        return self.model is None or self.same_model(self.model, model or "")
 
 
 class LoopbackServer:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .loopback import LoopbackServer
+from .loopback import Fault, LoopbackServer, RecordedRequest
 
 AnswerFunction = Callable[[str, str], "str | RawAnswer"]
 _BLOB_PATH = re.compile(r"^/api/blobs/sha256:([0-9a-f]{64})$")
@@ -40,43 +40,8 @@ class RawAnswer:
     text: str
 
 
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    body: dict | None
-    at: float
-
-    @property
-    def model(self) -> str | None:
-        return (self.body or {}).get("model")
-
-    @property
-    def prompt(self) -> str:
-        body = self.body or {}
-        if "messages" in body:
-            return "\n".join(str(message.get("content", "")) for message in body["messages"])
-        return str(body.get("prompt", ""))
-
-
-@dataclass
-class Fault:
-    """One injected misbehaviour. ``times=None`` means every matching request."""
-
-    kind: str  # "status" | "timeout" | "malformed" | "drop" | "latency"
-    status: int = 500
-    delay: float = 0.0
-    times: int | None = None
-    model: str | None = None
-    paths: tuple[str, ...] = ("/api/chat", "/api/generate")
-    message: str = "injected failure"
-
-    def matches(self, path: str, model: str | None) -> bool:
-        if self.times is not None and self.times <= 0:
-            return False
-        if path not in self.paths:
-            return False
-        return self.model is None or normalize_model_name(self.model) == normalize_model_name(model or "")
+def _same_model(mine: str, theirs: str) -> bool:
+    return normalize_model_name(mine) == normalize_model_name(theirs)
 
 
 def normalize_model_name(name: str) -> str:
@@ -183,7 +148,8 @@ class OllamaServer(LoopbackServer):
         """Add a fault; the first matching fault with times left applies to each request."""
         if kind not in ("status", "timeout", "malformed", "drop", "latency"):
             raise ValueError(f"unknown fault kind {kind!r}")
-        fault = Fault(kind=kind, **options)
+        options.setdefault("paths", ("/api/chat", "/api/generate"))
+        fault = Fault(kind=kind, same_model=_same_model, **options)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -379,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
         if model is None:
             self._error(404, f"model '{name}' not found")
             return
-        prompt = RecordedRequest("POST", self.path, body, 0).prompt
+        prompt = RecordedRequest(method="POST", path=self.path, body=body, at=0).prompt
         answer = model.answer(name, prompt)
         if isinstance(answer, RawAnswer):
             content = answer.text

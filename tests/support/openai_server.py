@@ -21,52 +21,12 @@ import json
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .loopback import LoopbackServer
+from .loopback import Fault, LoopbackServer, RecordedRequest
 from .ollama_server import AnswerFunction, RawAnswer, constant_answer
 
 FAULT_KINDS = ("status", "timeout", "malformed", "empty", "drop", "latency", "redirect")
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    body: dict | None
-    headers: dict[str, str]
-    at: float
-
-    @property
-    def model(self) -> str | None:
-        return (self.body or {}).get("model")
-
-    @property
-    def prompt(self) -> str:
-        messages = (self.body or {}).get("messages") or []
-        return "\n".join(str(message.get("content", "")) for message in messages if isinstance(message, dict))
-
-
-@dataclass
-class Fault:
-    """One injected misbehaviour. ``times=None`` means every matching request."""
-
-    kind: str
-    status: int = 500
-    delay: float = 0.0
-    times: int | None = None
-    model: str | None = None
-    paths: tuple[str, ...] = ("/v1/chat/completions",)
-    message: str = "injected failure"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def matches(self, path: str, model: str | None) -> bool:
-        if self.times is not None and self.times <= 0:
-            return False
-        if path not in self.paths:
-            return False
-        return self.model is None or self.model == model
 
 
 class OpenAIServer(LoopbackServer):
@@ -101,6 +61,7 @@ class OpenAIServer(LoopbackServer):
         """Add a fault; the first matching fault with times left applies to each request."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
+        options.setdefault("paths", ("/v1/chat/completions",))
         fault = Fault(kind=kind, **options)
         with self._lock:
             self._faults.append(fault)
@@ -119,7 +80,9 @@ class OpenAIServer(LoopbackServer):
     # --- used by the handler --------------------------------------------------------------------
     def _record(self, method: str, path: str, body: dict | None, headers) -> None:
         with self._lock:
-            self.requests.append(RecordedRequest(method, path, body, dict(headers.items()), time.monotonic()))
+            self.requests.append(
+                RecordedRequest(method=method, path=path, body=body, at=time.monotonic(), headers=dict(headers.items()))
+            )
 
     def _take_fault(self, path: str, model: str | None) -> Fault | None:
         with self._lock:
