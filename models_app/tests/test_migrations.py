@@ -1,9 +1,9 @@
 """Migrations that move data: what existing rows hold after them."""
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
+
+from tests.support.migrations import migrate, migrate_to_latest
 
 BEFORE = [("models_app", "0004_list_search_and_size_indexes")]
 AFTER = [("models_app", "0005_live_deployment_and_last_attempt")]
@@ -11,18 +11,8 @@ AFTER = [("models_app", "0005_live_deployment_and_last_attempt")]
 
 @pytest.fixture(autouse=True)
 def latest_schema_afterwards():
-    """Going back to 0004 unapplies every migration that depends on it, in every app: put them all back."""
     yield
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
-
-
-def migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
+    migrate_to_latest()
 
 
 @pytest.mark.django_db(transaction=True)

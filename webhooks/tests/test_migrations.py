@@ -1,10 +1,9 @@
 """0002 seals the signing secrets that earlier versions kept in clear, and going back opens them again."""
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from finetune_studio.sealing import unseal
+from tests.support.migrations import migrate, migrate_to_latest
 
 BEFORE = [("webhooks", "0001_initial")]
 AFTER = [("webhooks", "0002_sealed_secrets")]
@@ -13,16 +12,7 @@ AFTER = [("webhooks", "0002_sealed_secrets")]
 @pytest.fixture(autouse=True)
 def latest_schema_afterwards():
     yield
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
-
-
-def migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
+    migrate_to_latest()
 
 
 @pytest.mark.django_db(transaction=True)
