@@ -382,6 +382,7 @@ SPECTACULAR_SETTINGS = {
         "ModelTypeEnum": "models_app.models.RegisteredModel.Type",
         "EvaluationStatusEnum": "evaluations.models.Evaluation.Status",
         "LogLevelEnum": "logs_app.models.LogEntry.Level",
+        "TaskEnum": "jobs.models.Dataset.Task",
     },
 }
 

@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from jobs.models import Dataset
+
 from ..models import Evaluation
 
 ENDPOINT_HELP = (
@@ -48,7 +50,7 @@ class EvaluateRequestSerializer(serializers.Serializer):
     timeout = serializers.IntegerField(min_value=1, max_value=3600, required=False)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     task = serializers.ChoiceField(
-        choices=["classification", "generation"],
+        choices=Dataset.Task.choices,
         required=False,
         help_text="Default: the test set's task (generation for chat, instruction and prompt/completion records).",
     )
@@ -94,7 +96,7 @@ class ParityRequestSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=200, trim_whitespace=False), required=False, max_length=200
     )
     task = serializers.ChoiceField(
-        choices=["classification", "generation"],
+        choices=Dataset.Task.choices,
         required=False,
         help_text="Default: the test set's task (a chat or instruction set is compared as generation).",
     )
