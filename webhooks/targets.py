@@ -57,12 +57,12 @@ def _inward(address) -> str | None:
 
 @dataclass(frozen=True)
 class Target:
-    """A URL that passed the check, with the address its delivery connects to."""
+    """A URL that passed the check, with the addresses its delivery may connect to (in the resolver's order)."""
 
     url: str
     host: str
     port: int
-    address: str
+    addresses: tuple[str, ...]
 
 
 def check_target(url) -> Target:
@@ -89,19 +89,20 @@ def check_target(url) -> Target:
                 raise TargetRefused(
                     f"{parts.hostname} is {what} address ({address}); webhooks may only call public addresses"
                 )
-    return Target(url=url, host=parts.hostname, port=port, address=str(addresses[0]))
+    return Target(url=url, host=parts.hostname, port=port, addresses=tuple(dict.fromkeys(map(str, addresses))))
 
 
 class _PinnedAdapter(HTTPAdapter):
-    """Connects to the checked address; the URL's name stays the Host header and the TLS server name."""
+    """Connects to one checked address; the URL's name stays the Host header and the TLS server name."""
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, address: str):
         self.target = target
+        self.address = address
         super().__init__(max_retries=0)
 
     def build_connection_pool_key_attributes(self, request, verify, cert=None):
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        host_params["host"] = self.target.address
+        host_params["host"] = self.address
         if host_params["scheme"] == "https":
             pool_kwargs["server_hostname"] = self.target.host
             pool_kwargs["assert_hostname"] = self.target.host
@@ -109,15 +110,27 @@ class _PinnedAdapter(HTTPAdapter):
 
 
 def post_to_target(target: Target, *, data: bytes, headers: dict, timeout) -> requests.Response:
-    """POST to the checked address (no redirects followed, no environment proxy)."""
+    """POST to the checked addresses in turn until one takes the connection (no redirects followed, no
+    environment proxy). Only a connection that could not be made moves on to the next address."""
+    *earlier, last = target.addresses
+    for address in earlier:
+        try:
+            return _post(target, address, data=data, headers=headers, timeout=timeout)
+        except requests.ConnectionError as exc:
+            if not _never_connected(exc):
+                raise
+    return _post(target, last, data=data, headers=headers, timeout=timeout)
+
+
+def _post(target: Target, address: str, *, data: bytes, headers: dict, timeout) -> requests.Response:
     verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     default_port = 443 if target.url.lower().startswith("https:") else 80
     host = f"[{target.host}]" if ":" in target.host else target.host
     host_header = host if target.port == default_port else f"{host}:{target.port}"
     with requests.Session() as session:
         session.trust_env = False
-        session.mount("http://", _PinnedAdapter(target))
-        session.mount("https://", _PinnedAdapter(target))
+        session.mount("http://", _PinnedAdapter(target, address))
+        session.mount("https://", _PinnedAdapter(target, address))
         return session.post(
             target.url,
             data=data,
@@ -126,3 +139,11 @@ def post_to_target(target: Target, *, data: bytes, headers: dict, timeout) -> re
             allow_redirects=False,
             verify=verify,
         )
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """Refused, unreachable or timed out while connecting: nothing was sent to that address."""
+    from urllib3.exceptions import ConnectTimeoutError
+
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", None), ConnectTimeoutError)

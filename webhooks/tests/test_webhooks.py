@@ -194,7 +194,8 @@ def test_a_target_refused_at_delivery_time_is_never_called(
 
 
 def _resolve_names(monkeypatch, answers):
-    """The system resolver, answering ``answers[name]()`` for the names given (a DNS the test controls)."""
+    """The system resolver, answering ``answers[name]()`` (addresses, space-separated) for the names given (a DNS
+    the test controls)."""
     import socket
 
     real_getaddrinfo = socket.getaddrinfo
@@ -202,7 +203,8 @@ def _resolve_names(monkeypatch, answers):
     def resolver(host, port, *args, **kwargs):
         if host not in answers:
             return real_getaddrinfo(host, port, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host](), port))]
+        answer = answers[host]()
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in answer.split()]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
 
@@ -228,6 +230,18 @@ def test_a_delivery_connects_to_the_address_it_checked_not_to_a_later_dns_answer
     assert len(lookups) == 2  # resolved by the two checks only, never again for the connection
     assert receiver.received[0].headers["Host"] == f"hooks.example.com:{receiver.port}"
     assert receiver.received[0].signature_valid(secret)
+
+
+def test_a_name_with_several_addresses_is_delivered_to_the_first_that_takes_the_connection(
+    alice, alice_api, receiver, monkeypatch, django_capture_on_commit_callbacks
+):
+    # 127.0.0.2 is loopback too, but nothing listens there: refused, so the next checked address is tried.
+    _resolve_names(monkeypatch, {"hooks.example.com": lambda: "127.0.0.2 127.0.0.1"})
+    _create(alice_api, f"http://hooks.example.com:{receiver.port}/hook")
+    _move_champion(alice, django_capture_on_commit_callbacks)
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("succeeded", 1, 200), delivery.error
+    assert len(receiver.received) == 1
 
 
 def test_an_https_delivery_checks_the_certificate_against_the_name_while_connecting_to_the_checked_address(
