@@ -3,8 +3,9 @@
 Sealed with Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``) under a key derived from ``SECRET_KEY``
 (HKDF-SHA256, with a purpose string, so the key is used for nothing else). A database dump alone does not give
 the secrets away. While rotating ``SECRET_KEY``, the old key goes in ``SECRET_KEY_FALLBACKS``: what it sealed is
-still read, and ``seal`` always uses the current key. A value sealed under a key the studio no longer has cannot
-be read (``SealBroken``): the owner rotates that secret.
+still read, ``seal`` always uses the current key, and ``reseal`` moves a value to it (``manage.py
+webhook_secrets_reseal``, after which the old key can go). A value sealed under a key the studio no longer has
+cannot be read (``SealBroken``): the owner rotates that secret.
 """
 
 import base64
@@ -37,6 +38,11 @@ def seal(plaintext: str) -> str:
 
 def is_sealed(value: str) -> bool:
     return value.startswith(PREFIX)
+
+
+def reseal(value: str) -> str:
+    """The same secret sealed under the current SECRET_KEY (SealBroken when no configured key opens it)."""
+    return seal(unseal(value))
 
 
 def unseal(value: str) -> str:

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from finetune_studio.sealing import SealBroken, seal, unseal
+from finetune_studio.sealing import SealBroken, reseal, seal, unseal
 
 from .models import Webhook, WebhookDelivery
 from .targets import TargetRefused, check_target, post_to_target
@@ -81,6 +81,21 @@ def webhook_rotate_secret(*, webhook_id: int) -> str:
     secret = _new_secret()
     Webhook.objects.filter(id=webhook_id).update(secret=seal(secret), secret_rotated_at=timezone.now())
     return secret
+
+
+def webhook_secrets_reseal() -> tuple[int, list[int]]:
+    """Every webhook's secret sealed again under the current SECRET_KEY, for dropping an old key from
+    SECRET_KEY_FALLBACKS. Returns (resealed, ids of webhooks whose secret no configured key opens)."""
+    resealed, unreadable = 0, []
+    for webhook_id, sealed in Webhook.objects.values_list("id", "secret").iterator():
+        try:
+            renewed = reseal(sealed)
+        except SealBroken:
+            unreadable.append(webhook_id)
+            continue
+        # Only if no rotation wrote a new secret meanwhile.
+        resealed += Webhook.objects.filter(id=webhook_id, secret=sealed).update(secret=renewed)
+    return resealed, unreadable
 
 
 def webhook_delete(*, webhook_id: int) -> None:

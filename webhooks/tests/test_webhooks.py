@@ -1,5 +1,7 @@
 """Webhooks: signed JSON deliveries of the lower apps' events, retried with backoff, to public targets only."""
 
+import io
+
 import pytest
 from django.utils import timezone
 
@@ -338,3 +340,22 @@ def test_pending_deliveries_left_behind_are_sent_again(alice, receiver, django_c
     WebhookDelivery.objects.filter(id=stale.id).update(created_at=timezone.now() - timezone.timedelta(hours=1))
     assert services.webhook_redispatch_pending() == 1
     assert WebhookDelivery.objects.get(id=stale.id).status == "succeeded"
+
+
+def test_after_a_secret_key_rotation_resealing_lets_the_old_key_go(
+    alice, alice_api, receiver, settings, django_capture_on_commit_callbacks
+):
+    from django.core.management import CommandError, call_command
+
+    old_key = settings.SECRET_KEY
+    kept = _create(alice_api, receiver.url)
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-new-secret-key-" + "z" * 40, [old_key]
+    call_command("webhook_secrets_reseal", stdout=io.StringIO())
+    settings.SECRET_KEY_FALLBACKS = []  # the old key is gone: the secret still signs
+    with django_capture_on_commit_callbacks(execute=True):
+        services.webhook_send_test(webhook_id=kept["webhook"]["id"])
+    assert receiver.received[-1].signature_valid(kept["secret"])
+
+    settings.SECRET_KEY = "yet-another-key-" + "w" * 40  # lost without a fallback: named, exit 1
+    with pytest.raises(CommandError, match=f"webhooks {kept['webhook']['id']}"):
+        call_command("webhook_secrets_reseal", stdout=io.StringIO())
