@@ -201,3 +201,20 @@ def test_a_generation_deployment_drifts_only_when_its_token_f1_drops_beyond_the_
     assert row["difference"]["token_f1"] == pytest.approx(-broken / 50)
     assert row["mcnemar"] is None and "McNemar" not in report["summary"]
     assert all(item["local_correct"] and not item["deployed_correct"] for item in row["changed"])
+
+
+def test_a_generation_variant_is_compared_with_the_adapter_like_the_deployment_and_never_marks_it():
+    from evaluations import generation, parity
+
+    references = [f"pay within {index} days" for index in range(20)]
+    local = _generated("local", references, references)
+    deployed = _generated("contracts-ft", references, references)
+    variant = _generated("contracts-ft:q4_K_M", ["no"] * 5 + references[5:], references)
+    candidates = ["local", "contracts-ft", "contracts-ft:q4_K_M"]
+    predictions = local + deployed + variant
+    results, _examples = generation.compute_results(predictions, candidates=candidates)
+    report = parity.parity_report(predictions, candidates=candidates, results=results, plan={"max_drop": 0.02})
+    deployed_row, variant_row = report["candidates"]
+    assert (deployed_row["agreement"], deployed_row["beyond_bound"], report["drifted"]) == (1.0, False, False)
+    assert variant_row["role"] == "variant" and variant_row["agreement"] == 0.75
+    assert variant_row["difference"]["token_f1"] == pytest.approx(-0.25) and variant_row["beyond_bound"] is True
