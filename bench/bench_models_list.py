@@ -11,41 +11,25 @@ search 33 (221 before: pg_trgm GIN indexes), ordering=-total_size 37 (110 before
 small owner 29. The unchanged scenarios moved with the load (27-39 ms in the earlier run at load 2).
 """
 
-import contextlib
 import io
 import json
 import os
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench import service_support  # noqa: E402
+
 DB_NAME = "bench_models_list"
 DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+LOG_NAME = "bench_models_list_web.log"
 MODELS = int(os.environ.get("BENCH_MODELS", "100000"))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "100"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def recreate_database() -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def seed() -> dict:
@@ -95,12 +79,15 @@ def seed() -> dict:
             "idle",
             "",
             "{}",
+            "{}",
+            "{}",
         ]
         buffer.write("\t".join(row) + "\n")
     columns = (
         "owner_id, name, description, base_model, type, storage_path, lora_adapters_path, gguf_path, files,"
         " training_metrics, eval_results, status, total_size, created_at, updated_at,"
-        " provenance, ollama_name, ollama_base, ollama_digest, deploy_status, deploy_error, deploy_details"
+        " provenance, ollama_name, ollama_base, ollama_digest, deploy_status, deploy_error, deploy_details,"
+        " deploy_parity, live_deploy_details"
     )
     buffer.seek(0)
     started = time.perf_counter()
@@ -114,24 +101,8 @@ def seed() -> dict:
 
 
 def measure(base_url: str, path: str, token: str) -> dict:
-    headers = {"Authorization": f"Token {token}"}
-    timings = []
-    with requests.Session() as session:
-        for _ in range(10):
-            session.get(base_url + path, headers=headers, timeout=30).raise_for_status()
-        for _ in range(REQUESTS):
-            started = time.perf_counter()
-            response = session.get(base_url + path, headers=headers, timeout=30)
-            timings.append((time.perf_counter() - started) * 1000)
-            response.raise_for_status()
-    timings.sort()
-    return {
-        "p50_ms": round(statistics.median(timings), 1),
-        "p95_ms": round(timings[int(len(timings) * 0.95) - 1], 1),
-        "max_ms": round(timings[-1], 1),
-        "results": len(response.json()["results"]),
-        "count": response.json()["count"],
-    }
+    summary, response = service_support.latency(base_url, path, token, count=REQUESTS, warmup=10)
+    return {**summary, "results": len(response.json()["results"]), "count": response.json()["count"]}
 
 
 def main() -> None:
@@ -150,41 +121,26 @@ def main() -> None:
     env.pop("REDIS_URL", None)
     env.pop("S3_ENDPOINT_URL", None)
     os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
-    recreate_database()
+    service_support.recreate_database(DB_NAME)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     seeded = seed()
     tokens = seeded["tokens"]
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "finetune_studio.asgi:application", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--no-access-log"]
-    log = open(Path(tempfile.gettempdir()) / "bench_models_list_web.log", "wb")  # noqa: SIM115
-    web = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        scenarios = {
-            "list_default_page": ("/api/v1/models", "heavy"),
-            "list_page_size_200": ("/api/v1/models?page_size=200", "heavy"),
-            "list_deep_page_1000": ("/api/v1/models?page=1000", "heavy"),
-            "list_page_without_count_cost_light_owner": ("/api/v1/models?page_size=200", "light"),
-            "filter_base_model_status": ("/api/v1/models?base_model=gemma-2b&status=ready", "heavy"),
-            "filter_date_range": ("/api/v1/models?date_from=2020-01-01&date_to=2100-01-01", "heavy"),
-            "search_name": ("/api/v1/models?search=number%209999", "heavy"),
-            "ordering_total_size": ("/api/v1/models?ordering=-total_size", "heavy"),
-            "staff_all_owners": ("/api/v1/models", "staff"),
-            "small_owner_among_100k": ("/api/v1/models", "light"),
-        }
-        results = {name: measure(base_url, path, tokens[user]) for name, (path, user) in scenarios.items()}
+        with service_support.web_server(env, log_name=LOG_NAME) as base_url:
+            scenarios = {
+                "list_default_page": ("/api/v1/models", "heavy"),
+                "list_page_size_200": ("/api/v1/models?page_size=200", "heavy"),
+                "list_deep_page_1000": ("/api/v1/models?page=1000", "heavy"),
+                "list_page_without_count_cost_light_owner": ("/api/v1/models?page_size=200", "light"),
+                "filter_base_model_status": ("/api/v1/models?base_model=gemma-2b&status=ready", "heavy"),
+                "filter_date_range": ("/api/v1/models?date_from=2020-01-01&date_to=2100-01-01", "heavy"),
+                "search_name": ("/api/v1/models?search=number%209999", "heavy"),
+                "ordering_total_size": ("/api/v1/models?ordering=-total_size", "heavy"),
+                "staff_all_owners": ("/api/v1/models", "staff"),
+                "small_owner_among_100k": ("/api/v1/models", "light"),
+            }
+            results = {name: measure(base_url, path, tokens[user]) for name, (path, user) in scenarios.items()}
     finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=10)
-        log.close()
         shutil.rmtree(env["LOCAL_STORAGE_ROOT"], ignore_errors=True)
     print(
         json.dumps(

@@ -18,11 +18,11 @@ local 5 GiB (ZIP64): 490 vs 326 MiB/s (1.51), first byte 0.14 s, RSS growth 31.8
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +35,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench import service_support  # noqa: E402
+
 DB_NAME = "bench_models"
 DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 CHUNK = 16 * 1024 * 1024
@@ -42,22 +44,6 @@ SMALL_FILES = 200
 S3_BIG_MIB = int(os.environ.get("BENCH_S3_BIG_MIB", "1024"))
 LOCAL_BIG_MIB = int(os.environ.get("BENCH_LOCAL_BIG_MIB", "5120"))
 S3_REPEAT = int(os.environ.get("BENCH_S3_REPEAT", "3"))  # medians of alternated runs
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=1).status_code < 500:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
 @contextlib.contextmanager
@@ -82,14 +68,6 @@ def status_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
-
-
-def recreate_database() -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def big_chunk() -> bytes:
@@ -233,6 +211,9 @@ def run_case(kind: str, work: Path) -> dict:
 
     env = dict(os.environ)
     if kind == "s3":
+        from django.core.management import call_command
+
+        call_command("buckets_create", skip_checks=True, stdout=io.StringIO())  # /healthz: 503 until they exist
         files_for = put_s3_objects
     else:
         local_root = Path(env["LOCAL_STORAGE_ROOT"])
@@ -247,7 +228,7 @@ def run_case(kind: str, work: Path) -> dict:
     model.save()
     headers = {"Authorization": f"Token {token.key}"}
 
-    port = free_port()
+    port = service_support.free_port()
     app = "finetune_studio.asgi:application"
     if os.environ.get("BENCH_ASGI_CHUNK_KIB"):
         app = "bench.bench_models_zip:big_send_chunks_application"
@@ -257,7 +238,7 @@ def run_case(kind: str, work: Path) -> dict:
         command.append("--factory")
     base_url = f"http://127.0.0.1:{port}"
     with process(command, {**os.environ, **env}, f"bench_models_zip_{kind}.log") as web:
-        wait_for(f"{base_url}/healthz")
+        service_support.wait_for(f"{base_url}/healthz")
         requests.get(f"{base_url}/api/v1/models/{model.id}", headers=headers, timeout=30).raise_for_status()
         if kind == "s3":
             # Alternated and repeated: on a shared 2-core machine one run of each swung ±30 %.
@@ -278,11 +259,11 @@ def run_case(kind: str, work: Path) -> dict:
             zipped["runs_mib_per_s"] = [run["mib_per_s"] for run in zips]
         else:
             # Not the app's /files/ links: under ASGI Django collects a FileResponse's sync iterator whole.
-            file_port = free_port()
+            file_port = service_support.free_port()
             server = [sys.executable, "-m", "http.server", "-b", "127.0.0.1", str(file_port)]
             server += ["-d", str(local_root / "models")]
             with process(server, env, "bench_models_zip_files.log"):
-                wait_for(f"http://127.0.0.1:{file_port}/")
+                service_support.wait_for(f"http://127.0.0.1:{file_port}/")
                 urls = [f"http://127.0.0.1:{file_port}/{model.file_key(item['path'])}" for item in model.files]
                 baseline = stream_plain(urls, work / "plain")
             out_path = work / f"{kind}.zip"
@@ -318,9 +299,9 @@ def run_in_child(kind: str, env: dict, work: Path) -> dict:
 
 
 def main() -> None:
-    recreate_database()
+    service_support.recreate_database(DB_NAME)
     work = Path(tempfile.mkdtemp(prefix="bench-models-zip-"))
-    s3_port = free_port()
+    s3_port = service_support.free_port()
     common = {
         "DJANGO_SETTINGS_MODULE": "finetune_studio.settings",
         "DATABASE_URL": DB_URL,
@@ -340,7 +321,7 @@ def main() -> None:
     try:
         moto = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)]
         with process(moto, os.environ.copy(), "bench_models_zip_moto.log"):
-            wait_for(f"http://127.0.0.1:{s3_port}/moto-api/")
+            service_support.wait_for(f"http://127.0.0.1:{s3_port}/moto-api/")
             results["s3"] = run_in_child("s3", {**os.environ, "STORAGE_BACKEND": "s3"}, work)
         local_env = {**os.environ, "STORAGE_BACKEND": "local", "LOCAL_STORAGE_ROOT": str(work / "storage")}
         results["local"] = run_in_child("local", local_env, work)

@@ -22,40 +22,24 @@ the in-memory broker polled once a second (≈ 1 s at each of the five task hops
 ``polling_interval`` 0.05 s in standalone settings: wall 40.4 s, ideal 36.8 s, ratio 1.10 (target ≤ 1.2).
 """
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench import service_support  # noqa: E402
+
 DB_NAME = "bench_registry"
 DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+LOG_NAME = "bench_registry_web.log"
 VERSIONS = int(os.environ.get("BENCH_VERSIONS", "10000"))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "200"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def recreate_database() -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
 
 
 def seed() -> dict:
@@ -106,22 +90,7 @@ def seed() -> dict:
 
 
 def measure(base_url: str, path: str, token: str) -> dict:
-    headers = {"Authorization": f"Token {token}"}
-    timings = []
-    with requests.Session() as session:
-        for _ in range(20):
-            session.get(base_url + path, headers=headers, timeout=30).raise_for_status()
-        for _ in range(REQUESTS):
-            started = time.perf_counter()
-            response = session.get(base_url + path, headers=headers, timeout=30)
-            timings.append((time.perf_counter() - started) * 1000)
-            response.raise_for_status()
-    timings.sort()
-    return {
-        "p50_ms": round(statistics.median(timings), 2),
-        "p95_ms": round(timings[int(len(timings) * 0.95) - 1], 2),
-        "max_ms": round(timings[-1], 2),
-    }
+    return service_support.latency(base_url, path, token, count=REQUESTS, warmup=20, digits=2)[0]
 
 
 SWEEP_DB = "bench_registry_sweep"
@@ -253,34 +222,19 @@ def main() -> None:
     env.pop("REDIS_URL", None)
     env.pop("S3_ENDPOINT_URL", None)
     os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
-    recreate_database()
+    service_support.recreate_database(DB_NAME)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     seeded = seed()
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "finetune_studio.asgi:application", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--no-access-log"]
-    log = open(Path(tempfile.gettempdir()) / "bench_registry_web.log", "wb")  # noqa: SIM115
-    web = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        scenarios = {
-            "resolve_alias_10k_versions": "/api/v1/registry/contracts/aliases/champion",
-            "model_detail_same_version_baseline": f"/api/v1/models/{seeded['ids']['contracts']}",
-            "resolve_alias_10_versions": "/api/v1/registry/small/aliases/champion",
-            "name_detail_newest_100_of_10k": "/api/v1/registry/contracts",
-        }
-        results = {name: measure(base_url, path, seeded["token"]) for name, path in scenarios.items()}
+        with service_support.web_server(env, log_name=LOG_NAME) as base_url:
+            scenarios = {
+                "resolve_alias_10k_versions": "/api/v1/registry/contracts/aliases/champion",
+                "model_detail_same_version_baseline": f"/api/v1/models/{seeded['ids']['contracts']}",
+                "resolve_alias_10_versions": "/api/v1/registry/small/aliases/champion",
+                "name_detail_newest_100_of_10k": "/api/v1/registry/contracts",
+            }
+            results = {name: measure(base_url, path, seeded["token"]) for name, path in scenarios.items()}
     finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(timeout=10)
-        log.close()
         shutil.rmtree(env["LOCAL_STORAGE_ROOT"], ignore_errors=True)
     sweep = run_sweep_child() if os.environ.get("BENCH_SKIP_SWEEP") != "1" else None
     resolve = results["resolve_alias_10k_versions"]

@@ -44,11 +44,9 @@ def service_env(**extra: str) -> dict:
 
 
 def recreate_database() -> None:
-    import psycopg
+    from bench.service_support import recreate_database as fresh_database
 
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
+    fresh_database(DATABASE)
     manage("migrate", "--noinput", "-v", "0")
 
 
