@@ -100,7 +100,7 @@ def put_s3_objects(prefix: str) -> list[dict]:
     digest, crc = hashlib.sha256(), 0
     upload = models.client.create_multipart_upload(Bucket=models.name, Key=key)
     parts = []
-    for number in range(1, S3_BIG_MIB // 16 + 1):
+    for number in range(1, max(1, S3_BIG_MIB // 16) + 1):
         response = models.client.upload_part(
             Bucket=models.name, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=chunk
         )
