@@ -65,11 +65,11 @@ format: dev-venv
 	$(VENV)/bin/ruff format .
 
 ## Lint, system checks, then the whole test suite (PostgreSQL/Redis when they answer, SQLite otherwise), on one
-## pytest-xdist worker per core (TEST_WORKERS=0 runs it in one process); each worker has its own database,
-## Redis database and S3 server.
+## pytest-xdist worker per core, 8 at most (TEST_WORKERS=0 runs it in one process); each worker has its own
+## database, Redis database and S3 server.
 TEST_WORKERS ?= auto
 test: lint $(TRAIN_STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 8 --dist worksteal $(PYTEST_ARGS)
 
 ## Every benchmark under bench/; each prints one JSON object.
 bench: dev-venv
