@@ -627,18 +627,18 @@ def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:
     try:
         records, labels = _load_test_set(evaluation, config)
         candidates = _candidates(evaluation, config, backends, folders)
+        predictions = None
         if evaluation.config.get("task") == generation.GENERATION:
             results, examples = _run_generation(evaluation, config, records, candidates, store, backends, folders)
         else:
             engine.run_evaluation(records=records, candidates=candidates, labels=labels, config=config, store=store)
-            results, examples = metrics.compute_results(
-                _stored_predictions(evaluation), labels=labels, candidates=evaluation.candidates
-            )
+            predictions = _stored_predictions(evaluation)
+            results, examples = metrics.compute_results(predictions, labels=labels, candidates=evaluation.candidates)
         if evaluation.config.get("parity"):
             from . import parity
 
             results["parity"] = parity.parity_report(
-                _stored_predictions(evaluation),
+                predictions if predictions is not None else _stored_predictions(evaluation),
                 candidates=evaluation.candidates,
                 results=results,
                 plan=evaluation.config["parity"],
