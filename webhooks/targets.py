@@ -8,8 +8,10 @@ name that later resolves inward is refused then. The delivery then connects to t
 that was checked (``post_to_target``), not to whatever the name resolves to a moment later:
 a DNS answer that changes between the check and the connection (DNS rebinding) cannot turn
 a public name into a loopback or metadata call. The Host header and the TLS certificate check
-still use the name. Environment proxies are not used for deliveries; a CA bundle named by
-REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) is, as requests itself would.
+still use the name. A CA bundle named by REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) is trusted, as
+requests itself would. Behind an egress proxy (HTTP_PROXY / HTTPS_PROXY, minus NO_PROXY) the
+delivery goes through the proxy, which resolves the name itself: the check still runs, and the
+proxy's own egress rules are what stands between a rebinding name and the inside.
 """
 
 import ipaddress
@@ -110,8 +112,21 @@ class _PinnedAdapter(HTTPAdapter):
 
 
 def post_to_target(target: Target, *, data: bytes, headers: dict, timeout) -> requests.Response:
-    """POST to the checked addresses in turn until one takes the connection (no redirects followed, no
-    environment proxy). Only a connection that could not be made moves on to the next address."""
+    """POST to the checked addresses in turn until one takes the connection (no redirects followed). Only a
+    connection that could not be made moves on to the next address. Through the egress proxy when one is set."""
+    proxies = requests.utils.get_environ_proxies(target.url)
+    if proxies:
+        with requests.Session() as session:
+            session.trust_env = False
+            return session.post(
+                target.url,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                proxies=proxies,
+                verify=_ca_bundle(),
+            )
     *earlier, last = target.addresses
     for address in earlier:
         try:
@@ -123,7 +138,6 @@ def post_to_target(target: Target, *, data: bytes, headers: dict, timeout) -> re
 
 
 def _post(target: Target, address: str, *, data: bytes, headers: dict, timeout) -> requests.Response:
-    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     default_port = 443 if target.url.lower().startswith("https:") else 80
     host = f"[{target.host}]" if ":" in target.host else target.host
     host_header = host if target.port == default_port else f"{host}:{target.port}"
@@ -137,8 +151,12 @@ def _post(target: Target, address: str, *, data: bytes, headers: dict, timeout) 
             headers={**headers, "Host": host_header},
             timeout=timeout,
             allow_redirects=False,
-            verify=verify,
+            verify=_ca_bundle(),
         )
+
+
+def _ca_bundle():
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:

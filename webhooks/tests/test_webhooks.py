@@ -246,6 +246,31 @@ def test_a_name_with_several_addresses_is_delivered_to_the_first_that_takes_the_
     assert len(receiver.received) == 1
 
 
+def test_behind_an_egress_proxy_a_checked_delivery_goes_through_the_proxy(
+    alice, alice_api, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.WEBHOOK_MAX_ATTEMPTS = 1
+    proxy = WebhookReceiver().start()  # answers 200 as a forwarding proxy would
+    try:
+        # A public address for the check (nothing is ever sent to it: the proxy is asked instead).
+        _resolve_names(
+            monkeypatch, {"hooks.example.com": lambda: "93.184.215.14", "intranet.example.com": lambda: "10.0.0.5"}
+        )
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        refused = alice_api.post(API, {"url": "http://intranet.example.com/hook", "events": ["alias.moved"]})
+        assert refused.status_code == 400 and "private" in refused.json()["errors"]["url"][0]  # still checked
+        secret = _create(alice_api, "http://hooks.example.com/hook")["secret"]
+        _move_champion(alice, django_capture_on_commit_callbacks)
+    finally:
+        proxy.stop()
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.response_code) == ("succeeded", 200), delivery.error
+    assert proxy.received[0].path == "http://hooks.example.com/hook"  # the absolute form a proxy is sent
+    assert proxy.received[0].signature_valid(secret)
+
+
 def test_an_https_delivery_checks_the_certificate_against_the_name_while_connecting_to_the_checked_address(
     alice, alice_api, settings, monkeypatch, tmp_path, django_capture_on_commit_callbacks
 ):
