@@ -15,9 +15,7 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 from bench import service_support  # noqa: E402
 
 DB_NAME = "bench_models_list"
-DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 LOG_NAME = "bench_models_list_web.log"
 MODELS = int(os.environ.get("BENCH_MODELS", "100000"))
 DEEP_PAGE = max(1, min(1000, MODELS // 50))  # page 1000 of 50 at full size; smaller runs read their last pages
@@ -107,23 +104,9 @@ def measure(base_url: str, path: str, token: str) -> dict:
 
 
 def main() -> None:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "finetune_studio.settings",
-        "DATABASE_URL": DB_URL,
-        "SECRET_KEY": "bench-secret-key-" + "x" * 40,
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-        "STATIC_MANIFEST": "false",
-        "STORAGE_BACKEND": "local",
-        "LOCAL_STORAGE_ROOT": tempfile.mkdtemp(prefix="bench-models-list-"),
-        "API_THROTTLE_USER": "1000000/min",
-    }
-    env.pop("REDIS_URL", None)
-    env.pop("S3_ENDPOINT_URL", None)
+    env = service_support.local_service_env(DB_NAME, storage_prefix="bench-models-list-")
     os.environ.update(env)
-    service_support.recreate_database(DB_NAME)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    service_support.recreate_database(DB_NAME, migrate_with=env)
     seeded = seed()
     tokens = seeded["tokens"]
     try:

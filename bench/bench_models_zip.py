@@ -299,7 +299,6 @@ def run_in_child(kind: str, env: dict, work: Path) -> dict:
 
 
 def main() -> None:
-    service_support.recreate_database(DB_NAME)
     work = Path(tempfile.mkdtemp(prefix="bench-models-zip-"))
     s3_port = service_support.free_port()
     common = {
@@ -315,7 +314,7 @@ def main() -> None:
     }
     os.environ.update(common)
     os.environ.pop("REDIS_URL", None)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=os.environ, check=True)
+    service_support.recreate_database(DB_NAME, migrate_with=os.environ)
     results: dict = {"note": __doc__.split("\n\n")[0]}
     started = time.perf_counter()
     try:

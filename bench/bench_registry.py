@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 from bench import service_support  # noqa: E402
 
 DB_NAME = "bench_registry"
-DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 LOG_NAME = "bench_registry_web.log"
 VERSIONS = int(os.environ.get("BENCH_VERSIONS", "10000"))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "200"))
@@ -188,14 +187,9 @@ def sweep_main() -> None:
 
 
 def run_sweep_child() -> dict:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {SWEEP_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {SWEEP_DB}")
     env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{SWEEP_DB}"}
     env["LOCAL_STORAGE_ROOT"] = tempfile.mkdtemp(prefix="bench-sweep-")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    service_support.recreate_database(SWEEP_DB, migrate_with=env)
     done = subprocess.run(
         [sys.executable, __file__, "--sweep"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
     )
@@ -207,23 +201,9 @@ def run_sweep_child() -> dict:
 
 
 def main() -> None:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "finetune_studio.settings",
-        "DATABASE_URL": DB_URL,
-        "SECRET_KEY": "bench-secret-key-" + "x" * 40,
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-        "STATIC_MANIFEST": "false",
-        "STORAGE_BACKEND": "local",
-        "LOCAL_STORAGE_ROOT": tempfile.mkdtemp(prefix="bench-registry-"),
-        "API_THROTTLE_USER": "1000000/min",
-    }
-    env.pop("REDIS_URL", None)
-    env.pop("S3_ENDPOINT_URL", None)
+    env = service_support.local_service_env(DB_NAME, storage_prefix="bench-registry-")
     os.environ.update(env)
-    service_support.recreate_database(DB_NAME)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    service_support.recreate_database(DB_NAME, migrate_with=env)
     seeded = seed()
     try:
         with service_support.web_server(env, log_name=LOG_NAME) as base_url:

@@ -46,8 +46,7 @@ def service_env(**extra: str) -> dict:
 def recreate_database() -> None:
     from bench.service_support import recreate_database as fresh_database
 
-    fresh_database(DATABASE)
-    manage("migrate", "--noinput", "-v", "0")
+    fresh_database(DATABASE, migrate_with=service_env())
 
 
 def manage(*args: str, env: dict | None = None) -> str:

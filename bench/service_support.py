@@ -24,12 +24,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def recreate_database(name: str) -> None:
+def recreate_database(name: str, *, migrate_with: dict | None = None) -> None:
+    """Database ``name`` dropped and created empty; migrated when ``migrate_with`` (an environment) is given."""
     import psycopg
 
     with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
+    if migrate_with is not None:
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=migrate_with, check=True)
+
+
+def local_service_env(db_name: str, *, storage_prefix: str) -> dict:
+    """The environment of a studio on database ``db_name`` with local storage in a new temporary folder, no
+    Redis, no S3 and no API throttling (the benchmark is the only client)."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "finetune_studio.settings",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}",
+        "SECRET_KEY": "bench-secret-key-" + "x" * 40,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+        "STATIC_MANIFEST": "false",
+        "STORAGE_BACKEND": "local",
+        "LOCAL_STORAGE_ROOT": tempfile.mkdtemp(prefix=storage_prefix),
+        "API_THROTTLE_USER": "1000000/min",
+    }
+    env.pop("REDIS_URL", None)
+    env.pop("S3_ENDPOINT_URL", None)
+    return env
 
 
 def wait_for(url: str, timeout: float = 60) -> None:
