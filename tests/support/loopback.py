@@ -99,3 +99,47 @@ class LoopbackServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+class FaultyLoopbackServer(LoopbackServer):
+    """A loopback server that records requests and applies injected faults. Subclasses name the fault kinds
+    they implement (``_fault_kinds``), the paths a fault applies to by default (``_fault_paths``) and how a
+    fault's model is compared with a request's (``_same_model``); ``__init__`` sets ``requests``, ``_faults``
+    and ``_lock``."""
+
+    _fault_kinds: tuple[str, ...] = ()
+    _fault_paths: tuple[str, ...] = ()
+    requests: list[RecordedRequest]
+    _faults: list[Fault]
+    _lock: threading.Lock
+
+    @staticmethod
+    def _same_model(mine: str, theirs: str) -> bool:
+        return mine == theirs
+
+    def inject(self, kind: str, **options) -> Fault:
+        """Add a fault; the first matching fault with times left applies to each request."""
+        if kind not in self._fault_kinds:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        options.setdefault("paths", self._fault_paths)
+        fault = Fault(kind=kind, same_model=self._same_model, **options)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, path: str, model: str | None) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(path, model):
+                    if fault.times is not None:
+                        fault.times -= 1
+                    return fault
+        return None
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .loopback import Fault, LoopbackServer, RecordedRequest
+from .loopback import Fault, FaultyLoopbackServer, RecordedRequest
 
 AnswerFunction = Callable[[str, str], "str | RawAnswer"]
 _BLOB_PATH = re.compile(r"^/api/blobs/sha256:([0-9a-f]{64})$")
@@ -38,10 +38,6 @@ class RawAnswer:
     """Sent verbatim even when the request asked for a JSON ``format`` (a model ignoring it)."""
 
     text: str
-
-
-def _same_model(mine: str, theirs: str) -> bool:
-    return normalize_model_name(mine) == normalize_model_name(theirs)
 
 
 def normalize_model_name(name: str) -> str:
@@ -109,8 +105,15 @@ class _Model:
         return hashlib.sha256(self.name.encode()).hexdigest()
 
 
-class OllamaServer(LoopbackServer):
+class OllamaServer(FaultyLoopbackServer):
     """Ollama's HTTP API on 127.0.0.1 (a free port), served by threads."""
+
+    _fault_kinds = ("status", "timeout", "malformed", "drop", "latency")
+    _fault_paths = ("/api/chat", "/api/generate")
+
+    @staticmethod
+    def _same_model(mine: str, theirs: str) -> bool:
+        return normalize_model_name(mine) == normalize_model_name(theirs)
 
     def __init__(self, *, latency: float = 0.0, ns_per_token: int = 5_000_000):
         self.latency = latency
@@ -144,20 +147,6 @@ class OllamaServer(LoopbackServer):
         with self._lock:
             self._models.pop(normalize_model_name(name), None)
 
-    def inject(self, kind: str, **options) -> Fault:
-        """Add a fault; the first matching fault with times left applies to each request."""
-        if kind not in ("status", "timeout", "malformed", "drop", "latency"):
-            raise ValueError(f"unknown fault kind {kind!r}")
-        options.setdefault("paths", ("/api/chat", "/api/generate"))
-        fault = Fault(kind=kind, same_model=_same_model, **options)
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
     # --- assertions -----------------------------------------------------------------------------
     def chat_requests(self, *, model: str | None = None) -> list[RecordedRequest]:
         with self._lock:
@@ -174,22 +163,9 @@ class OllamaServer(LoopbackServer):
         with self._lock:
             self.requests.append(RecordedRequest(method=method, path=path, body=body, at=time.monotonic()))
 
-    def _take_fault(self, path: str, model: str | None) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(path, model):
-                    if fault.times is not None:
-                        fault.times -= 1
-                    return fault
-        return None
-
     def _model(self, name: str) -> _Model | None:
         with self._lock:
             return self._models.get(normalize_model_name(name))
-
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stopping.wait(seconds)
 
 
 class _Handler(BaseHTTPRequestHandler):

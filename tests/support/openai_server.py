@@ -23,14 +23,17 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .loopback import Fault, LoopbackServer, RecordedRequest
+from .loopback import Fault, FaultyLoopbackServer, RecordedRequest
 from .ollama_server import AnswerFunction, RawAnswer, constant_answer
 
 FAULT_KINDS = ("status", "timeout", "malformed", "empty", "drop", "latency", "redirect")
 
 
-class OpenAIServer(LoopbackServer):
+class OpenAIServer(FaultyLoopbackServer):
     """An OpenAI-compatible API on 127.0.0.1 (a free port), served by threads."""
+
+    _fault_kinds = FAULT_KINDS
+    _fault_paths = ("/v1/chat/completions",)
 
     def __init__(self, *, latency: float = 0.0, api_key: str | None = None):
         self.latency = latency
@@ -57,20 +60,6 @@ class OpenAIServer(LoopbackServer):
         with self._lock:
             self._models[name] = constant_answer(answer) if isinstance(answer, str) else answer
 
-    def inject(self, kind: str, **options) -> Fault:
-        """Add a fault; the first matching fault with times left applies to each request."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}")
-        options.setdefault("paths", ("/v1/chat/completions",))
-        fault = Fault(kind=kind, **options)
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
     # --- assertions -----------------------------------------------------------------------------
     def chat_requests(self, *, model: str | None = None) -> list[RecordedRequest]:
         with self._lock:
@@ -84,22 +73,9 @@ class OpenAIServer(LoopbackServer):
                 RecordedRequest(method=method, path=path, body=body, at=time.monotonic(), headers=dict(headers.items()))
             )
 
-    def _take_fault(self, path: str, model: str | None) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(path, model):
-                    if fault.times is not None:
-                        fault.times -= 1
-                    return fault
-        return None
-
     def _answer_function(self, name: str) -> AnswerFunction | None:
         with self._lock:
             return self._models.get(name)
-
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stopping.wait(seconds)
 
     @contextlib.contextmanager
     def _counting(self):
