@@ -112,10 +112,12 @@ class ModelParityView(APIView):
         description=(
             "Queues a parity check: the same test set asked of this model's LoRA adapter in the studio's own engine "
             "(`local`) and of its live Ollama deployment (`ollama`), optionally also of `variants` (other tags of "
-            "the deployment you built, e.g. `<name>:q8_0`). The report, under `results.parity`, gives the agreement "
-            "rate, each metric's difference (deployed − local) with McNemar and a bootstrap 95 % CI, and the "
-            "examples whose answers changed. A drop in accuracy beyond PARITY_MAX_DROP marks the deployment "
-            "drifted (model page, API, lineage). 400: no live deployment, no adapter, a variant that is not a tag "
+            "the deployment you built, e.g. `<name>:q8_0`), as a classification or, for a chat or instruction test "
+            "set, a generation (`task`: default the test set's). The report, under `results.parity`, gives the "
+            "agreement rate, each metric's difference (deployed − local) with a bootstrap 95 % CI (and McNemar for "
+            "classification), and the examples whose answers changed. A drop in accuracy (token F1 for generation) "
+            "beyond PARITY_MAX_DROP marks the deployment drifted (model page, API, lineage). 400: no live "
+            "deployment, no adapter, a variant that is not a tag "
             "of the deployment, or any field that is not one of these."
         ),
         request=ParityRequestSerializer,
