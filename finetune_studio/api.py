@@ -1,4 +1,6 @@
-"""What every API endpoint shares: pagination, the error shape, ownership."""
+"""What every API endpoint shares: pagination, the error shape, request bodies, ownership."""
+
+import difflib
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -9,6 +11,7 @@ from rest_framework import exceptions, status
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .errors import DomainError
@@ -62,6 +65,50 @@ class StrictOrderingFilter(OrderingFilter):
         if not any(field.lstrip("-") in ("id", "pk") for field in fields):
             fields.append("-id")
         return fields
+
+
+class RefusesUnknownFields:
+    """Request serializers: a body field the serializer does not know is a 400 naming it, not dropped.
+
+    DRF ignores unknown keys, so a misspelt field (``dataset_id`` for ``dataset``, ``hyperparameter`` for
+    ``hyperparameters``) created a job with the defaults and the client never knew. Each unknown field gets
+    its own message, with the accepted fields or the one it most likely meant; the other fields' errors come
+    in the same answer. Read-only fields count as known, so a body read from the API can be sent back.
+    Subclasses word the message for their endpoint with ``unknown_field_error``.
+    """
+
+    MAX_REPORTED = 20
+
+    def to_internal_value(self, data):
+        unknown = self._unknown_fields(data)
+        try:
+            value = super().to_internal_value(data)
+        except exceptions.ValidationError as invalid:
+            if not unknown:
+                raise
+            detail = (
+                invalid.detail
+                if isinstance(invalid.detail, dict)
+                else {api_settings.NON_FIELD_ERRORS_KEY: invalid.detail}
+            )
+            raise exceptions.ValidationError({**self._unknown_errors(unknown), **detail}) from None
+        if unknown:
+            raise exceptions.ValidationError(self._unknown_errors(unknown))
+        return value
+
+    def unknown_field_error(self, name: str) -> str:
+        accepted = [field for field, declared in self.fields.items() if not declared.read_only]
+        guess = difflib.get_close_matches(name, accepted, n=1, cutoff=0.6)
+        if guess:
+            return f"Unknown field: did you mean {guess[0]!r}?"
+        return f"Unknown field; this endpoint takes: {', '.join(accepted)}."
+
+    def _unknown_fields(self, data) -> list[str]:
+        keys = data.keys() if hasattr(data, "keys") else ()
+        return sorted(str(key) for key in keys if key not in self.fields)[: self.MAX_REPORTED]
+
+    def _unknown_errors(self, unknown: list[str]) -> dict[str, list[str]]:
+        return {name: [self.unknown_field_error(name)] for name in unknown}
 
 
 class RequestTooLarge(exceptions.APIException):

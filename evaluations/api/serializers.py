@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from finetune_studio.api import RefusesUnknownFields
 from jobs.models import Dataset
 
 from ..models import Evaluation
@@ -10,7 +11,7 @@ ENDPOINT_HELP = (
 )
 
 
-class EvaluateRequestSerializer(serializers.Serializer):
+class EvaluateRequestSerializer(RefusesUnknownFields, serializers.Serializer):
     """``POST /api/v1/models/:id/evaluate``: the seed's fields, plus endpoints, options and more candidates.
 
     The seed's body (``test_set_path``, ``base_model_name``, ``fine_tuned_name``) keeps working: both
@@ -65,23 +66,17 @@ class EvaluateRequestSerializer(serializers.Serializer):
         required=False, help_text="Generation only: a JSON schema the answers must match (metric json_valid)."
     )
 
-    def validate(self, attrs):
-        # A server address is the operator's: a request that tries to give one is told so, not silently ignored.
-        given = [key for key in self.initial_data if "url" in key.lower() or "api_key" in key.lower()]
-        if given:
-            raise serializers.ValidationError(
-                {
-                    key: [
-                        "evaluations use the studio's inference endpoints by name (endpoint, base_endpoint, "
-                        "fine_tuned_endpoint); a URL or key is never accepted"
-                    ]
-                    for key in given
-                }
+    def unknown_field_error(self, name: str) -> str:
+        # A server address is the operator's: a request that tries to give one is told so.
+        if "url" in name.lower() or "api_key" in name.lower():
+            return (
+                "evaluations use the studio's inference endpoints by name (endpoint, base_endpoint, "
+                "fine_tuned_endpoint); a URL or key is never accepted"
             )
-        return attrs
+        return super().unknown_field_error(name)
 
 
-class ParityRequestSerializer(serializers.Serializer):
+class ParityRequestSerializer(RefusesUnknownFields, serializers.Serializer):
     """``POST /api/v1/models/:id/parity``: a test set, and optionally the deployment's variant tags to compare."""
 
     test_set_path = serializers.CharField(max_length=500, trim_whitespace=False)
@@ -105,38 +100,22 @@ class ParityRequestSerializer(serializers.Serializer):
     timeout = serializers.IntegerField(min_value=1, max_value=3600, required=False)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
-    def validate(self, attrs):
-        # The candidates are fixed (the adapter on local, the deployment on ollama): naming others is an error,
-        # not something to ignore silently.
-        unknown = sorted(set(self.initial_data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError(
-                {
-                    key: [
-                        "not a parity check field: the candidates are this model's adapter on the local engine and "
-                        "its live Ollama deployment (plus `variants`); endpoints and URLs are never given"
-                    ]
-                    for key in unknown[:20]
-                }
-            )
-        return attrs
+    def unknown_field_error(self, name: str) -> str:
+        # The candidates are fixed (the adapter on local, the deployment on ollama): naming others is an error.
+        return (
+            "not a parity check field: the candidates are this model's adapter on the local engine and "
+            "its live Ollama deployment (plus `variants`); endpoints and URLs are never given"
+        )
 
 
-class EvaluationUpdateSerializer(serializers.Serializer):
+class EvaluationUpdateSerializer(RefusesUnknownFields, serializers.Serializer):
     """What ``PUT``/``PATCH`` may change. Everything else about an evaluation is a record of what ran."""
-
-    EDITABLE = ("name", "note")
 
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     note = serializers.CharField(max_length=10000, required=False, allow_blank=True, trim_whitespace=False)
 
-    def validate(self, attrs):
-        read_only = sorted(set(self.initial_data) - set(self.EDITABLE))
-        if read_only:
-            raise serializers.ValidationError(
-                {field: ["this field cannot be changed (only name and note can)"] for field in read_only}
-            )
-        return attrs
+    def unknown_field_error(self, name: str) -> str:
+        return "this field cannot be changed (only name and note can)"
 
 
 class EvaluationListSerializer(serializers.ModelSerializer):

@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from finetune_studio.api import RefusesUnknownFields
+
 from ..models import Dataset, Job, Trainer
 from ..selectors import job_registered_model
 
@@ -25,12 +27,12 @@ class DatasetSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DatasetUploadSerializer(serializers.Serializer):
+class DatasetUploadSerializer(RefusesUnknownFields, serializers.Serializer):
     file = serializers.FileField(allow_empty_file=False)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
 
-class DatasetSplitSerializer(serializers.Serializer):
+class DatasetSplitSerializer(RefusesUnknownFields, serializers.Serializer):
     test_fraction = serializers.FloatField(default=0.2, min_value=0.01, max_value=0.9)
     seed = serializers.IntegerField(default=42, min_value=0, max_value=2**31 - 1)
 
@@ -115,7 +117,7 @@ class JobSerializer(serializers.ModelSerializer):
         return model.id if model else None
 
 
-class JobCreateSerializer(serializers.Serializer):
+class JobCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     base_model = serializers.CharField(
         max_length=200,
@@ -130,7 +132,7 @@ class JobCreateSerializer(serializers.Serializer):
     registered_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
 
-class JobCompleteSerializer(serializers.Serializer):
+class JobCompleteSerializer(RefusesUnknownFields, serializers.Serializer):
     status = serializers.ChoiceField(choices=[Job.Status.SUCCEEDED, Job.Status.FAILED])
     error_message = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
     metrics = serializers.DictField(required=False, allow_null=True, default=None)

@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from finetune_studio.api import RefusesUnknownFields
+
 from ..models import AliasEvent, ModelAlias, PromotionGate, RegisteredModel, RegisteredName
 
 
@@ -48,19 +50,13 @@ class AliasEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AliasMoveSerializer(serializers.Serializer):
+class AliasMoveSerializer(RefusesUnknownFields, serializers.Serializer):
     version = serializers.IntegerField(min_value=1)
     from_version = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     override_reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
-    def validate(self, attrs):
-        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({field: ["Unknown field."] for field in sorted(unknown)})
-        return attrs
 
-
-class GateSerializer(serializers.ModelSerializer):
+class GateSerializer(RefusesUnknownFields, serializers.ModelSerializer):
     updated_by = serializers.CharField(source="updated_by.get_username", read_only=True, default=None)
 
     class Meta:

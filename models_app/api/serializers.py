@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from finetune_studio.api import RefusesUnknownFields
 from finetune_studio.base_models import BaseModelRefused, base_model_resolve
 from finetune_studio.registry_names import InvalidRegisteredName, check_registered_name
 
@@ -84,16 +85,13 @@ class ModelDetailSerializer(serializers.ModelSerializer):
         return lineage.lineage_for(request.user, model)
 
 
-class ModelDeploySerializer(serializers.Serializer):
+class ModelDeploySerializer(RefusesUnknownFields, serializers.Serializer):
     """Both optional: the name defaults to the model's (slug + id), the base to the one Ollama knows it by."""
 
     ollama_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
     base = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
 
     def validate(self, attrs):
-        unknown = set(getattr(self, "initial_data", {}) or {}) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError({field: ["Unknown field."] for field in sorted(unknown)})
         return {key: value.strip() or None for key, value in attrs.items()}
 
 
@@ -105,7 +103,7 @@ def recorded_base_model(value: str) -> str:
         raise serializers.ValidationError(str(refused)) from None
 
 
-class ModelWriteSerializer(serializers.Serializer):
+class ModelWriteSerializer(RefusesUnknownFields, serializers.Serializer):
     """What a client may set; storage paths, manifest and sizes are the server's."""
 
     name = serializers.CharField(max_length=255)
@@ -135,7 +133,7 @@ class ModelWriteSerializer(serializers.Serializer):
         return recorded_base_model(value)
 
 
-class ModelUpdateSerializer(serializers.Serializer):
+class ModelUpdateSerializer(RefusesUnknownFields, serializers.Serializer):
     name = serializers.CharField(max_length=255)
     description = serializers.CharField(allow_blank=True)
     base_model = serializers.CharField(max_length=200)
@@ -150,13 +148,8 @@ class ModelUpdateSerializer(serializers.Serializer):
     def validate_base_model(self, value: str) -> str:
         return recorded_base_model(value)
 
-    def validate(self, attrs):
-        unknown = set(self.initial_data) - set(self.fields)
-        if unknown:
-            raise serializers.ValidationError(
-                {field: ["This field is read-only or unknown."] for field in sorted(unknown)}
-            )
-        return attrs
+    def unknown_field_error(self, name: str) -> str:
+        return f"This field is read-only or unknown; a model's {', '.join(self.fields)} can be changed."
 
 
 class ModelFileSerializer(serializers.Serializer):

@@ -1,9 +1,11 @@
 from rest_framework import serializers
 
+from finetune_studio.api import RefusesUnknownFields
+
 from ..models import Sweep, SweepTrial
 
 
-class SweepCreateSerializer(serializers.Serializer):
+class SweepCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     trainer = serializers.CharField(max_length=100)
     dataset = serializers.IntegerField(min_value=1)

@@ -5,55 +5,32 @@ import json
 import pytest
 from rest_framework.authtoken.models import Token
 
-from evaluations.models import Evaluation
-from jobs.models import Dataset, Job
-from logs_app.models import LogEntry
-from models_app.models import ModelAlias, PromotionGate, RegisteredModel
-from sweeps.models import Sweep
-from webhooks.models import Webhook, WebhookDelivery
+from jobs.models import Job
 
 from .matrix import API_COLLECTION_WRITES, API_LISTS, API_OBJECT_ENDPOINTS, PAGE_LISTS, PAGE_OBJECT_ENDPOINTS
 from .requests import send
+from .world import owner_state
 
 pytestmark = pytest.mark.django_db
 
 OBJECT_IDS = [row.name for row in API_OBJECT_ENDPOINTS]
 
 
-def _state(world) -> dict:
-    """Everything bob could have changed, to compare before and after his attempts."""
-    model = RegisteredModel.objects.get(id=world.model.id)
-    return {
-        "datasets": sorted(Dataset.objects.filter(owner=world.owner).values_list("id", flat=True)),
-        "jobs": sorted(Job.objects.filter(owner=world.owner).values_list("id", "status")),
-        "log_lines": LogEntry.objects.filter(job_id=world.running_job.id).count(),
-        "model": (model.name, model.description, model.status, len(model.files)),
-        "evaluations": sorted(Evaluation.objects.filter(owner=world.owner).values_list("id", "status", "note")),
-        "aliases": sorted(ModelAlias.objects.filter(registered_name__owner=world.owner).values_list("alias", "model")),
-        "sweeps": sorted(Sweep.objects.filter(owner=world.owner).values_list("id", "status")),
-        "webhooks": sorted(Webhook.objects.filter(owner=world.owner).values_list("id", "url")),
-        "webhook_deliveries": WebhookDelivery.objects.filter(webhook__owner=world.owner).count(),
-        "gates": sorted(
-            PromotionGate.objects.filter(registered_name__owner=world.owner).values_list("test_set_path", "threshold")
-        ),
-    }
-
-
 @pytest.mark.parametrize("row", API_OBJECT_ENDPOINTS + API_COLLECTION_WRITES, ids=lambda r: r.name)
 def test_it_answers_401_to_anonymous_api_requests(world, anon_api, row):
-    before = _state(world)
+    before = owner_state(world)
     response = send(anon_api, row, world.ids())
     assert response.status_code == 401, response.content[:300]
     # CSV downloads carry their error as JSON text (the renderer the client asked for).
     assert "detail" in json.loads(response.content)
-    assert _state(world) == before
+    assert owner_state(world) == before
 
 
 def test_it_gives_bob_404_on_every_action_on_alice_objects_and_changes_nothing(world, bob_api):
-    before = _state(world)
+    before = owner_state(world)
     answers = {row.name: send(bob_api, row, world.ids()).status_code for row in API_OBJECT_ENDPOINTS}
     assert answers == dict.fromkeys(OBJECT_IDS, 404)
-    assert _state(world) == before
+    assert owner_state(world) == before
 
 
 def test_bob_cannot_name_the_storage_folders_of_alice_objects_as_a_base_model(local_storage, world, bob, bob_api):
@@ -129,12 +106,12 @@ def test_revoking_through_the_token_page_stops_the_token(world, alice, alice_api
 
 @pytest.mark.parametrize("row", PAGE_OBJECT_ENDPOINTS, ids=lambda r: r.name)
 def test_pages_send_anonymous_visitors_to_login(world, client, row):
-    before = _state(world)
+    before = owner_state(world)
     url = row.url(world.ids())
     response = client.post(url, row.data or {}) if row.is_write else client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
-    assert _state(world) == before
+    assert owner_state(world) == before
 
 
 @pytest.mark.parametrize("path", PAGE_LISTS)
@@ -147,11 +124,11 @@ def test_list_pages_send_anonymous_visitors_to_login(client, path):
 @pytest.mark.parametrize("row", PAGE_OBJECT_ENDPOINTS, ids=lambda r: r.name)
 def test_pages_give_bob_404_on_alice_objects(world, client, bob, row):
     client.force_login(bob)
-    before = _state(world)
+    before = owner_state(world)
     url = row.url(world.ids())
     response = client.post(url, row.data or {}) if row.is_write else client.get(url)
     assert response.status_code == 404
-    assert _state(world) == before
+    assert owner_state(world) == before
 
 
 @pytest.mark.parametrize("path", PAGE_LISTS)

@@ -14,11 +14,12 @@ from evaluations.models import Evaluation, Prediction
 from finetune_studio.objects import bucket
 from finetune_studio.sealing import seal
 from jobs import services as job_services
-from jobs.models import Job, Trainer
+from jobs.models import Dataset, Job, Trainer
+from logs_app.models import LogEntry
 from models_app.models import ModelAlias, PromotionGate, RegisteredModel, RegisteredName
 from models_app.services import artifacts_manifest
 from sweeps.models import Sweep, SweepTrial
-from webhooks.models import Webhook
+from webhooks.models import Webhook, WebhookDelivery
 
 ROWS = [{"text": f"clause {i} says pay within {i} days", "label": ["pay", "law"][i % 2]} for i in range(10)]
 
@@ -163,3 +164,22 @@ def _evaluation(owner, model, dataset, tag: str, *, status: str) -> Evaluation:
         correct=True,
     )
     return evaluation
+
+
+def owner_state(world: World) -> dict:
+    """Everything another request could have changed, to compare before and after his attempts."""
+    model = RegisteredModel.objects.get(id=world.model.id)
+    return {
+        "datasets": sorted(Dataset.objects.filter(owner=world.owner).values_list("id", flat=True)),
+        "jobs": sorted(Job.objects.filter(owner=world.owner).values_list("id", "status")),
+        "log_lines": LogEntry.objects.filter(job_id=world.running_job.id).count(),
+        "model": (model.name, model.description, model.status, len(model.files)),
+        "evaluations": sorted(Evaluation.objects.filter(owner=world.owner).values_list("id", "status", "note")),
+        "aliases": sorted(ModelAlias.objects.filter(registered_name__owner=world.owner).values_list("alias", "model")),
+        "sweeps": sorted(Sweep.objects.filter(owner=world.owner).values_list("id", "status")),
+        "webhooks": sorted(Webhook.objects.filter(owner=world.owner).values_list("id", "url")),
+        "webhook_deliveries": WebhookDelivery.objects.filter(webhook__owner=world.owner).count(),
+        "gates": sorted(
+            PromotionGate.objects.filter(registered_name__owner=world.owner).values_list("test_set_path", "threshold")
+        ),
+    }

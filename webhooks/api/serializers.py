@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from finetune_studio.api import RefusesUnknownFields
+
 from ..models import Webhook, WebhookDelivery
 
 
@@ -14,7 +16,7 @@ class WebhookSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class WebhookCreateSerializer(serializers.Serializer):
+class WebhookCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     url = serializers.CharField(max_length=500)
     events = serializers.ListField(child=serializers.CharField(max_length=50), allow_empty=False, max_length=10)
     description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
