@@ -1,6 +1,7 @@
 """The tiny demo base: built here in seconds, deterministic, with a tokenizer that encodes anything."""
 
 import hashlib
+import io
 
 import pytest
 
@@ -65,10 +66,23 @@ def test_its_chat_template_renders_turns_between_special_tokens(demo_base):
 
 def test_the_command_builds_it_and_refuses_to_overwrite_without_force(tmp_path):
     target = tmp_path / "demo"
-    call_command("build_demo_base", output=str(target))
+    out = io.StringIO()
+    call_command("build_demo_base", output=str(target), stdout=out)
+    assert "Jobs cannot name this folder yet: set DEMO_BASE_DIR=" in out.getvalue()
     assert (target / "model.safetensors").exists() and (target / "tokenizer.json").exists()
     with pytest.raises(CommandError, match="already exists: use --force"):
         call_command("build_demo_base", output=str(target))
     (target / "marker").write_text("old")
     call_command("build_demo_base", output=str(target), force=True)
     assert not (target / "marker").exists() and (target / "config.json").exists()
+
+
+def test_the_command_tells_the_name_jobs_use_never_a_folder_they_may_not_name(tmp_path, settings):
+    settings.DEMO_BASE_DIR = tmp_path / "var" / "demo-base"
+    out = io.StringIO()
+    call_command("build_demo_base", stdout=out)
+    assert "Jobs name it 'demo-base'" in out.getvalue()
+    assert f"{tmp_path}" not in out.getvalue().splitlines()[-1]
+    settings.BASE_MODELS_DIR = tmp_path / "bases"
+    call_command("build_demo_base", output=str(tmp_path / "bases" / "tiny-llama"), stdout=out)
+    assert out.getvalue().splitlines()[-1].startswith("Jobs name it 'tiny-llama'")

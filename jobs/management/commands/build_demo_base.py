@@ -6,6 +6,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from finetune_studio.base_models import base_model_catalogue
+
 
 class Command(BaseCommand):
     help = (
@@ -40,4 +42,14 @@ class Command(BaseCommand):
         build_demo_base(target, texts=texts, seed=seed, force=force)
         source = ", ".join(path.name for path in samples) if samples else "synthetic contract clauses"
         self.stdout.write(self.style.SUCCESS(f"Demo base model built in {target} (tokenizer trained on {source})."))
-        self.stdout.write(f"Use it as a job's base model: {target}")
+        self.stdout.write(self._how_jobs_name_it(target))
+
+    def _how_jobs_name_it(self, target: Path) -> str:
+        # A job names a base, never a folder under var/ (finetune_studio/base_models.py): say which name works.
+        names = [entry.name for entry in base_model_catalogue() if entry.path and entry.path.resolve() == target]
+        if names:
+            return f"Jobs name it {names[0]!r} (base_model), e.g. with the lora-sft trainer."
+        return (
+            f"Jobs cannot name this folder yet: set DEMO_BASE_DIR={target} (then it is 'demo-base'), declare it in "
+            "BASE_MODELS, or build it inside BASE_MODELS_DIR."
+        )
