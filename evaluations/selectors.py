@@ -48,6 +48,11 @@ def test_sets_of(*, user) -> QuerySet:
     return Dataset.objects.filter(owner=user).order_by("-created_at", "-id")
 
 
+def evaluation_test_set(*, evaluation: Evaluation):
+    """The owner's dataset the evaluation read (by its path), or None once that dataset is deleted."""
+    return test_sets_of(user=evaluation.owner).filter(path=evaluation.test_set_path).first()
+
+
 def evaluation_predictions(*, evaluation: Evaluation) -> QuerySet[Prediction]:
     return Prediction.objects.filter(evaluation=evaluation).order_by("index", "candidate")
 

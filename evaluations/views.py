@@ -218,6 +218,7 @@ def evaluation_detail(request, pk: int):
         "base_plan": plans[0],
         "fine_tuned_plans": plans[1:],
         "parity": results.get("parity"),
+        "test_set": selectors.evaluation_test_set(evaluation=evaluation),
     }
     if results.get("task") == "generation":
         from .generation_page import page_context

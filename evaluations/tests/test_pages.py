@@ -32,6 +32,20 @@ def test_the_detail_page_shows_cards_matrices_examples_and_the_verdict(completed
     assert "evaluations/evaluations.js" in html
 
 
+def test_the_detail_page_links_its_test_set_and_keeps_the_path_once_the_dataset_is_gone(completed, alice_browser):
+    from jobs.models import Dataset
+
+    dataset = Dataset.objects.get(path=completed.test_set_path)
+    html = alice_browser.get(f"/evaluations/{completed.id}/").content.decode()
+    assert f'<a href="/datasets/{dataset.id}/" data-test-set>{dataset.name}</a>' in html
+    assert alice_browser.post(f"/datasets/{dataset.id}/delete/").status_code == 302
+    html = alice_browser.get(f"/evaluations/{completed.id}/").content.decode()
+    assert "data-test-set" not in html
+    assert (
+        f'<code>{completed.test_set_path}</code> <span class="hint">(no dataset of its owner has this path now)' in html
+    )
+
+
 def test_other_users_get_404_and_anonymous_users_the_login_page(completed, client, bob):
     assert client.get(f"/evaluations/{completed.id}/").status_code == 302
     assert "/accounts/login" in client.get("/evaluations/")["Location"]
