@@ -54,6 +54,18 @@ def metric_label(name) -> str:
 
 
 @register.filter
+def metric_value(value) -> str:
+    """A training metric as people read it: 41331.3 → "41,331.3", 5.49473 → "5.4947", 200 → "200", 1.0 → "1"."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—" if value is None else str(value)
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}"
+    if abs(value) >= 1000:
+        return f"{value:,.1f}"
+    return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) >= 1e-4 else f"{value:.2e}"
+
+
+@register.filter
 def thousands(number) -> str:
     """185344 → "185,344" (no locale machinery: numbers read the same on every page)."""
     try:

@@ -22,3 +22,24 @@ def test_metric_keys_read_as_words():
 
     assert metric_label("eval_accuracy") == "Eval accuracy"
     assert metric_label("loss") == "Loss"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (41331.3, "41,331.3"),
+        (5.49473, "5.4947"),
+        (5.887, "5.887"),
+        (243300, "243,300"),
+        (1.0, "1"),
+        (0.02, "0.02"),
+        (0.00002, "2.00e-05"),
+        (True, "True"),
+        ("cuda", "cuda"),
+        (None, "—"),
+    ],
+)
+def test_metric_values_read_without_trailing_zeros_and_with_thousands_grouped(value, text):
+    from finetune_studio.format_tags import metric_value
+
+    assert metric_value(value) == text
