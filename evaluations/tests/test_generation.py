@@ -321,10 +321,48 @@ def test_the_page_shows_metric_cards_the_judge_and_answers_side_by_side_with_a_w
         assert label in page
     assert "95 % CI" in page and "detectable" in page
     assert "fine-tuned wins 12, loses 0, ties 0" in page
+    assert "data-judge-no-verdict" not in page and "show=judge_no_verdict" not in page
     assert "B matches the reference" in page  # the judge's reasons
     assert "<del>mot 0</del>" in page  # the base missed the reference's words
     assert "<ins>I do not know</ins>" in page
     assert 'href="?show=regressed"' in page and "Regressed (0)" in page and "Improved (12)" in page
+
+
+def test_the_page_says_a_judge_that_answered_prose_gave_no_usable_verdict(translators, run_generation, alice_browser):
+    translators.add_model("judge", answer=prose_judge())
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    page = alice_browser.get(f"/evaluations/{evaluation.id}/").content.decode()
+    assert "fine-tuned wins 0, loses 0, ties 12" in page
+    assert "the judge gave no usable verdict" in page and "no pair was decided" not in page
+    assert "12 of the 12 ties are pairs the judge did not decide: 24 of its 24 answers named no winner" in page
+    assert "may not follow the verdict format" in page and "choose another judge" in page
+    assert "Judge, base's answer as A: no winner named — the judge&#x27;s answer named no winner" in page
+    assert "judge: tie, no verdict" in page
+    undecided = alice_browser.get(f"/evaluations/{evaluation.id}/?show=judge_no_verdict").content.decode()
+    assert "Judge named no winner (12)" in undecided and undecided.count("data-example=") == COUNT
+
+
+def test_the_page_counts_the_undecided_ties_beside_a_win_rate(translators, run_generation, alice_browser):
+    translators.add_model("judge", answer=json_then_prose_judge)
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    page = alice_browser.get(f"/evaluations/{evaluation.id}/").content.decode()
+    assert "fine-tuned wins 6, loses 0, ties 6" in page and "win rate 100.0 %" in page
+    assert "6 of the 6 ties are pairs the judge did not decide: 6 of its 24 answers named no winner" in page
+    assert "no usable verdict" not in page
+
+
+def test_a_page_from_before_the_no_verdict_counts_still_shows_the_judge(translators, run_generation, alice_browser):
+    translators.add_model("judge", answer=position_a_judge())
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    results = evaluation.results
+    for key in ("no_verdict", "no_verdict_answers"):
+        del results["judge"][key]
+    Evaluation.objects.filter(id=evaluation.id).update(results=results)
+    response = alice_browser.get(f"/evaluations/{evaluation.id}/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "fine-tuned wins 0, loses 0, ties 12" in page and "no pair was decided" in page
+    assert "data-judge-no-verdict" not in page
 
 
 def test_the_page_filters_examples_by_outcome(translators, run_generation, alice_browser):
