@@ -107,6 +107,15 @@ class Verdict:
     reason: str
     content: str = ""
 
+    @classmethod
+    def from_dict(cls, value: dict) -> Verdict:
+        """A verdict as kept in a cache file; one from before NO_VERDICT (an unparsed answer kept as "tie",
+        its reason saying it named no winner) reads as NO_VERDICT."""
+        verdict = cls(**value)
+        if verdict.winner == "tie" and verdict.reason.startswith(NO_VERDICT_REASON):
+            return cls(NO_VERDICT, verdict.reason, verdict.content)
+        return verdict
+
 
 class JudgeCache(Protocol):
     def get_many(self, keys: Sequence[str]) -> dict[str, Verdict]: ...
