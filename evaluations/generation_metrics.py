@@ -336,9 +336,11 @@ def candidate_summary(name: str, scores: dict[str, np.ndarray]) -> dict:
 def judged_pair(base_first: str, fine_tuned_first: str) -> str:
     """One pair asked in both orders → "fine_tuned", "base" or "tie".
 
-    ``base_first`` is the judge's verdict ("A", "B" or "tie") with the base's answer as A; ``fine_tuned_first``
-    with the fine-tuned answer as A. A win needs both orders to agree; a judge that prefers a position
-    regardless of the answers therefore produces ties, never wins.
+    ``base_first`` is the judge's verdict ("A", "B", "tie", or "none" when its answer named no winner) with the
+    base's answer as A; ``fine_tuned_first`` with the fine-tuned answer as A. A win needs both orders to agree;
+    a judge that prefers a position regardless of the answers therefore produces ties, never wins, and so does
+    one that named no winner in either order ("none" agrees with nothing). ``judge.run`` counts the latter
+    apart (``no_verdict``), so such a tie is not read as the judge finding the answers equal.
     """
     first = {"A": "base", "B": "fine_tuned"}.get(base_first, "tie")
     second = {"A": "fine_tuned", "B": "base"}.get(fine_tuned_first, "tie")

@@ -10,6 +10,7 @@ import difflib
 import re
 
 from .generation_metrics import GENERATION_METRICS, JSON_METRIC
+from .judge import NO_VERDICT
 
 METRIC_LABELS = {
     "exact_match": "Exact match",
@@ -24,7 +25,10 @@ FILTERS = {
     "regressed": "Regressed",
     "tied": "Tied",
     "judge_disagreed": "Judge disagreed with the metrics",
+    "judge_no_verdict": "Judge named no winner",
 }
+# Listed only when some example matches (or it is the one shown): most judges always name a winner.
+FILTERS_SHOWN_WHEN_USED = {"judge_no_verdict"}
 EXAMPLES_PER_PAGE = 100
 _WORD = re.compile(r"\S+")
 
@@ -71,9 +75,35 @@ def metric_cards(results: dict) -> list[dict]:
     return cards
 
 
+def judge_card(judge: dict | None) -> dict | None:
+    """The judge's summary with what the page says about answers that named no winner.
+
+    ``no_verdict`` pairs are among the ties; when every pair is one, the judge gave no usable verdict at all
+    (rather than finding every pair equal). Results from before these counts existed show none.
+    """
+    if not judge:
+        return judge
+    pairs = judge.get("pairs", judge["wins"] + judge["losses"] + judge["ties"])
+    no_verdict = judge.get("no_verdict", 0)
+    return {
+        **judge,
+        "no_verdict": no_verdict,
+        "no_verdict_answers": judge.get("no_verdict_answers", 0),
+        "answers": 2 * pairs,
+        "no_usable_verdict": pairs > 0 and no_verdict == pairs,
+    }
+
+
+def _judge_named_no_winner(example: dict) -> bool:
+    verdicts = example.get("judge") or {}
+    return any((verdicts.get(order) or {}).get("winner") == NO_VERDICT for order in ("base_first", "fine_tuned_first"))
+
+
 def _matches(example: dict, show: str) -> bool:
     if show == "judge_disagreed":
         return bool(example.get("judge_disagrees"))
+    if show == "judge_no_verdict":
+        return _judge_named_no_winner(example)
     return show == "all" or example["outcome"] == show
 
 
@@ -86,6 +116,7 @@ def page_context(evaluation, results: dict, show: str) -> dict:
         shown.append(
             {
                 **example,
+                "judge_no_verdict": _judge_named_no_winner(example),
                 "base_diff": word_diff(example["reference"], example["base_answer"]),
                 "fine_tuned_diff": word_diff(example["reference"], example["fine_tuned_answer"]),
             }
@@ -96,8 +127,12 @@ def page_context(evaluation, results: dict, show: str) -> dict:
         "generation": True,
         "metric_cards": metric_cards(results),
         "significance": results.get("significance", {}),
-        "judge": results.get("judge"),
-        "filters": [{"key": key, "label": label, "count": counts[key]} for key, label in FILTERS.items()],
+        "judge": judge_card(results.get("judge")),
+        "filters": [
+            {"key": key, "label": label, "count": counts[key]}
+            for key, label in FILTERS.items()
+            if key not in FILTERS_SHOWN_WHEN_USED or counts[key] or key == show
+        ],
         "show": show,
         "examples": shown,
         "examples_total": len(examples),

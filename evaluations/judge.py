@@ -2,9 +2,13 @@
 
 Each pair is asked in both orders (the base's answer as A, then as B) and counts as a win only when both
 orders agree (``generation_metrics.judged_pair``), so a judge that prefers a position regardless produces
-ties. Judge answers are cached by (endpoint, model, the full prompt sent): a re-run, or a second evaluation
-with the same answers, asks nothing it asked before. No Django at import time; the database cache imports
-its model when used.
+ties. An answer that names no winner (prose, broken JSON: a judge model that cannot follow the verdict
+format) is kept apart as ``NO_VERDICT``: its pair is a tie, and the summary counts such pairs and answers,
+so a judge that never answered is not read as one that found the answers equal.
+
+Judge answers are cached by (endpoint, model, the full prompt sent): a re-run, or a second evaluation with
+the same answers, asks nothing it asked before. No Django at import time; the database cache imports its
+model when used.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ VERDICT_SCHEMA = {
     "required": ["winner", "reason"],
 }
 BASE_FIRST, FINE_TUNED_FIRST = "base_first", "fine_tuned_first"
+NO_VERDICT = "none"  # the judge's answer named no winner (not a "tie" the judge chose)
+NO_VERDICT_REASON = "the judge's answer named no winner"
 
 
 def check_prompt(template) -> str | None:
@@ -73,7 +79,8 @@ def fill_prompt(template: str, *, question: str, reference: str, answer_a: str, 
 
 
 def parse_verdict(content: str) -> tuple[str, str]:
-    """("A" | "B" | "tie", reason). An answer that names no winner is a tie, and the reason says so."""
+    """("A" | "B" | "tie" | NO_VERDICT, reason). An answer that names no winner is NO_VERDICT, and the reason
+    says so and quotes the start of the answer."""
     text = (content or "").strip()
     candidates = [text, *re.findall(r"\{[^{}]*\}", text, re.DOTALL)]
     for candidate in candidates:
@@ -87,7 +94,7 @@ def parse_verdict(content: str) -> tuple[str, str]:
             normal = {"a": "A", "b": "B", "tie": "tie"}.get(winner.lower())
             if normal:
                 return normal, reason
-    return "tie", f"the judge's answer named no winner: {text[:200]!r}"
+    return NO_VERDICT, f"{NO_VERDICT_REASON}: {text[:200]!r}"
 
 
 def cache_key(*, endpoint: str, model: str, prompt: str) -> str:
@@ -99,6 +106,15 @@ class Verdict:
     winner: str
     reason: str
     content: str = ""
+
+    @classmethod
+    def from_dict(cls, value: dict) -> Verdict:
+        """A verdict as kept in a cache file; one from before NO_VERDICT (an unparsed answer kept as "tie",
+        its reason saying it named no winner) reads as NO_VERDICT."""
+        verdict = cls(**value)
+        if verdict.winner == "tie" and verdict.reason.startswith(NO_VERDICT_REASON):
+            return cls(NO_VERDICT, verdict.reason, verdict.content)
+        return verdict
 
 
 class JudgeCache(Protocol):
@@ -161,7 +177,9 @@ class JudgePlan:
 def run(*, plan: JudgePlan, backend: Backend, cache: JudgeCache, pairs: Sequence[dict]) -> dict:
     """Judge every pair in both orders; ``pairs``: {index, question, reference, base_answer, fine_tuned_answer}.
 
-    Returns {"summary": judge_summary + requests/cache_hits/endpoint/model, "examples": {index: verdicts}}.
+    Returns {"summary": judge_summary + no_verdict/no_verdict_answers/requests/cache_hits/endpoint/model,
+    "examples": {index: verdicts}}. ``no_verdict``: the pairs (all counted among the ties) where at least one
+    of the two answers named no winner; ``no_verdict_answers``: such answers, out of 2 × pairs.
     Raises the first InferenceError of the judge's endpoint (nothing is cached from a failed answer).
     """
     prompts: dict[tuple[int, str], str] = {}
@@ -198,11 +216,15 @@ def run(*, plan: JudgePlan, backend: Backend, cache: JudgeCache, pairs: Sequence
     verdicts = {**cached, **fresh}
     examples: dict[int, dict] = {}
     outcomes = []
+    no_verdict = no_verdict_answers = 0
     for pair in pairs:
         first = verdicts[keys[(pair["index"], BASE_FIRST)]]
         second = verdicts[keys[(pair["index"], FINE_TUNED_FIRST)]]
         outcome = gm.judged_pair(first.winner, second.winner)
         outcomes.append(outcome)
+        unanswered = sum(1 for verdict in (first, second) if verdict.winner == NO_VERDICT)
+        no_verdict_answers += unanswered
+        no_verdict += 1 if unanswered else 0
         examples[pair["index"]] = {
             "outcome": outcome,
             "base_first": {"winner": first.winner, "reason": first.reason},
@@ -212,6 +234,8 @@ def run(*, plan: JudgePlan, backend: Backend, cache: JudgeCache, pairs: Sequence
     hits = sum(1 for key in keys.values() if key in cached)
     summary = {
         **gm.judge_summary(outcomes),
+        "no_verdict": no_verdict,
+        "no_verdict_answers": no_verdict_answers,
         "endpoint": plan.endpoint,
         "model": plan.model,
         "requests": len(requests),

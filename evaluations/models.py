@@ -141,7 +141,7 @@ class JudgeAnswer(models.Model):
     key = models.CharField(max_length=64)
     endpoint = models.CharField(max_length=100)
     judge_model = models.CharField(max_length=200)
-    winner = models.CharField(max_length=4)  # "A", "B" or "tie"
+    winner = models.CharField(max_length=4)  # "A", "B", "tie", or "none" when the answer named no winner
     reason = models.TextField(blank=True)
     content = models.TextField(blank=True)  # the judge's answer as it came
     created_at = models.DateTimeField(auto_now_add=True)

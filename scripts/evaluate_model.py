@@ -247,7 +247,7 @@ def run_generation(args, all_records, config, engine, generation, judge, OllamaB
         backends.append(judge_backend)
         if args.judge_cache and Path(args.judge_cache).exists():
             stored = _read_json(args.judge_cache, "the judge cache", engine)
-            cache.verdicts = {key: judge.Verdict(**value) for key, value in stored.items()}
+            cache.verdicts = {key: judge.Verdict.from_dict(value) for key, value in stored.items()}
     candidates = [args.base_model, *args.finetuned_models]
     store = engine.MemoryStore(on_progress=None if args.quiet else ProgressBar())
     try:
@@ -299,11 +299,20 @@ def print_generation_summary(results: dict, stream=sys.stdout) -> None:
     if "judge" in results:
         j = results["judge"]
         rate = "n/a" if j["win_rate"] is None else f"{j['win_rate']:.3f}"
+        answers = 2 * j["pairs"]
         stream.write(
             f"judge {j['model']}: wins {j['wins']}, losses {j['losses']}, ties {j['ties']}, win rate {rate} "
             f"(95 % CI {j['win_rate_ci'][0]:.3f} to {j['win_rate_ci'][1]:.3f}), sign test p = {j['p_value']:.3g}; "
-            f"{j['requests']} judge requests, {j['cache_hits']} from the cache\n"
+            f"{j['requests']} judge requests, {j['cache_hits']} from the cache; "
+            f"no verdict in {j['no_verdict']} pairs ({j['no_verdict_answers']} of {answers} answers named no winner)\n"
         )
+        if j["no_verdict"]:
+            undecided = "the judge gave no usable verdict: " if j["no_verdict"] == j["pairs"] else ""
+            stream.write(
+                f"warning: {undecided}{j['no_verdict']} of the {j['ties']} ties are pairs the judge did not decide; "
+                f"{j['model']} may not follow the verdict format: read its reasons in the examples (--output), "
+                "or choose another judge\n"
+            )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 from django import template
 
+from evaluations.judge import NO_VERDICT
+
 register = template.Library()
 
 
@@ -30,3 +32,9 @@ def number(value, digits: int = 1) -> str:
 def get_item(mapping, key):
     """``{{ scores|get_item:name }}``: a dict value by a variable key (None when absent)."""
     return mapping.get(key) if isinstance(mapping, dict) else None
+
+
+@register.filter
+def judge_winner(winner) -> str:
+    """One order's verdict: "A", "B", "tie", or "no winner named" for an answer that named none."""
+    return "no winner named" if winner == NO_VERDICT else str(winner)

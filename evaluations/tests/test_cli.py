@@ -231,11 +231,44 @@ def test_the_cli_runs_a_generation_evaluation_with_a_judge_and_its_cache(transla
         assert results["comparisons"]["chrf"]["verdict"] == "significant improvement"
         assert results["judge"]["wins"] == 10 and results["judge"]["requests"] == 20
         assert "judge judge: wins 10, losses 0, ties 0" in first.stdout
+        assert "no verdict in 0 pairs (0 of 20 answers named no winner)" in first.stdout
+        assert "warning" not in first.stdout
         asked = len(server.chat_requests(model="judge"))
         second = run_cli(*args)
         assert second.returncode == 0, second.stderr
         assert json.loads(output.read_text())["results"]["judge"]["cache_hits"] == 20
         assert len(server.chat_requests(model="judge")) == asked
+
+
+def test_the_cli_says_when_the_judge_named_no_winner_also_from_a_cache_kept_before_that_was_told_apart(
+    translation_set, tmp_path
+):
+    from tests.support.ollama_server import prose_judge
+
+    with OllamaServer() as server:
+        server.add_model("llama3.2:3b", answer="I do not know")
+        server.add_model("translator", answer=answer_from_mapping({f"word {i}": f"mot {i}" for i in range(10)}))
+        server.add_model("judge", answer=prose_judge())
+        output, cache = tmp_path / "results.json", tmp_path / "judge.json"
+        args = ["--task", "generation", "--test-set", str(translation_set), "--base-model", "llama3.2:3b"]
+        args += ["--finetuned-model", "translator", "--ollama-url", server.url, "--output", str(output), "--quiet"]
+        args += ["--judge-model", "judge", "--judge-cache", str(cache)]
+        first = run_cli(*args)
+        assert first.returncode == 0, first.stderr
+        assert "wins 0, losses 0, ties 10, win rate n/a" in first.stdout
+        assert "no verdict in 10 pairs (20 of 20 answers named no winner)" in first.stdout
+        assert "warning: the judge gave no usable verdict: 10 of the 10 ties are pairs the judge did not decide" in (
+            first.stdout
+        )
+        assert "may not follow the verdict format" in first.stdout
+        # A cache file written before "none" existed kept these answers as "tie", its reason saying why.
+        kept = json.loads(cache.read_text())
+        assert {verdict["winner"] for verdict in kept.values()} == {"none"}
+        cache.write_text(json.dumps({key: {**verdict, "winner": "tie"} for key, verdict in kept.items()}))
+        second = run_cli(*args)
+        assert second.returncode == 0, second.stderr
+        judge = json.loads(output.read_text())["results"]["judge"]
+        assert judge["requests"] == 0 and judge["no_verdict"] == 10 and judge["no_verdict_answers"] == 20
 
 
 def test_the_cli_refuses_a_judge_on_a_classification_run(test_set):

@@ -1,11 +1,18 @@
 """Generative evaluations through the API: references, per-example scores, comparisons and a pairwise judge."""
 
 import json
+import re
 
 import pytest
 
 from evaluations.models import Evaluation, JudgeAnswer, Prediction
-from tests.support.ollama_server import answer_from_mapping, position_a_judge, reference_judge
+from tests.support.ollama_server import (
+    RawAnswer,
+    answer_from_mapping,
+    position_a_judge,
+    prose_judge,
+    reference_judge,
+)
 
 COUNT = 12
 INSTRUCTION = "Translate the word into French."
@@ -120,6 +127,7 @@ def test_a_judge_biased_to_position_a_gives_ties_not_wins(translators, run_gener
     assert (judge["wins"], judge["losses"], judge["ties"]) == (0, 0, COUNT)
     assert judge["win_rate"] is None and judge["p_value"] == 1.0
     assert judge["requests"] == 2 * COUNT and judge["cache_hits"] == 0
+    assert judge["no_verdict"] == 0 and judge["no_verdict_answers"] == 0  # it named a winner every time
     example = evaluation.examples[0]
     assert example["judge"]["outcome"] == "tie"
     assert example["judge"]["base_first"] == {"winner": "A", "reason": "answer A is better"}
@@ -134,10 +142,63 @@ def test_a_judge_that_agrees_in_both_orders_counts_wins_with_a_wilson_interval(t
     assert (judge["wins"], judge["losses"], judge["ties"]) == (COUNT, 0, 0)
     assert judge["win_rate"] == 1.0 and judge["win_rate_ci"][0] > 0.7
     assert judge["p_value"] < 0.001
+    assert judge["no_verdict"] == 0 and judge["no_verdict_answers"] == 0
     reasons = evaluation.examples[0]["judge"]
     assert reasons["base_first"] == {"winner": "B", "reason": "B matches the reference"}
     prompt = translators.chat_requests(model="judge")[0].body["messages"][-1]["content"]
     assert "Reference answer:\nmot " in prompt and "Answer A:\n" in prompt and "Answer B:\n" in prompt
+
+
+def json_then_prose_judge(model: str, prompt: str):
+    """Names a winner with the base's answer as A; with the fine-tuned answer as A it names one (the same
+    answer) for odd words only and answers prose for even ones."""
+    if "Answer A:\nI do not know" in prompt:
+        return json.dumps({"winner": "B", "reason": "B is the translation"})
+    if int(re.search(r"word (\d+)", prompt)[1]) % 2:
+        return json.dumps({"winner": "A", "reason": "A is the translation"})
+    return RawAnswer("Answer A looks like French to me.")
+
+
+def test_a_judge_that_answers_prose_decides_no_pair_and_the_summary_says_so(translators, run_generation):
+    translators.add_model("judge", answer=prose_judge())
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    judge = evaluation.results["judge"]
+    assert (judge["wins"], judge["losses"], judge["ties"]) == (0, 0, COUNT)
+    assert judge["win_rate"] is None
+    assert judge["no_verdict"] == COUNT and judge["no_verdict_answers"] == 2 * COUNT
+    verdicts = evaluation.examples[0]["judge"]
+    assert verdicts["outcome"] == "tie"
+    for order in ("base_first", "fine_tuned_first"):
+        assert verdicts[order]["winner"] == "none"
+        assert (
+            verdicts[order]["reason"]
+            == "the judge's answer named no winner: 'Both answers have their merits; the second reads a little better.'"
+        )
+    assert set(JudgeAnswer.objects.values_list("winner", flat=True)) == {"none"}
+
+
+def test_a_rerun_from_the_cache_still_counts_the_answers_that_named_no_winner(translators, run_generation):
+    translators.add_model("judge", answer=prose_judge())
+    run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    judge = run_generation(judge={"endpoint": "ollama", "model": "judge"}).results["judge"]
+    assert judge["requests"] == 0 and judge["cache_hits"] == 2 * COUNT
+    assert judge["no_verdict"] == COUNT and judge["no_verdict_answers"] == 2 * COUNT
+
+
+def test_a_pair_with_json_in_one_order_and_prose_in_the_other_is_a_tie_counted_as_no_verdict(
+    translators, run_generation
+):
+    translators.add_model("judge", answer=json_then_prose_judge)
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    judge = evaluation.results["judge"]
+    half = COUNT // 2
+    assert (judge["wins"], judge["losses"], judge["ties"]) == (half, 0, half)
+    assert judge["no_verdict"] == half and judge["no_verdict_answers"] == half
+    assert judge["win_rate"] == 1.0  # over the pairs it decided
+    even = next(example["judge"] for example in evaluation.examples if example["index"] % 2 == 0)
+    assert even["outcome"] == "tie"
+    assert even["base_first"] == {"winner": "B", "reason": "B is the translation"}
+    assert even["fine_tuned_first"]["winner"] == "none"
 
 
 def test_a_rerun_asks_the_judge_nothing_it_asked_before(translators, run_generation):
@@ -260,10 +321,48 @@ def test_the_page_shows_metric_cards_the_judge_and_answers_side_by_side_with_a_w
         assert label in page
     assert "95 % CI" in page and "detectable" in page
     assert "fine-tuned wins 12, loses 0, ties 0" in page
+    assert "data-judge-no-verdict" not in page and "show=judge_no_verdict" not in page
     assert "B matches the reference" in page  # the judge's reasons
     assert "<del>mot 0</del>" in page  # the base missed the reference's words
     assert "<ins>I do not know</ins>" in page
     assert 'href="?show=regressed"' in page and "Regressed (0)" in page and "Improved (12)" in page
+
+
+def test_the_page_says_a_judge_that_answered_prose_gave_no_usable_verdict(translators, run_generation, alice_browser):
+    translators.add_model("judge", answer=prose_judge())
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    page = alice_browser.get(f"/evaluations/{evaluation.id}/").content.decode()
+    assert "fine-tuned wins 0, loses 0, ties 12" in page
+    assert "the judge gave no usable verdict" in page and "no pair was decided" not in page
+    assert "12 of the 12 ties are pairs the judge did not decide: 24 of its 24 answers named no winner" in page
+    assert "may not follow the verdict format" in page and "choose another judge" in page
+    assert "Judge, base's answer as A: no winner named — the judge&#x27;s answer named no winner" in page
+    assert "judge: tie, no verdict" in page
+    undecided = alice_browser.get(f"/evaluations/{evaluation.id}/?show=judge_no_verdict").content.decode()
+    assert "Judge named no winner (12)" in undecided and undecided.count("data-example=") == COUNT
+
+
+def test_the_page_counts_the_undecided_ties_beside_a_win_rate(translators, run_generation, alice_browser):
+    translators.add_model("judge", answer=json_then_prose_judge)
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    page = alice_browser.get(f"/evaluations/{evaluation.id}/").content.decode()
+    assert "fine-tuned wins 6, loses 0, ties 6" in page and "win rate 100.0 %" in page
+    assert "6 of the 6 ties are pairs the judge did not decide: 6 of its 24 answers named no winner" in page
+    assert "no usable verdict" not in page
+
+
+def test_a_page_from_before_the_no_verdict_counts_still_shows_the_judge(translators, run_generation, alice_browser):
+    translators.add_model("judge", answer=position_a_judge())
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    results = evaluation.results
+    for key in ("no_verdict", "no_verdict_answers"):
+        del results["judge"][key]
+    Evaluation.objects.filter(id=evaluation.id).update(results=results)
+    response = alice_browser.get(f"/evaluations/{evaluation.id}/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "fine-tuned wins 0, loses 0, ties 12" in page and "no pair was decided" in page
+    assert "data-judge-no-verdict" not in page
 
 
 def test_the_page_filters_examples_by_outcome(translators, run_generation, alice_browser):
@@ -300,6 +399,17 @@ def test_exports_carry_the_per_example_scores_and_the_judge(translators, run_gen
     text = alice_api.get(f"/api/v1/evaluations/{evaluation.id}/export.csv").content.decode()
     header = text.splitlines()[0].split(",")
     assert header[-5:] == ["score_exact_match", "score_token_f1", "score_rouge_l", "score_chrf", "judge"]
+
+
+def test_the_json_export_says_which_of_the_judges_answers_named_no_winner(translators, run_generation, alice_api):
+    translators.add_model("judge", answer=json_then_prose_judge)
+    evaluation = run_generation(judge={"endpoint": "ollama", "model": "judge"})
+    body = json.loads(alice_api.get(f"/api/v1/evaluations/{evaluation.id}/export.json").content)
+    assert body["evaluation"]["results"]["judge"]["no_verdict"] == COUNT // 2
+    even = next(example["judge"] for example in body["evaluation"]["examples"] if example["index"] == 0)
+    assert even["fine_tuned_first"]["winner"] == "none"
+    assert even["fine_tuned_first"]["reason"].startswith("the judge's answer named no winner: ")
+    assert {row["judge"] for row in body["predictions"] if row["index"] == 0} == {"tie"}  # the pair's outcome
 
 
 def test_the_list_summarises_a_generation_evaluation(translators, run_generation, alice_api):
@@ -394,6 +504,29 @@ def test_the_task_defaults_to_the_test_sets(translators, alice, alice_api, make_
     response = alice_api.post(f"/api/v1/models/{make_model(alice).id}/evaluate", body, format="json")
     assert response.status_code == 202, response.content
     assert Evaluation.objects.get().config["task"] == "generation"
+
+
+@pytest.mark.parametrize(
+    ("content", "winner"),
+    [
+        ('{"winner": "A", "reason": "r"}', "A"),
+        ('{"winner": "b", "reason": "r"}', "B"),
+        ('{"winner": "tie", "reason": "r"}', "tie"),
+        ('Sure! {"winner": "B", "reason": "r"} Hope that helps.', "B"),
+        ("Answer B is clearly better.", "none"),
+        ('{"winner": "A", "reason": ', "none"),
+        ('{"verdict": "A"}', "none"),
+        ('{"winner": "none", "reason": "cannot tell"}', "none"),
+        ("", "none"),
+    ],
+)
+def test_a_judge_answer_that_names_no_winner_is_told_apart_from_a_tie(content, winner):
+    from evaluations.judge import parse_verdict
+
+    parsed, reason = parse_verdict(content)
+    assert parsed == winner
+    if winner == "none":
+        assert reason == f"the judge's answer named no winner: {content.strip()[:200]!r}"
 
 
 def test_an_answer_that_contains_a_placeholder_is_never_expanded():

@@ -129,6 +129,11 @@ def test_a_win_counts_only_when_both_orders_agree():
     assert gm.judged_pair("B", "B") == "tie" and gm.judged_pair("tie", "A") == "tie"
 
 
+def test_an_order_whose_answer_named_no_winner_makes_the_pair_a_tie():
+    assert gm.judged_pair("none", "A") == "tie" and gm.judged_pair("B", "none") == "tie"
+    assert gm.judged_pair("none", "none") == "tie"
+
+
 def test_the_judge_summary_has_a_wilson_interval_and_a_sign_test():
     summary = gm.judge_summary(["fine_tuned"] * 9 + ["base"] + ["tie"] * 5)
     assert (summary["wins"], summary["losses"], summary["ties"]) == (9, 1, 5)

@@ -67,6 +67,11 @@ def position_a_judge(reason: str = "answer A is better") -> AnswerFunction:
     return lambda model, prompt: json.dumps({"winner": "A", "reason": reason})
 
 
+def prose_judge(text: str = "Both answers have their merits; the second reads a little better.") -> AnswerFunction:
+    """A pairwise judge that cannot follow the verdict format: it answers prose even when asked for JSON."""
+    return lambda model, prompt: RawAnswer(text)
+
+
 def reference_judge() -> AnswerFunction:
     """A pairwise judge that picks the answer equal to the reference (as our default judge prompt lays it out)."""
 
