@@ -13,7 +13,7 @@ from jobs import services as job_services
 from models_app import registry
 from models_app import services as model_services
 from sweeps import services
-from sweeps.models import SweepTrial
+from sweeps.models import Sweep, SweepTrial
 from tests.factories import ARTIFACTS
 
 API = "/api/v1/sweeps"
@@ -107,3 +107,35 @@ def test_on_local_a_trial_without_an_adapter_says_why_it_is_not_evaluated(
     trial = SweepTrial.objects.get(sweep_id=sweep_id)
     assert trial.evaluation is None and "no LoRA adapter" in trial.error
     assert not Evaluation.objects.exists()
+
+
+def test_the_sweep_form_offers_the_endpoints_and_the_catalogue_and_starts_a_local_sweep_with_no_ollama(
+    alice_browser, training_set, demo_catalogue, local_storage, django_capture_on_commit_callbacks
+):
+    page = alice_browser.get("/sweeps/").content.decode()
+    # Ollama does not answer: the form suggests the local engine, and says why Ollama is unavailable.
+    assert '<option value="local" selected>local (local)</option>' in page
+    assert '<option value="ollama">ollama (ollama) — unavailable: ' in page
+    assert '<datalist id="sweep-base-models"><option value="demo-base"></datalist>' in page
+    form = {
+        "name": "local from the page",
+        "trainer": "lora-sft",
+        "dataset": training_set.id,
+        "base_model": "demo-base",
+        "strategy": "grid",
+        "search_space": '{"learning_rate": [0.01, 0.02]}',
+        "concurrency": "2",
+        "test_set_path": training_set.path,
+        "endpoint": "local",
+        "metric": "f1_macro",
+    }
+    refused = alice_browser.post("/sweeps/", {**form, "search_space": '{"learning_rate": [0.01'}).content.decode()
+    # Refused: what was chosen is still chosen, nothing has to be picked again.
+    assert f'<option value="{training_set.pk}" selected>' in refused
+    assert f'<option value="{training_set.path}" selected>' in refused
+    assert '<option value="local" selected>' in refused and "<option selected>f1_macro</option>" in refused
+    with django_capture_on_commit_callbacks(execute=False):
+        response = alice_browser.post("/sweeps/", form)
+    assert response.status_code == 302, response.content.decode()[:500]
+    sweep = Sweep.objects.get(name="local from the page")
+    assert (sweep.endpoint, sweep.metric, sweep.n_trials) == ("local", "f1_macro", 2)
