@@ -137,6 +137,16 @@ def endpoint_statuses() -> list[EndpointStatus]:
         return list(pool.map(_status, endpoints))
 
 
+def endpoint_suggested_name(*, statuses: list[EndpointStatus]) -> str:
+    """The endpoint a form preselects: the studio's default, or the local engine when the default cannot be
+    reached and the local engine can (a studio with nothing but Python then works from its pages)."""
+    default = endpoint_default_name()
+    usable = [status for status in statuses if status.enabled and status.available]
+    if any(status.name == default for status in usable):
+        return default
+    return next((status.name for status in usable if status.kind == "local"), default)
+
+
 def _status(endpoint: EndpointConfig) -> EndpointStatus:
     def status(available: bool, reason: str = "", models=None, supports_schema=False) -> EndpointStatus:
         return EndpointStatus(

@@ -6,6 +6,9 @@ from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from inference.selectors import endpoint_statuses, endpoint_suggested_name
+from jobs.models import Dataset
+
 from . import registry, registry_selectors
 from .models import PromotionGate
 
@@ -42,9 +45,26 @@ def registry_detail(request, name: str):
         "versions": registry_selectors.registered_name_versions(registered_name=registered)[:PAGE_LIMIT],
         **registry_selectors.registry_page_extras(registered_name=registered),
         "metrics": PromotionGate.Metric.values,
+        **_gate_form_choices(registered),
         "owner_query": f"?owner={registered.owner_id}" if registered.owner_id != request.user.id else "",
     }
     return render(request, "models_app/registry_detail.html", context)
+
+
+def _gate_form_choices(registered) -> dict:
+    """The gate form's test sets (the owner's labelled datasets: a gate compares classifications) and endpoints."""
+    endpoints = endpoint_statuses()
+    test_sets = list(
+        Dataset.objects.filter(owner_id=registered.owner_id, task=Dataset.Task.CLASSIFICATION)
+        .order_by("-created_at", "-id")
+        .only("id", "name", "path", "records")[:PAGE_LIMIT]
+    )
+    return {
+        "gate_test_sets": test_sets,
+        "gate_test_set_paths": {dataset.path for dataset in test_sets},
+        "endpoints": endpoints,
+        "suggested_endpoint": endpoint_suggested_name(statuses=endpoints),
+    }
 
 
 def back_to(registered, message_level, request, text: str):

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from finetune_studio.base_models import base_model_catalogue
 from finetune_studio.errors import DomainConflict as Conflict
-from inference.selectors import endpoint_default_name, endpoint_statuses
+from inference.selectors import endpoint_default_name, endpoint_statuses, endpoint_suggested_name
 from jobs.models import Dataset, Trainer
 from models_app import registry
 
@@ -28,13 +28,14 @@ def _int(raw, default=None):
 @require_http_methods(["GET", "POST"])
 def sweep_list(request):
     endpoints = endpoint_statuses()
+    suggested = {"endpoint": endpoint_suggested_name(statuses=endpoints)}
     context = {
         "sweeps": selectors.sweep_list(user=request.user)[:100],
         "trainers": Trainer.objects.exclude(name=Trainer.EXTERNAL).filter(enabled=True),
         "datasets": Dataset.objects.filter(owner=request.user)[:200],
         "base_models": [entry.name for entry in base_model_catalogue()],
         "endpoints": endpoints,
-        "given": request.POST if request.method == "POST" else {"endpoint": _suggested_endpoint(endpoints)},
+        "given": request.POST if request.method == "POST" else suggested,
     }
     if request.method == "POST":
         try:
@@ -62,15 +63,6 @@ def sweep_list(request):
         messages.success(request, f"Sweep “{sweep.name}” started: {sweep.n_trials} trials.")
         return redirect("sweep-detail", pk=sweep.id)
     return render(request, "sweeps/sweep_list.html", context)
-
-
-def _suggested_endpoint(endpoints) -> str:
-    """The studio's default endpoint, or the local engine when the default cannot be reached and it can."""
-    default = endpoint_default_name()
-    available = {status.name: status for status in endpoints if status.enabled and status.available}
-    if default in available:
-        return default
-    return next((status.name for status in available.values() if status.kind == "local"), default)
 
 
 def _plots(sweep, ranking) -> list[dict]:

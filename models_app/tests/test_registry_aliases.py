@@ -229,3 +229,26 @@ def test_resolving_an_alias_costs_the_same_queries_however_many_versions_the_nam
     assert len(many) == len(few), [query["sql"][:120] for query in many.captured_queries]
     # The token, the alias with its name and version in one join, the lineage's evaluations.
     assert len(few) == 3, [query["sql"][:120] for query in few.captured_queries]
+
+
+def test_the_gate_form_offers_the_owners_labelled_test_sets_and_the_endpoints(
+    alice, bob, client, contracts, make_dataset, settings
+):
+    settings.OLLAMA_URL = "http://127.0.0.1:9"  # nothing listens
+    labelled = make_dataset(alice, rows=[{"text": "pay in 30 days", "label": "payment"}], name="clauses-test")
+    instructions = make_dataset(alice, name="instructions-test")  # Alpaca records: a generation set
+    make_dataset(bob, rows=[{"text": "pay in 30 days", "label": "payment"}], name="bobs-test")
+    client.force_login(alice)
+    page = client.get("/registry/contracts/").content.decode()
+    gate_form = page[page.index('id="id_test_set_path"') : page.index("Save gate")]
+    assert f'<option value="{labelled.path}">clauses-test ({labelled.records} records)</option>' in gate_form
+    assert instructions.path not in gate_form and "bobs-test" not in gate_form  # a gate compares classifications
+    assert '<option value="local" selected>local</option>' in gate_form  # Ollama does not answer here
+    assert '<option value="ollama">ollama (unavailable)</option>' in gate_form
+    saved = client.post(
+        "/registry/contracts/gate/", {"test_set_path": labelled.path, "endpoint": "local", "threshold": "0.01"}
+    )
+    assert saved.status_code == 302
+    page = client.get("/registry/contracts/").content.decode()
+    assert f'<option value="{labelled.path}" selected>' in page
+    assert '<option value="local" selected>local</option>' in page
