@@ -1,5 +1,6 @@
 """scripts/evaluate_model.py end to end, as a subprocess against the Ollama test server."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -213,17 +214,24 @@ def translation_set(tmp_path):
     return path
 
 
-def test_the_cli_runs_a_generation_evaluation_with_a_judge_and_its_cache(translation_set, tmp_path):
-    from tests.support.ollama_server import reference_judge
-
+@contextlib.contextmanager
+def judged_translation_cli(translation_set, tmp_path, judge_answer):
+    """A base that knows nothing, a perfect translator and ``judge`` answering ``judge_answer``; the CLI's args."""
     with OllamaServer() as server:
         server.add_model("llama3.2:3b", answer="I do not know")
         server.add_model("translator", answer=answer_from_mapping({f"word {i}": f"mot {i}" for i in range(10)}))
-        server.add_model("judge", answer=reference_judge())
+        server.add_model("judge", answer=judge_answer)
         output, cache = tmp_path / "results.json", tmp_path / "judge.json"
         args = ["--task", "generation", "--test-set", str(translation_set), "--base-model", "llama3.2:3b"]
         args += ["--finetuned-model", "translator", "--ollama-url", server.url, "--output", str(output), "--quiet"]
         args += ["--judge-model", "judge", "--judge-cache", str(cache)]
+        yield server, args, output, cache
+
+
+def test_the_cli_runs_a_generation_evaluation_with_a_judge_and_its_cache(translation_set, tmp_path):
+    from tests.support.ollama_server import reference_judge
+
+    with judged_translation_cli(translation_set, tmp_path, reference_judge()) as (server, args, output, cache):
         first = run_cli(*args)
         assert first.returncode == 0, first.stderr
         results = json.loads(output.read_text())["results"]
@@ -245,14 +253,7 @@ def test_the_cli_says_when_the_judge_named_no_winner_also_from_a_cache_kept_befo
 ):
     from tests.support.ollama_server import prose_judge
 
-    with OllamaServer() as server:
-        server.add_model("llama3.2:3b", answer="I do not know")
-        server.add_model("translator", answer=answer_from_mapping({f"word {i}": f"mot {i}" for i in range(10)}))
-        server.add_model("judge", answer=prose_judge())
-        output, cache = tmp_path / "results.json", tmp_path / "judge.json"
-        args = ["--task", "generation", "--test-set", str(translation_set), "--base-model", "llama3.2:3b"]
-        args += ["--finetuned-model", "translator", "--ollama-url", server.url, "--output", str(output), "--quiet"]
-        args += ["--judge-model", "judge", "--judge-cache", str(cache)]
+    with judged_translation_cli(translation_set, tmp_path, prose_judge()) as (server, args, output, cache):
         first = run_cli(*args)
         assert first.returncode == 0, first.stderr
         assert "wins 0, losses 0, ties 10, win rate n/a" in first.stdout
