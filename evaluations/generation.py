@@ -256,7 +256,8 @@ def summary_of(results: dict) -> dict:
         "examples_evaluated": results["examples_evaluated"],
     }
     if "judge" in results:
-        summary["judge"] = {k: results["judge"][k] for k in ("wins", "losses", "ties", "win_rate", "p_value")}
+        kept = ("wins", "losses", "ties", "win_rate", "p_value", "no_verdict")
+        summary["judge"] = {k: results["judge"][k] for k in kept if k in results["judge"]}
     return summary
 
 

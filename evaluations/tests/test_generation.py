@@ -175,6 +175,9 @@ def test_a_judge_that_answers_prose_decides_no_pair_and_the_summary_says_so(tran
             == "the judge's answer named no winner: 'Both answers have their merits; the second reads a little better.'"
         )
     assert set(JudgeAnswer.objects.values_list("winner", flat=True)) == {"none"}
+    # The model keeps the count with its summary, so the ties are not read as the judge's choice there either.
+    evaluation.model.refresh_from_db()
+    assert evaluation.model.eval_results["judge"]["no_verdict"] == COUNT
 
 
 def test_a_rerun_from_the_cache_still_counts_the_answers_that_named_no_winner(translators, run_generation):
