@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import binomtest, norm
+from scipy.stats import binomtest, norm, t
 
 GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l", "chrf")
 JSON_METRIC = "json_valid"
@@ -278,6 +278,25 @@ def minimum_detectable_effect(differences: np.ndarray, *, alpha: float = ALPHA, 
     }
 
 
+def paired_p_value(differences: np.ndarray) -> dict:
+    """Two-sided paired t-test of the mean per-example difference against 0 (what ranks a sweep's trials and
+    is Holm-adjusted there, as McNemar's p is for classification).
+
+    With no spread at all every pair moved by the same amount: p is 0 when that amount is not 0, else 1.
+    """
+    n = len(differences)
+    if n < 2:
+        return {"p_value": None, "test": "paired t-test", "n": n}
+    mean = float(np.mean(differences))
+    sd = float(np.std(differences, ddof=1))
+    if sd == 0.0:
+        p_value = 1.0 if mean == 0.0 else 0.0
+    else:
+        statistic = mean / (sd / math.sqrt(n))
+        p_value = float(2 * t.sf(abs(statistic), df=n - 1))
+    return {"p_value": _r(p_value), "test": "paired t-test", "n": n}
+
+
 def verdict_for(ci_low: float, ci_high: float) -> str:
     """The verdict of a 95 % interval of a difference: the words every comparison (classification too) uses."""
     if ci_low > 0:
@@ -306,7 +325,8 @@ def verdict_words(metric: str, interval: dict, mde: dict) -> str:
 
 
 def compare_scores(base: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict:
-    """Improvement per metric (other − base), its interval, the minimum detectable effect and the verdicts."""
+    """Improvement per metric (other − base), its interval, a paired t-test's p, the minimum detectable effect and
+    the verdicts (read from the interval)."""
     differences = {metric: other[metric] - base[metric] for metric in base}
     intervals = paired_bootstrap_means(differences)
     comparison = {}
@@ -316,6 +336,7 @@ def compare_scores(base: dict[str, np.ndarray], other: dict[str, np.ndarray]) ->
         comparison[metric] = {
             **interval,
             "verdict": verdict,
+            "p_value": paired_p_value(differences[metric])["p_value"],
             "minimum_detectable_effect": mde,
             "summary": verdict_words(metric, interval, mde),
         }

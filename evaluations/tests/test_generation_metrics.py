@@ -116,6 +116,19 @@ def test_a_not_significant_verdict_says_how_small_a_difference_the_test_set_can_
     assert better["verdict"] == "significant improvement" and better["delta"] == 1.0
 
 
+def test_the_p_value_is_a_paired_t_tests_against_the_reference_library():
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(7)
+    base, tuned = rng.random(40), rng.random(40) + 0.1
+    comparison = gm.compare_scores({"token_f1": base}, {"token_f1": tuned})["token_f1"]
+    assert comparison["p_value"] == pytest.approx(ttest_rel(tuned, base).pvalue, abs=1e-6)
+    # Every pair moved alike: no spread to test, the answer is certain either way.
+    assert gm.paired_p_value(np.ones(30))["p_value"] == 0.0
+    assert gm.paired_p_value(np.zeros(30))["p_value"] == 1.0
+    assert gm.paired_p_value(np.ones(1))["p_value"] is None
+
+
 def test_a_judge_that_prefers_position_a_regardless_gives_only_ties():
     outcomes = [gm.judged_pair("A", "A") for _ in range(30)]
     summary = gm.judge_summary(outcomes)
