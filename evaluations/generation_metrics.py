@@ -26,7 +26,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import binomtest, norm, t
 
-GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l", "chrf")
+from finetune_studio.records import GENERATION, METRICS_BY_TASK
+
+GENERATION_METRICS = METRICS_BY_TASK[GENERATION]
 JSON_METRIC = "json_valid"
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20240601

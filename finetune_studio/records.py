@@ -43,6 +43,18 @@ FORMAT_NAMES = {
 CLASSIFICATION = "classification"
 GENERATION = "generation"
 TASK_NAMES = {CLASSIFICATION: "classification", GENERATION: "generation"}
+# The metrics a comparison of each task reports (improvement, CI): what a promotion gate or a sweep may rank by.
+METRICS_BY_TASK = {
+    CLASSIFICATION: ("accuracy", "f1_macro"),
+    GENERATION: ("exact_match", "token_f1", "rouge_l", "chrf"),
+}
+COMPARABLE_METRICS = tuple(metric for metrics in METRICS_BY_TASK.values() for metric in metrics)
+
+
+def task_of_metric(metric: str) -> str | None:
+    """The task whose evaluations report ``metric`` (None: no comparison reports it)."""
+    return next((task for task, metrics in METRICS_BY_TASK.items() if metric in metrics), None)
+
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
