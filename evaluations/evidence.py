@@ -5,6 +5,9 @@ endpoint, compared it against the alias's current holder (against the base when 
 and the 95 % bootstrap CI of the improvement of the gate's metric has its lower bound above the
 threshold. The newest such evaluation decides.
 
+The evaluation must be of the gate metric's task (a classification for accuracy and macro-F1, a generation
+for exact match, token F1, ROUGE-L and chrF); its interval is the one the evaluation reported for that metric.
+
 The endpoint is the one the evaluation actually asked (``Evaluation.candidate_plans``: every candidate on
 the gate's endpoint; evaluations queued before endpoints existed read as ``ollama``).
 
@@ -16,8 +19,12 @@ the examples both answered (read from their stored predictions; the engine is gr
 the same one a single evaluation would make). The evidence says so (``method``, ``holder_evaluation_id``).
 """
 
+import numpy as np
+
+from finetune_studio.records import CLASSIFICATION, GENERATION, task_of_metric
 from models_app.evidence import Evidence
 
+from . import generation_metrics as gm
 from . import metrics
 from .models import Evaluation, Prediction
 from .services import default_fine_tuned_name
@@ -71,14 +78,27 @@ def newest_gate_evaluation(*, model, gate, baselines: list[str], local: bool) ->
         test_set_path=gate.test_set_path,
         base_model_name__in=baselines,
     ).order_by("-completed_at", "-id")
+    task = task_of_metric(gate.metric)
     for item in found[:50]:
-        if evaluation_endpoint(item) == gate.endpoint and (not local or _asked_own_adapter(item)):
+        if (
+            evaluation_task(item) == task
+            and evaluation_endpoint(item) == gate.endpoint
+            and (not local or _asked_own_adapter(item))
+        ):
             return item
     return None
 
 
+def evaluation_task(evaluation: Evaluation) -> str:
+    """The task the evaluation scored (evaluations from before generation existed were classifications)."""
+    return (evaluation.results or {}).get("task") or CLASSIFICATION
+
+
 def _interval(evaluation: Evaluation, metric: str) -> dict | None:
     results = evaluation.results or {}
+    if evaluation_task(evaluation) == GENERATION:
+        by_candidate = results.get("comparisons_by_candidate") or {}
+        return (by_candidate.get(evaluation.fine_tuned_name) or results.get("comparisons") or {}).get(metric)
     comparisons = results.get("comparisons") or {}
     significance = (comparisons.get(evaluation.fine_tuned_name) or {}).get("significance") or results.get(
         "significance"
@@ -88,6 +108,8 @@ def _interval(evaluation: Evaluation, metric: str) -> dict | None:
 
 def _paired_interval(candidate_evaluation: Evaluation, holder_evaluation: Evaluation, metric: str) -> dict | str:
     """The paired CI of the version's improvement over the holder, or why there is none."""
+    if task_of_metric(metric) == GENERATION:
+        return _paired_generation_interval(candidate_evaluation, holder_evaluation, metric)
     labels = (candidate_evaluation.results or {}).get("labels")
     if not labels or labels != (holder_evaluation.results or {}).get("labels"):
         return "the two evaluations do not share a label set (classification on one test set is needed)"
@@ -111,11 +133,32 @@ def _paired_interval(candidate_evaluation: Evaluation, holder_evaluation: Evalua
     return {**compared["significance"]["bootstrap"][metric], "examples": len(common)}
 
 
+def _paired_generation_interval(candidate_evaluation: Evaluation, holder_evaluation: Evaluation, metric: str):
+    """Each example's stored score of ``metric``, the version's minus the holder's, over the examples both
+    answered with the same reference: the paired bootstrap a single evaluation of the two would report."""
+
+    def scores(evaluation: Evaluation) -> dict[int, tuple[str, float]]:
+        rows = Prediction.objects.filter(evaluation=evaluation, candidate=evaluation.fine_tuned_name)
+        return {
+            row.index: (row.expected, float(row.scores[metric]))
+            for row in rows.only("index", "expected", "scores")
+            if metric in (row.scores or {})
+        }
+
+    mine, theirs = scores(candidate_evaluation), scores(holder_evaluation)
+    common = sorted(index for index in set(mine) & set(theirs) if mine[index][0] == theirs[index][0])
+    if not common:
+        return "the two evaluations scored no example in common"
+    differences = np.array([mine[index][1] - theirs[index][1] for index in common])
+    return {**gm.paired_bootstrap_means({metric: differences})[metric], "examples": len(common)}
+
+
 def evaluation_evidence(*, gate, candidate, holder) -> Evidence:
     local = endpoint_is_local(gate.endpoint)
     baselines = baseline_names(candidate=candidate, holder=holder, local=local)
     baseline = baselines[0] if baselines else None
     via_base = local and holder is not None
+    task = task_of_metric(gate.metric)
     common = {
         "metric": gate.metric,
         "threshold": gate.threshold,
@@ -125,14 +168,14 @@ def evaluation_evidence(*, gate, candidate, holder) -> Evidence:
     }
     if via_base:
         wanted = [
-            f"a completed evaluation of v{version.version} against the base ({baseline}) on {gate.test_set_path} "
-            f"through {gate.endpoint}"
+            f"a completed {task} evaluation of v{version.version} against the base ({baseline}) "
+            f"on {gate.test_set_path} through {gate.endpoint}"
             for version in (candidate, holder)
         ]
     else:
         against = f"v{holder.version} ({baseline})" if holder is not None else f"the base ({baseline})"
         wanted = [
-            f"a completed evaluation of v{candidate.version} against {against} on {gate.test_set_path} "
+            f"a completed {task} evaluation of v{candidate.version} against {against} on {gate.test_set_path} "
             f"through {gate.endpoint}"
         ]
     evaluation = newest_gate_evaluation(model=candidate, gate=gate, baselines=baselines, local=local)

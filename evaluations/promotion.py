@@ -1,9 +1,9 @@
 """Evaluations that feed the registry's promotion gate: "evaluate this version against the champion"."""
 
+from finetune_studio.records import task_of_metric
 from models_app.models import RegisteredModel
 
 from .evidence import baseline_names, endpoint_is_local, evaluation_endpoint, newest_gate_evaluation
-from .generation import CLASSIFICATION
 from .models import Evaluation
 from .services import EvaluationsInvalid, default_fine_tuned_name, evaluation_start
 
@@ -16,8 +16,10 @@ def evaluation_start_for_promotion(*, user, candidate: RegisteredModel, gate, ho
     On ``local`` the version's own adapter is asked against its base; with a holder, the holder's adapter
     is evaluated against the base too unless a completed or unfinished one exists (an evaluation holds
     one registry adapter: the evidence pairs the two by example). The version's evaluation is returned.
-    The gate's metrics are a classification's, so the evaluation is one whatever the dataset says.
+    The evaluation scores the task of the gate's metric (a classification for accuracy and macro-F1, a
+    generation for the others), which is the test set's (the gate checks that when it is set).
     """
+    task = task_of_metric(gate.metric)
     if holder is not None and holder.id == candidate.id:
         raise EvaluationsInvalid({"model": f"v{candidate.version} already holds {gate.alias}"})
     local = endpoint_is_local(gate.endpoint)
@@ -34,7 +36,7 @@ def evaluation_start_for_promotion(*, user, candidate: RegisteredModel, gate, ho
             base_model_name=baselines[0],
             fine_tuned_name=default_fine_tuned_name(candidate),
             endpoint=gate.endpoint,
-            task=CLASSIFICATION,
+            task=task,
             name=title,
         )
     if holder is not None and holder.base_model != candidate.base_model:
@@ -50,7 +52,7 @@ def evaluation_start_for_promotion(*, user, candidate: RegisteredModel, gate, ho
         test_set_path=gate.test_set_path,
         base_model_name=baselines[0],
         endpoint=gate.endpoint,
-        task=CLASSIFICATION,
+        task=task,
         name=f"{title}, against the base on {gate.endpoint}" if holder is not None else title,
     )
     if holder is not None and not _holder_evaluated(user=user, holder=holder, gate=gate, baselines=baselines):
@@ -60,7 +62,7 @@ def evaluation_start_for_promotion(*, user, candidate: RegisteredModel, gate, ho
             test_set_path=gate.test_set_path,
             base_model_name=baselines[0],
             endpoint=gate.endpoint,
-            task=CLASSIFICATION,
+            task=task,
             name=f"{holder.registered_name.name} v{holder.version} vs the base "
             f"({gate.alias} gate, for v{candidate.version})",
         )

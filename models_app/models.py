@@ -188,11 +188,17 @@ class AliasEvent(models.Model):
 class PromotionGate(models.Model):
     """What moving the gated alias needs: a completed evaluation of the new version against the current
     holder (the base when there is none) on ``test_set_path`` through ``endpoint``, whose improvement of
-    ``metric`` has a 95 % CI lower bound above ``threshold``."""
+    ``metric`` has a 95 % CI lower bound above ``threshold``. The metric's task is the test set's
+    (``finetune_studio.records.METRICS_BY_TASK``): accuracy or macro-F1 on a labelled set, exact match, token
+    F1, ROUGE-L or chrF on a chat or instruction set."""
 
     class Metric(models.TextChoices):
         ACCURACY = "accuracy"
         F1_MACRO = "f1_macro"
+        EXACT_MATCH = "exact_match"
+        TOKEN_F1 = "token_f1"
+        ROUGE_L = "rouge_l"
+        CHRF = "chrf"
 
     registered_name = models.OneToOneField(RegisteredName, on_delete=models.CASCADE, related_name="gate")
     alias = models.CharField(max_length=50, default="champion")

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from finetune_studio.events import publish_event_on_commit, user_channel
 from finetune_studio.keys import InvalidName, clean_relative_path
+from finetune_studio.records import CLASSIFICATION, GENERATION, METRICS_BY_TASK, task_of_metric
 from finetune_studio.registry_names import (
     InvalidRegisteredName,
     check_alias,
@@ -22,6 +23,8 @@ from finetune_studio.registry_names import (
 from .evidence import Evidence, promotion_evidence
 from .models import AliasEvent, ModelAlias, PromotionGate, RegisteredModel, RegisteredName
 from .signals import alias_moved, send_on_commit
+
+DEFAULT_GATE_METRIC = {CLASSIFICATION: PromotionGate.Metric.ACCURACY, GENERATION: PromotionGate.Metric.TOKEN_F1}
 
 
 def registered_name_lock(*, owner_id: int, name: str) -> RegisteredName:
@@ -186,7 +189,8 @@ def alias_move(
 # --- The promotion gate -------------------------------------------------------------------------
 
 
-def _check_test_set_path(owner_id: int, path) -> str:
+def _check_test_set_path(owner_id: int, path) -> tuple[str, str]:
+    """The clean path and its task (a path with no dataset row yet reads as a labelled set, as before)."""
     from jobs.models import Dataset
 
     if not isinstance(path, str) or not path.strip():
@@ -200,12 +204,21 @@ def _check_test_set_path(owner_id: int, path) -> str:
     dataset = Dataset.objects.filter(owner_id=owner_id, path=path).only("task").first()
     if dataset is None and not path.startswith(own_prefix):
         raise RegistryInvalid("test_set_path", f"must be the path of one of the owner's datasets ({own_prefix}…)")
-    if dataset is not None and dataset.task == Dataset.Task.GENERATION:
-        # The gate's metrics (accuracy, macro-F1) are a classification's: a generation set would never pass.
+    return path, dataset.task if dataset is not None else CLASSIFICATION
+
+
+def _check_metric(metric, task: str) -> str:
+    if metric is None:
+        return DEFAULT_GATE_METRIC[task]
+    if metric not in PromotionGate.Metric.values:
+        raise RegistryInvalid("metric", f"must be one of {', '.join(PromotionGate.Metric.values)}")
+    if task_of_metric(metric) != task:
+        fitting = " or ".join(METRICS_BY_TASK[task])
         raise RegistryInvalid(
-            "test_set_path", "is a generation dataset; the gate's metrics need a labelled (classification) test set"
+            "metric",
+            f"{metric} is a {task_of_metric(metric)} metric, and the test set is a {task} set: use {fitting}",
         )
-    return path
+    return metric
 
 
 def _check_endpoint_known(name: str) -> None:
@@ -224,20 +237,23 @@ def gate_set(
     *,
     registered_name: RegisteredName,
     test_set_path: str,
-    metric: str,
+    metric: str | None,
     endpoint: str,
     threshold: float,
     updated_by,
     alias: str = "champion",
 ) -> PromotionGate:
-    """Create or replace the name's gate (one per name, on ``alias``). Moves already made stand."""
+    """Create or replace the name's gate (one per name, on ``alias``). Moves already made stand.
+
+    ``metric`` must be one the test set's task reports; None picks accuracy for a labelled test set and
+    token F1 for a chat or instruction one.
+    """
     try:
         alias = check_alias(alias)
     except InvalidRegisteredName as exc:
         raise RegistryInvalid("alias", str(exc)) from None
-    path = _check_test_set_path(registered_name.owner_id, test_set_path)
-    if metric not in PromotionGate.Metric.values:
-        raise RegistryInvalid("metric", f"must be one of {', '.join(PromotionGate.Metric.values)}")
+    path, task = _check_test_set_path(registered_name.owner_id, test_set_path)
+    metric = _check_metric(metric, task)
     if not isinstance(endpoint, str) or not endpoint.strip() or len(endpoint) > 100:
         raise RegistryInvalid("endpoint", "must be the name of an inference endpoint (e.g. 'ollama')")
     _check_endpoint_known(endpoint.strip())

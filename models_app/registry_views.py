@@ -6,11 +6,11 @@ from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from finetune_studio.records import METRICS_BY_TASK, task_of_metric
 from inference.selectors import endpoint_statuses, endpoint_suggested_name
 from jobs.models import Dataset
 
 from . import registry, registry_selectors
-from .models import PromotionGate
 
 PAGE_LIMIT = 200
 
@@ -44,7 +44,6 @@ def registry_detail(request, name: str):
         "registered": registered,
         "versions": registry_selectors.registered_name_versions(registered_name=registered)[:PAGE_LIMIT],
         **registry_selectors.registry_page_extras(registered_name=registered),
-        "metrics": PromotionGate.Metric.values,
         **_gate_form_choices(registered),
         "owner_query": f"?owner={registered.owner_id}" if registered.owner_id != request.user.id else "",
     }
@@ -52,14 +51,17 @@ def registry_detail(request, name: str):
 
 
 def _gate_form_choices(registered) -> dict:
-    """The gate form's test sets (the owner's labelled datasets: a gate compares classifications) and endpoints."""
+    """The gate form's test sets (the owner's datasets), metrics by task and endpoints with their availability."""
     endpoints = endpoint_statuses()
     test_sets = list(
-        Dataset.objects.filter(owner_id=registered.owner_id, task=Dataset.Task.CLASSIFICATION)
+        Dataset.objects.filter(owner_id=registered.owner_id)
         .order_by("-created_at", "-id")
-        .only("id", "name", "path", "records")[:PAGE_LIMIT]
+        .only("id", "name", "path", "records", "task")[:PAGE_LIMIT]
     )
+    gate = getattr(registered, "gate", None)
     return {
+        "metric_groups": METRICS_BY_TASK,
+        "gate_task": task_of_metric(gate.metric) if gate else None,
         "gate_test_sets": test_sets,
         "gate_test_set_paths": {dataset.path for dataset in test_sets},
         "endpoints": endpoints,
@@ -120,7 +122,7 @@ def registry_gate_set(request, name: str):
         registry.gate_set(
             registered_name=registered,
             test_set_path=request.POST.get("test_set_path", ""),
-            metric=request.POST.get("metric") or "accuracy",
+            metric=request.POST.get("metric") or None,
             endpoint=request.POST.get("endpoint") or "ollama",
             threshold=threshold,
             alias=request.POST.get("alias") or "champion",

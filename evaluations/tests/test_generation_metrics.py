@@ -153,3 +153,9 @@ def test_the_judge_summary_has_a_wilson_interval_and_a_sign_test():
     assert summary["win_rate"] == 0.9
     assert summary["win_rate_ci"] == pytest.approx([0.59585, 0.982123], abs=1e-5)
     assert summary["p_value"] == pytest.approx(0.021484, abs=1e-6)  # two-sided binomial, 9 of 10
+
+
+def test_the_metrics_a_gate_or_a_sweep_may_name_are_those_the_comparisons_report():
+    from finetune_studio.records import METRICS_BY_TASK
+
+    assert METRICS_BY_TASK["generation"] == gm.GENERATION_METRICS

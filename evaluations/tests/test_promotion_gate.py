@@ -127,13 +127,71 @@ def test_a_bad_gate_is_a_400_naming_the_field(alice_api, gated, body, field):
     assert field in response.json()["errors"]
 
 
-def test_a_gate_on_a_generation_dataset_is_a_400_its_metrics_are_a_classifications(
-    alice, alice_api, gated, make_dataset
+TRANSLATIONS = [
+    {"instruction": "Translate into French.", "input": f"word {i}", "output": f"mot {i}"} for i in range(24)
+]
+
+
+@pytest.fixture
+def gated_on_translations(alice, alice_api, make_dataset, ollama_server):
+    """translations v1 (answers like the base) and v2 (translates), gated on an instruction test set."""
+    ollama_server.add_model("llama3.2:3b", answer="je ne sais pas")
+    ollama_server.add_model("translations-weak", answer="je ne sais pas")
+    mapping = {record["input"]: record["output"] for record in TRANSLATIONS}
+    ollama_server.add_model("translations-strong", answer=answer_from_mapping(mapping, default="je ne sais pas"))
+    for name in ("translations-weak", "translations-strong"):
+        model_services.model_create(owner=alice, name=name, base_model="llama3.2:3b", registered_name="translations")
+    dataset = make_dataset(alice, rows=TRANSLATIONS, name="translations-test")
+    gate = alice_api.put(
+        "/api/v1/registry/translations/gate",
+        {"test_set_path": dataset.path, "endpoint": "ollama", "threshold": 0.2},
+        format="json",
+    )
+    assert gate.status_code == 200, gate.content
+    return gate.json()
+
+
+def test_a_gate_on_a_chat_or_instruction_test_set_ranks_by_token_f1_unless_told_otherwise(gated_on_translations):
+    assert gated_on_translations["metric"] == "token_f1"
+
+
+@pytest.mark.parametrize(
+    ("metric", "test_set", "words"),
+    [
+        ("accuracy", "generation", "accuracy is a classification metric, and the test set is a generation set: use "),
+        ("chrf", "classification", "chrf is a generation metric, and the test set is a classification set: use "),
+    ],
+)
+def test_a_metric_the_test_sets_task_does_not_report_is_a_400_naming_the_ones_that_fit(
+    alice, alice_api, gated, make_dataset, metric, test_set, words
 ):
-    generation_set = make_dataset(alice)  # instruction/output rows: a generation dataset
-    response = alice_api.put(f"{BASE}/gate", {"test_set_path": generation_set.path}, format="json")
+    path = make_dataset(alice).path if test_set == "generation" else gated.path
+    response = alice_api.put(f"{BASE}/gate", {"test_set_path": path, "metric": metric}, format="json")
     assert response.status_code == 400
-    assert "classification" in str(response.json()["errors"]["test_set_path"])
+    assert response.json()["errors"]["metric"][0].startswith(words)
+    assert alice_api.get(f"{BASE}/gate").json()["metric"] == "accuracy"  # the gate as it was
+
+
+def test_a_chat_model_is_promoted_on_a_generation_evaluation_and_a_weaker_one_refused_with_the_interval(
+    alice_browser, alice_api, gated_on_translations, django_capture_on_commit_callbacks
+):
+    champion = "/api/v1/registry/translations/aliases/champion"
+    for version in (2, 1):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = alice_browser.post(f"/registry/translations/versions/{version}/evaluate/")
+        assert response.status_code == 302, response.content
+        if version == 2:
+            evaluation = alice_api.get(f"/api/v1{response['Location'].rstrip('/')}").json()
+            assert evaluation["results"]["task"] == "generation"
+            assert alice_api.put(champion, {"version": 2}, format="json").status_code == 200
+    # v1 was asked against the champion (v2) on the same translations: it is worse, and the gate says by how much.
+    refused = alice_api.put(champion, {"version": 1, "from_version": 2}, format="json")
+    assert refused.status_code == 409
+    evidence = refused.json()["evidence"]
+    assert evidence["metric"] == "token_f1" and evidence["ci_high"] < 0
+    assert "token_f1 improvement" in evidence["reason"] and "not above the threshold" in evidence["reason"]
+    passed = AliasEvent.objects.get(to_version=2).evidence
+    assert passed["passed"] is True and passed["delta"] == pytest.approx(1.0) and passed["ci_low"] > 0.2
 
 
 def test_bob_cannot_read_or_set_alices_gate(bob_api, gated):

@@ -103,6 +103,78 @@ def _completed(model, test_set, *, right: int, endpoint: str = "local") -> Evalu
     return evaluation
 
 
+def _completed_generation(model, test_set, *, right: int) -> Evaluation:
+    """``_completed`` for an instruction test set: the base's answers score 0 on every metric, the adapter's
+    first ``right`` answers are the references (1 on every metric), the rest 0."""
+    from evaluations import generation
+
+    tuned = model.name
+    evaluation = Evaluation.objects.create(
+        owner=model.owner,
+        model=model,
+        test_set_path=test_set.path,
+        base_model_name="demo-base",
+        fine_tuned_name=tuned,
+        status=Evaluation.Status.COMPLETED,
+        completed_at=timezone.now(),
+        config={
+            "task": "generation",
+            "fine_tuned_names": [tuned],
+            "candidates": [
+                {"name": "demo-base", "role": "base", "endpoint": "local", "source": "named"},
+                {"name": tuned, "role": "fine_tuned", "endpoint": "local", "source": "registry_adapter"},
+            ],
+        },
+    )
+    rows = []
+    for index, record in enumerate(TRANSLATIONS):
+        for candidate, good in (("demo-base", False), (tuned, index < right)):
+            rows.append(
+                Prediction(
+                    evaluation=evaluation,
+                    index=index,
+                    candidate=candidate,
+                    input_text=record["input"],
+                    expected=record["output"],
+                    prediction_text=record["output"] if good else "je ne sais pas",
+                    correct=good,
+                    scores={metric: 1.0 if good else 0.0 for metric in ("exact_match", "token_f1", "rouge_l", "chrf")},
+                )
+            )
+    Prediction.objects.bulk_create(rows)
+    results, examples = generation.compute_results(rows, candidates=["demo-base", tuned])
+    evaluation.results, evaluation.examples = results, examples
+    evaluation.save(update_fields=["results", "examples"])
+    return evaluation
+
+
+TRANSLATIONS = [
+    {"instruction": "Translate into French.", "input": f"word {i}", "output": f"mot {i}"} for i in range(40)
+]
+
+
+def test_on_local_a_chat_models_champion_moves_on_two_generation_evaluations_paired_by_example(
+    alice, alice_api, olivia_api, local_gate, make_dataset
+):
+    translations = make_dataset(alice, rows=TRANSLATIONS, name="translations")
+    gate = {"test_set_path": translations.path, "endpoint": "local", "threshold": 0.05}
+    assert alice_api.put(f"{BASE}/gate", gate, format="json").json()["metric"] == "token_f1"
+    _make_champion(olivia_api, 1)
+    # A classification evaluation on another test set is no evidence for this gate: both are asked for.
+    _completed(_version(2), local_gate, right=40)
+    missing = alice_api.put(f"{BASE}/aliases/champion", {"version": 2, "from_version": 1}, format="json").json()
+    assert missing["evidence"]["missing"][0].startswith("a completed generation evaluation of v2 against the base")
+    theirs = _completed_generation(_version(1), translations, right=10)
+    mine = _completed_generation(_version(2), translations, right=30)
+    moved = alice_api.put(f"{BASE}/aliases/champion", {"version": 2, "from_version": 1}, format="json")
+    assert moved.status_code == 200, moved.content
+    evidence = AliasEvent.objects.latest("id").evidence
+    assert (evidence["evaluation_id"], evidence["holder_evaluation_id"]) == (mine.id, theirs.id)
+    # 20 of 40 more answers are the reference: the paired token-F1 gain over v1, not either one's over the base.
+    assert evidence["metric"] == "token_f1" and evidence["delta"] == pytest.approx(0.5) and evidence["ci_low"] > 0.05
+    assert "paired over 40 examples" in evidence["reason"]
+
+
 def test_on_local_the_one_click_evaluates_the_versions_own_adapter_against_its_base(alice_api, local_gate):
     started = alice_api.post(f"{BASE}/versions/1/evaluate")
     assert started.status_code == 202, started.content

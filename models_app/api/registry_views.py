@@ -193,7 +193,7 @@ class GateView(APIView):
             gate = registry.gate_set(
                 registered_name=registered,
                 test_set_path=data["test_set_path"],
-                metric=data.get("metric", "accuracy"),
+                metric=data.get("metric"),
                 endpoint=data.get("endpoint", "ollama"),
                 threshold=data.get("threshold", 0.0),
                 alias=data.get("alias", "champion"),

@@ -231,7 +231,7 @@ def test_resolving_an_alias_costs_the_same_queries_however_many_versions_the_nam
     assert len(few) == 3, [query["sql"][:120] for query in few.captured_queries]
 
 
-def test_the_gate_form_offers_the_owners_labelled_test_sets_and_the_endpoints(
+def test_the_gate_form_offers_the_owners_test_sets_the_metrics_by_task_and_the_endpoints(
     alice, bob, client, contracts, make_dataset, settings
 ):
     settings.OLLAMA_URL = "http://127.0.0.1:9"  # nothing listens
@@ -241,8 +241,12 @@ def test_the_gate_form_offers_the_owners_labelled_test_sets_and_the_endpoints(
     client.force_login(alice)
     page = client.get("/registry/contracts/").content.decode()
     gate_form = page[page.index('id="id_test_set_path"') : page.index("Save gate")]
-    assert f'<option value="{labelled.path}">clauses-test ({labelled.records} records)</option>' in gate_form
-    assert instructions.path not in gate_form and "bobs-test" not in gate_form  # a gate compares classifications
+    assert f'<option value="{labelled.path}">clauses-test (1 records, classification)</option>' in gate_form
+    assert f'<option value="{instructions.path}">instructions-test ({instructions.records} records, generation)' in (
+        gate_form
+    )
+    assert "bobs-test" not in gate_form
+    assert '<optgroup label="generation test sets"><option>exact_match</option><option>token_f1</option>' in gate_form
     assert '<option value="local" selected>local</option>' in gate_form  # Ollama does not answer here
     assert '<option value="ollama">ollama (unavailable)</option>' in gate_form
     saved = client.post(
