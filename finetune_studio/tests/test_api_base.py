@@ -24,6 +24,18 @@ def test_core_pages_render(alice_browser, path):
     assert alice_browser.get(path).status_code == 200
 
 
+def test_the_api_docs_page_loads_swagger_ui_from_the_studio_itself(alice_browser):
+    import re
+
+    from django.contrib.staticfiles import finders
+
+    page = alice_browser.get("/api/docs/").content.decode()
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing from another host
+    for name, ext in (("swagger-ui-bundle", "js"), ("swagger-ui-standalone-preset", "js"), ("swagger-ui", "css")):
+        assert re.search(rf'"/static/drf_spectacular_sidecar/swagger-ui-dist/{name}(\.[0-9a-f]+)?\.{ext}"', page)
+        assert finders.find(f"drf_spectacular_sidecar/swagger-ui-dist/{name}.{ext}") is not None
+
+
 def test_api_docs_and_schema_are_served(alice_api):
     schema = alice_api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert schema.status_code == 200
