@@ -52,3 +52,15 @@ def test_the_storage_card_counts_every_model_and_says_which_have_no_files(alice_
     make_model(bob, name="bobs", files={"a.bin": b"a"})
     page = alice_browser.get(reverse("dashboard")).content.decode()
     assert "models · 2 models (1 without files)" in page and "2.0\xa0MB" in page
+
+
+def test_recent_models_show_their_improvement_over_the_base_in_the_metric_it_was_measured_in(alice_browser, alice):
+    from models_app.services import model_eval_results_set
+
+    classifier, chat = make_model(alice, name="classifier"), make_model(alice, name="chat")
+    model_eval_results_set(model_id=classifier.id, results={"task": "classification", "improvement": {"accuracy": 0.2}})
+    model_eval_results_set(model_id=chat.id, results={"task": "generation", "improvement": {"token_f1": -0.05}})
+    page = alice_browser.get(reverse("dashboard")).content.decode()
+    assert '<th class="num">vs base</th>' in page and "Accuracy Δ" not in page
+    assert '+20.0 pts</span> <span class="hint">accuracy</span>' in page
+    assert '-5.0 pts</span> <span class="hint">token F1</span>' in page
