@@ -47,7 +47,6 @@ class SweepsConflict(DomainConflict):
 logger = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 32
-METRICS = COMPARABLE_METRICS
 # What a sweep ranks by when none is given: the test set's task decides (a classification when it is not known).
 DEFAULT_METRIC_BY_TASK = {CLASSIFICATION: "accuracy", GENERATION: "token_f1"}
 
