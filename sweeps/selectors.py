@@ -4,10 +4,14 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from finetune_studio.ownership import visible_to
+from finetune_studio.records import CLASSIFICATION, GENERATION, task_of_metric
 
 from .models import Sweep, SweepTrial
 
 SIGNIFICANCE_LEVEL = 0.05
+# The test behind each task's p-values: McNemar's on a classification's paired right/wrong answers, a paired
+# t-test on a generation's per-example score differences.
+P_VALUE_TEST_BY_TASK = {CLASSIFICATION: "mcnemar", GENERATION: "paired t-test"}
 
 
 def sweep_list(*, user) -> QuerySet[Sweep]:
@@ -51,15 +55,26 @@ def holm_adjust(p_values: list[float]) -> list[float]:
 
 
 def _comparison(trial: SweepTrial, metric: str) -> dict | None:
+    """The trial's improvement of ``metric`` over the base, its CI and p-value; None until there are all three.
+
+    A classification keeps its intervals under ``significance.bootstrap`` and one McNemar p for the evaluation;
+    a generation gives each metric its interval and paired t-test p under ``comparisons`` (evaluations
+    completed before that test was added have no p, and are not ranked).
+    """
     evaluation = trial.evaluation
     if evaluation is None or evaluation.status != "completed":
         return None
-    significance = (evaluation.results or {}).get("significance") or {}
-    interval = (significance.get("bootstrap") or {}).get(metric) or {}
-    p_value = (significance.get("mcnemar") or {}).get("p_value")
+    results = evaluation.results or {}
+    if task_of_metric(metric) == GENERATION:
+        interval = (results.get("comparisons") or {}).get(metric) or {}
+        p_value = interval.get("p_value")
+    else:
+        significance = results.get("significance") or {}
+        interval = (significance.get("bootstrap") or {}).get(metric) or {}
+        p_value = (significance.get("mcnemar") or {}).get("p_value")
     if interval.get("delta") is None or p_value is None:
         return None
-    score = ((evaluation.results or {}).get("fine_tuned") or {}).get(metric)
+    score = (results.get("fine_tuned") or {}).get(metric)
     return {
         "delta": interval["delta"],
         "ci_low": interval.get("ci_low"),
@@ -75,9 +90,11 @@ def sweep_trials(*, sweep: Sweep) -> list[SweepTrial]:
 
 def sweep_ranking(*, sweep: Sweep, trials: list[SweepTrial] | None = None) -> dict:
     """Evaluated trials ranked by the improvement of the sweep's metric over the base (then by CI lower
-    bound), with McNemar p-values Holm-adjusted for the number of evaluated trials: a trial counts as
-    better than the base only when its adjusted p < 0.05 and its CI lies above zero."""
+    bound), with their p-values (``test``: McNemar's for a classification metric, a paired t-test for a
+    generation one) Holm-adjusted for the number of evaluated trials: a trial counts as better than the
+    base only when its adjusted p < 0.05 and its CI lies above zero."""
     trials = sweep_trials(sweep=sweep) if trials is None else trials
+    task = task_of_metric(sweep.metric) or CLASSIFICATION
     rows = []
     for trial in trials:
         comparison = _comparison(trial, sweep.metric)
@@ -98,6 +115,8 @@ def sweep_ranking(*, sweep: Sweep, trials: list[SweepTrial] | None = None) -> di
         row["rank"] = rank
     return {
         "metric": sweep.metric,
+        "task": task,
+        "test": P_VALUE_TEST_BY_TASK[task],
         "correction": "holm",
         "evaluated": len(rows),
         "ranking": rows,

@@ -11,7 +11,6 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from evaluations.generation import CLASSIFICATION
 from evaluations.models import Evaluation
 from evaluations.services import (
     EvaluationsConflict,
@@ -19,9 +18,18 @@ from evaluations.services import (
     default_fine_tuned_name,
     evaluation_cancel,
     evaluation_start,
+    test_set_resolve,
 )
 from finetune_studio.errors import DomainConflict
 from finetune_studio.events import publish_event_on_commit, user_channel
+from finetune_studio.records import (
+    CLASSIFICATION,
+    COMPARABLE_METRICS,
+    GENERATION,
+    METRICS_BY_TASK,
+    TASK_NAMES,
+    task_of_metric,
+)
 from finetune_studio.registry_names import InvalidRegisteredName, check_registered_name
 from jobs import services as job_services
 from jobs.models import Dataset, Job, Trainer
@@ -39,7 +47,8 @@ class SweepsConflict(DomainConflict):
 logger = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 32
-METRICS = ("accuracy", "f1_macro")
+# What a sweep ranks by when none is given: the test set's task decides (a classification when it is not known).
+DEFAULT_METRIC_BY_TASK = {CLASSIFICATION: "accuracy", GENERATION: "token_f1"}
 
 
 class SweepInvalid(ValueError):
@@ -68,10 +77,14 @@ def sweep_create(
     concurrency: int = 1,
     endpoint: str = "ollama",
     evaluation_base: str = "",
-    metric: str = "accuracy",
+    metric: str | None = None,
     registered_name: str = "",
 ) -> Sweep:
-    """Validate, plan the trials and queue the first ``concurrency`` of them after commit."""
+    """Validate, plan the trials and queue the first ``concurrency`` of them after commit.
+
+    ``metric`` must be one the test set's task reports (``METRICS_BY_TASK``); none given: ``accuracy`` for a
+    classification test set, ``token_f1`` for a generation one.
+    """
     trainer = Trainer.objects.filter(name=trainer_name).first()
     if trainer is None or trainer.is_external:
         raise SweepInvalid("trainer", f"no local trainer named {trainer_name!r}")
@@ -79,8 +92,6 @@ def sweep_create(
         raise SweepInvalid("dataset", f"no dataset #{dataset_id} of yours")
     if not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise SweepInvalid("concurrency", f"must be between 1 and {MAX_CONCURRENCY}")
-    if metric not in METRICS:
-        raise SweepInvalid("metric", f"must be one of {', '.join(METRICS)}")
     local = _check_endpoint(endpoint)
     evaluation_base = (evaluation_base or base_model).strip()
     if local:
@@ -93,12 +104,11 @@ def sweep_create(
         )
     except PlanInvalid as exc:
         raise SweepInvalid(exc.field, str(exc)) from None
-    from evaluations.services import test_set_resolve
-
     try:
-        test_set_resolve(user=owner, path=test_set_path)
+        test_set = test_set_resolve(user=owner, path=test_set_path)
     except EvaluationsInvalid as exc:
         raise SweepInvalid("test_set_path", exc.errors.get("test_set_path", str(exc))) from None
+    metric = _check_metric(metric, test_set_task=test_set.dataset.task if test_set.dataset else None)
     with transaction.atomic():
         sweep = Sweep.objects.create(
             owner=owner,
@@ -128,6 +138,24 @@ def sweep_create(
         )
         transaction.on_commit(lambda: _enqueue_advance(sweep.id))
     return sweep
+
+
+def _check_metric(metric: str | None, *, test_set_task: str | None) -> str:
+    """The metric to rank by: one of the test set's task (any comparable one when the path is not one of the
+    owner's datasets, whose task is only read when it is evaluated), or that task's default."""
+    if metric in (None, ""):
+        return DEFAULT_METRIC_BY_TASK.get(test_set_task or CLASSIFICATION, DEFAULT_METRIC_BY_TASK[CLASSIFICATION])
+    metric_task = task_of_metric(metric) if isinstance(metric, str) else None
+    if metric_task is None:
+        raise SweepInvalid("metric", f"must be one of {', '.join(COMPARABLE_METRICS)}")
+    if test_set_task in METRICS_BY_TASK and metric_task != test_set_task:
+        fitting = METRICS_BY_TASK[test_set_task]
+        raise SweepInvalid(
+            "metric",
+            f"{metric} is a {TASK_NAMES[metric_task]} metric; this test set is a {TASK_NAMES[test_set_task]} set: "
+            f"use {', '.join(fitting[:-1])} or {fitting[-1]}",
+        )
+    return metric
 
 
 def _enqueue_advance(sweep_id: int) -> None:
@@ -193,8 +221,9 @@ def trial_evaluation_request(*, sweep: Sweep, model: RegisteredModel, trial_inde
     On the local endpoint the trial is its own LoRA adapter on its base (no served name: ``fine_tuned_name``
     left out), compared against the base only: one evaluation asks one registry adapter, so the champion is
     compared through the gate, which pairs the two versions' evaluations against the base. Elsewhere the trial
-    is asked under its served name (``<registered_name>-v<N>``, or its deployed Ollama name). The sweep's
-    metrics are a classification's, so the evaluation is one whatever the dataset says.
+    is asked under its served name (``<registered_name>-v<N>``, or its deployed Ollama name). The evaluation's
+    task is the one whose comparisons report the sweep's metric (a generation for ``token_f1``), so the
+    ranking finds its numbers whatever the evaluation would have guessed from the test set.
     """
     label = "the base" if against is None else f"the champion v{against.version}"
     request = {
@@ -202,7 +231,7 @@ def trial_evaluation_request(*, sweep: Sweep, model: RegisteredModel, trial_inde
         "model": model,
         "test_set_path": sweep.test_set_path,
         "endpoint": sweep.endpoint,
-        "task": CLASSIFICATION,
+        "task": task_of_metric(sweep.metric) or CLASSIFICATION,
         "name": f"{sweep.name} trial {trial_index} vs {label}",
     }
     if _endpoint_is_local(sweep.endpoint):

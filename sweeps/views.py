@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from finetune_studio.base_models import base_model_catalogue
 from finetune_studio.errors import DomainConflict as Conflict
+from finetune_studio.records import METRICS_BY_TASK, TASK_NAMES
 from inference.selectors import endpoint_default_name, endpoint_statuses, endpoint_suggested_name
 from jobs.models import Dataset, Trainer
 from models_app import registry
@@ -35,6 +36,7 @@ def sweep_list(request):
         "datasets": Dataset.objects.filter(owner=request.user)[:200],
         "base_models": [entry.name for entry in base_model_catalogue()],
         "endpoints": endpoints,
+        "metric_groups": [(TASK_NAMES[task], metrics) for task, metrics in METRICS_BY_TASK.items()],
         "given": request.POST if request.method == "POST" else suggested,
     }
     if request.method == "POST":
@@ -54,7 +56,7 @@ def sweep_list(request):
                 test_set_path=request.POST.get("test_set_path", ""),
                 endpoint=request.POST.get("endpoint", "") or endpoint_default_name(),
                 evaluation_base=request.POST.get("evaluation_base", ""),
-                metric=request.POST.get("metric", "accuracy"),
+                metric=request.POST.get("metric") or None,
                 registered_name=request.POST.get("registered_name", ""),
             )
         except ValueError as exc:  # SweepInvalid, or the search space is not JSON

@@ -3,13 +3,29 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.support.ollama_server import OllamaServer
+from tests.support.ollama_server import OllamaServer, answer_from_mapping
 
 LABELS = ["pay", "law", "term"]
 
 
+ANSWERS = [
+    "Payment is due within thirty days of the invoice.",
+    "Either party may terminate with ninety days notice.",
+    "The laws of Norway govern this agreement.",
+]
+BASE_ANSWER = "No idea."
+
+
 def clause_records(count: int = 30) -> list[dict]:
     return [{"text": f"clause {i}: {LABELS[i % 3]} words {i}", "label": LABELS[i % 3]} for i in range(count)]
+
+
+def instruction_records(count: int = 12) -> list[dict]:
+    """Alpaca records (a generation set): what does clause <i> say, answered by one of three sentences."""
+    return [
+        {"instruction": f"What does contract clause number {i} say?", "input": "", "output": ANSWERS[i % 3]}
+        for i in range(count)
+    ]
 
 
 @pytest.fixture
@@ -19,6 +35,35 @@ def training_set(alice, local_storage):
 
     data = "".join(json.dumps(record) + "\n" for record in clause_records()).encode()
     return job_services.dataset_create(owner=alice, uploaded_file=SimpleUploadedFile("clauses.jsonl", data))
+
+
+@pytest.fixture
+def instruction_set(alice, local_storage):
+    """A generation training (and test) set of instruction/output records."""
+    from jobs import services as job_services
+
+    data = "".join(json.dumps(record) + "\n" for record in instruction_records()).encode()
+    return job_services.dataset_create(owner=alice, uploaded_file=SimpleUploadedFile("answers.jsonl", data))
+
+
+@pytest.fixture
+def generation_ollama(settings):
+    """Ollama knowing the base and trial models ``chat-v<N>`` for instruction_set: the base answers only one
+    question in three (``BASE_ANSWER`` otherwise); odd versions answer every question with its reference, even
+    ones like the base."""
+    server = OllamaServer().start()
+    settings.OLLAMA_URL = server.url
+    settings.EVALUATION_RETRY_BACKOFF_MS = 5
+    records = instruction_records()
+    truth = {record["instruction"]: record["output"] for record in records}
+    base_knows = {record["instruction"]: record["output"] for i, record in enumerate(records) if i % 3 == 0}
+    server.add_model("llama3.2:3b", answer=answer_from_mapping(base_knows, default=BASE_ANSWER))
+    for version in range(1, 21):
+        perfect = version % 2
+        answer = answer_from_mapping(truth if perfect else base_knows, default=BASE_ANSWER)
+        server.add_model(f"chat-v{version}", answer=answer)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

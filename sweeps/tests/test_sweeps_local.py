@@ -79,6 +79,26 @@ def test_a_lora_sft_sweep_on_local_evaluates_each_trials_own_adapter_against_the
     assert states == ["evaluating"] * 2
 
 
+def test_a_generation_sweep_on_local_evaluates_each_trials_adapter_as_a_generation(
+    alice_api, instruction_set, demo_catalogue, local_storage, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        response = alice_api.post(API, _body(instruction_set, registered_name="chat"), format="json")
+        assert response.status_code == 201, response.content
+        assert response.json()["metric"] == "token_f1"
+        sweep_id = response.json()["id"]
+        services.sweep_advance(sweep_id=sweep_id)
+        trials = _settle_trials(sweep_id)
+    for trial in trials:
+        evaluation = trial.evaluation
+        assert evaluation is not None, trial.error
+        assert evaluation.config["task"] == "generation" and evaluation.base_model_name == "demo-base"
+        assert [(p["name"], p["endpoint"], p["source"]) for p in evaluation.candidate_plans] == [
+            ("demo-base", "local", "named"),
+            (trial.model.name, "local", "registry_adapter"),
+        ]
+
+
 def test_on_local_a_champion_is_compared_through_the_gate_not_in_the_trials_evaluation(
     alice, alice_api, training_set, demo_catalogue, local_storage, django_capture_on_commit_callbacks
 ):

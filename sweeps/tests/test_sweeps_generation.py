@@ -1,0 +1,180 @@
+"""Sweeps of chat/instruction fine-tunes: ranked by a generation metric of a generation test set.
+
+The trials' evaluations are generations (each answer scored against its reference), and their paired t-test
+p-values are Holm-adjusted as McNemar's are for a classification.
+"""
+
+import pytest
+
+from evaluations.models import Evaluation
+from jobs.models import Job
+from sweeps import selectors
+from sweeps.models import Sweep, SweepTrial
+
+API = "/api/v1/sweeps"
+GRID = {"epochs": [1, 2], "learning_rate": [0.1, 0.5]}
+
+
+def _body(dataset, **overrides):
+    body = {
+        "name": "chat",
+        "trainer": "example",
+        "dataset": dataset.id,
+        "base_model": "llama3.2:3b",
+        "strategy": "grid",
+        "search_space": GRID,
+        "concurrency": 2,
+        "test_set_path": dataset.path,
+        "registered_name": "chat",
+    }
+    return {**body, **overrides}
+
+
+def test_a_generation_sweep_evaluates_each_trial_as_generation_and_ranks_by_token_f1_with_holm(
+    alice_api, instruction_set, generation_ollama, local_storage, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post(API, _body(instruction_set, metric="token_f1"), format="json")
+    assert response.status_code == 201, response.content
+    body = alice_api.get(f"{API}/{response.json()['id']}").json()
+    assert body["status"] == "completed" and body["metric"] == "token_f1"
+    assert [t["state"] for t in body["trials"]] == ["evaluated"] * 4
+    evaluations = Evaluation.objects.filter(id__in=[t["evaluation"] for t in body["trials"]])
+    assert {e.config["task"] for e in evaluations} == {"generation"}
+    assert {e.results["task"] for e in evaluations} == {"generation"}
+    ranking = body["ranking"]
+    assert (ranking["metric"], ranking["test"], ranking["correction"]) == ("token_f1", "paired t-test", "holm")
+    assert ranking["evaluated"] == 4
+    # Odd versions answer every question (+2/3 token F1 over the base), even ones like the base (+0).
+    assert [row["version"] % 2 for row in ranking["ranking"]] == [1, 1, 0, 0]
+    by_version = {e.model.version: e.results for e in evaluations}
+    for row in ranking["ranking"]:
+        compared = by_version[row["version"]]["comparisons"]["token_f1"]
+        assert (row["delta"], row["ci_low"], row["ci_high"]) == (
+            compared["delta"],
+            compared["ci_low"],
+            compared["ci_high"],
+        )
+        assert row["p_value"] == compared["p_value"]
+        assert row["score"] == by_version[row["version"]]["fine_tuned"]["token_f1"]
+    best = ranking["best"]
+    assert best["score"] == 1.0 and best["delta"] == pytest.approx(2 / 3, abs=1e-6)
+    adjusted = selectors.holm_adjust([row["p_value"] for row in ranking["ranking"]])
+    assert [row["p_holm"] for row in ranking["ranking"]] == [round(p, 6) for p in adjusted]
+    assert 0 < best["p_value"] < best["p_holm"] < 0.05
+    assert [row["better_than_base"] for row in ranking["ranking"]] == [True, True, False, False]
+    assert Job.objects.filter(sweep_trial__sweep_id=body["id"], status="succeeded").count() == 4
+
+
+def test_a_generation_evaluation_without_a_p_value_is_not_ranked(
+    alice_api, instruction_set, generation_ollama, local_storage, django_capture_on_commit_callbacks
+):
+    """Generation evaluations completed before their comparisons carried a paired t-test have no p to adjust."""
+    body = _body(instruction_set, metric="rouge_l", search_space={"epochs": [1, 2]})
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep_id = alice_api.post(API, body, format="json").json()["id"]
+    assert alice_api.get(f"{API}/{sweep_id}").json()["ranking"]["evaluated"] == 2
+    older = SweepTrial.objects.get(sweep_id=sweep_id, index=1).evaluation
+    for compared in older.results["comparisons"].values():
+        del compared["p_value"]
+    older.save(update_fields=["results"])
+    ranking = alice_api.get(f"{API}/{sweep_id}").json()["ranking"]
+    assert ranking["evaluated"] == 1 and [row["trial"] for row in ranking["ranking"]] == [2]
+
+
+def test_with_a_champion_the_trials_are_compared_with_it_as_generations_too(
+    alice, alice_api, instruction_set, generation_ollama, local_storage, django_capture_on_commit_callbacks
+):
+    from models_app import registry
+    from models_app import services as model_services
+
+    champion = model_services.model_create(
+        owner=alice, name="chat-v1", base_model="llama3.2:3b", registered_name="chat"
+    )
+    registry.alias_move(registered_name=champion.registered_name, alias="champion", version=1, moved_by=alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep_id = alice_api.post(API, _body(instruction_set, search_space={"epochs": [1]}), format="json").json()["id"]
+    (trial,) = SweepTrial.objects.filter(sweep_id=sweep_id).select_related("champion_evaluation")
+    assert trial.champion_evaluation.base_model_name == "chat-v1"
+    assert trial.champion_evaluation.config["task"] == "generation"
+    assert trial.champion_evaluation.status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("dataset_fixture", "metric", "expected"),
+    [
+        (
+            "training_set",
+            "token_f1",
+            "token_f1 is a generation metric; this test set is a classification set: use accuracy or f1_macro",
+        ),
+        (
+            "instruction_set",
+            "accuracy",
+            "accuracy is a classification metric; this test set is a generation set: "
+            "use exact_match, token_f1, rouge_l or chrf",
+        ),
+        ("instruction_set", "bleu", "must be one of accuracy, f1_macro, exact_match, token_f1, rouge_l, chrf"),
+    ],
+)
+def test_a_metric_that_does_not_fit_the_test_set_is_a_400_naming_the_fitting_ones_and_queues_nothing(
+    request, alice_api, dataset_fixture, metric, expected, django_capture_on_commit_callbacks
+):
+    dataset = request.getfixturevalue(dataset_fixture)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = alice_api.post(API, _body(dataset, metric=metric), format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"]["metric"] == [expected]
+    assert callbacks == []
+    assert not Sweep.objects.exists() and not Job.objects.exists()
+
+
+@pytest.mark.parametrize(("dataset_fixture", "metric"), [("instruction_set", "token_f1"), ("training_set", "accuracy")])
+def test_with_no_metric_the_test_sets_task_chooses_the_default(
+    request, alice_api, dataset_fixture, metric, django_capture_on_commit_callbacks
+):
+    dataset = request.getfixturevalue(dataset_fixture)
+    for given in ({}, {"metric": None}, {"metric": ""}):
+        with django_capture_on_commit_callbacks(execute=False):
+            response = alice_api.post(API, _body(dataset, registered_name="", **given), format="json")
+        assert response.status_code == 201, response.content
+        assert response.json()["metric"] == metric and response.json()["ranking"]["metric"] == metric
+
+
+def test_the_sweep_form_offers_every_metric_by_task_keeps_the_choice_and_the_page_names_the_test(
+    alice_browser, instruction_set, generation_ollama, local_storage, django_capture_on_commit_callbacks
+):
+    page = alice_browser.get("/sweeps/").content.decode()
+    assert (
+        '<optgroup label="classification"><option>accuracy</option><option>f1_macro</option></optgroup>'
+        '<optgroup label="generation"><option>exact_match</option><option>token_f1</option>'
+        "<option>rouge_l</option><option>chrf</option></optgroup>"
+    ) in page
+    form = {
+        "name": "chat from the page",
+        "trainer": "example",
+        "dataset": instruction_set.id,
+        "base_model": "llama3.2:3b",
+        "strategy": "grid",
+        "search_space": '{"epochs": [1, 2]}',
+        "concurrency": "2",
+        "test_set_path": instruction_set.path,
+        "endpoint": "ollama",
+        "registered_name": "chat",
+        "metric": "chrf",
+    }
+    refused = alice_browser.post("/sweeps/", {**form, "search_space": '{"epochs": [1'})
+    assert refused.status_code == 400 and "<option selected>chrf</option>" in refused.content.decode()
+    wrong = alice_browser.post("/sweeps/", {**form, "metric": "f1_macro"}).content.decode()
+    assert "metric: f1_macro is a classification metric; this test set is a generation set" in wrong
+    assert "<option selected>f1_macro</option>" in wrong and not Sweep.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_browser.post("/sweeps/", form)
+    assert response.status_code == 302, response.content.decode()[:500]
+    assert Sweep.objects.get().metric == "chrf"
+    detail = alice_browser.get(response["Location"]).content.decode()
+    assert (
+        "<dd data-metric>chrf (a generation metric); p-values from a paired t-test, "
+        "Holm-adjusted over the evaluated trials</dd>"
+    ) in detail
+    assert detail.count("data-trial=") == 2 and detail.count("<circle") == 2
