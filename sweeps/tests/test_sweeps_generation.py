@@ -178,3 +178,21 @@ def test_the_sweep_form_offers_every_metric_by_task_keeps_the_choice_and_the_pag
         "Holm-adjusted over the evaluated trials</dd>"
     ) in detail
     assert detail.count("data-trial=") == 2 and detail.count("<circle") == 2
+
+
+def test_promoting_the_best_of_a_generation_sweep_goes_through_a_token_f1_gate(
+    alice_api, instruction_set, generation_ollama, local_storage, django_capture_on_commit_callbacks
+):
+    from models_app.models import ModelAlias
+
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep_id = alice_api.post(API, _body(instruction_set), format="json").json()["id"]
+    gate = {"test_set_path": instruction_set.path, "threshold": 0.9}
+    assert alice_api.put("/api/v1/registry/chat/gate", gate, format="json").json()["metric"] == "token_f1"
+    refused = alice_api.post(f"{API}/{sweep_id}/promote")  # +2/3 token F1 is not above 0.9
+    assert refused.status_code == 409 and "token_f1 improvement" in refused.json()["evidence"]["reason"]
+    alice_api.put("/api/v1/registry/chat/gate", {**gate, "threshold": 0.2}, format="json")
+    promoted = alice_api.post(f"{API}/{sweep_id}/promote")
+    assert promoted.status_code == 200, promoted.content
+    best = alice_api.get(f"{API}/{sweep_id}").json()["ranking"]["best"]["version"]
+    assert ModelAlias.objects.get(registered_name__name="chat", alias="champion").model.version == best
