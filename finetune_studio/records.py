@@ -51,9 +51,32 @@ METRICS_BY_TASK = {
 COMPARABLE_METRICS = tuple(metric for metrics in METRICS_BY_TASK.values() for metric in metrics)
 
 
+# What a gate or a sweep compares by when none is named: the test set's task decides.
+DEFAULT_METRIC_BY_TASK = {CLASSIFICATION: "accuracy", GENERATION: "token_f1"}
+
+
 def task_of_metric(metric: str) -> str | None:
     """The task whose evaluations report ``metric`` (None: no comparison reports it)."""
     return next((task for task, metrics in METRICS_BY_TASK.items() if metric in metrics), None)
+
+
+def metric_for_test_set(metric: str | None, *, task: str | None) -> str:
+    """The metric to compare by on a test set of ``task``: ``metric`` when that task's comparisons report it,
+    the task's default when none is named. ``task`` None (a path whose records are read only when evaluated):
+    any comparable metric, by default a classification's. ValueError says what fits.
+    """
+    if metric in (None, ""):
+        return DEFAULT_METRIC_BY_TASK[task or CLASSIFICATION]
+    metric_task = task_of_metric(metric) if isinstance(metric, str) else None
+    if metric_task is None:
+        raise ValueError(f"must be one of {', '.join(COMPARABLE_METRICS)}")
+    if task in METRICS_BY_TASK and metric_task != task:
+        fitting = METRICS_BY_TASK[task]
+        raise ValueError(
+            f"{metric} is a {TASK_NAMES[metric_task]} metric; this test set is a {TASK_NAMES[task]} set: "
+            f"use {', '.join(fitting[:-1])} or {fitting[-1]}"
+        )
+    return metric
 
 
 ROLES = ("system", "user", "assistant")

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from finetune_studio.events import publish_event_on_commit, user_channel
 from finetune_studio.keys import InvalidName, clean_relative_path
-from finetune_studio.records import CLASSIFICATION, GENERATION, METRICS_BY_TASK, task_of_metric
+from finetune_studio.records import CLASSIFICATION, metric_for_test_set
 from finetune_studio.registry_names import (
     InvalidRegisteredName,
     check_alias,
@@ -23,8 +23,6 @@ from finetune_studio.registry_names import (
 from .evidence import Evidence, promotion_evidence
 from .models import AliasEvent, ModelAlias, PromotionGate, RegisteredModel, RegisteredName
 from .signals import alias_moved, send_on_commit
-
-DEFAULT_GATE_METRIC = {CLASSIFICATION: PromotionGate.Metric.ACCURACY, GENERATION: PromotionGate.Metric.TOKEN_F1}
 
 
 def registered_name_lock(*, owner_id: int, name: str) -> RegisteredName:
@@ -207,20 +205,6 @@ def _check_test_set_path(owner_id: int, path) -> tuple[str, str]:
     return path, dataset.task if dataset is not None else CLASSIFICATION
 
 
-def _check_metric(metric, task: str) -> str:
-    if metric is None:
-        return DEFAULT_GATE_METRIC[task]
-    if metric not in PromotionGate.Metric.values:
-        raise RegistryInvalid("metric", f"must be one of {', '.join(PromotionGate.Metric.values)}")
-    if task_of_metric(metric) != task:
-        fitting = " or ".join(METRICS_BY_TASK[task])
-        raise RegistryInvalid(
-            "metric",
-            f"{metric} is a {task_of_metric(metric)} metric, and the test set is a {task} set: use {fitting}",
-        )
-    return metric
-
-
 def _check_endpoint_known(name: str) -> None:
     """A gate names an endpoint the operator configured (GET /api/v1/inference/endpoints); a disabled one may
     still be named (the evaluation it asks for is refused with the reason until it is enabled again)."""
@@ -253,7 +237,10 @@ def gate_set(
     except InvalidRegisteredName as exc:
         raise RegistryInvalid("alias", str(exc)) from None
     path, task = _check_test_set_path(registered_name.owner_id, test_set_path)
-    metric = _check_metric(metric, task)
+    try:
+        metric = metric_for_test_set(metric, task=task)
+    except ValueError as exc:
+        raise RegistryInvalid("metric", str(exc)) from None
     if not isinstance(endpoint, str) or not endpoint.strip() or len(endpoint) > 100:
         raise RegistryInvalid("endpoint", "must be the name of an inference endpoint (e.g. 'ollama')")
     _check_endpoint_known(endpoint.strip())

@@ -22,14 +22,7 @@ from evaluations.services import (
 )
 from finetune_studio.errors import DomainConflict
 from finetune_studio.events import publish_event_on_commit, user_channel
-from finetune_studio.records import (
-    CLASSIFICATION,
-    COMPARABLE_METRICS,
-    GENERATION,
-    METRICS_BY_TASK,
-    TASK_NAMES,
-    task_of_metric,
-)
+from finetune_studio.records import CLASSIFICATION, metric_for_test_set, task_of_metric
 from finetune_studio.registry_names import InvalidRegisteredName, check_registered_name
 from jobs import services as job_services
 from jobs.models import Dataset, Job, Trainer
@@ -47,8 +40,6 @@ class SweepsConflict(DomainConflict):
 logger = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 32
-# What a sweep ranks by when none is given: the test set's task decides (a classification when it is not known).
-DEFAULT_METRIC_BY_TASK = {CLASSIFICATION: "accuracy", GENERATION: "token_f1"}
 
 
 class SweepInvalid(ValueError):
@@ -108,7 +99,10 @@ def sweep_create(
         test_set = test_set_resolve(user=owner, path=test_set_path)
     except EvaluationsInvalid as exc:
         raise SweepInvalid("test_set_path", exc.errors.get("test_set_path", str(exc))) from None
-    metric = _check_metric(metric, test_set_task=test_set.dataset.task if test_set.dataset else None)
+    try:
+        metric = metric_for_test_set(metric, task=test_set.dataset.task if test_set.dataset else None)
+    except ValueError as exc:
+        raise SweepInvalid("metric", str(exc)) from None
     with transaction.atomic():
         sweep = Sweep.objects.create(
             owner=owner,
@@ -138,24 +132,6 @@ def sweep_create(
         )
         transaction.on_commit(lambda: _enqueue_advance(sweep.id))
     return sweep
-
-
-def _check_metric(metric: str | None, *, test_set_task: str | None) -> str:
-    """The metric to rank by: one of the test set's task (any comparable one when the path is not one of the
-    owner's datasets, whose task is only read when it is evaluated), or that task's default."""
-    if metric in (None, ""):
-        return DEFAULT_METRIC_BY_TASK.get(test_set_task or CLASSIFICATION, DEFAULT_METRIC_BY_TASK[CLASSIFICATION])
-    metric_task = task_of_metric(metric) if isinstance(metric, str) else None
-    if metric_task is None:
-        raise SweepInvalid("metric", f"must be one of {', '.join(COMPARABLE_METRICS)}")
-    if test_set_task in METRICS_BY_TASK and metric_task != test_set_task:
-        fitting = METRICS_BY_TASK[test_set_task]
-        raise SweepInvalid(
-            "metric",
-            f"{metric} is a {TASK_NAMES[metric_task]} metric; this test set is a {TASK_NAMES[test_set_task]} set: "
-            f"use {', '.join(fitting[:-1])} or {fitting[-1]}",
-        )
-    return metric
 
 
 def _enqueue_advance(sweep_id: int) -> None:

@@ -156,6 +156,8 @@ def test_the_judge_summary_has_a_wilson_interval_and_a_sign_test():
 
 
 def test_the_metrics_a_gate_or_a_sweep_may_name_are_those_the_comparisons_report():
-    from finetune_studio.records import METRICS_BY_TASK
+    from finetune_studio.records import COMPARABLE_METRICS, METRICS_BY_TASK
+    from models_app.models import PromotionGate
 
     assert METRICS_BY_TASK["generation"] == gm.GENERATION_METRICS
+    assert tuple(PromotionGate.Metric.values) == COMPARABLE_METRICS

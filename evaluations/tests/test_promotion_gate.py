@@ -158,8 +158,8 @@ def test_a_gate_on_a_chat_or_instruction_test_set_ranks_by_token_f1_unless_told_
 @pytest.mark.parametrize(
     ("metric", "test_set", "words"),
     [
-        ("accuracy", "generation", "accuracy is a classification metric, and the test set is a generation set: use "),
-        ("chrf", "classification", "chrf is a generation metric, and the test set is a classification set: use "),
+        ("accuracy", "generation", "accuracy is a classification metric; this test set is a generation set: use "),
+        ("chrf", "classification", "chrf is a generation metric; this test set is a classification set: use "),
     ],
 )
 def test_a_metric_the_test_sets_task_does_not_report_is_a_400_naming_the_ones_that_fit(
