@@ -59,27 +59,32 @@ def _make_champion(olivia_api, version: int) -> None:
     assert moved.status_code == 200, moved.content
 
 
-def _completed(model, test_set, *, right: int, endpoint: str = "local") -> Evaluation:
-    """A finished run of ``model``'s adapter against the base: the base answers none right, the adapter the first
-    ``right`` examples."""
-    tuned = model.name
-    evaluation = Evaluation.objects.create(
+def _completed_row(model, test_set, *, task: str, endpoint: str) -> Evaluation:
+    """The evaluation row a finished run leaves: ``model``'s adapter against the base, both on ``endpoint``."""
+    return Evaluation.objects.create(
         owner=model.owner,
         model=model,
         test_set_path=test_set.path,
         base_model_name="demo-base",
-        fine_tuned_name=tuned,
+        fine_tuned_name=model.name,
         status=Evaluation.Status.COMPLETED,
         completed_at=timezone.now(),
         config={
-            "task": "classification",
-            "fine_tuned_names": [tuned],
+            "task": task,
+            "fine_tuned_names": [model.name],
             "candidates": [
                 {"name": "demo-base", "role": "base", "endpoint": endpoint, "source": "named"},
-                {"name": tuned, "role": "fine_tuned", "endpoint": endpoint, "source": "registry_adapter"},
+                {"name": model.name, "role": "fine_tuned", "endpoint": endpoint, "source": "registry_adapter"},
             ],
         },
     )
+
+
+def _completed(model, test_set, *, right: int, endpoint: str = "local") -> Evaluation:
+    """A finished run of ``model``'s adapter against the base: the base answers none right, the adapter the first
+    ``right`` examples."""
+    tuned = model.name
+    evaluation = _completed_row(model, test_set, task="classification", endpoint=endpoint)
     rows = []
     for index, record in enumerate(RECORDS):
         wrong = next(label for label in LABELS if label != record["label"])
@@ -109,23 +114,7 @@ def _completed_generation(model, test_set, *, right: int) -> Evaluation:
     from evaluations import generation
 
     tuned = model.name
-    evaluation = Evaluation.objects.create(
-        owner=model.owner,
-        model=model,
-        test_set_path=test_set.path,
-        base_model_name="demo-base",
-        fine_tuned_name=tuned,
-        status=Evaluation.Status.COMPLETED,
-        completed_at=timezone.now(),
-        config={
-            "task": "generation",
-            "fine_tuned_names": [tuned],
-            "candidates": [
-                {"name": "demo-base", "role": "base", "endpoint": "local", "source": "named"},
-                {"name": tuned, "role": "fine_tuned", "endpoint": "local", "source": "registry_adapter"},
-            ],
-        },
-    )
+    evaluation = _completed_row(model, test_set, task="generation", endpoint="local")
     rows = []
     for index, record in enumerate(TRANSLATIONS):
         for candidate, good in (("demo-base", False), (tuned, index < right)):
