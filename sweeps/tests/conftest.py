@@ -6,6 +6,23 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from tests.support.ollama_server import OllamaServer, answer_from_mapping
 
 LABELS = ["pay", "law", "term"]
+GRID = {"epochs": [1, 2], "learning_rate": [0.1, 0.5]}
+
+
+def sweep_body(dataset, *, name: str, **overrides) -> dict:
+    """A sweep request: a grid of four `example` trials on ``dataset``, tested on it too, versions of ``name``."""
+    body = {
+        "name": name,
+        "trainer": "example",
+        "dataset": dataset.id,
+        "base_model": "llama3.2:3b",
+        "strategy": "grid",
+        "search_space": GRID,
+        "concurrency": 2,
+        "test_set_path": dataset.path,
+        "registered_name": name,
+    }
+    return {**body, **overrides}
 
 
 ANSWERS = [

@@ -8,8 +8,9 @@ from sweeps import selectors, services
 from sweeps.models import Sweep, SweepTrial
 from sweeps.planning import plan_trials
 
+from .conftest import sweep_body
+
 API = "/api/v1/sweeps"
-GRID = {"epochs": [1, 2], "learning_rate": [0.1, 0.5]}
 RANDOM = {
     "epochs": {"min": 1, "max": 5},
     "learning_rate": {"min": 0.01, "max": 1.0, "log": True},
@@ -17,19 +18,8 @@ RANDOM = {
 }
 
 
-def _body(training_set, **overrides):
-    body = {
-        "name": "grid",
-        "trainer": "example",
-        "dataset": training_set.id,
-        "base_model": "llama3.2:3b",
-        "strategy": "grid",
-        "search_space": GRID,
-        "concurrency": 2,
-        "test_set_path": training_set.path,
-        "registered_name": "grid",
-    }
-    return {**body, **overrides}
+def _body(dataset, **overrides):
+    return sweep_body(dataset, **{"name": "grid", **overrides})
 
 
 def test_a_grid_sweep_runs_every_trial_evaluates_each_and_ranks_them(

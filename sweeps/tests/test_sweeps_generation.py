@@ -11,23 +11,13 @@ from jobs.models import Job
 from sweeps import selectors
 from sweeps.models import Sweep, SweepTrial
 
+from .conftest import sweep_body
+
 API = "/api/v1/sweeps"
-GRID = {"epochs": [1, 2], "learning_rate": [0.1, 0.5]}
 
 
 def _body(dataset, **overrides):
-    body = {
-        "name": "chat",
-        "trainer": "example",
-        "dataset": dataset.id,
-        "base_model": "llama3.2:3b",
-        "strategy": "grid",
-        "search_space": GRID,
-        "concurrency": 2,
-        "test_set_path": dataset.path,
-        "registered_name": "chat",
-    }
-    return {**body, **overrides}
+    return sweep_body(dataset, **{"name": "chat", **overrides})
 
 
 def test_a_generation_sweep_evaluates_each_trial_as_generation_and_ranks_by_token_f1_with_holm(
