@@ -16,6 +16,7 @@ from finetune_studio.keys import download_filename
 
 from .. import selectors, services
 from ..filters import EvaluationFilter
+from ..judge import BASE_FIRST, FINE_TUNED_FIRST, NO_VERDICT
 from ..models import Evaluation
 from .serializers import (
     EvaluateRequestSerializer,
@@ -180,7 +181,8 @@ class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.Retrie
         out = io.StringIO()
         writer = csv.writer(out)
         metrics = _generation_metrics(evaluation)
-        fields = [*EXPORT_FIELDS, *(f"score_{metric}" for metric in metrics), *(["judge"] if metrics else [])]
+        judge_fields = ["judge", "judge_no_verdict"] if metrics else []
+        fields = [*EXPORT_FIELDS, *(f"score_{metric}" for metric in metrics), *judge_fields]
         writer.writerow(fields)
         for row in _export_rows(evaluation):
             row |= {f"score_{metric}": row["scores"].get(metric) for metric in metrics}
@@ -204,14 +206,19 @@ def _generation_metrics(evaluation: Evaluation) -> list[str]:
 
 def _export_rows(evaluation: Evaluation):
     roles = {name: ("base" if i == 0 else "fine_tuned") for i, name in enumerate(evaluation.candidates)}
-    # A generation's judge outcome per example (only the examples the viewer keeps carry one).
-    judged = {
-        example["index"]: example["judge"]["outcome"] for example in evaluation.examples or () if "judge" in example
-    }
+    # A generation's judge outcome per example (only the examples the viewer keeps carry one), and whether an
+    # answer of the judge named no winner (its "tie" is then no verdict).
+    judged = {example["index"]: example["judge"] for example in evaluation.examples or () if "judge" in example}
     for prediction in selectors.evaluation_predictions(evaluation=evaluation).iterator(chunk_size=2000):
+        verdicts = judged.get(prediction.index) or {}
         yield {
             "scores": prediction.scores or {},
-            "judge": judged.get(prediction.index, ""),
+            "judge": verdicts.get("outcome", ""),
+            "judge_no_verdict": (
+                any((verdicts.get(order) or {}).get("winner") == NO_VERDICT for order in (BASE_FIRST, FINE_TUNED_FIRST))
+                if verdicts
+                else ""
+            ),
             "index": prediction.index,
             "candidate": prediction.candidate,
             "role": roles.get(prediction.candidate, ""),

@@ -1,5 +1,7 @@
 """Generative evaluations through the API: references, per-example scores, comparisons and a pairwise judge."""
 
+import csv
+import io
 import json
 import re
 
@@ -401,7 +403,15 @@ def test_exports_carry_the_per_example_scores_and_the_judge(translators, run_gen
     assert {row["judge"] for row in rows} == {"tie"}
     text = alice_api.get(f"/api/v1/evaluations/{evaluation.id}/export.csv").content.decode()
     header = text.splitlines()[0].split(",")
-    assert header[-5:] == ["score_exact_match", "score_token_f1", "score_rouge_l", "score_chrf", "judge"]
+    assert header[-6:] == [
+        "score_exact_match",
+        "score_token_f1",
+        "score_rouge_l",
+        "score_chrf",
+        "judge",
+        "judge_no_verdict",
+    ]
+    assert {row["judge_no_verdict"] for row in rows} == {False}  # a position-A judge names a winner, the same one
 
 
 def test_the_json_export_says_which_of_the_judges_answers_named_no_winner(translators, run_generation, alice_api):
@@ -413,6 +423,17 @@ def test_the_json_export_says_which_of_the_judges_answers_named_no_winner(transl
     assert even["fine_tuned_first"]["winner"] == "none"
     assert even["fine_tuned_first"]["reason"].startswith("the judge's answer named no winner: ")
     assert {row["judge"] for row in body["predictions"] if row["index"] == 0} == {"tie"}  # the pair's outcome
+    assert {row["judge_no_verdict"] for row in body["predictions"] if row["index"] == 0} == {True}
+    assert {row["judge_no_verdict"] for row in body["predictions"] if row["index"] == 1} == {False}
+    csv_rows = list(
+        csv.DictReader(io.StringIO(alice_api.get(f"/api/v1/evaluations/{evaluation.id}/export.csv").content.decode()))
+    )
+    assert {
+        (row["index"], row["judge"], row["judge_no_verdict"]) for row in csv_rows if row["index"] in ("0", "1")
+    } == {
+        ("0", "tie", "True"),
+        ("1", "fine_tuned", "False"),
+    }
 
 
 def test_the_list_summarises_a_generation_evaluation(translators, run_generation, alice_api):
