@@ -52,3 +52,25 @@ def test_the_example_trainer_exits_2_on_a_bad_dataset(tmp_path):
     result = subprocess.run([sys.executable, "-m", "trainers.example"], env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert "line 1: needs 'messages'" in result.stderr and "or 'text' and 'label'" in result.stderr
+
+
+def test_the_example_trainer_refuses_free_text_answers_with_the_way_out_instead_of_exhausting_memory(tmp_path):
+    """A chat set's answers are each a "label" to a classifier: 2,000 of them would be 4 GiB of weights."""
+    chat = tmp_path / "chat.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]}
+        for i in range(2000)
+    ]
+    chat.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "hp.json").write_text("{}")
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "DATASET_PATH": str(chat),
+        "HYPERPARAMS_FILE": str(tmp_path / "hp.json"),
+        "OUTPUT_DIR": str(tmp_path),
+    }
+    result = subprocess.run([sys.executable, "-m", "trainers.example"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "2000 distinct labels in 2000 records" in result.stderr
+    assert "use the lora-sft trainer to learn them" in result.stderr
+    assert not (tmp_path / "classifier").exists()

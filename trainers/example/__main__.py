@@ -17,6 +17,10 @@ from pathlib import Path
 
 from finetune_studio.records import RecordError, open_records
 
+# The classifier's weights are labels × features float64s: past this the run would exhaust the worker's memory.
+MAX_WEIGHT_BYTES = 2 << 30
+LISTED_LABELS = 20
+
 
 def log(level: str, message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] [{level}] {message}", flush=True)
@@ -60,20 +64,30 @@ def main() -> int:
     if len(labels) < 2:
         print(f"need at least two labels to train a classifier, found {labels}", file=sys.stderr, flush=True)
         return 2
+    n_features = int(params.get("n_features", 2**18))
+    if len(labels) * n_features * 8 > MAX_WEIGHT_BYTES:
+        # Free-text answers (a chat or instruction set) are each a "label" to a classifier.
+        print(
+            f"{len(labels)} distinct labels in {len(records)} records: a classifier over {n_features} features would "
+            f"hold {len(labels) * n_features * 8 / 2**30:.1f} GiB of weights. The example trainer classifies short "
+            "labels (text/label data); these look like free-text answers: use the lora-sft trainer to learn them",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     shuffled = list(records)
     random.Random(seed).shuffle(shuffled)
     held_out = int(len(shuffled) * validation_fraction) if len(shuffled) >= 10 else 0
     validation, training = shuffled[:held_out], shuffled[held_out:]
-    log("INFO", f"{len(records)} records, {len(labels)} labels: {', '.join(labels)}")
+    listed = ", ".join(labels[:LISTED_LABELS]) + (", …" if len(labels) > LISTED_LABELS else "")
+    log("INFO", f"{len(records)} records, {len(labels)} labels: {listed}")
     log(
         "INFO",
         f"training on {len(training)}, validating on {len(validation)}; "
         f"base model {os.environ.get('BASE_MODEL', '-')} is not used (this is not an LLM fine-tune)",
     )
 
-    vectorizer = HashingVectorizer(
-        n_features=int(params.get("n_features", 2**18)), ngram_range=(1, 2), alternate_sign=False, norm="l2"
-    )
+    vectorizer = HashingVectorizer(n_features=n_features, ngram_range=(1, 2), alternate_sign=False, norm="l2")
     x_train = vectorizer.transform([record.text for record in training])
     y_train = np.array([record.label for record in training])
     x_valid = vectorizer.transform([record.text for record in validation]) if validation else None
