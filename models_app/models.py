@@ -188,9 +188,9 @@ class AliasEvent(models.Model):
 class PromotionGate(models.Model):
     """What moving the gated alias needs: a completed evaluation of the new version against the current
     holder (the base when there is none) on ``test_set_path`` through ``endpoint``, whose improvement of
-    ``metric`` has a 95 % CI lower bound above ``threshold``. The metric's task is the test set's
-    (``finetune_studio.records.METRICS_BY_TASK``): accuracy or macro-F1 on a labelled set, exact match, token
-    F1, ROUGE-L or chrF on a chat or instruction set."""
+    ``metric`` has a 95 % CI lower bound above ``threshold``. The metric decides the task of that evaluation
+    (``finetune_studio.records.METRICS_BY_TASK``): a classification for accuracy and macro-F1, a generation
+    for exact match, token F1, ROUGE-L and chrF."""
 
     class Metric(models.TextChoices):
         ACCURACY = "accuracy"

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from finetune_studio.events import publish_event_on_commit, user_channel
 from finetune_studio.keys import InvalidName, clean_relative_path
-from finetune_studio.records import CLASSIFICATION, metric_for_test_set
+from finetune_studio.records import metric_for_test_set
 from finetune_studio.registry_names import (
     InvalidRegisteredName,
     check_alias,
@@ -187,8 +187,8 @@ def alias_move(
 # --- The promotion gate -------------------------------------------------------------------------
 
 
-def _check_test_set_path(owner_id: int, path) -> tuple[str, str]:
-    """The clean path and its task (a path with no dataset row yet reads as a labelled set, as before)."""
+def _check_test_set_path(owner_id: int, path) -> tuple[str, str | None]:
+    """The clean path and its dataset's task (None: a path with no dataset row, read only when evaluated)."""
     from jobs.models import Dataset
 
     if not isinstance(path, str) or not path.strip():
@@ -202,7 +202,7 @@ def _check_test_set_path(owner_id: int, path) -> tuple[str, str]:
     dataset = Dataset.objects.filter(owner_id=owner_id, path=path).only("task").first()
     if dataset is None and not path.startswith(own_prefix):
         raise RegistryInvalid("test_set_path", f"must be the path of one of the owner's datasets ({own_prefix}…)")
-    return path, dataset.task if dataset is not None else CLASSIFICATION
+    return path, dataset.task if dataset is not None else None
 
 
 def _check_endpoint_known(name: str) -> None:
@@ -229,8 +229,8 @@ def gate_set(
 ) -> PromotionGate:
     """Create or replace the name's gate (one per name, on ``alias``). Moves already made stand.
 
-    ``metric`` must be one the test set's task reports; None picks accuracy for a labelled test set and
-    token F1 for a chat or instruction one.
+    ``metric``: any comparable one (the gate's evaluations score its task); None picks the test set's
+    default, accuracy for a labelled set and token F1 for a chat or instruction one.
     """
     try:
         alias = check_alias(alias)
