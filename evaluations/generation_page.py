@@ -10,7 +10,7 @@ import difflib
 import re
 
 from .generation_metrics import GENERATION_METRICS, JSON_METRIC
-from .judge import NO_VERDICT
+from .judge import named_no_winner
 
 METRIC_LABELS = {
     "exact_match": "Exact match",
@@ -94,16 +94,11 @@ def judge_card(judge: dict | None) -> dict | None:
     }
 
 
-def _judge_named_no_winner(example: dict) -> bool:
-    verdicts = example.get("judge") or {}
-    return any((verdicts.get(order) or {}).get("winner") == NO_VERDICT for order in ("base_first", "fine_tuned_first"))
-
-
 def _matches(example: dict, show: str) -> bool:
     if show == "judge_disagreed":
         return bool(example.get("judge_disagrees"))
     if show == "judge_no_verdict":
-        return _judge_named_no_winner(example)
+        return named_no_winner(example.get("judge") or {})
     return show == "all" or example["outcome"] == show
 
 
@@ -116,7 +111,7 @@ def page_context(evaluation, results: dict, show: str) -> dict:
         shown.append(
             {
                 **example,
-                "judge_no_verdict": _judge_named_no_winner(example),
+                "judge_no_verdict": named_no_winner(example.get("judge") or {}),
                 "base_diff": word_diff(example["reference"], example["base_answer"]),
                 "fine_tuned_diff": word_diff(example["reference"], example["fine_tuned_answer"]),
             }

@@ -97,6 +97,11 @@ def parse_verdict(content: str) -> tuple[str, str]:
     return NO_VERDICT, f"{NO_VERDICT_REASON}: {text[:200]!r}"
 
 
+def named_no_winner(verdicts: dict) -> bool:
+    """Whether either order of one example's judged pair (``run``'s ``examples[index]``) named no winner."""
+    return any((verdicts.get(order) or {}).get("winner") == NO_VERDICT for order in (BASE_FIRST, FINE_TUNED_FIRST))
+
+
 def cache_key(*, endpoint: str, model: str, prompt: str) -> str:
     return hashlib.sha256(json.dumps([endpoint, model, prompt]).encode()).hexdigest()
 

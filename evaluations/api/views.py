@@ -16,7 +16,7 @@ from finetune_studio.keys import download_filename
 
 from .. import selectors, services
 from ..filters import EvaluationFilter
-from ..judge import BASE_FIRST, FINE_TUNED_FIRST, NO_VERDICT
+from ..judge import named_no_winner
 from ..models import Evaluation
 from .serializers import (
     EvaluateRequestSerializer,
@@ -214,11 +214,7 @@ def _export_rows(evaluation: Evaluation):
         yield {
             "scores": prediction.scores or {},
             "judge": verdicts.get("outcome", ""),
-            "judge_no_verdict": (
-                any((verdicts.get(order) or {}).get("winner") == NO_VERDICT for order in (BASE_FIRST, FINE_TUNED_FIRST))
-                if verdicts
-                else ""
-            ),
+            "judge_no_verdict": named_no_winner(verdicts) if verdicts else "",
             "index": prediction.index,
             "candidate": prediction.candidate,
             "role": roles.get(prediction.candidate, ""),
