@@ -8,23 +8,28 @@ import time
 from tests.support.processes import ROOT
 
 
-def test_the_example_trainer_learns_the_sample_contracts_within_seconds(tmp_path):
-    output = tmp_path / "out"
-    output.mkdir()
+def run_example_trainer(tmp_path, dataset, hyperparameters=None) -> subprocess.CompletedProcess:
+    """``python -m trainers.example`` as the runner starts it; its artifacts go to ``tmp_path / "out"``."""
+    (tmp_path / "out").mkdir()
     params = tmp_path / "hp.json"
-    params.write_text(json.dumps({"epochs": 8}))
+    params.write_text(json.dumps(hyperparameters or {}))
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(ROOT),
-        "DATASET_PATH": str(ROOT / "samples/contracts/train.jsonl"),
+        "DATASET_PATH": str(dataset),
         "HYPERPARAMS_FILE": str(params),
-        "OUTPUT_DIR": str(output),
+        "OUTPUT_DIR": str(tmp_path / "out"),
         "JOB_ID": "1",
     }
-    started = time.monotonic()
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "trainers.example"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
+
+
+def test_the_example_trainer_learns_the_sample_contracts_within_seconds(tmp_path):
+    output = tmp_path / "out"
+    started = time.monotonic()
+    result = run_example_trainer(tmp_path, ROOT / "samples/contracts/train.jsonl", {"epochs": 8})
     assert result.returncode == 0, result.stderr
     # ~2 s on an idle machine (mostly importing scikit-learn); shared CI cores get a wide margin.
     assert time.monotonic() - started < 20
@@ -42,14 +47,7 @@ def test_the_example_trainer_learns_the_sample_contracts_within_seconds(tmp_path
 def test_the_example_trainer_exits_2_on_a_bad_dataset(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "only one field"}\n')
-    (tmp_path / "hp.json").write_text("{}")
-    env = {
-        "PYTHONPATH": str(ROOT),
-        "DATASET_PATH": str(bad),
-        "HYPERPARAMS_FILE": str(tmp_path / "hp.json"),
-        "OUTPUT_DIR": str(tmp_path),
-    }
-    result = subprocess.run([sys.executable, "-m", "trainers.example"], env=env, capture_output=True, text=True)
+    result = run_example_trainer(tmp_path, bad)
     assert result.returncode == 2
     assert "line 1: needs 'messages'" in result.stderr and "or 'text' and 'label'" in result.stderr
 
@@ -62,15 +60,8 @@ def test_the_example_trainer_refuses_free_text_answers_with_the_way_out_instead_
         for i in range(2000)
     ]
     chat.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (tmp_path / "hp.json").write_text("{}")
-    env = {
-        "PYTHONPATH": str(ROOT),
-        "DATASET_PATH": str(chat),
-        "HYPERPARAMS_FILE": str(tmp_path / "hp.json"),
-        "OUTPUT_DIR": str(tmp_path),
-    }
-    result = subprocess.run([sys.executable, "-m", "trainers.example"], env=env, capture_output=True, text=True)
+    result = run_example_trainer(tmp_path, chat)
     assert result.returncode == 2, result.stderr
     assert "2000 distinct labels in 2000 records" in result.stderr
     assert "use the lora-sft trainer to learn them" in result.stderr
-    assert not (tmp_path / "classifier").exists()
+    assert not (tmp_path / "out" / "classifier").exists()
