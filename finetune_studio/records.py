@@ -4,8 +4,9 @@ One parser serves dataset upload validation (jobs), the trainers, the evaluation
 CLI, so a file accepted at upload is read the same way everywhere. The record format is detected per record
 and must be the same for the whole file:
 
-- ``openai_chat``: ``{"messages": [{"role": "system"|"user"|"assistant", "content": …, "weight": 0|1}, …]}``
-  (OpenAI chat fine-tuning JSONL, multi-turn; ``weight`` 0 keeps an assistant turn as context, untrained);
+- ``openai_chat``: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": …, "weight": 0|1}, …],
+  "tools": […]}`` (OpenAI chat fine-tuning JSONL, multi-turn; ``weight`` 0 keeps an assistant turn as context,
+  untrained; with ``tools``, assistant turns may call them (``tool_calls``) and ``tool`` turns bring results);
 - ``sharegpt``: ``{"conversations": [{"from": "system"|"human"|"gpt", "value": …}, …]}`` (optional top-level
   ``system``);
 - ``alpaca``: ``{"instruction", "input", "output"}`` (optional ``system``);
@@ -14,12 +15,17 @@ and must be the same for the whole file:
 
 Every record becomes a ``Record`` holding its conversation (``messages``) and, for the readers that need one
 string each, ``text`` (the last user turn) and ``label`` (the expected answer: the class of a text/label
-record, the last assistant turn otherwise). Only text/label records are classification data: nothing else
-is summarised as labels. Errors name the line (or record), the message when there is one, and why.
+record, the last assistant turn otherwise: for a turn that calls tools, ``tool_calls_text`` of its calls).
+Only text/label records are classification data: nothing else is summarised as labels. Errors name the line
+(or record), the message when there is one, and why.
+
+A message turns into what each consumer speaks: ``openai_turn`` (OpenAI's chat API: tool-call arguments as a
+JSON string) and ``template_turn`` (transformers' chat templates: arguments as an object).
 """
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -75,10 +81,19 @@ def metric_for_test_set(metric: str | None, *, task: str | None) -> str:
     return metric
 
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
-TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython"}
-TOOL_REFUSAL = "tool calls are not supported: remove the tool messages and tool_calls, or keep them out of this dataset"
+SHAREGPT_TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython"}
+SHAREGPT_TOOL_REFUSAL = (
+    "tool calls are supported in OpenAI chat records only ('tools', assistant 'tool_calls', 'tool' messages)"
+)
+LEGACY_FUNCTIONS_REFUSAL = (
+    "legacy function calling ('functions', 'function_call', 'function' messages) is not supported: give 'tools' "
+    "and assistant 'tool_calls' with 'tool' messages, as OpenAI's fine-tuning does now"
+)
+# OpenAI's rule for function names.
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_TOOLS = 128
 
 
 class RecordError(ValueError):
@@ -89,16 +104,85 @@ class RecordError(ValueError):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One call an assistant turn makes: ``arguments`` is the JSON object's text, as OpenAI's API carries it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def arguments_object(self) -> dict:
+        return json.loads(self.arguments)
+
+    def openai_call(self) -> dict:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+def tool_calls_text(calls) -> str:
+    """Calls as one canonical text (names and arguments, keys sorted): the reference a tool-calling answer is
+    scored against, and what a prediction's calls are written as, so that equal calls give equal texts.
+
+    ``calls`` are ToolCalls or ``(name, arguments object)`` pairs.
+    """
+    pairs = [(call.name, call.arguments_object()) if isinstance(call, ToolCall) else call for call in calls]
+    return json.dumps(
+        [{"name": name, "arguments": arguments} for name, arguments in pairs], sort_keys=True, ensure_ascii=False
+    )
+
+
+@dataclass(frozen=True)
 class Message:
-    """One turn. ``weight`` matters on assistant turns only: 0 keeps the turn as context but teaches nothing."""
+    """One turn. ``weight`` matters on assistant turns only: 0 keeps the turn as context but teaches nothing.
+
+    An assistant turn may call tools (``tool_calls``, its ``content`` then possibly empty); a ``tool`` turn is
+    a call's result and names the call it answers (``tool_call_id``).
+    """
 
     role: str
     content: str
     weight: int = 1
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""  # a tool turn: the function whose result it is
 
     @property
     def trained(self) -> bool:
         return self.role == "assistant" and self.weight == 1
+
+    @property
+    def answer(self) -> str:
+        """What this turn answers: its calls' canonical text when it calls tools, else its content."""
+        return tool_calls_text(self.tool_calls) if self.tool_calls else self.content.strip()
+
+    def openai_turn(self) -> dict:
+        """The turn as OpenAI's chat API takes it."""
+        turn: dict = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            turn["tool_calls"] = [call.openai_call() for call in self.tool_calls]
+            turn["content"] = self.content or None
+        if self.role == "tool":
+            turn["tool_call_id"] = self.tool_call_id
+            if self.name:
+                turn["name"] = self.name
+        return turn
+
+    def template_turn(self) -> dict:
+        """The turn as transformers' chat templates read it (a call's arguments as an object)."""
+        turn: dict = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            turn["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_object()},
+                }
+                for call in self.tool_calls
+            ]
+        if self.role == "tool":
+            turn["tool_call_id"] = self.tool_call_id
+            if self.name:
+                turn["name"] = self.name
+        return turn
 
 
 @dataclass(frozen=True)
@@ -110,6 +194,8 @@ class Record:
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     format: str = TEXT_LABEL
     messages: tuple[Message, ...] = ()
+    # OpenAI chat records that call tools: the function definitions, as given ({"type": "function", …}).
+    tools: tuple[dict, ...] = ()
 
     @property
     def task(self) -> str:
@@ -252,32 +338,122 @@ def _weight(message: dict, role: str, where: str) -> int:
     return int(weight)
 
 
+def _tools(obj: dict, location: str) -> tuple[dict, ...]:
+    """The record's function definitions (OpenAI's ``tools``), checked; () when it has none."""
+    given = obj.get("tools")
+    if given is None or given == []:
+        return ()
+    if not isinstance(given, list):
+        raise RecordError(location, 'field \'tools\' must be a list of {"type": "function", "function": {…}}')
+    if len(given) > MAX_TOOLS:
+        raise RecordError(location, f"more than {MAX_TOOLS} tools in one record")
+    names = set()
+    for number, tool in enumerate(given, start=1):
+        where = f"{location}: tool {number}"
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
+            raise RecordError(where, 'must be {"type": "function", "function": {"name": …, "parameters": {…}}}')
+        function = tool["function"]
+        name = function.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise RecordError(where, "the function needs a 'name' of 1 to 64 letters, digits, '_' or '-'")
+        if name in names:
+            raise RecordError(where, f"function {name!r} is defined twice")
+        names.add(name)
+        if "description" in function and not isinstance(function["description"], str):
+            raise RecordError(where, f"function {name!r}: 'description' must be a string")
+        if "parameters" in function and not isinstance(function["parameters"], dict):
+            raise RecordError(where, f"function {name!r}: 'parameters' must be a JSON schema object")
+    return tuple(given)
+
+
+def _tool_calls(message: dict, where: str, tool_names: set[str]) -> tuple[ToolCall, ...]:
+    given = message.get("tool_calls")
+    if given is None or given == []:
+        return ()
+    if not isinstance(given, list):
+        raise RecordError(where, "'tool_calls' must be a list")
+    calls = []
+    for number, call in enumerate(given, start=1):
+        call_where = f"{where}: tool call {number}"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or call.get("type", "function") != "function":
+            raise RecordError(
+                call_where, 'must be {"id": …, "type": "function", "function": {"name": …, "arguments": "{…}"}}'
+            )
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id.strip():
+            raise RecordError(call_where, "needs an 'id' (the tool message with the result names it)")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise RecordError(call_where, "needs the function's 'name'")
+        if name not in tool_names:
+            defined = ", ".join(sorted(tool_names)) or "none"
+            raise RecordError(call_where, f"calls {name[:64]!r}, which the record's 'tools' do not define ({defined})")
+        arguments = function.get("arguments", "{}")
+        if isinstance(arguments, str):
+            try:
+                parsed = json.loads(arguments or "{}")
+            except json.JSONDecodeError as exc:
+                raise RecordError(call_where, f"'arguments' is not valid JSON ({exc.msg})") from None
+        else:
+            parsed = arguments
+        if not isinstance(parsed, dict):
+            raise RecordError(call_where, "'arguments' must be a JSON object (OpenAI gives it as a string)")
+        calls.append(ToolCall(call_id, name, json.dumps(parsed, ensure_ascii=False)))
+    return tuple(calls)
+
+
 def _openai_chat(obj: dict, location: str) -> Record:
-    if obj.get("tools") or obj.get("functions"):
-        raise RecordError(location, TOOL_REFUSAL)
+    if "functions" in obj:
+        raise RecordError(location, LEGACY_FUNCTIONS_REFUSAL)
+    tools = _tools(obj, location)
+    tool_names = {tool["function"]["name"] for tool in tools}
     given = obj["messages"]
     if not isinstance(given, list) or not given:
         raise RecordError(location, "field 'messages' must be a non-empty list")
     if len(given) > MAX_MESSAGES:
         raise RecordError(location, f"more than {MAX_MESSAGES} messages in one record")
     messages = []
+    open_calls: dict[str, str] = {}  # call id → function name, until a tool message answers it
     for number, message in enumerate(given, start=1):
         where = f"{location}: message {number}"
         if not isinstance(message, dict):
             raise RecordError(where, f"expected an object, got {type(message).__name__}")
         role = message.get("role")
         if not isinstance(role, str):
-            raise RecordError(where, "needs a 'role' (system, user or assistant)")
-        if role in TOOL_ROLES or message.get("tool_calls") or message.get("function_call"):
-            raise RecordError(where, TOOL_REFUSAL)
+            raise RecordError(where, "needs a 'role' (system, user, assistant or tool)")
+        if role == "function" or message.get("function_call"):
+            raise RecordError(where, LEGACY_FUNCTIONS_REFUSAL)
         if role not in ROLES:
-            raise RecordError(where, f"unknown role {role[:40]!r} (system, user or assistant)")
+            raise RecordError(where, f"unknown role {role[:40]!r} (system, user, assistant or tool)")
         where = f"{where} ({role})"
-        content = _content(message.get("content"), where)
-        if not content.strip():
-            raise RecordError(where, "empty content")
-        messages.append(Message(role, content, _weight(message, role, where)))
-    return _conversation(obj, OPENAI_CHAT, messages, location)
+        if message.get("tool_calls") and role != "assistant":
+            raise RecordError(where, "only assistant messages may have 'tool_calls'")
+        calls = _tool_calls(message, where, tool_names) if role == "assistant" else ()
+        if calls:
+            content = "" if message.get("content") is None else _content(message["content"], where)
+        else:
+            content = _content(message.get("content"), where)
+            if role != "tool" and not content.strip():
+                raise RecordError(where, "empty content")
+        weight = _weight(message, role, where)
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or call_id not in open_calls:
+                waiting = ", ".join(open_calls) or "none"
+                raise RecordError(
+                    where,
+                    f"'tool_call_id' must name an earlier assistant tool call still waiting for its result ({waiting})",
+                )
+            name = open_calls.pop(call_id)
+            messages.append(Message(role, content, tool_call_id=call_id, name=name))
+            continue
+        for call in calls:
+            if call.id in open_calls or any(call.id == c.id for m in messages for c in m.tool_calls):
+                raise RecordError(where, f"tool call id {call.id[:64]!r} is used twice")
+            open_calls[call.id] = call.name
+        messages.append(Message(role, content, weight, tool_calls=calls))
+    return _conversation(obj, OPENAI_CHAT, messages, location, tools=tools)
 
 
 def _sharegpt(obj: dict, location: str) -> Record:
@@ -287,7 +463,7 @@ def _sharegpt(obj: dict, location: str) -> Record:
     if len(given) > MAX_MESSAGES:
         raise RecordError(location, f"more than {MAX_MESSAGES} turns in one record")
     if obj.get("tools"):
-        raise RecordError(location, TOOL_REFUSAL)
+        raise RecordError(location, SHAREGPT_TOOL_REFUSAL)
     system = _string_field(obj, "system", location, required=False)
     messages = [Message("system", system)] if system.strip() else []
     for number, turn in enumerate(given, start=1):
@@ -297,8 +473,8 @@ def _sharegpt(obj: dict, location: str) -> Record:
         speaker = turn.get("from")
         if not isinstance(speaker, str):
             raise RecordError(where, "needs 'from' (system, human or gpt)")
-        if speaker in TOOL_ROLES:
-            raise RecordError(where, TOOL_REFUSAL)
+        if speaker in SHAREGPT_TOOL_ROLES:
+            raise RecordError(where, SHAREGPT_TOOL_REFUSAL)
         if speaker not in SHAREGPT_ROLES:
             raise RecordError(where, f"unknown role {speaker[:40]!r} (system, human or gpt)")
         role = SHAREGPT_ROLES[speaker]
@@ -314,7 +490,9 @@ def _sharegpt(obj: dict, location: str) -> Record:
     return _conversation(obj, SHAREGPT, messages, location)
 
 
-def _conversation(obj: dict, record_format: str, messages: list[Message], location: str) -> Record:
+def _conversation(
+    obj: dict, record_format: str, messages: list[Message], location: str, *, tools: tuple[dict, ...] = ()
+) -> Record:
     if not any(message.role == "assistant" for message in messages):
         raise RecordError(location, "no assistant turn to learn from")
     if not any(message.trained for message in messages):
@@ -325,10 +503,11 @@ def _conversation(obj: dict, record_format: str, messages: list[Message], locati
         raise RecordError(location, "no user turn before the assistant's answer")
     return Record(
         text=questions[-1].content,
-        label=messages[last_answer].content.strip(),
+        label=messages[last_answer].answer,
         raw=obj,
         format=record_format,
         messages=tuple(messages),
+        tools=tools,
     )
 
 
@@ -472,9 +651,11 @@ __all__ = [
     "Message",
     "Record",
     "RecordError",
+    "ToolCall",
     "detect_format",
     "iter_records",
     "open_records",
     "read_records_from_bytes",
     "task_of",
+    "tool_calls_text",
 ]

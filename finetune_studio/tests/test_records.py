@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from finetune_studio.records import Message, RecordError, read_records_from_bytes
+from finetune_studio.records import Message, RecordError, ToolCall, read_records_from_bytes, tool_calls_text
 
 
 def jsonl(*rows) -> bytes:
@@ -16,6 +16,21 @@ def chat(*turns, **extra) -> dict:
         "messages": [dict(zip(("role", "content"), turn[:2]), **(turn[2] if len(turn) > 2 else {})) for turn in turns],
         **extra,
     }
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def call(call_id: str, name: str, arguments) -> dict:
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
 
 
 def refusal(data: bytes, filename: str = "t.jsonl") -> RecordError:
@@ -48,6 +63,74 @@ def test_it_reads_openai_chat_records_multi_turn_with_weights():
     assert [message.trained for message in first.messages] == [False, False, False, False, True]
     assert (first.text, first.label) == ("Capital of France?", "Paris.")
     assert second.conversation() == (Message("user", "2+2?"), Message("assistant", "4"))
+
+
+def test_it_reads_openai_tool_calling_records_with_their_tools_calls_and_results():
+    data = jsonl(
+        chat(
+            ("user", "Weather in Paris and Rome?"),
+            (
+                "assistant",
+                None,
+                {
+                    "tool_calls": [
+                        call("c1", "get_weather", {"city": "Paris"}),
+                        call("c2", "get_weather", {"city": "Rome"}),
+                    ]
+                },
+            ),
+            ("tool", "18C", {"tool_call_id": "c1"}),
+            ("tool", "24C", {"tool_call_id": "c2"}),
+            ("assistant", "Paris 18C, Rome 24C."),
+            tools=[WEATHER],
+        ),
+        chat(
+            ("user", "Weather in Oslo?"),
+            ("assistant", "Let me look.", {"tool_calls": [call("x", "get_weather", '{"city": "Oslo"}')]}),
+            tools=[WEATHER],
+        ),
+    )
+    answered, calling = read_records_from_bytes(data, "tools.jsonl")
+    assert answered.tools == (WEATHER,)
+    assert [m.role for m in answered.messages] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert answered.messages[1].tool_calls == (
+        ToolCall("c1", "get_weather", '{"city": "Paris"}'),
+        ToolCall("c2", "get_weather", '{"city": "Rome"}'),
+    )
+    assert answered.messages[3] == Message("tool", "24C", tool_call_id="c2", name="get_weather")
+    assert [m.trained for m in answered.messages] == [False, True, False, False, True]
+    assert (answered.text, answered.label) == ("Weather in Paris and Rome?", "Paris 18C, Rome 24C.")
+    # A last turn that calls a tool is answered by its calls, written canonically.
+    assert calling.label == '[{"arguments": {"city": "Oslo"}, "name": "get_weather"}]'
+    assert calling.label == tool_calls_text([("get_weather", {"city": "Oslo"})])
+
+
+def test_a_tool_calling_turn_speaks_openai_and_chat_template_shapes():
+    [record] = read_records_from_bytes(
+        jsonl(
+            chat(
+                ("user", "Paris?"),
+                ("assistant", None, {"tool_calls": [call("c1", "get_weather", {"city": "Paris"})]}),
+                ("tool", "18C", {"tool_call_id": "c1"}),
+                ("assistant", "18C."),
+                tools=[WEATHER],
+            )
+        ),
+        "t.jsonl",
+    )
+    calling, result = record.messages[1], record.messages[2]
+    assert calling.openai_turn() == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        ],
+    }
+    assert calling.template_turn()["tool_calls"] == [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    ]
+    assert result.openai_turn() == {"role": "tool", "content": "18C", "tool_call_id": "c1", "name": "get_weather"}
+    assert record.messages[0].openai_turn() == {"role": "user", "content": "Paris?"}
 
 
 def test_it_reads_openai_text_content_parts():
@@ -153,15 +236,93 @@ OK = chat(("user", "hi"), ("assistant", "hello"))
         (chat(("assistant", "x"), ("user", "hi")), "line 2", "no user turn before the assistant"),
         (
             chat(("user", "hi"), ("assistant", None, {"tool_calls": [{"id": "1"}]})),
-            "line 2: message 2",
-            "tool calls are not supported",
+            "line 2: message 2 (assistant): tool call 1",
+            'must be {"id": …, "type": "function"',
         ),
-        (chat(("user", "hi"), ("tool", "42"), ("assistant", "x")), "line 2: message 2", "tool calls are not supported"),
+        (
+            chat(("user", "hi"), ("assistant", None, {"tool_calls": [call("c1", "get_weather", {})]})),
+            "line 2: message 2 (assistant): tool call 1",
+            "calls 'get_weather', which the record's 'tools' do not define (none)",
+        ),
+        (
+            chat(("user", "hi"), ("assistant", None, {"tool_calls": [call("c1", "nope", {})]}), tools=[WEATHER]),
+            "line 2: message 2 (assistant): tool call 1",
+            "calls 'nope', which the record's 'tools' do not define (get_weather)",
+        ),
+        (
+            chat(
+                ("user", "hi"),
+                ("assistant", None, {"tool_calls": [call("c1", "get_weather", "{city")]}),
+                tools=[WEATHER],
+            ),
+            "line 2: message 2 (assistant): tool call 1",
+            "'arguments' is not valid JSON",
+        ),
+        (
+            chat(
+                ("user", "hi"), ("assistant", None, {"tool_calls": [call("c1", "get_weather", "[1]")]}), tools=[WEATHER]
+            ),
+            "line 2: message 2 (assistant): tool call 1",
+            "'arguments' must be a JSON object",
+        ),
+        (
+            chat(("user", "hi"), ("assistant", None, {"tool_calls": [call("", "get_weather", {})]}), tools=[WEATHER]),
+            "line 2: message 2 (assistant): tool call 1",
+            "needs an 'id'",
+        ),
+        (
+            chat(
+                ("user", "hi"),
+                ("assistant", None, {"tool_calls": [call("c1", "get_weather", {}), call("c1", "get_weather", {})]}),
+                tools=[WEATHER],
+            ),
+            "line 2: message 2 (assistant)",
+            "tool call id 'c1' is used twice",
+        ),
+        (
+            chat(("user", "hi"), ("tool", "42", {"tool_call_id": "c1"}), ("assistant", "x")),
+            "line 2: message 2 (tool)",
+            "'tool_call_id' must name an earlier assistant tool call still waiting for its result (none)",
+        ),
+        (
+            chat(
+                ("user", "hi"),
+                ("assistant", None, {"tool_calls": [call("c1", "get_weather", {})]}),
+                ("tool", "18C", {"tool_call_id": "c2"}),
+                ("assistant", "x"),
+                tools=[WEATHER],
+            ),
+            "line 2: message 3 (tool)",
+            "still waiting for its result (c1)",
+        ),
+        (
+            chat(("user", "hi", {"tool_calls": [call("c1", "get_weather", {})]}), ("assistant", "x"), tools=[WEATHER]),
+            "line 2: message 1 (user)",
+            "only assistant messages may have 'tool_calls'",
+        ),
         (
             chat(("user", "hi"), ("assistant", "x"), tools=[{"type": "function"}]),
-            "line 2",
-            "tool calls are not supported",
+            "line 2: tool 1",
+            '"type": "function"',
         ),
+        (
+            chat(("user", "hi"), ("assistant", "x"), tools=[{"type": "function", "function": {"name": "a b"}}]),
+            "line 2: tool 1",
+            "needs a 'name' of 1 to 64 letters",
+        ),
+        (chat(("user", "hi"), ("assistant", "x"), tools=[WEATHER, WEATHER]), "line 2: tool 2", "defined twice"),
+        (chat(("user", "hi"), ("assistant", "x"), tools={"get_weather": {}}), "line 2", "'tools' must be a list"),
+        (
+            chat(("user", "hi"), ("assistant", "x"), functions=[{"name": "f"}]),
+            "line 2",
+            "legacy function calling",
+        ),
+        (
+            chat(("user", "hi"), ("assistant", None, {"function_call": {"name": "f", "arguments": "{}"}})),
+            "line 2: message 2",
+            "legacy function calling",
+        ),
+        (chat(("user", "hi"), ("function", "42"), ("assistant", "x")), "line 2: message 2", "legacy function calling"),
         (
             chat(("user", [{"type": "image_url", "image_url": {}}]), ("assistant", "x")),
             "line 2: message 1 (user)",
@@ -195,7 +356,7 @@ def test_it_refuses_a_bad_chat_record_naming_the_line_and_message(row, location,
         (
             {"conversations": [{"from": "human", "value": "hi"}, {"from": "function_call", "value": "{}"}]},
             "line 1: turn 2",
-            "tool calls are not supported",
+            "tool calls are supported in OpenAI chat records only",
         ),
         (
             {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x", "weight": 0.5}]},
