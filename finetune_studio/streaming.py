@@ -199,6 +199,21 @@ class StreamAccess:
     still_allowed: Callable[[], bool]
 
 
+def session_still_signed_in(session_store: type, session_key: str | None, user_id: int) -> bool:
+    """Whether the session a stream opened with still signs in that user, who is still active.
+
+    Signing out deletes the session; signing in as someone else rewrites it: either ends the stream.
+    """
+    from django.contrib.auth import SESSION_KEY, get_user_model
+
+    if session_key is None:
+        return False
+    session = session_store(session_key=session_key)
+    if str(session.get(SESSION_KEY)) != str(user_id):
+        return False
+    return get_user_model().objects.filter(id=user_id, is_active=True).exists()
+
+
 @contextlib.contextmanager
 def revocable(access: StreamAccess, interval: float) -> Iterator[None]:
     """Inside a stream's body: re-check ``access`` every ``interval`` s; a refusal ends the body quietly.

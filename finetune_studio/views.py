@@ -10,7 +10,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
 from .objects import ObjectNotFound, StorageError, buckets_missing, read_local_link
-from .streaming import StreamAccess, release_connection, response_chunks, while_allowed
+from .streaming import StreamAccess, release_connection, response_chunks, session_still_signed_in, while_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -163,18 +163,10 @@ def user_events(request):
         user_id, session_key, store = request.user.id, request.session.session_key, type(request.session)
         access = StreamAccess(
             grant=("session", user_id, session_key),
-            still_allowed=lambda: _still_signed_in(store(session_key=session_key), user_id),
+            still_allowed=lambda: session_still_signed_in(store, session_key, user_id),
         )
         response.streaming_content = while_allowed(
             response.streaming_content, access, interval=settings.LOG_STREAM_ACCESS_RECHECK_SECONDS
         )
     release_connection()
     return response
-
-
-def _still_signed_in(session, user_id: int) -> bool:
-    from django.contrib.auth import SESSION_KEY, get_user_model
-
-    if session.session_key is None or str(session.get(SESSION_KEY)) != str(user_id):
-        return False
-    return get_user_model().objects.filter(id=user_id, is_active=True).exists()

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from finetune_studio.api import RequestTooLarge
 from finetune_studio.keys import download_filename
 from finetune_studio.parsers import JSONParser
-from finetune_studio.streaming import StreamAccess, release_connection
+from finetune_studio.streaming import StreamAccess, release_connection, session_still_signed_in
 from jobs.selectors import job_get
 
 from ..events import job_channel
@@ -196,7 +196,8 @@ def _access_check(request, job_id: int) -> StreamAccess:
     def still_allowed() -> bool:
         if token_key is not None and not Token.objects.filter(key=token_key, user_id=user_id).exists():
             return False
-        if session_key is not None and not session.exists(session_key):
+        # The same check as /events/: the session must still sign in this user (not merely exist).
+        if session_key is not None and not session_still_signed_in(type(session), session_key, user_id):
             return False
         user = get_user_model().objects.filter(id=user_id, is_active=True).first()
         if user is None:

@@ -82,17 +82,20 @@ def test_an_untouched_stream_stays_open(alice):
         stream.close()
 
 
-def test_signing_out_ends_the_open_page_event_stream(alice):
+@pytest.mark.parametrize("stream_path", ["/events/", "/api/v1/jobs/{job}/logs"])
+def test_signing_out_ends_an_open_stream_opened_by_the_session(alice, stream_path):
+    """The page's event stream and a job's log stream watched from its page: one check of the session."""
     from django.contrib.sessions.models import Session
     from django.test import Client
 
+    world = build_world(alice)
     browser = Client()
     browser.force_login(alice)
     session_key = browser.cookies["sessionid"].value
     env = service_env(LOG_STREAM_ACCESS_RECHECK_SECONDS=str(RECHECK_SECONDS))
     with asgi_server(env=env) as base:
         stream = requests.get(
-            f"{base}/events/",
+            base + stream_path.format(job=world.running_job.id),
             cookies={"sessionid": session_key},
             headers={"Accept": "text/event-stream"},
             stream=True,
@@ -100,7 +103,11 @@ def test_signing_out_ends_the_open_page_event_stream(alice):
         )
         assert stream.status_code == 200
         chunks = stream.iter_content(chunk_size=None)
-        assert b"stream-open" in next(chunks)
+        received = b""
+        for chunk in chunks:
+            received += chunk
+            if b"stream-open" in received:
+                break
         Session.objects.filter(session_key=session_key).delete()  # what signing out does
         closed_after = _seconds_until_closed(chunks, limit=READ_TIMEOUT)
         stream.close()
