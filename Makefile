@@ -69,7 +69,7 @@ format: dev-venv
 ## database, Redis database and S3 server.
 TEST_WORKERS ?= auto
 test: lint $(TRAIN_STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 8 --dist worksteal $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 8 --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 ## Every benchmark under bench/; each prints one JSON object.
 bench: dev-venv
