@@ -16,10 +16,42 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 DEMO_BASE_NAME = "finetune-studio/demo-llama"
+# ChatML; with tools, the Hermes/Qwen2.5 convention the built-in inference engine parses: the definitions in
+# the system turn between <tools> tags, each call as <tool_call>{"name": …, "arguments": {…}}</tool_call> after
+# the turn's content, results as "tool" turns. Without tools the rendering is what it was before tools were
+# supported, byte for byte. A record rendered turn by turn is a prefix of the whole rendering (the trainer's check).
+# transformers renders with trim_blocks: a newline right after a block tag is written as {{ '\\n' }}.
+TOOLS_PREAMBLE = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+TOOLS_CALL_FORMAT = (
+    "{{ '\\n' }}</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+)
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
+    "{% if tools %}"
+    "<|im_start|>system\n"
+    "{% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n\n{% endif %}"
+    f"{TOOLS_PREAMBLE}"
+    "{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}"
+    f"{TOOLS_CALL_FORMAT}"
+    "<|im_end|>\n"
+    "{% endif %}"
     "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% if not (tools and loop.first and message['role'] == 'system') %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "{% if message['tool_calls'] %}{% for call in message['tool_calls'] %}"
+    "{% set function = call['function'] if call['function'] is defined else call %}"
+    "{% if message['content'] or not loop.first %}{{ '\\n' }}{% endif %}"
+    '<tool_call>\n{"name": {{ function[\'name\'] | tojson }}, "arguments": '
+    "{% if function['arguments'] is string %}{{ function['arguments'] }}"
+    "{% else %}{{ function['arguments'] | tojson }}{% endif %}}\n</tool_call>"
+    "{% endfor %}{% endif %}"
+    "<|im_end|>\n"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )

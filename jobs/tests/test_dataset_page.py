@@ -29,6 +29,27 @@ CHAT = [
     },
 ]
 
+TOOLS = [
+    {
+        "tools": [{"type": "function", "function": {"name": "get_capital", "parameters": {"type": "object"}}}],
+        "messages": [
+            {"role": "user", "content": "Capital of France?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_capital", "arguments": '{"country": "FR"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "Paris"},
+            {"role": "assistant", "content": "Paris."},
+        ],
+    }
+]
+
 
 @pytest.fixture(scope="session")
 def built_demo_base(tmp_path_factory):
@@ -69,6 +90,41 @@ def test_the_page_names_the_format_and_task_and_shows_records_as_the_trainer_see
     assert len(tokens) == len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     # Only the weight-1 answer is trained: the weight-0 one, the system prompt and the questions are context.
     assert "".join(text for text, trained in tokens if trained) == "Madrid.<|im_end|>\n"
+
+
+def test_a_tool_calling_record_shows_its_call_trained_and_the_result_as_context(
+    alice_browser, alice, make_dataset, demo_base_here
+):
+    dataset = make_dataset(alice, rows=TOOLS, filename="tools.jsonl")
+    page = alice_browser.get(f"/datasets/{dataset.id}/", {"records": 1}).content.decode()
+    tokens = spans(page)
+    trained = "".join(text for text, is_trained in tokens if is_trained)
+    assert trained == (
+        '<tool_call>\n{"name": "get_capital", "arguments": {"country": "FR"}}\n</tool_call><|im_end|>\n'
+        "Paris.<|im_end|>\n"
+    )
+    context = "".join(text for text, is_trained in tokens if not is_trained)
+    assert '<tools>\n{"type": "function", "function": {"name": "get_capital"' in context
+    assert "<|im_start|>tool\nParis<|im_end|>\n" in context
+    assert "refused by the chat template" not in page and 'class="field-error"' not in page
+    assert 'data-over-max-length="0"' in page
+
+
+def test_a_demo_base_built_before_tool_support_refuses_tool_records_and_says_how_to_rebuild_it(
+    alice_browser, alice, make_dataset, settings, built_demo_base, tmp_path
+):
+    import shutil
+
+    from trainers.lora_sft.chat import FALLBACK_CHAT_TEMPLATE
+
+    old = shutil.copytree(built_demo_base, tmp_path / "demo-base")
+    (old / "chat_template.jinja").write_text("{{ bos_token }}" + FALLBACK_CHAT_TEMPLATE)  # the template it had then
+    settings.DEMO_BASE_DIR = old
+    dataset = make_dataset(alice, rows=TOOLS, filename="tools.jsonl")
+    page = html.unescape(alice_browser.get(f"/datasets/{dataset.id}/", {"records": 1}).content.decode())
+    assert "does not render the record's tools (get_capital not in its rendering)" in page
+    assert "manage.py build_demo_base --force" in page and spans(page) == []
+    assert "1 record(s) are refused by the chat template." in page
 
 
 def test_the_histogram_counts_the_records_longer_than_max_length_for_that_base(

@@ -8,6 +8,12 @@ spans are trained, unless the turn has weight 0; everything else (system prompt,
 context with label -100. A template that renders the beginning of a conversation differently once later
 turns follow (some strip earlier reasoning) cannot be trained turn by turn and is refused.
 
+Tool-calling records (``Record.tools``) are rendered with their function definitions (``tools=`` of
+``apply_chat_template``) and every turn as ``Message.template_turn()`` gives it: an assistant turn's calls are
+trained like an answer, tool results are context. Templates that know nothing of tools silently drop them, so
+each rendering is checked: the definitions, every call's function name inside its turn's trained text and
+every result must be there, or the record is refused rather than trained on a conversation it does not hold.
+
 The dataset page's preview calls the same functions, so what it shows is what the trainer trains on.
 Importable without torch: only a tokenizer (``tokenizers``/``transformers``) is needed.
 """
@@ -25,6 +31,12 @@ FALLBACK_CHAT_TEMPLATE = (
     "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+TOOLS_UNSUPPORTED = (
+    "tool-calling records need a base whose template supports tools (a demo base built before its template "
+    "did is rebuilt with `manage.py build_demo_base --force`)"
 )
 
 
@@ -60,36 +72,90 @@ def conversation_for(record: Record, system_prompt: str = "") -> list[Message]:
     return messages
 
 
-def _render(tokenizer, messages: Sequence[Message], *, add_generation_prompt: bool) -> str:
+def _render(tokenizer, messages: Sequence[Message], *, add_generation_prompt: bool, tools: Sequence[dict] = ()) -> str:
     from jinja2 import TemplateError
 
-    turns = [{"role": message.role, "content": message.content} for message in messages]
+    turns = [message.template_turn() for message in messages]
+    # Only records that have tools pass them: a template then sees exactly what it saw before tools existed.
+    extra = {"tools": list(tools)} if tools else {}
     try:
-        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(
+            turns, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+        )
     except TemplateError as exc:  # e.g. templates that refuse a system message or a role order
         raise RenderError(f"the chat template refused a record: {exc}") from None
+    except TypeError as exc:  # e.g. a template that takes a call's arguments for a string, or iterates no tools
+        raise RenderError(f"the chat template failed on a record: {exc}") from None
 
 
-def render_segments(tokenizer, messages: Sequence[Message]) -> list[Segment]:
-    """The whole rendering cut into context and answer segments; their texts joined are the rendering."""
-    full = _render(tokenizer, messages, add_generation_prompt=False)
+def _check_tools_rendered(tokenizer, prompt: Sequence[Message], rendered: str, tools: Sequence[dict]) -> None:
+    """The definitions are in the first prompt: each name shows more often than in the same prompt without
+    tools (the name alone could come from a user turn that mentions it)."""
+    without = _render(tokenizer, prompt, add_generation_prompt=True)
+    missing = [
+        tool["function"]["name"]
+        for tool in tools
+        if rendered.count(tool["function"]["name"]) <= without.count(tool["function"]["name"])
+    ]
+    if missing:
+        raise RenderError(
+            f"the chat template does not render the record's tools ({', '.join(missing)} not in its rendering): "
+            + TOOLS_UNSUPPORTED
+        )
+
+
+def _check_calls_rendered(index: int, message: Message, answer: str) -> None:
+    missing = [call.name for call in message.tool_calls if call.name not in answer]
+    if missing:
+        raise RenderError(
+            f"the chat template does not render tool calls (turn {index + 1} calls {', '.join(missing)}, which "
+            f"its rendering of that turn lacks): " + TOOLS_UNSUPPORTED
+        )
+
+
+def _check_results_rendered(results: Sequence[tuple[int, Message]], context: str) -> None:
+    for index, message in results:
+        if message.content.strip() and message.content.strip() not in context:
+            raise RenderError(
+                f"the chat template does not render tool results (turn {index + 1}, the result of "
+                f"{message.name or 'a call'}, is missing from its rendering): " + TOOLS_UNSUPPORTED
+            )
+
+
+def render_segments(tokenizer, messages: Sequence[Message], *, tools: Sequence[dict] = ()) -> list[Segment]:
+    """The whole rendering cut into context and answer segments; their texts joined are the rendering.
+
+    ``tools``: the record's function definitions, passed to the template (its own ``tools`` variable).
+    """
+    full = _render(tokenizer, messages, add_generation_prompt=False, tools=tools)
     segments: list[Segment] = []
     cursor = 0
+    results: list[tuple[int, Message]] = []  # tool turns since the last assistant turn
+    answered = False
     for index, message in enumerate(messages):
+        if message.role == "tool":
+            results.append((index, message))
         if message.role != "assistant":
             continue
-        before = _render(tokenizer, messages[:index], add_generation_prompt=True)
-        through = _render(tokenizer, messages[: index + 1], add_generation_prompt=False)
+        before = _render(tokenizer, messages[:index], add_generation_prompt=True, tools=tools)
+        through = _render(tokenizer, messages[: index + 1], add_generation_prompt=False, tools=tools)
         if not (through.startswith(before) and full.startswith(through) and len(before) >= cursor):
             raise RenderError(
                 f"the chat template renders turn {index + 1} differently once later turns follow (it may drop "
                 "or rewrite earlier turns): it cannot be trained turn by turn"
             )
+        if tools and not answered:
+            _check_tools_rendered(tokenizer, messages[:index], before, tools)
+        _check_results_rendered(results, full[cursor : len(before)])
+        results = []
+        _check_calls_rendered(index, message, full[len(before) : len(through)])
         if len(before) > cursor:
             segments.append(Segment(full[cursor : len(before)], trained=False))
         if len(through) > len(before):
             segments.append(Segment(full[len(before) : len(through)], trained=message.trained))
         cursor = len(through)
+        answered = True
+    _check_results_rendered(results, full[cursor:])
     if cursor < len(full):
         segments.append(Segment(full[cursor:], trained=False))
     return segments
@@ -124,8 +190,10 @@ def tokenize_segments(tokenizer, segments: Sequence[Segment]) -> list[tuple[list
     return pieces
 
 
-def encode_conversation(tokenizer, messages: Sequence[Message], *, max_length: int) -> Example:
-    pieces = tokenize_segments(tokenizer, render_segments(tokenizer, messages))
+def encode_conversation(
+    tokenizer, messages: Sequence[Message], *, max_length: int, tools: Sequence[dict] = ()
+) -> Example:
+    pieces = tokenize_segments(tokenizer, render_segments(tokenizer, messages, tools=tools))
     input_ids = [token for ids, _ in pieces for token in ids]
     labels = [token if trained else IGNORE_INDEX for ids, trained in pieces for token in ids]
     trained_positions = [position for position, label in enumerate(labels) if label != IGNORE_INDEX]
@@ -150,7 +218,9 @@ def encode_conversation(tokenizer, messages: Sequence[Message], *, max_length: i
 
 
 def encode_record(tokenizer, record: Record, *, system_prompt: str, max_length: int) -> Example:
-    return encode_conversation(tokenizer, conversation_for(record, system_prompt), max_length=max_length)
+    return encode_conversation(
+        tokenizer, conversation_for(record, system_prompt), max_length=max_length, tools=record.tools
+    )
 
 
 def encode_records(tokenizer, records: Sequence[Record], *, system_prompt: str, max_length: int) -> list[Example]:
@@ -159,7 +229,7 @@ def encode_records(tokenizer, records: Sequence[Record], *, system_prompt: str, 
 
 def token_length(tokenizer, record: Record, *, system_prompt: str = "") -> int:
     """Tokens of the whole rendered record before any truncation (the dataset page's histogram)."""
-    segments = render_segments(tokenizer, conversation_for(record, system_prompt))
+    segments = render_segments(tokenizer, conversation_for(record, system_prompt), tools=record.tools)
     return sum(len(ids) for ids, _ in tokenize_segments(tokenizer, segments))
 
 
@@ -197,11 +267,14 @@ class TemplateTokenizer:
             if isinstance(value, str):
                 self.special_tokens[name] = value
 
-    def apply_chat_template(self, turns, *, tokenize: bool = False, add_generation_prompt: bool = False) -> str:
+    def apply_chat_template(
+        self, turns, *, tools=None, tokenize: bool = False, add_generation_prompt: bool = False
+    ) -> str:
         from transformers.utils.chat_template_utils import render_jinja_template
 
         rendered, _ = render_jinja_template(
             conversations=[turns],
+            tools=tools,
             chat_template=self.chat_template,
             add_generation_prompt=add_generation_prompt,
             **self.special_tokens,

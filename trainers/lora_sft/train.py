@@ -482,6 +482,15 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _fail(out: Reporter, reason: str, code: int) -> int:
+    """The ERROR line, and the reason as the last stderr line: the runner makes that the job's error message
+    (docs/trainers.md), which would otherwise say only the exit code."""
+    out.error(reason)
+    if os.environ.get("RANK", "0") == "0":  # once, not once per torchrun process
+        print(reason, file=sys.stderr, flush=True)
+    return code
+
+
 def main() -> int:
     force_offline()
     # Under torchrun only rank 0 logs (tracebacks still reach stderr).
@@ -502,11 +511,9 @@ def main() -> int:
         train(config, params, out)
         return 0
     except (BadInput, HyperparameterError) as exc:
-        out.error(str(exc))
-        return EXIT_BAD_INPUT
+        return _fail(out, str(exc), EXIT_BAD_INPUT)
     except TrainingFailed as exc:
-        out.error(str(exc))
-        return EXIT_FAILED
+        return _fail(out, str(exc), EXIT_FAILED)
     except Terminated:
         out.error("stopped by SIGTERM before the end: no adapter was saved")
         return EXIT_TERMINATED

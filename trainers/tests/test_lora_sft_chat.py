@@ -1,11 +1,15 @@
 """Chat rendering and the loss mask, token by token against the demo base's chat template (ChatML)."""
 
+import copy
+import json
+
 import pytest
 
 pytest.importorskip("transformers", reason="the training extra (requirements-train.txt) is not installed")
 
 from finetune_studio.records import Message, Record, read_records_from_bytes  # noqa: E402
 from trainers.lora_sft.chat import (  # noqa: E402
+    FALLBACK_CHAT_TEMPLATE,
     IGNORE_INDEX,
     RenderError,
     conversation_for,
@@ -137,6 +141,135 @@ def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_reason(token
         encode_conversation(forgetful, CONVERSATION, max_length=512)
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city now.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TOOL_ROW = {
+    "tools": [WEATHER_TOOL],
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "18C, sunny"},
+        {"role": "assistant", "content": "It is 18C in Paris."},
+    ],
+}
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n'
+
+
+def tool_record(row: dict = TOOL_ROW) -> Record:
+    [record] = read_records_from_bytes(json.dumps(row).encode(), "tools.jsonl")
+    return record
+
+
+def runs(tokenizer, example) -> list[tuple[str, bool]]:
+    """The example as (decoded text, trained) stretches: consecutive tokens with the same mask, joined."""
+    stretches: list[tuple[list[int], bool]] = []
+    for token, label in zip(example.input_ids, example.labels, strict=True):
+        trained = label != IGNORE_INDEX
+        if stretches and stretches[-1][1] == trained:
+            stretches[-1][0].append(token)
+        else:
+            stretches.append(([token], trained))
+    return [(tokenizer.decode(tokens), trained) for tokens, trained in stretches]
+
+
+def test_a_tool_calling_record_trains_its_calls_and_answer_and_keeps_tools_and_results_as_context(tokenizer):
+    record = tool_record()
+    example = encode_record(tokenizer, record, system_prompt="Ignored: the record has its own.", max_length=1024)
+    rendered = tokenizer.apply_chat_template(
+        [message.template_turn() for message in record.messages], tools=list(record.tools), tokenize=False
+    )
+    assert example.input_ids == ids(tokenizer, rendered)
+    (prompt, _), *rest = stretches = runs(tokenizer, example)
+    assert rest == [
+        (CALL, True),
+        ("<|im_start|>tool\n18C, sunny<|im_end|>\n<|im_start|>assistant\n", False),
+        ("It is 18C in Paris.<|im_end|>\n", True),
+    ]
+    assert [trained for _, trained in stretches] == [False, True, False, True]
+    # The definitions are context, once, in the system turn, in the Hermes/Qwen2.5 form the engine parses.
+    assert prompt.startswith("<s><|im_start|>system\nBe brief.\n\n# Tools\n")
+    assert f"<tools>\n{json.dumps(WEATHER_TOOL)}\n</tools>" in prompt and prompt.count("Be brief.") == 1
+    assert prompt.endswith("<|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n")
+    assert token_length(tokenizer, record) == len(example.input_ids)
+
+
+def test_a_call_after_some_words_and_several_calls_in_one_turn_are_all_trained(tokenizer):
+    row = copy.deepcopy(TOOL_ROW)
+    calls = [
+        {"id": f"c{n}", "type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
+        for n, city in ((1, "Paris"), (2, "Dublin"))
+    ]
+    row["messages"][2:4] = [
+        {"role": "assistant", "content": "Checking both.", "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+        {"role": "tool", "tool_call_id": "c2", "content": "12C"},
+    ]
+    example = encode_record(tokenizer, tool_record(row), system_prompt="", max_length=1024)
+    trained = [text for text, is_trained in runs(tokenizer, example) if is_trained]
+    assert trained == [
+        "Checking both.\n"
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Dublin"}}\n</tool_call><|im_end|>\n',
+        "It is 18C in Paris.<|im_end|>\n",
+    ]
+    assert "<|im_start|>tool\n18C<|im_end|>\n<|im_start|>tool\n12C<|im_end|>\n" in tokenizer.decode(example.input_ids)
+
+
+@pytest.mark.parametrize(
+    "template, reason",
+    [
+        # Bases without a template: ChatML without tools, so never a tool-calling record.
+        (FALLBACK_CHAT_TEMPLATE, "does not render the record's tools (get_weather not in its rendering)"),
+        # The demo base's template before it supported tools (a var/demo-base built then).
+        ("{{ bos_token }}" + FALLBACK_CHAT_TEMPLATE, "does not render the record's tools"),
+        (
+            "{% if tools %}{% for tool in tools %}{{ tool | tojson }}{% endfor %}{% endif %}" + FALLBACK_CHAT_TEMPLATE,
+            "does not render tool calls (turn 3 calls get_weather, which its rendering of that turn lacks)",
+        ),
+        ("no tool results", "does not render tool results (turn 4, the result of get_weather, is missing"),
+    ],
+)
+def test_a_template_that_drops_tools_calls_or_results_refuses_tool_records_with_the_reason(tokenizer, template, reason):
+    from trainers.demo_base import CHAT_TEMPLATE
+
+    if template == "no tool results":
+        template = CHAT_TEMPLATE.replace("{% if not (tools and", "{% if message['role'] != 'tool' and not (tools and")
+    deaf = copy.deepcopy(tokenizer)
+    deaf.chat_template = template
+    # The user naming the function is no rendering of the definitions.
+    row = copy.deepcopy(TOOL_ROW)
+    row["messages"][1]["content"] = "Weather in Paris? Use get_weather."
+    with pytest.raises(RenderError, match="tool-calling records need a base whose template supports tools") as refused:
+        encode_record(deaf, tool_record(row), system_prompt="", max_length=1024)
+    assert reason in str(refused.value) and "manage.py build_demo_base --force" in str(refused.value)
+    # Records without tools still train with such templates.
+    assert encode_conversation(deaf, CONVERSATION, max_length=512).answer_tokens > 0
+
+
+def test_the_demo_template_renders_records_without_tools_as_before_tools_existed(tokenizer):
+    before_tools = copy.deepcopy(tokenizer)
+    before_tools.chat_template = "{{ bos_token }}" + FALLBACK_CHAT_TEMPLATE
+    for messages in (CONVERSATION, CONVERSATION[1:3]):
+        turns = [{"role": m.role, "content": m.content} for m in messages]
+        for prompt in (True, False):
+            assert tokenizer.apply_chat_template(
+                turns, tokenize=False, add_generation_prompt=prompt
+            ) == before_tools.apply_chat_template(turns, tokenize=False, add_generation_prompt=prompt)
+
+
 def test_the_light_tokenizer_of_the_web_process_gives_the_trainers_ids_and_mask(tokenizer, demo_base):
     from trainers.lora_sft.chat import TemplateTokenizer
 
@@ -146,6 +279,10 @@ def test_the_light_tokenizer_of_the_web_process_gives_the_trainers_ids_and_mask(
         assert encode_conversation(light, messages, max_length=512) == encode_conversation(
             tokenizer, messages, max_length=512
         )
+    record = tool_record()
+    assert encode_record(light, record, system_prompt="", max_length=1024) == encode_record(
+        tokenizer, record, system_prompt="", max_length=1024
+    )
 
 
 def test_rendering_for_the_web_process_imports_no_torch(demo_base):

@@ -13,7 +13,7 @@ pytest.importorskip("peft", reason="the training extra (requirements-train.txt) 
 
 from finetune_studio.records import open_records  # noqa: E402
 
-from .conftest import run_trainer, write_jsonl  # noqa: E402
+from .conftest import run_trainer, tool_records, write_jsonl  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
@@ -80,3 +80,20 @@ def test_the_run_records_the_chat_format_and_the_held_out_figures(chat_run):
     assert (metrics["run"]["record_format"], metrics["run"]["task"]) == ("openai_chat", "generation")
     assert metrics["final"]["eval_exact_match"] == chat_run.eval_points[-1]["eval_exact_match"]
     assert (metrics["run"]["train_records"], metrics["run"]["validation_records"]) == (170, 30)
+
+
+def test_a_short_run_on_tool_calling_records_completes_and_reports_its_held_out_figures(demo_base, tmp_path):
+    dataset = write_jsonl(tmp_path / "tools.jsonl", tool_records(12))
+    run = run_trainer(
+        base_model=str(demo_base),
+        dataset=dataset,
+        hyperparameters={"epochs": 2, "batch_size": 4, "logging_steps": 1, "validation_fraction": 0.25},
+        output_dir=tmp_path / "output",
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.lines_at("ERROR") == [] and run.lines_at("WARN") == []
+    assert [point["epoch"] for point in run.eval_points] == [1, 2]
+    metrics = json.loads((run.output_dir / "metrics.json").read_text())
+    assert (metrics["run"]["train_records"], metrics["run"]["validation_records"]) == (9, 3)
+    assert metrics["run"]["record_format"] == "openai_chat"
+    assert (run.output_dir / "lora_adapters" / "adapter_model.safetensors").is_file()

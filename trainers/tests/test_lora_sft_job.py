@@ -15,6 +15,8 @@ from jobs.models import Job  # noqa: E402
 from models_app.lineage import model_lineage  # noqa: E402
 from models_app.models import RegisteredModel  # noqa: E402
 
+from .conftest import tool_records  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 
@@ -100,3 +102,36 @@ def test_a_worker_given_two_gpus_runs_lora_sft_under_torchrun_and_registers_one_
     assert len([m for m in messages if "setup: " in m]) == 1  # only rank 0 logs
     assert job.metrics["run"]["processes"] == 2
     assert RegisteredModel.objects.filter(job=job).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_lora_sft_job_on_tool_calls_with_a_base_whose_template_drops_them_fails_with_the_reason(
+    alice, alice_api, demo_base, django_capture_on_commit_callbacks, monkeypatch, settings, tmp_path
+):
+    """A demo base built before its template rendered tools (var/demo-base of an older install)."""
+    import shutil
+
+    from trainers.lora_sft.chat import FALLBACK_CHAT_TEMPLATE
+
+    old_base = shutil.copytree(demo_base, tmp_path / "demo-base")
+    (old_base / "chat_template.jinja").write_text("{{ bos_token }}" + FALLBACK_CHAT_TEMPLATE)
+    settings.DEMO_BASE_DIR = old_base
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    rows = "".join(json.dumps(row) + "\n" for row in tool_records(4)).encode()
+    dataset = job_services.dataset_create(owner=alice, uploaded_file=SimpleUploadedFile("tools.jsonl", rows))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post(
+            "/api/v1/jobs",
+            {"name": "tools", "base_model": "demo-base", "dataset": dataset.id, "trainer": "lora-sft"},
+            format="json",
+        )
+    assert response.status_code == 201, response.json()
+    job = Job.objects.get(id=response.json()["id"])
+    assert (job.status, job.exit_code) == (Job.Status.FAILED, 2)
+    assert job.error_message == (
+        "trainer exited with code 2: cannot render the records with the chat template: the chat template does not "
+        "render the record's tools (get_weather not in its rendering): tool-calling records need a base whose "
+        "template supports tools (a demo base built before its template did is rebuilt with "
+        "`manage.py build_demo_base --force`)"
+    )
+    assert not RegisteredModel.objects.filter(job=job).exists()
