@@ -310,6 +310,11 @@ def ollama_template(chat_template: str | None) -> tuple[str | None, list[str], s
     return template, stop, family
 
 
+def _renders_tools(chat_template: str) -> bool:
+    """Whether a Jinja chat template renders tool definitions or calls (the variables transformers passes)."""
+    return any(name in chat_template for name in ("tools", "tool_calls"))
+
+
 def _training_chat_template(model: RegisteredModel, adapter_dir: str) -> tuple[str | None, str | None]:
     """(template text, its path) saved with the adapter: chat_template.jinja, else tokenizer_config.json's."""
     paths = {item["path"] for item in model.files}
@@ -390,6 +395,12 @@ def plan(model: RegisteredModel, *, name: str | None, base: str | None, ollama: 
         notes.append(f"{template_path} differs from the template the trainer recorded (sha256 {recorded[:12]}…)")
     if template is None:
         notes.append(f"chat template {family}")
+    elif _renders_tools(chat_template):
+        notes.append(
+            f"the {family} template sent to Ollama renders messages only: the training template's tool definitions "
+            "and calls are not translated, so tool calling through this Ollama model is not what was trained "
+            "(evaluate tool calling on the local endpoint)"
+        )
     return Plan(
         name=name,
         base=base,

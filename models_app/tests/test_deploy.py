@@ -125,6 +125,22 @@ def test_a_template_we_cannot_translate_is_not_sent_and_the_result_says_so(
     ]
 
 
+def test_a_training_template_with_tools_is_sent_without_them_and_the_result_says_so(
+    alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    from trainers.demo_base import CHAT_TEMPLATE
+
+    model = deployable(alice, files=adapter_files(template=CHAT_TEMPLATE))
+    deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="tools")
+    assert deploy_ollama.created[0]["template"].startswith("{{- range .Messages }}<|im_start|>")
+    assert model.deploy_status == "deployed"
+    assert model.deploy_details["notes"][-1] == (
+        "the chatml template sent to Ollama renders messages only: the training template's tool definitions and "
+        "calls are not translated, so tool calling through this Ollama model is not what was trained (evaluate "
+        "tool calling on the local endpoint)"
+    )
+
+
 def test_it_refuses_an_unsupported_base_architecture_before_uploading(
     alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
 ):
