@@ -13,36 +13,23 @@ import json
 import random
 from pathlib import Path
 
-SYSTEM = "You are an assistant with tools. Call a tool when the question needs one; otherwise answer briefly."
+SYSTEM = "Call a tool when the question needs one; otherwise answer briefly."
+# Kept short: every record carries its tool definitions, and the demo base's context is 1,024 tokens.
 TOOLS = [
     {
         "type": "function",
         "function": {
             "name": "get_weather",
-            "description": "Current weather in a city.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "city": {"type": "string"},
-                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                },
-                "required": ["city", "unit"],
-            },
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}},
         },
     },
     {
         "type": "function",
         "function": {
             "name": "convert_currency",
-            "description": "Convert an amount from one currency to another.",
             "parameters": {
                 "type": "object",
-                "properties": {
-                    "amount": {"type": "number"},
-                    "from": {"type": "string"},
-                    "to": {"type": "string"},
-                },
-                "required": ["amount", "from", "to"],
+                "properties": {"amount": {"type": "number"}, "from": {"type": "string"}, "to": {"type": "string"}},
             },
         },
     },
@@ -50,12 +37,7 @@ TOOLS = [
         "type": "function",
         "function": {
             "name": "set_timer",
-            "description": "Start a countdown timer.",
-            "parameters": {
-                "type": "object",
-                "properties": {"minutes": {"type": "integer"}},
-                "required": ["minutes"],
-            },
+            "parameters": {"type": "object", "properties": {"minutes": {"type": "integer"}}},
         },
     },
 ]
