@@ -4,11 +4,19 @@ No Django at import time (the CLI and the Celery worker share it, like ``engine`
 as its conversation up to its last assistant turn (system and earlier turns kept); that turn is the
 reference. Every answer is scored as it arrives (``generation_metrics``) and the scores travel with the
 prediction, so results and any re-analysis read stored scores, never the endpoint again.
+
+Tool calling: a record with ``tools`` is asked with them, its earlier turns as OpenAI's API has them (calls
+and results included; each backend converts them to its own shape). When its last assistant turn calls
+tools, the reference is those calls' canonical text (``records.tool_calls_text``), and an answer that calls
+tools is written the same way (``answer_text``), so ``exact_match`` means the same functions with the same
+arguments; an answer in plain text is scored as the text it is.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +24,9 @@ from inference.base import Answer, ChatOptions, ChatRequest
 
 from . import generation_metrics as gm
 from .engine import EvaluationConfig, EvaluationInputError, Prediction
+
+if TYPE_CHECKING:
+    from finetune_studio.records import ToolCall
 
 CLASSIFICATION = "classification"
 GENERATION = "generation"
@@ -35,13 +46,15 @@ def records_task(records: Sequence) -> str:
 
 
 def conversation_of(record) -> tuple[list[dict], str]:
-    """(messages up to the last assistant turn, that turn as the reference)."""
+    """(turns up to the last assistant turn, as OpenAI's chat API takes them; what that turn answers).
+
+    The reference is the turn's ``answer``: its text, or its calls' canonical text when it calls tools.
+    """
     turns = record.conversation()
-    messages = [{"role": turn.role, "content": turn.content} for turn in turns]
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    last = max((i for i, turn in enumerate(turns) if turn.role == "assistant"), default=None)
     if last is None:
         return [{"role": "user", "content": record.text}], record.label
-    return messages[:last], messages[last]["content"].strip()
+    return [turn.openai_turn() for turn in turns[:last]], turns[last].answer
 
 
 def question_of(record) -> str:
@@ -49,6 +62,32 @@ def question_of(record) -> str:
     messages, _reference = conversation_of(record)
     users = [m["content"] for m in messages if m["role"] == "user"]
     return users[-1] if users else record.text
+
+
+def answer_text(answer: Answer) -> str:
+    """What an answer is scored as: its calls' canonical text when it called tools, else its content.
+
+    Arguments the model wrote that are not a JSON object are kept as the text it wrote, so the calls are
+    scored as wrong rather than repaired or dropped.
+    """
+    if not answer.tool_calls:
+        return answer.content
+    return calls_text(answer.tool_calls)
+
+
+def calls_text(calls: Sequence[ToolCall]) -> str:
+    """``records.tool_calls_text`` that keeps unreadable arguments as their text instead of failing."""
+    from finetune_studio.records import tool_calls_text  # here: importing the core starts Celery's app (Django)
+
+    return tool_calls_text([(call.name, _arguments(call)) for call in calls])
+
+
+def _arguments(call: ToolCall):
+    try:
+        value = json.loads(call.arguments)
+    except ValueError:
+        return call.arguments
+    return value if isinstance(value, dict) else call.arguments
 
 
 def prepare_examples(records: Sequence, config: EvaluationConfig) -> tuple[list, list[str]]:
@@ -71,7 +110,9 @@ def request_for(config: EvaluationConfig, schema: dict | None):
 
     def build(record, *, model: str) -> ChatRequest:
         messages, _reference = conversation_of(record)
-        return ChatRequest(model=model, messages=tuple(messages), options=options, schema=schema)
+        return ChatRequest(
+            model=model, messages=tuple(messages), options=options, schema=schema, tools=tuple(record.tools)
+        )
 
     return build
 
@@ -86,7 +127,7 @@ def prediction_for(schema: dict | None):
             candidate=candidate,
             expected=reference,
             input_text=question_of(record),
-            prediction_text=answer.content,
+            prediction_text=answer_text(answer),
             parsed_label=None,
             latency_ms=round(answer.latency_ms, 3),
             eval_count=answer.completion_tokens,
@@ -133,8 +174,6 @@ def score_one(answer: str, reference: str, *, schema: dict | None) -> dict:
 
 def check_json_schema(schema) -> str | None:
     """Why a user's JSON schema cannot be used, or None."""
-    import json
-
     import jsonschema
 
     if not isinstance(schema, dict):

@@ -2,7 +2,10 @@
 
 No Django. Every per-example score lies in [0, 1]:
 
-- ``exact_match``: equal after normalising case, whitespace and punctuation;
+- ``exact_match``: equal after normalising case, whitespace and punctuation; against a reference that is
+  tool calls (``finetune_studio.records.tool_calls_text``: ``[{"arguments": {…}, "name": …}]``), the same
+  calls instead: the same functions with equal arguments (``same_calls``), never after normalising, which
+  would make ``"Paris"`` equal ``"paris"`` and ``1`` equal ``"1"``;
 - ``token_f1``: the harmonic mean of token precision and recall (bags of normalised tokens, SQuAD style);
 - ``rouge_l``: the F-measure of the longest common subsequence of normalised tokens;
 - ``chrf``: chrF (character 1–6-grams, whitespace removed, beta 2) as sacrebleu defines it, divided by 100;
@@ -53,7 +56,62 @@ def normalize(text: str) -> str:
 
 
 def exact_match(prediction: str, reference: str) -> float:
+    reference_calls = calls_of(reference)
+    if reference_calls is not None:
+        return float(same_calls(prediction, reference_calls))
     return float(normalize(prediction) == normalize(reference))
+
+
+# --- Tool calls --------------------------------------------------------------------------------------
+# What a canonical calls text (records.tool_calls_text: keys sorted) starts with; a quick test before parsing.
+_CALLS_PREFIX = '[{"arguments": '
+
+
+def calls_of(text: str) -> list[tuple[str, str]] | None:
+    """The calls a canonical tool-calls text lists, as (name, arguments key) pairs; None when it is not one.
+
+    The arguments key is their JSON with keys sorted and whole-number floats written as integers (``1.0`` and
+    ``1`` are the same JSON number); strings, booleans and types are compared as they are. Arguments a model
+    wrote as text that is not a JSON object stay text, so they equal no reference's object.
+    """
+    if not text.startswith(_CALLS_PREFIX):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, list) or not value:
+        return None
+    calls = []
+    for call in value:
+        if not isinstance(call, dict) or set(call) != {"arguments", "name"} or not isinstance(call["name"], str):
+            return None
+        calls.append((call["name"], json.dumps(_same_numbers(call["arguments"]), sort_keys=True, ensure_ascii=False)))
+    return calls
+
+
+def same_calls(prediction: str, reference_calls: list[tuple[str, str]]) -> bool:
+    """Whether the prediction makes the reference's calls: the same functions with equal arguments, each as
+    often, in any order (calls of one turn are made together; their order says nothing)."""
+    predicted = calls_of(prediction)
+    return predicted is not None and sorted(predicted) == sorted(reference_calls)
+
+
+def _same_numbers(value):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _same_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_same_numbers(item) for item in value]
+    return value
+
+
+def comparable(text: str) -> str:
+    """What two answers must share to be "the same answer": the calls (as ``same_calls`` compares them) when
+    the text is tool calls, else the normalised text."""
+    calls = calls_of(text)
+    return "calls:" + json.dumps(sorted(calls)) if calls is not None else normalize(text)
 
 
 def token_f1(prediction: str, reference: str) -> float:
@@ -209,6 +267,7 @@ def chrf(prediction: str, reference: str) -> float:
 def score_answers(answers: dict[str, Sequence[str]], references: Sequence[str], *, schema: dict | None = None):
     """Per candidate, per metric, the per-example scores (numpy arrays, one value per reference)."""
     reference_tokens = [normalize(reference).split() for reference in references]
+    reference_calls = [calls_of(reference) for reference in references]
     reference_grams = _CharGrams(references)
     check_json = _json_checker(schema) if schema is not None else None
     scored = {}
@@ -217,7 +276,12 @@ def score_answers(answers: dict[str, Sequence[str]], references: Sequence[str], 
             raise ValueError(f"{name}: one answer per reference")
         tokens = [normalize(text).split() for text in texts]
         metrics = {
-            "exact_match": np.array([float(a == b) for a, b in zip(tokens, reference_tokens, strict=True)]),
+            "exact_match": np.array(
+                [
+                    float(a == b if calls is None else same_calls(text, calls))
+                    for text, a, b, calls in zip(texts, tokens, reference_tokens, reference_calls, strict=True)
+                ]
+            ),
             "token_f1": np.array([_token_f1(a, b) for a, b in zip(tokens, reference_tokens, strict=True)]),
             "rouge_l": np.array([_rouge_l(a, b) for a, b in zip(tokens, reference_tokens, strict=True)]),
             "chrf": chrf_scores(texts, references, _references=reference_grams),

@@ -9,7 +9,7 @@ given). The engine asks, stores and scores as for any evaluation; this module ad
 
 - the agreement rate: the share of examples where the deployed model gave the same answer as the adapter
   (the parsed label, or the normalised text when neither could be parsed; for generation, the normalised
-  text);
+  text, or the same tool calls with the same arguments when the answers call tools);
 - each metric's difference (deployed − local) with the paired bootstrap 95 % CI, and for classification
   McNemar's exact test (``metrics.compute_results`` / ``generation.compute_results``);
 - the examples whose answers changed;
@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import transaction
 
 from . import generation, metrics, services
-from .generation_metrics import normalize
+from .generation_metrics import comparable
 from .models import Evaluation
 
 LOCAL_ENDPOINT = "local"
@@ -141,7 +141,7 @@ def _answer(prediction) -> str:
     """What counts as "the same answer": the parsed label, else the normalised text (or the error)."""
     if prediction.parsed_label is not None:
         return f"label:{prediction.parsed_label}"
-    return "unparsed:" + normalize(prediction.prediction_text or prediction.error or "")
+    return "unparsed:" + comparable(prediction.prediction_text or prediction.error or "")
 
 
 def _shown(prediction) -> str:

@@ -1,7 +1,9 @@
 """One interface for every inference backend: chat requests in, answers or typed errors out.
 
 No Django and no torch here: the evaluation worker, ``scripts/`` and the benchmarks share it, and a page
-request that lists endpoints must not pay for importing a deep-learning framework.
+request that lists endpoints must not pay for importing a deep-learning framework. Tool calls are the core's
+``finetune_studio.records.ToolCall``, imported only where a call is made (importing the core package starts
+Celery's app, which imports Django).
 
 A backend is built for one endpoint (an operator's name and, for HTTP kinds, URL). Every error it raises
 names that endpoint, and belongs to one of five kinds, so callers can decide without parsing messages:
@@ -25,6 +27,10 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from finetune_studio.records import ToolCall
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -83,12 +89,19 @@ class ChatOptions:
 
 @dataclass(frozen=True)
 class ChatRequest:
+    """``messages`` are turns as OpenAI's chat API takes them (``finetune_studio.records.Message.openai_turn``):
+    ``{"role", "content"}``, an assistant's ``tool_calls`` (arguments as JSON text) and ``tool`` turns with their
+    ``tool_call_id`` and ``name``. ``tools`` are OpenAI function definitions. Each backend converts both to what
+    its server speaks (``inference.tool_calls``).
+    """
+
     model: str
     messages: tuple[dict, ...]
     options: ChatOptions = field(default_factory=ChatOptions)
     # A JSON schema the answer should follow; backends that can enforce it do (Ollama ``format``, OpenAI
     # ``response_format``), the others ignore it: callers always parse the answer as if it were free text.
     schema: dict | None = None
+    tools: tuple[dict, ...] = ()
 
     @classmethod
     def from_prompt(
@@ -107,6 +120,8 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Answer:
+    """``content`` may be empty when the model called tools (``tool_calls``: the calls as it wrote them)."""
+
     content: str
     latency_ms: float
     attempts: int = 1
@@ -115,6 +130,7 @@ class Answer:
     # Nanoseconds the server says it spent generating, where it says (Ollama does).
     generation_ns: int | None = None
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,6 +227,7 @@ class Backend:
                 completion_tokens=answer.completion_tokens,
                 generation_ns=answer.generation_ns,
                 finish_reason=answer.finish_reason,
+                tool_calls=answer.tool_calls,
             )
 
     def chat_many(self, requests: Sequence[ChatRequest]) -> Iterator[Outcome]:

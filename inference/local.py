@@ -9,6 +9,15 @@ lora-sft trainer renders them (``apply_chat_template(..., add_generation_prompt=
 without extra special tokens), sorted by length, left-padded into batches and decoded with the KV cache.
 Loaded models are kept per process in an LRU cache bounded in bytes of weights.
 
+Tool calling: a request's ``tools`` are given to the chat template (``apply_chat_template(..., tools=…)``)
+with its turns in the template's shape (``tool_calls.template_turns``: arguments as objects); whether and how
+the tools appear in the prompt is the template's, as in training. When the request had tools, the answer's
+``<tool_call>{"name": …, "arguments": {…}}</tool_call>`` blocks (the Hermes convention the demo base's and
+Qwen2.5's templates use; ``tool_calls.parse_tool_call_blocks``) become ``Answer.tool_calls`` and leave the
+content. A template that writes calls differently gives answers scored as text. The blocks must decode as
+text: a tokenizer that registers ``<tool_call>`` as a *special* token would have it removed by
+``skip_special_tokens``.
+
 Folders come from trusted code (the registry's adapter, the operator's base-model catalogue), never from
 a user's request: this module does not check where they are.
 """
@@ -24,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import Answer, Backend, ChatRequest, InferenceError, ModelNotFound, Outcome, Refused
+from .tool_calls import parse_tool_call_blocks, template_turns
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -139,11 +149,16 @@ class LocalEngine:
         )
         return self.cache.get(key, lambda: _load(ref, device=device, dtype=self.dtype_setting))
 
-    def render(self, loaded: LoadedModel, messages: Sequence[dict]) -> list[int]:
-        """Token ids of the prompt, rendered as the lora-sft trainer renders its training records."""
+    def render(self, loaded: LoadedModel, messages: Sequence[dict], *, tools: Sequence[dict] = ()) -> list[int]:
+        """Token ids of the prompt, rendered as the lora-sft trainer renders its training records.
+
+        ``messages`` are OpenAI-shaped turns (``ChatRequest.messages``), ``tools`` OpenAI function definitions.
+        """
         tokenizer = loaded.tokenizer
         if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(
+                template_turns(messages), tools=list(tools) or None, tokenize=False, add_generation_prompt=True
+            )
         else:
             text = "\n\n".join(str(message.get("content", "")) for message in messages)
         # The chat template already writes any BOS it wants: never let the tokenizer add another.
@@ -341,7 +356,7 @@ class LocalBackend(Backend):
             chunk = indexes[start : start + size]
             began = time.perf_counter()
             try:
-                encoded = [self.engine.render(loaded, requests[i].messages) for i in chunk]
+                encoded = [self.engine.render(loaded, requests[i].messages, tools=requests[i].tools) for i in chunk]
                 outputs = self.engine.generate_ids(
                     loaded, encoded, max_new_tokens=max_tokens or DEFAULT_MAX_NEW_TOKENS, stop=stop
                 )
@@ -356,14 +371,17 @@ class LocalBackend(Backend):
                 continue
             latency_ms = (time.perf_counter() - began) * 1000
             for index, output in zip(chunk, outputs, strict=True):
+                # Only a request that offered tools can be answered by calls: elsewhere the text is the answer.
+                content, calls = parse_tool_call_blocks(output.text) if requests[index].tools else (output.text, ())
                 yield Outcome(
                     index=index,
                     answer=Answer(
-                        content=output.text,
+                        content=content,
                         latency_ms=latency_ms,
                         prompt_tokens=output.prompt_tokens,
                         completion_tokens=len(output.token_ids),
                         finish_reason=output.finish_reason,
+                        tool_calls=calls,
                     ),
                 )
 

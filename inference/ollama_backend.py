@@ -2,12 +2,18 @@
 
 Structured output is Ollama's ``format`` (a JSON schema); options map to ``temperature``, ``seed``,
 ``num_predict`` and ``stop``. Model management (blobs, create, show) stays in the deploy client.
+
+Tool calling: ``tools`` are sent as given (Ollama takes OpenAI's function definitions); the turns are
+converted to Ollama's shape (``tool_calls.ollama_turns``: arguments as objects, a tool result naming its
+function as ``tool_name``); an answer's ``message.tool_calls`` (arguments as an object) become
+``Answer.tool_calls``.
 """
 
 from __future__ import annotations
 
 from .base import RETRYABLE_STATUSES, Answer, BadAnswer, ChatRequest, ModelNotFound, Refused, Transient
 from .http import HttpBackend, Response, int_or_none, json_body, retry_after_seconds
+from .tool_calls import calls_from_answer, ollama_turns
 
 
 class OllamaBackend(HttpBackend):
@@ -38,10 +44,12 @@ class OllamaBackend(HttpBackend):
             ollama_options["stop"] = list(options.stop)
         payload: dict = {
             "model": request.model,
-            "messages": list(request.messages),
+            "messages": ollama_turns(request.messages),
             "stream": False,
             "options": ollama_options,
         }
+        if request.tools:
+            payload["tools"] = list(request.tools)
         if request.schema is not None:
             payload["format"] = request.schema
         response = self._request("POST", "/api/chat", json_body=payload)
@@ -62,6 +70,12 @@ class OllamaBackend(HttpBackend):
             raise Transient(f"error in the answer: {body['error']}")
         message = body.get("message")
         content = message.get("content") if isinstance(message, dict) else body.get("response")
+        given_calls = message.get("tool_calls") if isinstance(message, dict) else None
+        calls = calls_from_answer(given_calls) if given_calls else ()
+        if calls is None:
+            raise Transient("the answer's tool calls cannot be read", final=BadAnswer)
+        if content is None and calls:
+            content = ""
         if not isinstance(content, str):
             raise Transient("the answer has no message content", final=BadAnswer)
         return Answer(
@@ -71,6 +85,7 @@ class OllamaBackend(HttpBackend):
             completion_tokens=int_or_none(body.get("eval_count")),
             generation_ns=int_or_none(body.get("eval_duration")),
             finish_reason=body.get("done_reason"),
+            tool_calls=calls,
         )
 
 

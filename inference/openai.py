@@ -4,12 +4,17 @@ vLLM, llama.cpp's ``llama-server``, SGLang, TGI, LM Studio and LiteLLM all speak
 root (``http://host:8000``) or its ``/v1`` base; the API key, when there is one, goes in
 ``Authorization: Bearer``. ``response_format`` carries the JSON schema: vLLM and llama-server enforce it,
 others ignore it, and callers parse the answer as free text either way.
+
+Tool calling is the API's own: ``tools`` and the turns (an assistant's ``tool_calls``, ``tool`` results) are
+sent as the request carries them; an answer's ``choices[0].message.tool_calls`` become ``Answer.tool_calls``
+(its ``content`` is then often null, which is no fault). Arguments are kept as the server wrote them.
 """
 
 from __future__ import annotations
 
 from .base import RETRYABLE_STATUSES, Answer, BadAnswer, ChatRequest, ModelNotFound, Refused, RetryPolicy, Transient
 from .http import HttpBackend, Response, int_or_none, json_body, retry_after_seconds
+from .tool_calls import calls_from_answer
 
 
 class OpenAIBackend(HttpBackend):
@@ -61,6 +66,8 @@ class OpenAIBackend(HttpBackend):
             payload["max_tokens"] = options.max_tokens
         if options.stop:
             payload["stop"] = list(options.stop)
+        if request.tools:
+            payload["tools"] = list(request.tools)
         if request.schema is not None:
             payload["response_format"] = {
                 "type": "json_schema",
@@ -80,6 +87,12 @@ class OpenAIBackend(HttpBackend):
             raise Transient("the answer has no choices", final=BadAnswer)
         message = choices[0].get("message")
         content = message.get("content") if isinstance(message, dict) else None
+        given_calls = message.get("tool_calls") if isinstance(message, dict) else None
+        calls = calls_from_answer(given_calls) if given_calls else ()
+        if calls is None:
+            raise Transient("the answer's tool calls cannot be read", final=BadAnswer)
+        if content is None and calls:
+            content = ""  # a turn that only calls tools has no text
         if content is None:
             content = choices[0].get("text")  # completions-style servers
         if not isinstance(content, str):
@@ -91,6 +104,7 @@ class OpenAIBackend(HttpBackend):
             prompt_tokens=int_or_none(usage.get("prompt_tokens")),
             completion_tokens=int_or_none(usage.get("completion_tokens")),
             finish_reason=choices[0].get("finish_reason"),
+            tool_calls=calls,
         )
 
     def _refusal(self, response: Response, what: str, *, model: str | None = None):

@@ -16,6 +16,26 @@ def test_normalising_ignores_case_whitespace_and_punctuation():
     assert gm.exact_match("Paris, France", "Paris") == 0.0
 
 
+def test_against_tool_calls_exact_match_compares_the_calls_not_their_normalised_words():
+    from finetune_studio.records import tool_calls_text
+
+    reference = tool_calls_text([("get_weather", {"city": "Paris", "days": 2})])
+    assert gm.exact_match(tool_calls_text([("get_weather", {"days": 2.0, "city": "Paris"})]), reference) == 1.0
+    for wrong in (
+        tool_calls_text([("get_weather", {"city": "paris", "days": 2})]),  # the same words once normalised
+        tool_calls_text([("get_weather", {"city": "Paris", "days": "2"})]),
+        tool_calls_text([("get_weather", {"city": "Paris", "days": 2}), ("get_weather", {"city": "Paris", "days": 2})]),
+        tool_calls_text([("get_weather", '{"city": "Paris", "days": 2')]),  # arguments the model broke
+        'get_weather {"city": "Paris", "days": 2}',
+    ):
+        assert gm.exact_match(wrong, reference) == 0.0, wrong
+        assert gm.score_answers({"x": [wrong]}, [reference])["x"]["exact_match"][0] == 0.0
+    both = tool_calls_text([("a", {}), ("b", {"n": True})])
+    assert gm.exact_match(tool_calls_text([("b", {"n": True}), ("a", {})]), both) == 1.0  # order is not compared
+    assert gm.exact_match(tool_calls_text([("b", {"n": 1}), ("a", {})]), both) == 0.0  # true is not 1
+    assert gm.token_f1(tool_calls_text([("get_weather", {"city": "paris", "days": 2})]), reference) == 1.0
+
+
 def test_token_f1_is_the_harmonic_mean_of_token_precision_and_recall():
     assert gm.token_f1("the cat sat", "the cat") == pytest.approx(0.8)  # P 2/3, R 1
     assert gm.token_f1("a a b", "a b b") == pytest.approx(2 / 3)  # bags: one a, one b in common

@@ -23,7 +23,7 @@ from inference.base import (
 )
 from inference.ollama_backend import OllamaBackend
 from inference.openai import OpenAIBackend
-from tests.support.ollama_server import OllamaServer
+from tests.support.ollama_server import OllamaServer, ToolCalls
 from tests.support.openai_server import OpenAIServer
 
 QUICK = RetryPolicy(max_retries=3, backoff=0.01, max_backoff=0.05)
@@ -98,6 +98,36 @@ def test_it_asks_for_structured_output_with_the_schema(harness):
         answer = backend.chat(ChatRequest.from_prompt("tuned", "a bad clause", schema=schema))
     assert json.loads(answer.content) == {"label": "negative"}
     assert harness.sent_schema(harness.chats()[0]) == schema
+
+
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+def test_it_offers_the_tools_and_reads_the_calls_of_an_answer_with_no_text(harness):
+    harness.server.add_model("caller", answer=ToolCalls((("get_weather", {"city": "Paris"}),)))
+    with harness.backend() as backend:
+        answer = backend.chat(
+            ChatRequest(model="caller", messages=({"role": "user", "content": "Paris?"},), tools=(WEATHER,))
+        )
+    assert answer.content == ""
+    assert [(call.name, call.arguments_object()) for call in answer.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert harness.chats()[0].body["tools"] == [WEATHER]
+
+
+def test_an_answer_in_text_has_no_calls_and_a_request_without_tools_offers_none(harness):
+    with harness.backend() as backend:
+        answer = backend.chat(ask())
+    assert answer.content == "positive" and answer.tool_calls == ()
+    assert "tools" not in harness.chats()[0].body
+
+
+def test_a_call_that_names_no_function_is_a_bad_answer(harness):
+    harness.server.add_model("confused", answer=ToolCalls((("", {"city": "Paris"}),)))
+    with harness.backend() as backend, pytest.raises(BadAnswer, match="tool calls cannot be read"):
+        backend.chat(ChatRequest(model="confused", messages=({"role": "user", "content": "Paris?"},), tools=(WEATHER,)))
 
 
 def test_it_lists_the_models_the_endpoint_serves(harness):

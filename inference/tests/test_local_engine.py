@@ -1,6 +1,7 @@
 """The local engine on the demo base: batched greedy answers equal ``generate`` one at a time, adapters load
 from folders with the trained model's logits, and loaded models stay under the memory bound."""
 
+import json
 import subprocess
 import sys
 
@@ -153,3 +154,108 @@ def test_importing_the_backends_imports_no_deep_learning_framework():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# A chat template that shows the tools and writes calls in the Hermes convention, as Qwen2.5's does (the demo
+# base's own template is the trainer's business): the engine must hand it the tools and arguments as objects.
+HERMES_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if tools %}<|im_start|>system\nTools:{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}<|im_end|>\n"
+    "{% endif %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "{% if message.tool_calls %}{% for call in message.tool_calls %}<tool_call>\n"
+    "{{ {'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson }}\n</tool_call>"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+TOOL_RECORDS = [
+    {
+        "tools": [WEATHER],
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+            {"role": "assistant", "content": "It is 18C."},
+            {"role": "user", "content": f"And in {city}?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c2",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": json.dumps({"city": city})},
+                    }
+                ],
+            },
+        ],
+    }
+    for city in ("Oslo", "Rome")
+]
+
+
+@pytest.fixture
+def hermes_tokenizer(demo_base, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_base, local_files_only=True)
+    tokenizer.chat_template = HERMES_TEMPLATE
+    tokenizer.save_pretrained(tmp_path / "hermes")
+    return str(tmp_path / "hermes")
+
+
+def test_the_tools_and_the_calls_so_far_are_rendered_by_the_chat_template(demo_base, hermes_tokenizer):
+    from evaluations.generation import conversation_of
+    from finetune_studio.records import read_records_from_bytes
+
+    (record, _) = read_records_from_bytes("\n".join(map(json.dumps, TOOL_RECORDS)).encode(), "tools.jsonl")
+    messages, reference = conversation_of(record)
+    engine = LocalEngine(device="cpu")
+    loaded = engine.load(LocalModelRef(str(demo_base), tokenizer=hermes_tokenizer))
+    text = loaded.tokenizer.decode(engine.render(loaded, messages, tools=record.tools))
+    assert json.dumps(WEATHER) in text  # the tool's definition
+    # The earlier call, its arguments an object (not a string of JSON), and its result.
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in text
+    assert "<|im_start|>tool\n18C<|im_end|>" in text
+    assert (
+        text.endswith("And in Oslo?<|im_end|>\n<|im_start|>assistant\n")
+        and reference == '[{"arguments": {"city": "Oslo"}, "name": "get_weather"}]'
+    )
+
+
+def test_a_tool_test_set_on_the_local_engine_is_scored_honestly_when_the_model_calls_nothing(
+    demo_base, hermes_tokenizer
+):
+    from evaluations import engine as evaluation_engine
+    from evaluations import generation
+    from finetune_studio.records import read_records_from_bytes
+
+    records = read_records_from_bytes("\n".join(map(json.dumps, TOOL_RECORDS)).encode(), "tools.jsonl")
+    backend = LocalBackend(engine=LocalEngine(device="cpu"))
+    for name in ("base", "tuned"):
+        backend.register(name, LocalModelRef(str(demo_base), tokenizer=hermes_tokenizer))
+    store = evaluation_engine.MemoryStore()
+    config = evaluation_engine.EvaluationConfig(num_predict=16)
+    results, _examples = generation.run_and_score(
+        records=records,
+        candidates=[evaluation_engine.Candidate(name=name, backend=backend) for name in ("base", "tuned")],
+        config=config,
+        store=store,
+        load_predictions=lambda: store.predictions,
+    )
+    assert results["examples_evaluated"] == 2
+    assert results["base"]["exact_match"] == results["fine_tuned"]["exact_match"] == 0.0
+    # The random model wrote no call: its text is the answer, compared with the reference's calls.
+    assert all(p.expected.startswith('[{"arguments": ') and p.error == "" for p in store.predictions)

@@ -27,7 +27,8 @@ class RecordedRequest:
         body = self.body or {}
         if "messages" in body:
             messages = body.get("messages") or []
-            return "\n".join(str(message.get("content", "")) for message in messages if isinstance(message, dict))
+            # A turn that only calls tools may have no content (null in OpenAI's shape).
+            return "\n".join(str(message.get("content") or "") for message in messages if isinstance(message, dict))
         return str(body.get("prompt", ""))
 
 

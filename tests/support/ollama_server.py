@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .loopback import Fault, FaultyLoopbackServer, RecordedRequest
 
-AnswerFunction = Callable[[str, str], "str | RawAnswer"]
+AnswerFunction = Callable[[str, str], "str | RawAnswer | ToolCalls"]
 _BLOB_PATH = re.compile(r"^/api/blobs/sha256:([0-9a-f]{64})$")
 
 
@@ -38,6 +38,30 @@ class RawAnswer:
     """Sent verbatim even when the request asked for a JSON ``format`` (a model ignoring it)."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """An answer that calls tools: ``calls`` are (function name, arguments) pairs, in each server's own shape.
+
+    Arguments given as a string are sent as that string (malformed ones too: a model that wrote broken JSON).
+    """
+
+    calls: tuple[tuple[str, dict | str], ...]
+    content: str = ""
+
+
+def tool_answer(answers: dict[str, str | ToolCalls], default: str | ToolCalls = "") -> AnswerFunction:
+    """A model answering, for the longest key of ``answers`` found in its prompt, that key's answer."""
+    items = sorted(answers.items(), key=lambda item: -len(item[0]))
+
+    def answer(model: str, prompt: str):
+        for text, given in items:
+            if text in prompt:
+                return given
+        return default
+
+    return answer
 
 
 def normalize_model_name(name: str) -> str:
@@ -58,7 +82,7 @@ def answer_from_mapping(mapping: dict[str, str], default: str = "") -> AnswerFun
     return answer
 
 
-def constant_answer(label: str) -> AnswerFunction:
+def constant_answer(label: str | ToolCalls) -> AnswerFunction:
     return lambda model, prompt: label
 
 
@@ -141,8 +165,8 @@ class OllamaServer(FaultyLoopbackServer):
         return _Handler
 
     # --- configuration --------------------------------------------------------------------------
-    def add_model(self, name: str, *, answer: AnswerFunction | str = "", **details) -> None:
-        function = constant_answer(answer) if isinstance(answer, str) else answer
+    def add_model(self, name: str, *, answer: AnswerFunction | str | ToolCalls = "", **details) -> None:
+        function = answer if callable(answer) else constant_answer(answer)
         with self._lock:
             self._models[normalize_model_name(name)] = _Model(
                 name=normalize_model_name(name), answer=function, **details
@@ -326,9 +350,16 @@ class _Handler(BaseHTTPRequestHandler):
         if model is None:
             self._error(404, f"model '{name}' not found")
             return
+        if chat and (refusal := _ollama_turns_refusal(body)):
+            self._error(400, refusal)
+            return
         prompt = RecordedRequest(method="POST", path=self.path, body=body, at=0).prompt
         answer = model.answer(name, prompt)
-        if isinstance(answer, RawAnswer):
+        calls = []
+        if isinstance(answer, ToolCalls):
+            calls = [{"function": {"name": call, "arguments": arguments}} for call, arguments in answer.calls]
+            content = answer.content
+        elif isinstance(answer, RawAnswer):
             content = answer.text
         elif body.get("format") and not _is_json(answer):
             content = json.dumps({"label": answer})
@@ -348,7 +379,8 @@ class _Handler(BaseHTTPRequestHandler):
             "eval_duration": tokens * ollama.ns_per_token,
         }
         if body.get("stream", True) is False:
-            payload = {**stats, **({"message": {"role": "assistant", "content": content}} if chat else {})}
+            message = {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
+            payload = {**stats, **({"message": message} if chat else {})}
             if not chat:
                 payload["response"] = content
             self._send_json(200, payload)
@@ -371,6 +403,21 @@ class _Handler(BaseHTTPRequestHandler):
             data = json.dumps(line).encode() + b"\n"
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.write(b"0\r\n\r\n")
+
+
+def _ollama_turns_refusal(body: dict) -> str | None:
+    """Why Ollama would refuse the request's turns or tools (its Go types do not unmarshal them), or None."""
+    if "tools" in body and not isinstance(body["tools"], list):
+        return "json: cannot unmarshal tools: expected an array"
+    for message in body.get("messages") or []:
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+            if not isinstance(arguments, dict):
+                return (
+                    f"json: cannot unmarshal {type(arguments).__name__} into Go struct field "
+                    "ToolCallFunction.messages.tool_calls.function.arguments of type api.ToolCallFunctionArguments"
+                )
+    return None
 
 
 def _is_json(text: str) -> bool:

@@ -8,6 +8,10 @@ per model) and faults are injected on demand, as for the Ollama server: latency,
 with ``Retry-After``, ...), timeouts, malformed JSON, answers without choices, dropped connections, redirects, and the
 404 for an unknown model. Every request is recorded with its headers.
 
+A model may answer with tool calls (``ToolCalls``), sent in OpenAI's shape (``message.tool_calls`` with
+arguments as a JSON string, ``content`` null, ``finish_reason`` "tool_calls"); turns OpenAI would refuse (a
+call's arguments given as an object, a tool result without ``tool_call_id``) get its 400.
+
     with OpenAIServer(api_key="sk-test") as server:
         server.add_model("tuned", answer=lambda model, prompt: "positive")
         server.inject("status", status=429, times=1, headers={"Retry-After": "0"})
@@ -24,7 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .loopback import Fault, FaultyLoopbackServer, RecordedRequest
-from .ollama_server import AnswerFunction, RawAnswer, constant_answer
+from .ollama_server import AnswerFunction, RawAnswer, ToolCalls, constant_answer
 
 FAULT_KINDS = ("status", "timeout", "malformed", "empty", "drop", "latency", "redirect")
 
@@ -56,9 +60,9 @@ class OpenAIServer(FaultyLoopbackServer):
         return _Handler
 
     # --- configuration --------------------------------------------------------------------------
-    def add_model(self, name: str, *, answer: AnswerFunction | str = "") -> None:
+    def add_model(self, name: str, *, answer: AnswerFunction | str | ToolCalls = "") -> None:
         with self._lock:
-            self._models[name] = constant_answer(answer) if isinstance(answer, str) else answer
+            self._models[name] = answer if callable(answer) else constant_answer(answer)
 
     # --- assertions -----------------------------------------------------------------------------
     def chat_requests(self, *, model: str | None = None) -> list[RecordedRequest]:
@@ -163,6 +167,32 @@ class _Handler(BaseHTTPRequestHandler):
         with state._counting():
             self._complete(body)
 
+    def _send_tool_calls(self, name: str, prompt: str, answer: ToolCalls) -> None:
+        state = self.server_state
+        calls = [
+            {
+                "id": f"call_{position}",
+                "type": "function",
+                "function": {
+                    "name": function,
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+                },
+            }
+            for position, (function, arguments) in enumerate(answer.calls)
+        ]
+        message = {"role": "assistant", "content": answer.content or None, "tool_calls": calls}
+        self._send_json(
+            200,
+            {
+                "id": f"chatcmpl-{len(state.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": name,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": max(1, len(prompt.split())), "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
+
     def _complete(self, body: dict) -> None:
         state = self.server_state
         name = str(body.get("model") or "")
@@ -200,8 +230,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(messages, list) or not messages:
             self._error(400, "messages must be a non-empty list", kind="invalid_request_error")
             return
-        prompt = "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+        refusal = _turns_refusal(body)
+        if refusal:
+            self._error(400, refusal, kind="invalid_request_error")
+            return
+        prompt = "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
         answer = answer_function(name, prompt)
+        if isinstance(answer, ToolCalls):
+            self._send_tool_calls(name, prompt, answer)
+            return
         response_format = body.get("response_format") or {}
         wants_json = isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object")
         if isinstance(answer, RawAnswer):
@@ -236,6 +273,25 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             },
         )
+
+
+def _turns_refusal(body: dict) -> str | None:
+    """Why OpenAI's API would refuse the request's tools or turns (its own wording), or None."""
+    if "tools" in body and not isinstance(body["tools"], list):
+        return "Invalid type for 'tools': expected an array."
+    for number, message in enumerate(body.get("messages") or []):
+        if not isinstance(message, dict):
+            continue
+        for position, call in enumerate(message.get("tool_calls") or []):
+            arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+            if not isinstance(arguments, str):
+                return (
+                    f"Invalid type for 'messages[{number}].tool_calls[{position}].function.arguments': expected a "
+                    f"string, but got {type(arguments).__name__} instead."
+                )
+        if message.get("role") == "tool" and not message.get("tool_call_id"):
+            return f"Missing required parameter: 'messages[{number}].tool_call_id'."
+    return None
 
 
 def _is_json(text: str) -> bool:

@@ -1,0 +1,81 @@
+"""Tool calls in the built-in engine's answers (the Hermes ``<tool_call>`` convention) and in each API's turns."""
+
+from finetune_studio.records import ToolCall
+from inference.tool_calls import ollama_turns, parse_tool_call_blocks, template_turns
+
+HISTORY = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "18C"},
+]
+
+
+def test_a_well_formed_block_is_a_call_and_leaves_the_content():
+    text = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert parse_tool_call_blocks(text) == ("", (ToolCall("call_0", "get_weather", '{"city": "Paris"}'),))
+
+
+def test_several_blocks_are_several_calls_in_the_order_written_and_the_text_around_them_stays():
+    text = (
+        "Let me look both up.\n"
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>\n'
+        '<tool_call>\n  {"name": "get_time", "arguments": {"city": "Oslo"}}  \n\n</tool_call>'
+    )
+    content, calls = parse_tool_call_blocks(text)
+    assert content == "Let me look both up."
+    assert [(call.id, call.name, call.arguments_object()) for call in calls] == [
+        ("call_0", "get_weather", {"city": "Oslo"}),
+        ("call_1", "get_time", {"city": "Oslo"}),
+    ]
+
+
+def test_whitespace_inside_and_around_the_tags_is_tolerated():
+    text = '\t<tool_call>   {"name":"f","arguments":{}}\r\n</tool_call>  '
+    assert parse_tool_call_blocks(text) == ("", (ToolCall("call_0", "f", "{}"),))
+
+
+def test_a_block_that_is_not_a_call_stays_in_the_content():
+    broken = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par\n</tool_call>'
+    assert parse_tool_call_blocks(broken) == (broken, ())
+    nameless = '<tool_call>{"arguments": {"city": "Paris"}}</tool_call>'
+    assert parse_tool_call_blocks(nameless) == (nameless, ())
+    assert parse_tool_call_blocks("no calls here") == ("no calls here", ())
+
+
+def test_a_broken_or_unclosed_block_does_not_hide_a_good_one_after_it():
+    text = '<tool_call>{"name": oops</tool_call> <tool_call>{"name": "f", "arguments": {"a": 1}'
+    text += '<tool_call>{"name": "g", "arguments": {"b": 2}}</tool_call>'
+    content, calls = parse_tool_call_blocks(text)
+    assert [(call.name, call.arguments_object()) for call in calls] == [("g", {"b": 2})]
+    assert content == '<tool_call>{"name": oops</tool_call> <tool_call>{"name": "f", "arguments": {"a": 1}'
+
+
+def test_arguments_written_as_text_are_kept_as_written():
+    (call,) = parse_tool_call_blocks('<tool_call>{"name": "f", "arguments": "{\\"a\\": 1"}</tool_call>')[1]
+    assert call.arguments == '{"a": 1'  # not JSON: scored wrong, not repaired
+
+
+def test_chat_templates_get_arguments_as_objects_and_text_content():
+    turns = template_turns(HISTORY)
+    assert turns[1]["content"] == ""
+    assert turns[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": {"city": "Paris"}}
+    assert turns[2] == HISTORY[2]
+    assert HISTORY[1]["tool_calls"][0]["function"]["arguments"] == '{"city": "Paris"}'  # the request is unchanged
+
+
+def test_ollama_gets_arguments_as_objects_and_tool_results_named_by_their_function():
+    assert ollama_turns(HISTORY) == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "18C", "tool_name": "get_weather"},
+    ]

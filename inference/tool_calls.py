@@ -1,0 +1,165 @@
+"""Tool calls between the studio's OpenAI-shaped turns and what each backend speaks.
+
+A ``ChatRequest`` carries its turns as OpenAI's chat API takes them (``Message.openai_turn``: a call's
+``arguments`` is the JSON object's text, a ``tool`` turn names its call by ``tool_call_id``) and the
+function definitions as OpenAI's ``tools``. Each backend converts: the OpenAI-compatible one sends them as
+they are, Ollama's native API wants arguments as objects and a tool turn's function as ``tool_name``,
+transformers' chat templates want arguments as objects (``Message.template_turn``).
+
+Answers come back as ``ToolCall``s whose ``arguments`` is the text the model wrote: a malformed one is kept
+as written, never repaired or dropped, so scoring counts it wrong instead of failing the run.
+
+The built-in engine reads calls written in the Hermes convention (Qwen2.5's and NousResearch's chat
+templates, and the demo base's)::
+
+    <tool_call>
+    {"name": "get_weather", "arguments": {"city": "Paris"}}
+    </tool_call>
+
+one block per call, as many blocks as calls, anywhere in the answer (``parse_tool_call_blocks``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from finetune_studio.records import ToolCall
+
+# A block's body never holds another opening tag: an unclosed block does not swallow the well-formed one after it.
+TOOL_CALL_BLOCK = re.compile(r"<tool_call>\s*((?:(?!<tool_call>).)*?)\s*</tool_call>", re.DOTALL)
+
+
+def arguments_text(arguments) -> str:
+    """A call's arguments as text: a string as given (even when it is not valid JSON), anything else as JSON."""
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps({} if arguments is None else arguments, ensure_ascii=False)
+
+
+def arguments_value(arguments: str):
+    """The arguments as an object for the APIs that want one; the text itself when it is not JSON.
+
+    Our own turns come from records, whose arguments are checked JSON objects; anything else is sent as it
+    is, so the server says what is wrong with it rather than this code guessing.
+    """
+    try:
+        return json.loads(arguments)
+    except (TypeError, ValueError):
+        return arguments
+
+
+def parse_tool_call_blocks(text: str) -> tuple[str, tuple[ToolCall, ...]]:
+    """(the text without its call blocks, the calls) of an answer written in the Hermes convention.
+
+    A block is ``<tool_call>`` + a JSON object ``{"name": …, "arguments": {…}}`` + ``</tool_call>``, with any
+    whitespace around the object. A block whose body is not such an object (broken JSON, no name, an
+    unclosed tag cut off by the token limit) is not a call: it stays in the text, where it is scored as the
+    answer it is. Calls get the ids ``call_0``, ``call_1``… in the order written.
+    """
+    calls: list[ToolCall] = []
+    kept: list[str] = []
+    position = 0
+    for match in TOOL_CALL_BLOCK.finditer(text):
+        call = _block_call(match.group(1), len(calls))
+        if call is None:
+            continue
+        kept.append(text[position : match.start()])
+        position = match.end()
+        calls.append(call)
+    kept.append(text[position:])
+    return ("".join(kept).strip() if calls else text), tuple(calls)
+
+
+def _tool_call(call_id: str, name: str, arguments) -> ToolCall:
+    # Imported here: the backends import no Django, and importing the core package starts Celery's app.
+    from finetune_studio.records import ToolCall
+
+    return ToolCall(id=call_id, name=name, arguments=arguments_text(arguments))
+
+
+def _block_call(body: str, number: int) -> ToolCall | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"]:
+        return None
+    return _tool_call(f"call_{number}", value["name"], value.get("arguments"))
+
+
+def template_turns(messages: Iterable[dict]) -> list[dict]:
+    """OpenAI-shaped turns as transformers' chat templates read them: arguments as objects, content a string."""
+    turns = []
+    for message in messages:
+        turn = dict(message)
+        if turn.get("content") is None:
+            turn["content"] = ""
+        if message.get("tool_calls"):
+            turn["tool_calls"] = [_with_object_arguments(call) for call in message["tool_calls"]]
+        turns.append(turn)
+    return turns
+
+
+def ollama_turns(messages: Iterable[dict]) -> list[dict]:
+    """OpenAI-shaped turns as Ollama's ``/api/chat`` takes them.
+
+    An assistant's calls are ``[{"function": {"name", "arguments": <object>}}]`` (Ollama's ``ToolCall``; it
+    refuses arguments given as a string); a tool result is ``{"role": "tool", "content", "tool_name"}``,
+    Ollama naming the function whose result it is rather than the call's id.
+    """
+    turns = []
+    for message in messages:
+        turn: dict = {"role": message["role"], "content": message.get("content") or ""}
+        if message.get("tool_calls"):
+            turn["tool_calls"] = [
+                {
+                    "function": {
+                        "name": call["function"]["name"],
+                        "arguments": arguments_value(call["function"].get("arguments", "{}")),
+                    }
+                }
+                for call in message["tool_calls"]
+            ]
+        if message["role"] == "tool" and message.get("name"):
+            turn["tool_name"] = message["name"]
+        turns.append(turn)
+    return turns
+
+
+def _with_object_arguments(call: dict) -> dict:
+    function = dict(call.get("function") or {})
+    if isinstance(function.get("arguments"), str):
+        function["arguments"] = arguments_value(function["arguments"])
+    return {**call, "function": function}
+
+
+def calls_from_answer(given: Sequence) -> tuple[ToolCall, ...] | None:
+    """The calls of an answer's ``tool_calls`` (OpenAI's or Ollama's shape), or None when they are unreadable.
+
+    Arguments may come as text (OpenAI) or as an object (Ollama; some OpenAI-compatible servers too): both
+    are read. Unreadable: not a list of ``{"function": {"name": <text>, …}}`` objects.
+    """
+    if not isinstance(given, list):
+        return None
+    calls = []
+    for number, call in enumerate(given):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            return None
+        call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else f"call_{number}"
+        calls.append(_tool_call(call_id, function["name"], function.get("arguments")))
+    return tuple(calls)
+
+
+__all__ = [
+    "arguments_text",
+    "arguments_value",
+    "calls_from_answer",
+    "ollama_turns",
+    "parse_tool_call_blocks",
+    "template_turns",
+]
