@@ -175,6 +175,9 @@ class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.Retrie
         services.evaluation_retry(evaluation=evaluation)
         return Response(EvaluationSerializer(evaluation).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        responses={(200, "text/csv"): OpenApiResponse(description="One row per prediction (a file download).")}
+    )
     @action(detail=True, methods=["get"], url_path="export.csv", renderer_classes=[CSVRenderer, JSONRenderer])
     def export_csv(self, request, pk=None):
         evaluation = self.get_object()
@@ -189,6 +192,15 @@ class EvaluationViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.Retrie
             writer.writerow([_csv_safe(row.get(field)) for field in fields])
         return _download(out.getvalue(), evaluation, "csv", "text/csv; charset=utf-8")
 
+    @extend_schema(
+        responses=inline_serializer(
+            "EvaluationExport",
+            {
+                "evaluation": EvaluationSerializer(),
+                "predictions": serializers.ListField(child=serializers.DictField()),
+            },
+        )
+    )
     @action(detail=True, methods=["get"], url_path="export.json", renderer_classes=[JSONRenderer])
     def export_json(self, request, pk=None):
         evaluation = self.get_object()

@@ -33,7 +33,7 @@ class RegisteredNameSerializer(serializers.ModelSerializer):
 class AliasSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="model.version", read_only=True, default=None)
     model = serializers.IntegerField(source="model_id", read_only=True)
-    moved_by = serializers.CharField(source="moved_by.get_username", read_only=True, default=None)
+    moved_by = serializers.CharField(source="moved_by.get_username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = ModelAlias
@@ -42,7 +42,7 @@ class AliasSerializer(serializers.ModelSerializer):
 
 
 class AliasEventSerializer(serializers.ModelSerializer):
-    moved_by = serializers.CharField(source="moved_by.get_username", read_only=True, default=None)
+    moved_by = serializers.CharField(source="moved_by.get_username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = AliasEvent
@@ -57,7 +57,7 @@ class AliasMoveSerializer(RefusesUnknownFields, serializers.Serializer):
 
 
 class GateSerializer(RefusesUnknownFields, serializers.ModelSerializer):
-    updated_by = serializers.CharField(source="updated_by.get_username", read_only=True, default=None)
+    updated_by = serializers.CharField(source="updated_by.get_username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = PromotionGate

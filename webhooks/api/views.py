@@ -54,7 +54,9 @@ class WebhookViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, mixins.RetrieveM
         delivery.refresh_from_db()
         return Response(WebhookDeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={200: WebhookDeliverySerializer(many=True)})
+    @extend_schema(
+        responses={200: inline_serializer("WebhookDeliveries", {"results": WebhookDeliverySerializer(many=True)})}
+    )
     @action(detail=True, methods=["get"])
     def deliveries(self, request, pk=None):
         deliveries = selectors.webhook_deliveries(webhook=self.get_object())
