@@ -261,7 +261,12 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         raise BadInput(f"cannot render the records with the chat template: {exc}") from None
     truncated = sum(example.prompt_truncated for example in (*train_examples, *validation_examples))
     if truncated:
-        out.warn(f"{truncated} record(s) longer than max_length={params['max_length']}: their beginning was cut")
+        # The tool definitions come first in every template that renders them: they are what a cut removes.
+        tools_cut = " (for tool-calling records, their tool definitions: raise max_length to keep them)"
+        out.warn(
+            f"{truncated} record(s) longer than max_length={params['max_length']}: their beginning was cut"
+            + (tools_cut if any(record.tools for record in records) else "")
+        )
     # Classification records report accuracy; conversations the share answered exactly (every trained token).
     score_name = "eval_accuracy" if records[0].task == "classification" else "eval_exact_match"
     out.info(

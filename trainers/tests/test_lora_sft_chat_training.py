@@ -87,11 +87,22 @@ def test_a_short_run_on_tool_calling_records_completes_and_reports_its_held_out_
     run = run_trainer(
         base_model=str(demo_base),
         dataset=dataset,
-        hyperparameters={"epochs": 2, "batch_size": 4, "logging_steps": 1, "validation_fraction": 0.25},
+        # Too short for the records: the warning says that what is cut is their tool definitions.
+        hyperparameters={
+            "epochs": 2,
+            "batch_size": 4,
+            "logging_steps": 1,
+            "validation_fraction": 0.25,
+            "max_length": 96,
+        },
         output_dir=tmp_path / "output",
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert run.lines_at("ERROR") == [] and run.lines_at("WARN") == []
+    assert run.lines_at("ERROR") == []
+    assert [line.split("] [WARN] ", 1)[1] for line in run.lines_at("WARN")] == [
+        "12 record(s) longer than max_length=96: their beginning was cut (for tool-calling records, their tool "
+        "definitions: raise max_length to keep them)"
+    ]
     assert [point["epoch"] for point in run.eval_points] == [1, 2]
     metrics = json.loads((run.output_dir / "metrics.json").read_text())
     assert (metrics["run"]["train_records"], metrics["run"]["validation_records"]) == (9, 3)
