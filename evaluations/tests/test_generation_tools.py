@@ -159,6 +159,8 @@ def assert_scored_as_calls(evaluation, *, base: str = "base", fine_tuned: str = 
     assert Prediction.objects.get(evaluation=evaluation, candidate=fine_tuned, index=3).expected == "It is 25C in Rome."
     assert evaluation.results["fine_tuned"]["exact_match"] == 1.0
     assert evaluation.results["base"]["exact_match"] == 0.25
+    # Three of the four answers are calls: the verdict is on the calls, not on the overlap of their JSON.
+    assert evaluation.results["headline_metric"] == evaluation.results["significance"]["metric"] == "exact_match"
 
 
 def test_an_openai_compatible_server_gets_the_tools_and_the_history_in_openais_shape(openai_endpoint, evaluate_tools):
@@ -225,3 +227,8 @@ def test_the_same_calls_in_another_order_and_equal_numbers_match(openai_endpoint
     evaluation = evaluate_tools(endpoint="vllm", base="one-call", fine_tuned="reordered", records=[both])
     assert scores(evaluation, "reordered")[0]["exact_match"] == 1.0
     assert scores(evaluation, "one-call")[0]["exact_match"] == 0.0
+
+
+def test_a_test_set_answered_mostly_in_text_keeps_token_f1_as_its_headline(openai_endpoint, evaluate_tools):
+    evaluation = evaluate_tools(endpoint="vllm", records=[RECORDS[0], RECORDS[3], RECORDS[3]])
+    assert evaluation.results["headline_metric"] == "token_f1"
