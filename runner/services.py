@@ -36,6 +36,7 @@ from django.db.models import Q
 from finetune_studio import base_models, keys, objects
 from jobs import hyperparameters, services
 from jobs.models import Job
+from logs_app.parsing import parse_text_fields
 from logs_app.services import log_lines_append
 from trainers.launch import launch_command
 
@@ -302,7 +303,8 @@ def _supervise(job, lease_owner, command, env, work, shipper) -> tuple[str | Non
                 else:
                     shipper.add(source, text)
                     if source == "stderr":
-                        last_stderr = text[:500]
+                        # The message, without a log line's "[HH:MM:SS] [ERROR] ": it becomes the job's error.
+                        last_stderr = parse_text_fields(text)[0][:500]
             if shipper.due():
                 shipper.flush()
             now = time.monotonic()

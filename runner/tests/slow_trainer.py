@@ -32,7 +32,8 @@ def main() -> int:
         (out / "metrics.json").write_text(json.dumps({"final_loss": 1.0 / max(step, 1)}))
     code = int(params.get("exit_code", 0))
     if code:
-        print(f"giving up with exit code {code}", file=sys.stderr, flush=True)
+        # A log line: the job's error message keeps its message part only.
+        print(f"[12:00:00] [ERROR] giving up with exit code {code}", file=sys.stderr, flush=True)
     return code
 
 

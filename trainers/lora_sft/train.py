@@ -487,12 +487,11 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-def _fail(out: Reporter, reason: str, code: int) -> int:
-    """The ERROR line, and the reason as the last stderr line: the runner makes that the job's error message
-    (docs/trainers.md), which would otherwise say only the exit code."""
-    out.error(reason)
+def _fail(reason: str, code: int) -> int:
+    """The reason as one ERROR line on stderr: its last line is what the runner makes the job's error message
+    (docs/trainers.md), which would otherwise say only the exit code; written once, not also on stdout."""
     if os.environ.get("RANK", "0") == "0":  # once, not once per torchrun process
-        print(reason, file=sys.stderr, flush=True)
+        Reporter(sys.stderr).error(reason)
     return code
 
 
@@ -516,9 +515,9 @@ def main() -> int:
         train(config, params, out)
         return 0
     except (BadInput, HyperparameterError) as exc:
-        return _fail(out, str(exc), EXIT_BAD_INPUT)
+        return _fail(str(exc), EXIT_BAD_INPUT)
     except TrainingFailed as exc:
-        return _fail(out, str(exc), EXIT_FAILED)
+        return _fail(str(exc), EXIT_FAILED)
     except Terminated:
         out.error("stopped by SIGTERM before the end: no adapter was saved")
         return EXIT_TERMINATED

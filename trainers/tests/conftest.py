@@ -43,7 +43,9 @@ class TrainerRun:
         return [point for point in self.json_points if "eval_loss" in point]
 
     def lines_at(self, level: str) -> list[str]:
-        return [line for line in self.lines if f"] [{level}] " in line]
+        """The log lines of a level, on either stream (a failing run says why on stderr)."""
+        lines = self.lines + self.stderr.splitlines()
+        return [line for line in lines if f"] [{level}] " in line]
 
 
 def run_trainer(

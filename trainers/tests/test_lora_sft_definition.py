@@ -86,7 +86,7 @@ def test_the_trainer_refuses_a_bad_hyperparameters_file_before_loading_anything(
         [sys.executable, "-m", "trainers.lora_sft"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert completed.returncode == 2
-    assert completed.stdout.strip().endswith("[ERROR] hyperparameter 'lora_r' must be at least 1, got 0")
+    assert completed.stderr.strip().endswith("[ERROR] hyperparameter 'lora_r' must be at least 1, got 0")
     assert not (tmp_path / "out").exists()
 
 
@@ -96,4 +96,4 @@ def test_the_trainer_names_a_missing_environment_variable(tmp_path):
         [sys.executable, "-m", "trainers.lora_sft"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert completed.returncode == 2
-    assert "[ERROR] missing environment variable(s): DATASET_PATH, BASE_MODEL" in completed.stdout
+    assert "[ERROR] missing environment variable(s): DATASET_PATH, BASE_MODEL" in completed.stderr

@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 
 from jobs import services as job_services  # noqa: E402
 from jobs.models import Job  # noqa: E402
+from logs_app.models import LogEntry  # noqa: E402
 from models_app.lineage import model_lineage  # noqa: E402
 from models_app.models import RegisteredModel  # noqa: E402
 
@@ -135,3 +136,6 @@ def test_a_lora_sft_job_on_tool_calls_with_a_base_whose_template_drops_them_fail
         "`manage.py build_demo_base --force`)"
     )
     assert not RegisteredModel.objects.filter(job=job).exists()
+    # The reason is logged once by the trainer (an ERROR line on stderr) and once in the runner's closing line.
+    reasons = LogEntry.objects.filter(job=job, message__contains="does not render the record's tools")
+    assert sorted(reasons.values_list("source", "level")) == [("runner", "ERROR"), ("stderr", "ERROR")]

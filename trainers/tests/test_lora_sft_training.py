@@ -183,7 +183,7 @@ def test_it_stops_with_a_clear_error_when_the_loss_turns_nan(demo_base, clause_d
     assert run.returncode == 1
     errors = run.lines_at("ERROR")
     assert len(errors) == 1 and "the loss became nan at step 1 (epoch 1)" in errors[0]
-    assert run.lines[-1] == errors[0]
+    assert run.stderr.splitlines()[-1] == errors[0]  # the last stderr line: the job's error message
     assert run.step_points == []
     assert not (tmp_path / "output" / "lora_adapters").exists()
     assert not (tmp_path / "output" / "metrics.json").exists()
