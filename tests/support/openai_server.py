@@ -168,7 +168,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._complete(body)
 
     def _send_tool_calls(self, name: str, prompt: str, answer: ToolCalls) -> None:
-        state = self.server_state
         calls = [
             {
                 "id": f"call_{position}",
@@ -181,15 +180,26 @@ class _Handler(BaseHTTPRequestHandler):
             for position, (function, arguments) in enumerate(answer.calls)
         ]
         message = {"role": "assistant", "content": answer.content or None, "tool_calls": calls}
+        self._send_completion(name, prompt, message, finish_reason="tool_calls", completion_tokens=1)
+
+    def _send_completion(
+        self, name: str, prompt: str, message: dict, *, finish_reason: str, completion_tokens: int
+    ) -> None:
+        """A chat completion as the API sends one: ``message`` the only choice, usage counted in words."""
+        prompt_tokens = max(1, len(prompt.split()))
         self._send_json(
             200,
             {
-                "id": f"chatcmpl-{len(state.requests)}",
+                "id": f"chatcmpl-{len(self.server_state.requests)}",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": name,
-                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
-                "usage": {"prompt_tokens": max(1, len(prompt.split())), "completion_tokens": 1, "total_tokens": 2},
+                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
             },
         )
 
@@ -255,23 +265,12 @@ class _Handler(BaseHTTPRequestHandler):
         for stop in body.get("stop") or []:
             if isinstance(stop, str) and stop and stop in content:
                 content = content[: content.index(stop)]
-        completion_tokens = max(1, len(content.split()))
-        self._send_json(
-            200,
-            {
-                "id": f"chatcmpl-{len(state.requests)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": name,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
-                ],
-                "usage": {
-                    "prompt_tokens": max(1, len(prompt.split())),
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": max(1, len(prompt.split())) + completion_tokens,
-                },
-            },
+        self._send_completion(
+            name,
+            prompt,
+            {"role": "assistant", "content": content},
+            finish_reason=finish_reason,
+            completion_tokens=max(1, len(content.split())),
         )
 
 
