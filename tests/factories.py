@@ -6,6 +6,8 @@
 - ``make_trained_job``: a succeeded external job whose artifacts (``ARTIFACTS`` by default) are in storage.
 - ``make_queued_job``: a job created and queued through ``jobs.services.job_create``.
 - ``make_model``: a registered model, its files put in storage under its own prefix.
+- ``function_tool``, ``tool_call``, ``calling_turn``, ``tool_result``, ``tool_records``: OpenAI chat records
+  that call tools, in the shapes OpenAI's fine-tuning files use.
 """
 
 import json
@@ -49,6 +51,55 @@ ARTIFACTS = {
 
 def jsonl(rows) -> bytes:
     return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def function_tool(name: str, *arguments: str, description: str = "") -> dict:
+    """An OpenAI tool definition whose parameters are the string ``arguments``, all required."""
+    function: dict = {"name": name}
+    if description:
+        function["description"] = description
+    function["parameters"] = {
+        "type": "object",
+        "properties": {argument: {"type": "string"} for argument in arguments},
+        "required": list(arguments),
+    }
+    return {"type": "function", "function": function}
+
+
+def tool_call(call_id: str, name: str, arguments: dict | str) -> dict:
+    """One call of an assistant turn as OpenAI writes it: ``arguments`` as JSON text (a str is taken as is)."""
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
+
+
+def calling_turn(*calls: dict, content: str | None = None) -> dict:
+    """An assistant turn that makes ``calls`` (``tool_call``s)."""
+    return {"role": "assistant", "content": content, "tool_calls": list(calls)}
+
+
+def tool_result(call_id: str, content: str, *, name: str = "") -> dict:
+    """A ``tool`` turn bringing a call's result."""
+    return {"role": "tool", "tool_call_id": call_id, "content": content, **({"name": name} if name else {})}
+
+
+def tool_records(count: int) -> list[dict]:
+    """Conversations that call a tool, get its result and answer with it: the call and the answer are trained."""
+    cities = ["Paris", "Berlin", "Madrid", "Dublin"]
+    records = []
+    for n in range(count):
+        city = cities[n % len(cities)]
+        records.append(
+            {
+                "tools": [function_tool("get_weather", "city")],
+                "messages": [
+                    {"role": "user", "content": f"Weather in {city}?"},
+                    calling_turn(tool_call(f"call-{n}", "get_weather", {"city": city})),
+                    tool_result(f"call-{n}", f"{10 + n}C"),
+                    {"role": "assistant", "content": f"It is {10 + n}C in {city}."},
+                ],
+            }
+        )
+    return records
 
 
 def sample_records(count: int = 12) -> list[dict]:

@@ -8,48 +8,25 @@ import pytest
 from evaluations.models import Evaluation, Prediction
 from finetune_studio.records import tool_calls_text
 from inference.endpoints import parse_endpoint_settings
+from tests.factories import calling_turn, function_tool, tool_call, tool_result
 from tests.support.ollama_server import ToolCalls, tool_answer
 from tests.support.openai_server import OpenAIServer
 
 pytestmark = pytest.mark.django_db
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather now in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "The local time in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+WEATHER = function_tool("get_weather", "city", description="The weather now in a city")
+TIME = function_tool("get_time", "city", description="The local time in a city")
 TOOLS = [WEATHER, TIME]
 PARIS_HISTORY = [
     {"role": "user", "content": "Weather in Paris?"},
-    {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-        ],
-    },
-    {"role": "tool", "tool_call_id": "c1", "content": "Paris: 18C", "name": "get_weather"},
+    calling_turn(tool_call("c1", "get_weather", {"city": "Paris"})),
+    tool_result("c1", "Paris: 18C", name="get_weather"),
     {"role": "assistant", "content": "It is 18C in Paris."},
 ]
 
 
 def call_turn(name: str, city: str) -> dict:
-    arguments = json.dumps({"city": city})
-    return {
-        "role": "assistant",
-        "tool_calls": [{"id": "x", "type": "function", "function": {"name": name, "arguments": arguments}}],
-    }
+    return calling_turn(tool_call("x", name, {"city": city}))
 
 
 # Index 0 and 1: one question, answered by a call; 2: the same after a whole exchange (the history); 3: a tool

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from finetune_studio.records import Message, RecordError, ToolCall, read_records_from_bytes, tool_calls_text
+from tests.factories import function_tool, tool_call
 
 
 def jsonl(*rows) -> bytes:
@@ -18,19 +19,7 @@ def chat(*turns, **extra) -> dict:
     }
 
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-
-
-def call(call_id: str, name: str, arguments) -> dict:
-    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
+WEATHER = function_tool("get_weather", "city", description="Current weather in a city")
 
 
 def refusal(data: bytes, filename: str = "t.jsonl") -> RecordError:
@@ -74,8 +63,8 @@ def test_it_reads_openai_tool_calling_records_with_their_tools_calls_and_results
                 None,
                 {
                     "tool_calls": [
-                        call("c1", "get_weather", {"city": "Paris"}),
-                        call("c2", "get_weather", {"city": "Rome"}),
+                        tool_call("c1", "get_weather", {"city": "Paris"}),
+                        tool_call("c2", "get_weather", {"city": "Rome"}),
                     ]
                 },
             ),
@@ -86,7 +75,7 @@ def test_it_reads_openai_tool_calling_records_with_their_tools_calls_and_results
         ),
         chat(
             ("user", "Weather in Oslo?"),
-            ("assistant", "Let me look.", {"tool_calls": [call("x", "get_weather", '{"city": "Oslo"}')]}),
+            ("assistant", "Let me look.", {"tool_calls": [tool_call("x", "get_weather", '{"city": "Oslo"}')]}),
             tools=[WEATHER],
         ),
     )
@@ -110,7 +99,7 @@ def test_a_tool_calling_turn_speaks_openai_and_chat_template_shapes():
         jsonl(
             chat(
                 ("user", "Paris?"),
-                ("assistant", None, {"tool_calls": [call("c1", "get_weather", {"city": "Paris"})]}),
+                ("assistant", None, {"tool_calls": [tool_call("c1", "get_weather", {"city": "Paris"})]}),
                 ("tool", "18C", {"tool_call_id": "c1"}),
                 ("assistant", "18C."),
                 tools=[WEATHER],
@@ -240,19 +229,19 @@ OK = chat(("user", "hi"), ("assistant", "hello"))
             'must be {"id": …, "type": "function"',
         ),
         (
-            chat(("user", "hi"), ("assistant", None, {"tool_calls": [call("c1", "get_weather", {})]})),
+            chat(("user", "hi"), ("assistant", None, {"tool_calls": [tool_call("c1", "get_weather", {})]})),
             "line 2: message 2 (assistant): tool call 1",
             "calls 'get_weather', which the record's 'tools' do not define (none)",
         ),
         (
-            chat(("user", "hi"), ("assistant", None, {"tool_calls": [call("c1", "nope", {})]}), tools=[WEATHER]),
+            chat(("user", "hi"), ("assistant", None, {"tool_calls": [tool_call("c1", "nope", {})]}), tools=[WEATHER]),
             "line 2: message 2 (assistant): tool call 1",
             "calls 'nope', which the record's 'tools' do not define (get_weather)",
         ),
         (
             chat(
                 ("user", "hi"),
-                ("assistant", None, {"tool_calls": [call("c1", "get_weather", "{city")]}),
+                ("assistant", None, {"tool_calls": [tool_call("c1", "get_weather", "{city")]}),
                 tools=[WEATHER],
             ),
             "line 2: message 2 (assistant): tool call 1",
@@ -260,20 +249,28 @@ OK = chat(("user", "hi"), ("assistant", "hello"))
         ),
         (
             chat(
-                ("user", "hi"), ("assistant", None, {"tool_calls": [call("c1", "get_weather", "[1]")]}), tools=[WEATHER]
+                ("user", "hi"),
+                ("assistant", None, {"tool_calls": [tool_call("c1", "get_weather", "[1]")]}),
+                tools=[WEATHER],
             ),
             "line 2: message 2 (assistant): tool call 1",
             "'arguments' must be a JSON object",
         ),
         (
-            chat(("user", "hi"), ("assistant", None, {"tool_calls": [call("", "get_weather", {})]}), tools=[WEATHER]),
+            chat(
+                ("user", "hi"), ("assistant", None, {"tool_calls": [tool_call("", "get_weather", {})]}), tools=[WEATHER]
+            ),
             "line 2: message 2 (assistant): tool call 1",
             "needs an 'id'",
         ),
         (
             chat(
                 ("user", "hi"),
-                ("assistant", None, {"tool_calls": [call("c1", "get_weather", {}), call("c1", "get_weather", {})]}),
+                (
+                    "assistant",
+                    None,
+                    {"tool_calls": [tool_call("c1", "get_weather", {}), tool_call("c1", "get_weather", {})]},
+                ),
                 tools=[WEATHER],
             ),
             "line 2: message 2 (assistant)",
@@ -287,7 +284,7 @@ OK = chat(("user", "hi"), ("assistant", "hello"))
         (
             chat(
                 ("user", "hi"),
-                ("assistant", None, {"tool_calls": [call("c1", "get_weather", {})]}),
+                ("assistant", None, {"tool_calls": [tool_call("c1", "get_weather", {})]}),
                 ("tool", "18C", {"tool_call_id": "c2"}),
                 ("assistant", "x"),
                 tools=[WEATHER],
@@ -296,7 +293,11 @@ OK = chat(("user", "hi"), ("assistant", "hello"))
             "still waiting for its result (c1)",
         ),
         (
-            chat(("user", "hi", {"tool_calls": [call("c1", "get_weather", {})]}), ("assistant", "x"), tools=[WEATHER]),
+            chat(
+                ("user", "hi", {"tool_calls": [tool_call("c1", "get_weather", {})]}),
+                ("assistant", "x"),
+                tools=[WEATHER],
+            ),
             "line 2: message 1 (user)",
             "only assistant messages may have 'tool_calls'",
         ),

@@ -14,6 +14,7 @@ import torch  # noqa: E402
 
 from inference.base import ChatOptions, ChatRequest, ModelNotFound, Refused  # noqa: E402
 from inference.local import LocalBackend, LocalEngine, LocalModelRef, ModelTooLarge  # noqa: E402
+from tests.factories import calling_turn, function_tool, tool_call, tool_result  # noqa: E402
 from trainers.demo_base import CLASSIFY_INSTRUCTION, synthetic_clause_records  # noqa: E402
 
 
@@ -168,38 +169,17 @@ HERMES_TEMPLATE = (
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-WEATHER = {
-    "type": "function",
-    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
-}
+WEATHER = function_tool("get_weather", "city")
 TOOL_RECORDS = [
     {
         "tools": [WEATHER],
         "messages": [
             {"role": "user", "content": "Weather in Paris?"},
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {
-                        "id": "c1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+            calling_turn(tool_call("c1", "get_weather", {"city": "Paris"})),
+            tool_result("c1", "18C"),
             {"role": "assistant", "content": "It is 18C."},
             {"role": "user", "content": f"And in {city}?"},
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {
-                        "id": "c2",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": json.dumps({"city": city})},
-                    }
-                ],
-            },
+            calling_turn(tool_call("c2", "get_weather", {"city": city})),
         ],
     }
     for city in ("Oslo", "Rome")

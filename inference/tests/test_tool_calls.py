@@ -2,17 +2,12 @@
 
 from finetune_studio.records import ToolCall
 from inference.tool_calls import ollama_turns, parse_tool_call_blocks, template_turns
+from tests.factories import calling_turn, tool_call, tool_result
 
 HISTORY = [
     {"role": "user", "content": "Weather in Paris?"},
-    {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-        ],
-    },
-    {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "18C"},
+    calling_turn(tool_call("c1", "get_weather", {"city": "Paris"})),
+    tool_result("c1", "18C", name="get_weather"),
 ]
 
 

@@ -93,36 +93,6 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def tool_records(count: int) -> list[dict]:
-    """Conversations that call a tool, get its result and answer with it: the call and the answer are trained."""
-    cities = ["Paris", "Berlin", "Madrid", "Dublin"]
-    tool = {
-        "type": "function",
-        "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {}}}},
-    }
-    return [
-        {
-            "tools": [tool],
-            "messages": [
-                {"role": "user", "content": f"Weather in {city}?"},
-                {
-                    "role": "assistant",
-                    "tool_calls": [
-                        {
-                            "id": f"call-{n}",
-                            "type": "function",
-                            "function": {"name": "get_weather", "arguments": json.dumps({"city": city})},
-                        }
-                    ],
-                },
-                {"role": "tool", "tool_call_id": f"call-{n}", "content": f"{10 + n}C"},
-                {"role": "assistant", "content": f"It is {10 + n}C in {city}."},
-            ],
-        }
-        for n, city in ((n, cities[n % len(cities)]) for n in range(count))
-    ]
-
-
 @pytest.fixture(scope="session")
 def demo_base(tmp_path_factory) -> Path:
     pytest.importorskip("torch", reason="the training extra (requirements-train.txt) is not installed")

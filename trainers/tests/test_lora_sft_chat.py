@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("transformers", reason="the training extra (requirements-train.txt) is not installed")
 
 from finetune_studio.records import Message, Record, read_records_from_bytes  # noqa: E402
+from tests.factories import calling_turn, function_tool, tool_call, tool_result  # noqa: E402
 from trainers.lora_sft.chat import (  # noqa: E402
     FALLBACK_CHAT_TEMPLATE,
     IGNORE_INDEX,
@@ -141,27 +142,14 @@ def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_reason(token
         encode_conversation(forgetful, CONVERSATION, max_length=512)
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city now.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+WEATHER_TOOL = function_tool("get_weather", "city", description="The weather in a city now.")
 TOOL_ROW = {
     "tools": [WEATHER_TOOL],
     "messages": [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-            ],
-        },
-        {"role": "tool", "tool_call_id": "c1", "content": "18C, sunny"},
+        calling_turn(tool_call("c1", "get_weather", {"city": "Paris"})),
+        tool_result("c1", "18C, sunny"),
         {"role": "assistant", "content": "It is 18C in Paris."},
     ],
 }

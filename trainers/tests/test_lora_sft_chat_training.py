@@ -12,8 +12,9 @@ pytest.importorskip("transformers", reason="the training extra (requirements-tra
 pytest.importorskip("peft", reason="the training extra (requirements-train.txt) is not installed")
 
 from finetune_studio.records import open_records  # noqa: E402
+from tests.factories import tool_records  # noqa: E402
 
-from .conftest import run_trainer, tool_records, write_jsonl  # noqa: E402
+from .conftest import run_trainer, write_jsonl  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 

@@ -15,8 +15,7 @@ from jobs.models import Job  # noqa: E402
 from logs_app.models import LogEntry  # noqa: E402
 from models_app.lineage import model_lineage  # noqa: E402
 from models_app.models import RegisteredModel  # noqa: E402
-
-from .conftest import tool_records  # noqa: E402
+from tests.factories import tool_records  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
