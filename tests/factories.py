@@ -6,6 +6,7 @@
 - ``make_trained_job``: a succeeded external job whose artifacts (``ARTIFACTS`` by default) are in storage.
 - ``make_queued_job``: a job created and queued through ``jobs.services.job_create``.
 - ``make_model``: a registered model, its files put in storage under its own prefix.
+- ``tool_call_records``: OpenAI chat rows with tools, so many answered by a call, the others in text.
 """
 
 import json
@@ -49,6 +50,30 @@ ARTIFACTS = {
 
 def jsonl(rows) -> bytes:
     return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+    for name in ("set_timer", "get_weather")
+]
+
+
+def tool_call_records(*, calls: int, texts: int = 0) -> list[dict]:
+    """OpenAI chat records shaped like ``samples/tools``: ``calls`` of them stop at a ``get_weather`` call (their
+    answer is the call), then ``texts`` call it, read the result and answer in text."""
+
+    def record(i: int, answered_by_call: bool) -> dict:
+        call = {"id": f"c{i}", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+        messages = [{"role": "user", "content": f"Weather in Oslo, question {i}?"}]
+        messages.append({"role": "assistant", "tool_calls": [call]})
+        if not answered_by_call:
+            messages += [
+                {"role": "tool", "tool_call_id": f"c{i}", "content": "4C"},
+                {"role": "assistant", "content": "It is 4C in Oslo."},
+            ]
+        return {"tools": TOOLS, "messages": messages}
+
+    return [record(i, True) for i in range(calls)] + [record(calls + i, False) for i in range(texts)]
 
 
 def sample_records(count: int = 12) -> list[dict]:
