@@ -59,6 +59,9 @@ COMPARABLE_METRICS = tuple(metric for metrics in METRICS_BY_TASK.values() for me
 
 # What a gate or a sweep compares by when none is named: the test set's task decides.
 DEFAULT_METRIC_BY_TASK = {CLASSIFICATION: "accuracy", GENERATION: "token_f1"}
+# ...unless most of its answers are tool calls: token overlap of the calls' JSON credits their keys alone, so the
+# question such a set asks is "the same calls" (the generation evaluation's headline there too).
+TOOL_CALLS_METRIC = "exact_match"
 
 
 def task_of_metric(metric: str) -> str | None:
@@ -66,15 +69,24 @@ def task_of_metric(metric: str) -> str | None:
     return next((task for task, metrics in METRICS_BY_TASK.items() if metric in metrics), None)
 
 
-def metric_for_test_set(metric: str | None, *, task: str | None) -> str:
+def mostly_tool_calls(*, tool_call_answers: int, records: int) -> bool:
+    """Whether at least half of a test set's ``records`` are answered by a tool call."""
+    return records > 0 and 2 * tool_call_answers >= records
+
+
+def metric_for_test_set(metric: str | None, *, task: str | None, records: int = 0, tool_call_answers: int = 0) -> str:
     """The metric a gate or a sweep compares by on a test set of ``task`` (None: not known until it is read).
 
-    None named: the task's default (accuracy, token F1 for a chat or instruction set). Any comparable metric
-    may be named, whatever the test set: the evaluations then score that metric's task, as an evaluation asked
-    for that task would (accuracy on instruction records whose answers are labels, like the sample; token F1 on
-    text/label records, the label being the reference). ValueError for a name no comparison reports.
+    None named: the task's default (accuracy, token F1 for a chat or instruction set), ``exact_match`` for a set
+    at least half of whose ``records`` are answered by a tool call (``tool_call_answers``; the evaluation's own
+    headline on such a set). Any comparable metric may be named, whatever the test set: the evaluations then
+    score that metric's task, as an evaluation asked for that task would (accuracy on instruction records whose
+    answers are labels, like the sample; token F1 on text/label records, the label being the reference).
+    ValueError for a name no comparison reports.
     """
     if metric in (None, ""):
+        if mostly_tool_calls(tool_call_answers=tool_call_answers, records=records):
+            return TOOL_CALLS_METRIC
         return DEFAULT_METRIC_BY_TASK[task or CLASSIFICATION]
     if not isinstance(metric, str) or task_of_metric(metric) is None:
         raise ValueError(f"must be one of {', '.join(COMPARABLE_METRICS)}")
@@ -200,6 +212,17 @@ class Record:
     @property
     def task(self) -> str:
         return task_of(self.format)
+
+    @property
+    def answered_by_tool_call(self) -> bool:
+        """Whether the record's last assistant turn calls tools (its ``label`` is then the calls' text)."""
+        last = next((message for message in reversed(self.messages) if message.role == "assistant"), None)
+        return last is not None and bool(last.tool_calls)
+
+    @property
+    def tool_names(self) -> tuple[str, ...]:
+        """The names of the functions the record defines (``tools``), as given."""
+        return tuple(tool["function"]["name"] for tool in self.tools)
 
     def conversation(self) -> tuple[Message, ...]:
         """The turns a chat model is trained on: the record's own, or user = text and assistant = label."""

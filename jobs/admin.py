@@ -78,7 +78,17 @@ class TrainerAdmin(admin.ModelAdmin):
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "format", "task", "file_format", "records", "size_bytes", "created_at")
+    list_display = (
+        "name",
+        "owner",
+        "format",
+        "task",
+        "file_format",
+        "records",
+        "tool_call_answers",
+        "size_bytes",
+        "created_at",
+    )
     list_filter = ("task", "format", "file_format")
     search_fields = ("name", "path", "owner__username", "sha256")
     list_select_related = ("owner",)
@@ -92,6 +102,8 @@ class DatasetAdmin(admin.ModelAdmin):
         "records",
         "labels",
         "label_counts",
+        "tools",
+        "tool_call_answers",
         "created_at",
         "updated_at",
     )

@@ -40,6 +40,10 @@ class Dataset(models.Model):
     records = models.PositiveIntegerField(default=0)
     labels = models.JSONField(default=list, blank=True)
     label_counts = models.JSONField(default=dict, blank=True)
+    # Tool calling (OpenAI chat records): the function names the records define, sorted and distinct, and how
+    # many records are answered by a call. A test set mostly answered by calls is compared by exact_match.
+    tools = models.JSONField(default=list, blank=True)
+    tool_call_answers = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -16,6 +16,7 @@ import socket
 import tempfile
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
@@ -83,10 +84,10 @@ def dataset_create(*, owner, uploaded_file: UploadedFile, name: str = "") -> Dat
     uploaded_file.seek(0)
     try:
         file_format = records.detect_format(filename, head)
-        count, record_format, label_counts = _summarise(records.iter_records(uploaded_file.chunks(), file_format))
+        summary = _summarise(records.iter_records(uploaded_file.chunks(), file_format))
     except records.RecordError as exc:
         raise DatasetInvalid(exc.location, exc.reason) from None
-    if count == 0:
+    if summary.records == 0:
         raise DatasetInvalid("file", "holds no records")
     uploaded_file.seek(0)
     key = keys.user_key(owner.id, "datasets", uuid.uuid4().hex, filename)
@@ -100,13 +101,9 @@ def dataset_create(*, owner, uploaded_file: UploadedFile, name: str = "") -> Dat
             path=f"datasets/{key}",
             original_filename=original[:255],
             file_format=file_format,
-            format=record_format,
-            task=records.task_of(record_format),
             size_bytes=result.size,
             sha256=result.sha256,
-            records=count,
-            labels=sorted(label_counts),
-            label_counts=dict(sorted(label_counts.items())),
+            **summary.fields(),
         )
     except BaseException:
         storage.delete(key)
@@ -119,19 +116,40 @@ def _storage_filename(original: str) -> str:
     return keys.clean_name(keys.download_filename(path.stem or "dataset", extension=suffix))
 
 
-def _summarise(items) -> tuple[int, str, Counter]:
-    """(records, record format, label counts): labels are counted for classification records only."""
-    count = 0
-    record_format = ""
-    label_counts: Counter = Counter()
+@dataclass
+class _Summary:
+    records: int = 0
+    record_format: str = ""
+    label_counts: Counter = field(default_factory=Counter)
+    tools: set[str] = field(default_factory=set)
+    tool_call_answers: int = 0
+
+    def fields(self) -> dict:
+        """The Dataset fields the records decide."""
+        return {
+            "format": self.record_format,
+            "task": records.task_of(self.record_format),
+            "records": self.records,
+            "labels": sorted(self.label_counts),
+            "label_counts": dict(sorted(self.label_counts.items())),
+            "tools": sorted(self.tools),
+            "tool_call_answers": self.tool_call_answers,
+        }
+
+
+def _summarise(items) -> _Summary:
+    """Counts, record format, tool names and label counts: labels are counted for classification records only."""
+    summary = _Summary()
     for record in items:
-        count += 1
-        record_format = record.format  # the reader refuses a file whose records change format
+        summary.records += 1
+        summary.record_format = record.format  # the reader refuses a file whose records change format
+        summary.tools.update(record.tool_names)
+        summary.tool_call_answers += record.answered_by_tool_call
         if record.task != records.CLASSIFICATION:
             continue
-        if record.label in label_counts or len(label_counts) < settings.DATASET_MAX_LABELS:
-            label_counts[record.label] += 1
-    return count, record_format, label_counts
+        if record.label in summary.label_counts or len(summary.label_counts) < settings.DATASET_MAX_LABELS:
+            summary.label_counts[record.label] += 1
+    return summary
 
 
 def dataset_key(dataset: Dataset) -> str:
@@ -156,22 +174,16 @@ def dataset_delete(*, dataset_id: int) -> None:
 
 
 def dataset_detect_format(*, dataset_id: int) -> Dataset:
-    """Read a stored dataset again and record its record format, task and labels (rows uploaded before
-    formats were detected). Raises DatasetInvalid when today's reader refuses the file; the row is kept."""
+    """Read a stored dataset again and record what its records decide: record format, task, labels, tools and
+    tool-call answers (rows uploaded before these were detected). Idempotent. Raises DatasetInvalid when
+    today's reader refuses the file; the row is kept."""
     dataset = Dataset.objects.get(id=dataset_id)
     chunks = objects.bucket("datasets").iter_chunks(dataset_key(dataset))
     try:
-        count, record_format, label_counts = _summarise(records.iter_records(chunks, dataset.file_format))
+        summary = _summarise(records.iter_records(chunks, dataset.file_format))
     except records.RecordError as exc:
         raise DatasetInvalid(exc.location, exc.reason) from None
-    Dataset.objects.filter(id=dataset.id).update(
-        format=record_format,
-        task=records.task_of(record_format),
-        records=count,
-        labels=sorted(label_counts),
-        label_counts=dict(sorted(label_counts.items())),
-        updated_at=timezone.now(),
-    )
+    Dataset.objects.filter(id=dataset.id).update(**summary.fields(), updated_at=timezone.now())
     dataset.refresh_from_db()
     return dataset
 

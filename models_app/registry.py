@@ -187,8 +187,8 @@ def alias_move(
 # --- The promotion gate -------------------------------------------------------------------------
 
 
-def _check_test_set_path(owner_id: int, path) -> tuple[str, str | None]:
-    """The clean path and its dataset's task (None: a path with no dataset row, read only when evaluated)."""
+def _check_test_set_path(owner_id: int, path):
+    """The clean path and its dataset (None: a path with no dataset row, read only when evaluated)."""
     from jobs.models import Dataset
 
     if not isinstance(path, str) or not path.strip():
@@ -199,10 +199,10 @@ def _check_test_set_path(owner_id: int, path) -> tuple[str, str | None]:
     except InvalidName as exc:
         raise RegistryInvalid("test_set_path", str(exc)) from None
     own_prefix = f"datasets/users/{int(owner_id)}/"
-    dataset = Dataset.objects.filter(owner_id=owner_id, path=path).only("task").first()
+    dataset = Dataset.objects.filter(owner_id=owner_id, path=path).only("task", "records", "tool_call_answers").first()
     if dataset is None and not path.startswith(own_prefix):
         raise RegistryInvalid("test_set_path", f"must be the path of one of the owner's datasets ({own_prefix}…)")
-    return path, dataset.task if dataset is not None else None
+    return path, dataset
 
 
 def _check_endpoint_known(name: str) -> None:
@@ -230,15 +230,21 @@ def gate_set(
     """Create or replace the name's gate (one per name, on ``alias``). Moves already made stand.
 
     ``metric``: any comparable one (the gate's evaluations score its task); None picks the test set's
-    default, accuracy for a labelled set and token F1 for a chat or instruction one.
+    default, accuracy for a labelled set, token F1 for a chat or instruction one, exact match for one at
+    least half of whose records are answered by a tool call.
     """
     try:
         alias = check_alias(alias)
     except InvalidRegisteredName as exc:
         raise RegistryInvalid("alias", str(exc)) from None
-    path, task = _check_test_set_path(registered_name.owner_id, test_set_path)
+    path, dataset = _check_test_set_path(registered_name.owner_id, test_set_path)
     try:
-        metric = metric_for_test_set(metric, task=task)
+        if dataset is None:
+            metric = metric_for_test_set(metric, task=None)
+        else:
+            metric = metric_for_test_set(
+                metric, task=dataset.task, records=dataset.records, tool_call_answers=dataset.tool_call_answers
+            )
     except ValueError as exc:
         raise RegistryInvalid("metric", str(exc)) from None
     if not isinstance(endpoint, str) or not endpoint.strip() or len(endpoint) > 100:

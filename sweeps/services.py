@@ -73,8 +73,9 @@ def sweep_create(
 ) -> Sweep:
     """Validate, plan the trials and queue the first ``concurrency`` of them after commit.
 
-    ``metric`` must be one the test set's task reports (``METRICS_BY_TASK``); none given: ``accuracy`` for a
-    classification test set, ``token_f1`` for a generation one.
+    ``metric``: any comparable one (``COMPARABLE_METRICS``; the trials' evaluations score its task); none given:
+    ``accuracy`` for a classification test set, ``token_f1`` for a generation one, ``exact_match`` for one at
+    least half of whose records are answered by a tool call.
     """
     trainer = Trainer.objects.filter(name=trainer_name).first()
     if trainer is None or trainer.is_external:
@@ -100,7 +101,15 @@ def sweep_create(
     except EvaluationsInvalid as exc:
         raise SweepInvalid("test_set_path", exc.errors.get("test_set_path", str(exc))) from None
     try:
-        metric = metric_for_test_set(metric, task=test_set.dataset.task if test_set.dataset else None)
+        if test_set.dataset is None:
+            metric = metric_for_test_set(metric, task=None)
+        else:
+            metric = metric_for_test_set(
+                metric,
+                task=test_set.dataset.task,
+                records=test_set.dataset.records,
+                tool_call_answers=test_set.dataset.tool_call_answers,
+            )
     except ValueError as exc:
         raise SweepInvalid("metric", str(exc)) from None
     with transaction.atomic():

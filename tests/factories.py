@@ -6,8 +6,8 @@
 - ``make_trained_job``: a succeeded external job whose artifacts (``ARTIFACTS`` by default) are in storage.
 - ``make_queued_job``: a job created and queued through ``jobs.services.job_create``.
 - ``make_model``: a registered model, its files put in storage under its own prefix.
-- ``function_tool``, ``tool_call``, ``calling_turn``, ``tool_result``, ``tool_records``: OpenAI chat records
-  that call tools, in the shapes OpenAI's fine-tuning files use.
+- ``function_tool``, ``tool_call``, ``calling_turn``, ``tool_result``, ``tool_records``, ``tool_call_records``:
+  OpenAI chat records that call tools, in the shapes OpenAI's fine-tuning files use.
 """
 
 import json
@@ -100,6 +100,23 @@ def tool_records(count: int) -> list[dict]:
             }
         )
     return records
+
+
+def tool_call_records(*, calls: int, texts: int = 0) -> list[dict]:
+    """OpenAI chat records shaped like ``samples/tools``: ``calls`` of them stop at a ``get_weather`` call (their
+    answer is the call), then ``texts`` call it, read the result and answer in text."""
+    tools = [function_tool("set_timer", "minutes"), function_tool("get_weather", "city")]
+
+    def record(i: int, answered_by_call: bool) -> dict:
+        messages = [
+            {"role": "user", "content": f"Weather in Oslo, question {i}?"},
+            calling_turn(tool_call(f"c{i}", "get_weather", {"city": "Oslo"})),
+        ]
+        if not answered_by_call:
+            messages += [tool_result(f"c{i}", "4C"), {"role": "assistant", "content": "It is 4C in Oslo."}]
+        return {"tools": tools, "messages": messages}
+
+    return [record(i, True) for i in range(calls)] + [record(calls + i, False) for i in range(texts)]
 
 
 def sample_records(count: int = 12) -> list[dict]:

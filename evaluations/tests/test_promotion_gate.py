@@ -4,6 +4,7 @@ import pytest
 
 from models_app import services as model_services
 from models_app.models import AliasEvent, ModelAlias
+from tests.factories import tool_call_records
 from tests.support.ollama_server import answer_from_mapping
 
 from .conftest import sample_records
@@ -153,6 +154,24 @@ def gated_on_translations(alice, alice_api, make_dataset, ollama_server):
 
 def test_a_gate_on_a_chat_or_instruction_test_set_ranks_by_token_f1_unless_told_otherwise(gated_on_translations):
     assert gated_on_translations["metric"] == "token_f1"
+
+
+@pytest.mark.parametrize(
+    ("calls", "texts", "metric"),
+    [(5, 1, "exact_match"), (3, 3, "exact_match"), (1, 5, "token_f1")],
+)
+def test_a_gate_on_a_test_set_mostly_answered_by_tool_calls_ranks_by_exact_match_unless_told_otherwise(
+    alice, alice_api, make_dataset, ollama_server, calls, texts, metric
+):
+    """Token overlap of the calls' JSON credits its keys alone: "the same calls" is the question such a set asks."""
+    model_services.model_create(owner=alice, name="weather", base_model="llama3.2:3b", registered_name="weather")
+    dataset = make_dataset(alice, rows=tool_call_records(calls=calls, texts=texts), name="weather-test")
+    gate = {"test_set_path": dataset.path, "endpoint": "ollama", "threshold": 0.1}
+    response = alice_api.put("/api/v1/registry/weather/gate", gate, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["metric"] == metric
+    named = alice_api.put("/api/v1/registry/weather/gate", {**gate, "metric": "token_f1"}, format="json")
+    assert named.json()["metric"] == "token_f1"
 
 
 def test_a_gate_may_name_any_comparable_metric_and_its_evaluation_scores_that_metrics_task(

@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from finetune_studio.records import Message, RecordError, ToolCall, read_records_from_bytes, tool_calls_text
+from finetune_studio.records import (
+    Message,
+    RecordError,
+    ToolCall,
+    metric_for_test_set,
+    read_records_from_bytes,
+    tool_calls_text,
+)
 from tests.factories import function_tool, tool_call
 
 
@@ -92,6 +99,30 @@ def test_it_reads_openai_tool_calling_records_with_their_tools_calls_and_results
     # A last turn that calls a tool is answered by its calls, written canonically.
     assert calling.label == '[{"arguments": {"city": "Oslo"}, "name": "get_weather"}]'
     assert calling.label == tool_calls_text([("get_weather", {"city": "Oslo"})])
+    # What a dataset counts: the functions defined, and whether the record is answered by a call.
+    assert (answered.tool_names, calling.tool_names) == (("get_weather",), ("get_weather",))
+    assert (answered.answered_by_tool_call, calling.answered_by_tool_call) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("task", "records", "tool_call_answers", "expected"),
+    [
+        ("generation", 60, 50, "exact_match"),
+        ("generation", 10, 5, "exact_match"),  # half: the evaluation's headline is exact_match too
+        ("generation", 11, 5, "token_f1"),
+        ("generation", 240, 0, "token_f1"),
+        ("generation", 0, 0, "token_f1"),
+        ("classification", 30, 0, "accuracy"),
+        (None, 0, 0, "accuracy"),
+    ],
+)
+def test_a_test_set_mostly_answered_by_tool_calls_is_compared_by_exact_match(
+    task, records, tool_call_answers, expected
+):
+    chosen = metric_for_test_set(None, task=task, records=records, tool_call_answers=tool_call_answers)
+    assert chosen == expected
+    # A metric that is named always wins.
+    assert metric_for_test_set("chrf", task=task, records=records, tool_call_answers=tool_call_answers) == "chrf"
 
 
 def test_a_tool_calling_turn_speaks_openai_and_chat_template_shapes():

@@ -7,6 +7,16 @@ from ..selectors import job_registered_model
 
 
 class DatasetSerializer(serializers.ModelSerializer):
+    # Typed here so the schema says what the JSON column holds.
+    tools = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Function names the records define (OpenAI chat tools), sorted; [] for none.",
+    )
+    tool_call_answers = serializers.IntegerField(
+        read_only=True, help_text="Records answered by a tool call (their last assistant turn calls tools)."
+    )
+
     class Meta:
         model = Dataset
         fields = [
@@ -19,6 +29,8 @@ class DatasetSerializer(serializers.ModelSerializer):
             "records",
             "labels",
             "label_counts",
+            "tools",
+            "tool_call_answers",
             "size_bytes",
             "sha256",
             "original_filename",

@@ -28,3 +28,14 @@ def test_admin_deletes_finished_jobs_through_the_service_with_their_log(
     assert not LogEntry.objects.filter(job_id=finished.id).exists()
     assert list(bucket("logs").list(finished.storage_prefix)) == []
     assert "cancel it before deleting it" in response.content.decode()
+
+
+def test_admin_shows_a_datasets_tools_and_call_answers_read_only(admin_client, alice, make_dataset):
+    from tests.factories import tool_call_records
+
+    dataset = make_dataset(alice, rows=tool_call_records(calls=2, texts=1), name="weather")
+    listing = admin_client.get("/admin/jobs/dataset/").content.decode()
+    assert '<td class="field-tool_call_answers">2</td>' in listing
+    change = admin_client.get(f"/admin/jobs/dataset/{dataset.id}/change/").content.decode()
+    assert 'name="tools"' not in change and 'name="tool_call_answers"' not in change  # shown, not editable
+    assert "get_weather" in change and "set_timer" in change

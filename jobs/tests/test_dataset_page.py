@@ -180,6 +180,21 @@ def test_without_a_built_base_the_page_says_how_to_build_one(alice_browser, alic
     assert "Labels (2)" in page and 'data-task="classification"' in page
 
 
+def test_a_tool_calling_dataset_page_names_its_functions_and_how_many_records_a_call_answers(
+    alice_browser, alice, make_dataset, settings, tmp_path
+):
+    from tests.factories import tool_call_records
+
+    settings.DEMO_BASE_DIR = tmp_path / "not-built"
+    dataset = make_dataset(alice, rows=tool_call_records(calls=3, texts=1), filename="tools.jsonl")
+    page = alice_browser.get(f"/datasets/{dataset.id}/").content.decode()
+    assert "<dt>Tools</dt>" in page
+    assert "<code>get_weather</code>, <code>set_timer</code>" in page
+    assert "3 of 4 records are answered by a tool call" in page
+    plain = make_dataset(alice, rows=CHAT, filename="chat.jsonl")
+    assert "<dt>Tools</dt>" not in alice_browser.get(f"/datasets/{plain.id}/").content.decode()
+
+
 def test_the_page_splits_a_dataset_into_train_and_test(alice_browser, alice, make_dataset):
     rows = [{"text": f"clause {i}", "label": ["pay", "law"][i % 2]} for i in range(20)]
     dataset = make_dataset(alice, rows=rows)

@@ -1,11 +1,13 @@
 import io
 import json
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from finetune_studio.objects import bucket
 from jobs.models import Dataset, Job
+from tests.factories import tool_call_records
 
 from .conftest import SAMPLE_ROWS, jsonl
 
@@ -196,7 +198,36 @@ def test_an_openai_chat_file_is_a_generation_dataset_with_no_labels(alice_api):
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["format"], body["task"], body["records"], body["labels"]) == ("openai_chat", "generation", 10, [])
+    assert (body["tools"], body["tool_call_answers"]) == ([], 0)
     assert alice_api.get(f"/api/v1/datasets/{body['id']}").json()["format"] == "openai_chat"
+
+
+SAMPLE_TOOLS = Path(__file__).resolve().parents[2] / "samples" / "tools"
+
+
+def test_a_tool_calling_file_records_its_functions_and_how_many_records_a_call_answers(alice_api):
+    """The sample: its test set stops at the call in 50 of 60 records; its training records answer in text."""
+    response = upload(alice_api, (SAMPLE_TOOLS / "test.jsonl").read_bytes(), "test.jsonl")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["format"], body["task"], body["records"]) == ("openai_chat", "generation", 60)
+    assert body["tools"] == ["convert_currency", "get_weather", "set_timer"]
+    assert body["tool_call_answers"] == 50
+    shown = alice_api.get(f"/api/v1/datasets/{body['id']}").json()
+    assert (shown["tools"], shown["tool_call_answers"]) == (body["tools"], 50)
+    listed = alice_api.get("/api/v1/datasets").json()["results"]
+    assert [(row["tools"], row["tool_call_answers"]) for row in listed] == [(body["tools"], 50)]
+    train = upload(alice_api, (SAMPLE_TOOLS / "train.jsonl").read_bytes(), "train.jsonl").json()
+    assert (train["records"], train["tools"], train["tool_call_answers"]) == (240, body["tools"], 0)
+
+
+def test_a_split_of_a_tool_calling_dataset_counts_each_sides_call_answers(alice_api):
+    original = upload(alice_api, jsonl(tool_call_records(calls=8, texts=2)), "tools.jsonl").json()
+    response = alice_api.post(f"/api/v1/datasets/{original['id']}/split", {"test_fraction": 0.5}, format="json")
+    assert response.status_code == 201, response.content
+    train, test = response.json()["train"], response.json()["test"]
+    assert train["tools"] == test["tools"] == ["get_weather", "set_timer"]
+    assert train["tool_call_answers"] + test["tool_call_answers"] == 8
 
 
 def read_split(dataset) -> list[dict]:
@@ -293,6 +324,36 @@ def test_datasets_uploaded_before_formats_were_detected_are_read_again(alice, ma
     assert (dataset.format, dataset.task, dataset.labels) == ("openai_chat", "generation", [])
     assert (old.format, old.task, old.labels) == ("text_label", "classification", ["x", "y"])
     assert "2 dataset(s) detected, 0 refused." in out.getvalue()
+
+
+def test_chat_datasets_uploaded_before_tools_were_counted_are_read_again(alice, make_dataset):
+    from django.core.management import call_command
+
+    tools = make_dataset(alice, rows=tool_call_records(calls=3, texts=2))
+    plain = make_dataset(alice, rows=CHAT_ROWS)
+    labelled = make_dataset(alice, rows=[{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
+    # As the migration leaves chat rows uploaded before: a format, but no tools and no call answers.
+    Dataset.objects.filter(id=tools.id).update(tools=[], tool_call_answers=0)
+    out = io.StringIO()
+    call_command("dataset_detect_formats", stdout=out)
+    tools.refresh_from_db()
+    assert (tools.tools, tools.tool_call_answers) == (["get_weather", "set_timer"], 3)
+    assert f"dataset #{tools.id}: OpenAI chat (generation, tools: get_weather, set_timer)" in out.getvalue()
+    # Only chat sets may hold tools: labelled ones, detected already, are not read again.
+    assert f"dataset #{labelled.id}" not in out.getvalue()
+    assert "2 dataset(s) detected, 0 refused." in out.getvalue()
+    # Idempotent: the next run changes nothing (a chat set with no tools is read again, to the same result).
+    again = io.StringIO()
+    call_command("dataset_detect_formats", stdout=again)
+    assert "1 dataset(s) detected, 0 refused." in again.getvalue() and f"dataset #{plain.id}" in again.getvalue()
+    tools.refresh_from_db()
+    plain.refresh_from_db()
+    assert (tools.tools, tools.tool_call_answers, plain.tools, plain.tool_call_answers) == (
+        ["get_weather", "set_timer"],
+        3,
+        [],
+        0,
+    )
 
 
 def test_the_list_filters_by_task_and_format(alice_api, alice, make_dataset):

@@ -10,6 +10,7 @@ from evaluations.models import Evaluation
 from jobs.models import Job
 from sweeps import selectors
 from sweeps.models import Sweep, SweepTrial
+from tests.factories import make_dataset, tool_call_records
 
 from .conftest import sweep_body
 
@@ -117,7 +118,29 @@ def test_a_classification_metric_on_instruction_records_ranks_trials_evaluated_a
     assert (sweep["ranking"]["metric"], sweep["ranking"]["test"]) == ("accuracy", "mcnemar")
 
 
-@pytest.mark.parametrize(("dataset_fixture", "metric"), [("instruction_set", "token_f1"), ("training_set", "accuracy")])
+@pytest.fixture
+def tool_call_set(alice, local_storage):
+    """A test set stopping at the call in 5 of its 6 records (like samples/tools/test.jsonl)."""
+    return make_dataset(alice, rows=tool_call_records(calls=5, texts=1), filename="weather.jsonl")
+
+
+@pytest.fixture
+def tool_results_set(alice, local_storage):
+    """Tool-calling records answered in text after the result in 4 of 6 (like samples/tools/train.jsonl)."""
+    return make_dataset(alice, rows=tool_call_records(calls=2, texts=4), filename="weather.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("dataset_fixture", "metric"),
+    [
+        ("instruction_set", "token_f1"),
+        ("training_set", "accuracy"),
+        # Mostly answered by calls: exact_match, as the evaluation's headline (token overlap of the calls' JSON
+        # credits its keys alone).
+        ("tool_call_set", "exact_match"),
+        ("tool_results_set", "token_f1"),
+    ],
+)
 def test_with_no_metric_the_test_sets_task_chooses_the_default(
     request, alice_api, dataset_fixture, metric, django_capture_on_commit_callbacks
 ):

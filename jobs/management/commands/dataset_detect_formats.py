@@ -1,7 +1,11 @@
-"""``manage.py dataset_detect_formats``: record format, task and labels of datasets uploaded before they were
-detected (their ``format`` is empty). Idempotent; a file today's reader refuses is reported and kept."""
+"""``manage.py dataset_detect_formats``: what the records decide (format, task, labels, tools, tool-call answers)
+for datasets uploaded before it was detected. Idempotent; a file today's reader refuses is reported and kept.
+
+Undetected: no record format, or OpenAI chat with no tools recorded (uploaded before tools were counted; a chat
+set that has none is read again on every run, which changes nothing)."""
 
 from django.core.management.base import BaseCommand
+from django.db.models import Q
 
 from finetune_studio.objects import StorageError
 from jobs import services
@@ -9,13 +13,14 @@ from jobs.models import Dataset
 
 
 class Command(BaseCommand):
-    help = "Detect the record format and task of datasets uploaded before formats were detected."
+    help = "Detect the record format, task and tools of datasets uploaded before they were detected."
 
     def add_arguments(self, parser):
         parser.add_argument("--all", action="store_true", help="read every dataset again, not only undetected ones")
 
     def handle(self, *args, all: bool, **options):
-        datasets = Dataset.objects.all() if all else Dataset.objects.filter(format="")
+        undetected = Q(format="") | Q(format=Dataset.Format.OPENAI_CHAT, tools=[])
+        datasets = Dataset.objects.all() if all else Dataset.objects.filter(undetected)
         done = refused = 0
         for dataset_id in datasets.values_list("id", flat=True):
             try:
@@ -25,5 +30,6 @@ class Command(BaseCommand):
                 self.stderr.write(f"dataset #{dataset_id}: {exc}")
                 continue
             done += 1
-            self.stdout.write(f"dataset #{dataset.id}: {dataset.get_format_display()} ({dataset.task})")
+            tools = f", tools: {', '.join(dataset.tools)}" if dataset.tools else ""
+            self.stdout.write(f"dataset #{dataset.id}: {dataset.get_format_display()} ({dataset.task}{tools})")
         self.stdout.write(self.style.SUCCESS(f"{done} dataset(s) detected, {refused} refused."))
