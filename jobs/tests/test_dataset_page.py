@@ -8,6 +8,7 @@ import re
 import pytest
 
 from jobs.models import Dataset
+from tests.factories import calling_turn, function_tool, tool_call, tool_result
 
 pytestmark = pytest.mark.django_db
 
@@ -31,20 +32,11 @@ CHAT = [
 
 TOOLS = [
     {
-        "tools": [{"type": "function", "function": {"name": "get_capital", "parameters": {"type": "object"}}}],
+        "tools": [function_tool("get_capital", "country")],
         "messages": [
             {"role": "user", "content": "Capital of France?"},
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {
-                        "id": "c1",
-                        "type": "function",
-                        "function": {"name": "get_capital", "arguments": '{"country": "FR"}'},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": "c1", "content": "Paris"},
+            calling_turn(tool_call("c1", "get_capital", {"country": "FR"})),
+            tool_result("c1", "Paris"),
             {"role": "assistant", "content": "Paris."},
         ],
     }
