@@ -100,6 +100,10 @@ def test_a_tool_calling_record_shows_its_call_trained_and_the_result_as_context(
     assert "<|im_start|>tool\nParis<|im_end|>\n" in context
     assert "refused by the chat template" not in page and 'class="field-error"' not in page
     assert 'data-over-max-length="0"' in page
+    # Too short a max_length cuts the beginning: for tool-calling records, that is their tool definitions.
+    page = alice_browser.get(f"/datasets/{dataset.id}/", {"records": 1, "max_length": 32}).content.decode()
+    assert 'data-over-max-length="1"' in page
+    assert "what goes first is their tool definitions, so raise max_length to keep them" in page
 
 
 def test_a_demo_base_built_before_tool_support_refuses_tool_records_and_says_how_to_rebuild_it(
