@@ -18,7 +18,8 @@ class SweepCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     test_set_path = serializers.CharField(max_length=500)
     endpoint = serializers.CharField(max_length=100, default="ollama")
     evaluation_base = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    # None: the test set's default (accuracy for a classification set, token_f1 for a generation one).
+    # None: the test set's default (accuracy for a classification set, token_f1 for a generation one,
+    # exact_match for one mostly answered by tool calls).
     metric = serializers.CharField(max_length=20, required=False, allow_blank=True, allow_null=True, default=None)
     registered_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
