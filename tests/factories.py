@@ -1,7 +1,8 @@
 """The one set of builders for test data. Plain functions; the root conftest offers them as fixtures too.
 
 - ``make_dataset``: a dataset uploaded through ``jobs.services.dataset_create`` (validated, stored).
-- ``make_test_set``: a dataset row and its object written as given, for files the upload would refuse.
+- ``make_test_set``: a dataset row and its object written as given, for files the upload would refuse (a file it
+  takes gets the record format, task and tools the upload would record).
 - ``make_job``: a job row in any status, as the jobs app keeps it (no run).
 - ``make_trained_job``: a succeeded external job whose artifacts (``ARTIFACTS`` by default) are in storage.
 - ``make_queued_job``: a job created and queued through ``jobs.services.job_create``.
@@ -143,16 +144,36 @@ def make_test_set(owner, records=None, *, filename="test.jsonl", raw: bytes | No
     data = raw if raw is not None else "\n".join(json.dumps(record) for record in records).encode()
     bucket("datasets").put_bytes(path.removeprefix("datasets/"), data)
     found_labels = sorted({r["label"] for r in records if isinstance(r, dict) and "label" in r})
+    detected = _detected(data, filename)
     return Dataset.objects.create(
         owner=owner,
         name=f"test set {number}",
         path=path,
         original_filename=filename,
-        format=filename.rsplit(".", 1)[-1],
+        file_format=filename.rsplit(".", 1)[-1],
         size_bytes=len(data),
         records=len(records),
         labels=found_labels if labels is None else labels,
+        **detected,
     )
+
+
+def _detected(data: bytes, filename: str) -> dict:
+    """What the upload would record of a file the reader takes (record format, task, tools); nothing otherwise."""
+    from finetune_studio import records as reader
+
+    try:
+        parsed = reader.read_records_from_bytes(data, filename)
+    except reader.RecordError:
+        return {}
+    if not parsed:
+        return {}
+    return {
+        "format": parsed[0].format,
+        "task": reader.task_of(parsed[0].format),
+        "tools": sorted({name for record in parsed for name in record.tool_names}),
+        "tool_call_answers": sum(record.answered_by_tool_call for record in parsed),
+    }
 
 
 def make_job(

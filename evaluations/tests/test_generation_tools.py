@@ -106,8 +106,7 @@ def evaluate_tools(alice, alice_api, make_model, make_test_set, django_capture_o
             "base_model_name": base,
             "fine_tuned_names": [fine_tuned],
             "endpoint": endpoint,
-            "task": "generation",
-        }
+        }  # no task: the test set's (a chat set's: generation) decides
         with django_capture_on_commit_callbacks(execute=True):
             response = alice_api.post(f"/api/v1/models/{make_model(alice).id}/evaluate", body, format="json")
         assert response.status_code == 202, response.content
