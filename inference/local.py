@@ -12,9 +12,10 @@ Loaded models are kept per process in an LRU cache bounded in bytes of weights.
 Tool calling: a request's ``tools`` are given to the chat template (``apply_chat_template(..., tools=…)``)
 with its turns in the template's shape (``tool_calls.template_turns``: arguments as objects); whether and how
 the tools appear in the prompt is the template's, as in training. When the request had tools, the answer's
-``<tool_call>{"name": …, "arguments": {…}}</tool_call>`` blocks (the Hermes convention the demo base's and
-Qwen2.5's templates use; ``tool_calls.parse_tool_call_blocks``) become ``Answer.tool_calls`` and leave the
-content. A template that writes calls differently gives answers scored as text. The blocks must decode as
+calls become ``Answer.tool_calls`` and leave the content (``tool_calls.parse_tool_calls``): the
+``<tool_call>{"name": …, "arguments": {…}}</tool_call>`` blocks of the Hermes convention (the demo base's and
+Qwen2.5's templates), or a whole answer ``{"name": …, "parameters": {…}}`` naming an offered function (Llama
+3.1's and 3.2's). A template that writes calls differently gives answers scored as text. The blocks must decode as
 text: a tokenizer that registers ``<tool_call>`` as a *special* token would have it removed by
 ``skip_special_tokens``.
 
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import Answer, Backend, ChatRequest, InferenceError, ModelNotFound, Outcome, Refused
-from .tool_calls import parse_tool_call_blocks, template_turns
+from .tool_calls import parse_tool_calls, template_turns
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -372,7 +373,10 @@ class LocalBackend(Backend):
             latency_ms = (time.perf_counter() - began) * 1000
             for index, output in zip(chunk, outputs, strict=True):
                 # Only a request that offered tools can be answered by calls: elsewhere the text is the answer.
-                content, calls = parse_tool_call_blocks(output.text) if requests[index].tools else (output.text, ())
+                offered = [(tool.get("function") or {}).get("name") for tool in requests[index].tools]
+                content, calls = (
+                    parse_tool_calls(output.text, tool_names=offered) if requests[index].tools else (output.text, ())
+                )
                 yield Outcome(
                     index=index,
                     answer=Answer(

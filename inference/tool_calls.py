@@ -16,14 +16,16 @@ templates, and the demo base's)::
     {"name": "get_weather", "arguments": {"city": "Paris"}}
     </tool_call>
 
-one block per call, as many blocks as calls, anywhere in the answer (``parse_tool_call_blocks``).
+one block per call, as many blocks as calls, anywhere in the answer (``parse_tool_call_blocks``), and, when
+there is none, Llama 3.1's and 3.2's: the whole answer is ``{"name": "get_weather", "parameters": {…}}``
+(``parse_tool_calls``, which also checks that the function was offered).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -72,6 +74,50 @@ def parse_tool_call_blocks(text: str) -> tuple[str, tuple[ToolCall, ...]]:
         calls.append(call)
     kept.append(text[position:])
     return ("".join(kept).strip() if calls else text), tuple(calls)
+
+
+# Llama 3.1's and 3.2's chat templates write a call as the whole turn: {"name": …, "parameters": {…}}, after an
+# optional <|python_tag|>; several calls are objects separated by ";".
+PYTHON_TAG = "<|python_tag|>"
+
+
+def parse_tool_calls(text: str, *, tool_names: Collection[str]) -> tuple[str, tuple[ToolCall, ...]]:
+    """(the text left, the calls) of an answer to a request that offered the functions ``tool_names``.
+
+    Hermes ``<tool_call>`` blocks first (``parse_tool_call_blocks``); else the Llama 3.1/3.2 JSON convention: the
+    whole answer is one or more JSON objects ``{"name": …, "parameters": {…}}`` (``arguments`` is taken too),
+    separated by ``;``, each naming an offered function. Anything else is text: an answer that only looks like
+    JSON, or names a function that was not offered, is scored as the text it is.
+    """
+    content, calls = parse_tool_call_blocks(text)
+    if calls:
+        return content, calls
+    json_calls = _json_calls(text, set(tool_names))
+    return ("", json_calls) if json_calls else (text, ())
+
+
+def _json_calls(text: str, tool_names: set[str]) -> tuple[ToolCall, ...]:
+    body = text.strip().removeprefix(PYTHON_TAG).strip()
+    decoder = json.JSONDecoder()
+    calls: list[ToolCall] = []
+    position = 0
+    while position < len(body):
+        try:
+            value, position = decoder.raw_decode(body, position)
+        except ValueError:
+            return ()
+        if not isinstance(value, dict) or value.get("name") not in tool_names or not set(value) <= _JSON_CALL_KEYS:
+            return ()
+        arguments = value.get("parameters", value.get("arguments", {}))
+        calls.append(_tool_call(f"call_{len(calls)}", value["name"], arguments))
+        rest = body[position:].lstrip()
+        if rest.startswith(";"):
+            rest = rest[1:].lstrip()
+        position = len(body) - len(rest)
+    return tuple(calls)
+
+
+_JSON_CALL_KEYS = {"name", "parameters", "arguments"}
 
 
 def _tool_call(call_id: str, name: str, arguments) -> ToolCall:
@@ -161,5 +207,6 @@ __all__ = [
     "calls_from_answer",
     "ollama_turns",
     "parse_tool_call_blocks",
+    "parse_tool_calls",
     "template_turns",
 ]

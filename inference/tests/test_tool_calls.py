@@ -1,7 +1,9 @@
 """Tool calls in the built-in engine's answers (the Hermes ``<tool_call>`` convention) and in each API's turns."""
 
+import pytest
+
 from finetune_studio.records import ToolCall
-from inference.tool_calls import ollama_turns, parse_tool_call_blocks, template_turns
+from inference.tool_calls import ollama_turns, parse_tool_call_blocks, parse_tool_calls, template_turns
 from tests.factories import calling_turn, tool_call, tool_result
 
 HISTORY = [
@@ -74,3 +76,38 @@ def test_ollama_gets_arguments_as_objects_and_tool_results_named_by_their_functi
         },
         {"role": "tool", "content": "18C", "tool_name": "get_weather"},
     ]
+
+
+OFFERED = ["get_weather", "get_time"]
+
+
+def test_hermes_blocks_are_read_first():
+    text = '<tool_call>{"name": "get_time", "arguments": {"city": "Oslo"}}</tool_call>'
+    assert parse_tool_calls(text, tool_names=OFFERED) == ("", (ToolCall("call_0", "get_time", '{"city": "Oslo"}'),))
+
+
+def test_a_whole_answer_in_llamas_json_convention_is_a_call():
+    text = '{"name": "get_weather", "parameters": {"city": "Paris"}}'
+    assert parse_tool_calls(text, tool_names=OFFERED) == ("", (ToolCall("call_0", "get_weather", '{"city": "Paris"}'),))
+    tagged = '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Rome"}}; {"name": "get_time"}\n'
+    content, calls = parse_tool_calls(tagged, tool_names=OFFERED)
+    assert content == ""
+    assert [(call.id, call.name, call.arguments_object()) for call in calls] == [
+        ("call_0", "get_weather", {"city": "Rome"}),
+        ("call_1", "get_time", {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "delete_everything", "parameters": {}}',  # a function that was not offered
+        '{"name": "get_weather", "parameters": {"city": "Paris"}} and then some words',
+        '{"name": "get_weather", "parameters": {"city": "Par',  # cut off
+        '{"name": "get_weather", "city": "Paris"}',  # not the convention's keys
+        '"get_weather"',
+        "It is sunny.",
+    ],
+)
+def test_anything_else_stays_text(text):
+    assert parse_tool_calls(text, tool_names=OFFERED) == (text, ())
