@@ -310,6 +310,7 @@ def summary_of(results: dict) -> dict:
         "fine_tuned": {m: results["fine_tuned"][m] for m in metrics} | {"model": results["fine_tuned"]["model"]},
         "improvement": dict(results["improvement"]),
         "verdict": results["significance"]["verdict"],
+        "headline_metric": results["headline_metric"],
         "summary": results["significance"]["summary"],
         "examples_evaluated": results["examples_evaluated"],
     }

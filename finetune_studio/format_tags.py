@@ -65,6 +65,23 @@ def metric_value(value) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) >= 1e-4 else f"{value:.2e}"
 
 
+# How a generation headline is named beside its figure (lists and the dashboard).
+HEADLINE_WORDS = {"token_f1": "token F1", "exact_match": "exact match"}
+
+
+@register.filter
+def headline(results) -> dict:
+    """A generation evaluation's headline metric (``results.headline_metric``; token F1 for results from before it
+    was recorded) as {"metric", "words", "delta"}: the figure its verdict was read from."""
+    results = results if isinstance(results, dict) else {}
+    metric = results.get("headline_metric") or "token_f1"
+    return {
+        "metric": metric,
+        "words": HEADLINE_WORDS.get(metric, metric_label(metric)),
+        "delta": (results.get("improvement") or {}).get(metric),
+    }
+
+
 @register.filter
 def thousands(number) -> str:
     """185344 → "185,344" (no locale machinery: numbers read the same on every page)."""

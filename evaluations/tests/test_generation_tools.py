@@ -208,3 +208,16 @@ def test_the_same_calls_in_another_order_and_equal_numbers_match(openai_endpoint
 def test_a_test_set_answered_mostly_in_text_keeps_token_f1_as_its_headline(openai_endpoint, evaluate_tools):
     evaluation = evaluate_tools(endpoint="vllm", records=[RECORDS[0], RECORDS[3], RECORDS[3]])
     assert evaluation.results["headline_metric"] == "token_f1"
+
+
+def test_the_list_and_the_dashboard_give_the_figure_the_verdict_was_read_from(
+    openai_endpoint, evaluate_tools, alice_browser
+):
+    evaluation = evaluate_tools(endpoint="vllm")
+    assert evaluation.model.eval_results["headline_metric"] == "exact_match"
+    # Exact match went from 0.25 to 1.0: the lists show that, not the token F1 of the calls' JSON.
+    listed = alice_browser.get("/evaluations/").content.decode()
+    assert '+75.0 pts <span class="hint">exact match</span>' in listed
+    dashboard = alice_browser.get("/").content.decode()
+    assert '+75.0 pts</span> <span class="hint">exact match</span>' in dashboard  # the model's row
+    assert 'exact match <span class="delta up">+75.0 pts</span>' in dashboard  # the recent evaluation
