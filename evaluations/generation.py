@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inference.base import Answer, ChatOptions, ChatRequest
+from inference.tool_calls import arguments_value
 
 from . import generation_metrics as gm
 from .engine import EvaluationConfig, EvaluationInputError, Prediction
@@ -35,18 +36,6 @@ TASKS = (CLASSIFICATION, GENERATION)
 # exact match when the test set's answers are mostly tool calls, where "the same calls" is the question and
 # token overlap of the calls' JSON gives credit for its keys alone.
 HEADLINE_METRIC = "token_f1"
-
-
-def headline_metric(references: Sequence[str]) -> str:
-    """The headline metric for these references: exact match when at least half of them are tool calls (the
-    rule by which a gate or a sweep on that test set defaults to it, ``records.mostly_tool_calls``)."""
-    # Imported here: importing the core starts Celery's app (Django).
-    from finetune_studio.records import TOOL_CALLS_METRIC, mostly_tool_calls
-
-    calls = sum(gm.calls_of(reference) is not None for reference in references)
-    return TOOL_CALLS_METRIC if mostly_tool_calls(tool_call_answers=calls, records=len(references)) else HEADLINE_METRIC
-
-
 DEFAULT_MAX_TOKENS = 512
 EXAMPLES_KEPT = 500  # per evaluation in ``examples`` (the viewer); every prediction stays in the table
 MAX_JSON_SCHEMA_BYTES = 20_000
@@ -57,6 +46,16 @@ def records_task(records: Sequence) -> str:
     if not records:
         return CLASSIFICATION
     return records[0].task if records[0].task in TASKS else CLASSIFICATION
+
+
+def headline_metric(references: Sequence[str]) -> str:
+    """The headline metric for these references: exact match when at least half of them are tool calls (the
+    rule by which a gate or a sweep on that test set defaults to it, ``records.mostly_tool_calls``)."""
+    # Imported here: importing the core starts Celery's app (Django).
+    from finetune_studio.records import TOOL_CALLS_METRIC, mostly_tool_calls
+
+    calls = sum(gm.calls_of(reference) is not None for reference in references)
+    return TOOL_CALLS_METRIC if mostly_tool_calls(tool_call_answers=calls, records=len(references)) else HEADLINE_METRIC
 
 
 def conversation_of(record) -> tuple[list[dict], str]:
@@ -90,18 +89,13 @@ def answer_text(answer: Answer) -> str:
 
 
 def calls_text(calls: Sequence[ToolCall]) -> str:
-    """``records.tool_calls_text`` that keeps unreadable arguments as their text instead of failing."""
+    """``records.tool_calls_text`` that keeps unreadable arguments (not a JSON object) as their text."""
     from finetune_studio.records import tool_calls_text  # here: importing the core starts Celery's app (Django)
 
-    return tool_calls_text([(call.name, _arguments(call)) for call in calls])
-
-
-def _arguments(call: ToolCall):
-    try:
-        value = json.loads(call.arguments)
-    except ValueError:
-        return call.arguments
-    return value if isinstance(value, dict) else call.arguments
+    parsed = [(call, arguments_value(call.arguments)) for call in calls]
+    return tool_calls_text(
+        [(call.name, value if isinstance(value, dict) else call.arguments) for call, value in parsed]
+    )
 
 
 def prepare_examples(records: Sequence, config: EvaluationConfig) -> tuple[list, list[str]]:
