@@ -167,29 +167,26 @@ class Message:
         return tool_calls_text(self.tool_calls) if self.tool_calls else self.content.strip()
 
     def openai_turn(self) -> dict:
-        """The turn as OpenAI's chat API takes it."""
-        turn: dict = {"role": self.role, "content": self.content}
+        """The turn as OpenAI's chat API takes it (a call's arguments as JSON text; no content beside calls: null)."""
+        turn = self._turn(lambda call: call.openai_call())
         if self.tool_calls:
-            turn["tool_calls"] = [call.openai_call() for call in self.tool_calls]
             turn["content"] = self.content or None
-        if self.role == "tool":
-            turn["tool_call_id"] = self.tool_call_id
-            if self.name:
-                turn["name"] = self.name
         return turn
 
     def template_turn(self) -> dict:
         """The turn as transformers' chat templates read it (a call's arguments as an object)."""
+        return self._turn(
+            lambda call: {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_object()},
+            }
+        )
+
+    def _turn(self, call_shape) -> dict:
         turn: dict = {"role": self.role, "content": self.content}
         if self.tool_calls:
-            turn["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments_object()},
-                }
-                for call in self.tool_calls
-            ]
+            turn["tool_calls"] = [call_shape(call) for call in self.tool_calls]
         if self.role == "tool":
             turn["tool_call_id"] = self.tool_call_id
             if self.name:
@@ -438,6 +435,7 @@ def _openai_chat(obj: dict, location: str) -> Record:
         raise RecordError(location, f"more than {MAX_MESSAGES} messages in one record")
     messages = []
     open_calls: dict[str, str] = {}  # call id → function name, until a tool message answers it
+    call_ids: set[str] = set()  # every call id so far: one may not be used twice
     for number, message in enumerate(given, start=1):
         where = f"{location}: message {number}"
         if not isinstance(message, dict):
@@ -472,8 +470,9 @@ def _openai_chat(obj: dict, location: str) -> Record:
             messages.append(Message(role, content, tool_call_id=call_id, name=name))
             continue
         for call in calls:
-            if call.id in open_calls or any(call.id == c.id for m in messages for c in m.tool_calls):
+            if call.id in call_ids:
                 raise RecordError(where, f"tool call id {call.id[:64]!r} is used twice")
+            call_ids.add(call.id)
             open_calls[call.id] = call.name
         messages.append(Message(role, content, weight, tool_calls=calls))
     return _conversation(obj, OPENAI_CHAT, messages, location, tools=tools)
