@@ -373,10 +373,10 @@ class LocalBackend(Backend):
             latency_ms = (time.perf_counter() - began) * 1000
             for index, output in zip(chunk, outputs, strict=True):
                 # Only a request that offered tools can be answered by calls: elsewhere the text is the answer.
-                offered = [(tool.get("function") or {}).get("name") for tool in requests[index].tools]
-                content, calls = (
-                    parse_tool_calls(output.text, tool_names=offered) if requests[index].tools else (output.text, ())
-                )
+                content, calls = output.text, ()
+                if requests[index].tools:
+                    offered = [(tool.get("function") or {}).get("name") for tool in requests[index].tools]
+                    content, calls = parse_tool_calls(output.text, tool_names=offered)
                 yield Outcome(
                     index=index,
                     answer=Answer(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .base import RETRYABLE_STATUSES, Answer, BadAnswer, ChatRequest, ModelNotFound, Refused, Transient
 from .http import HttpBackend, Response, int_or_none, json_body, retry_after_seconds
-from .tool_calls import calls_from_answer, ollama_turns
+from .tool_calls import answer_calls, ollama_turns
 
 
 class OllamaBackend(HttpBackend):
@@ -70,12 +70,7 @@ class OllamaBackend(HttpBackend):
             raise Transient(f"error in the answer: {body['error']}")
         message = body.get("message")
         content = message.get("content") if isinstance(message, dict) else body.get("response")
-        given_calls = message.get("tool_calls") if isinstance(message, dict) else None
-        calls = calls_from_answer(given_calls) if given_calls else ()
-        if calls is None:
-            raise Transient("the answer's tool calls cannot be read", final=BadAnswer)
-        if content is None and calls:
-            content = ""
+        content, calls = answer_calls(message, content)
         if not isinstance(content, str):
             raise Transient("the answer has no message content", final=BadAnswer)
         return Answer(

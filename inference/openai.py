@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .base import RETRYABLE_STATUSES, Answer, BadAnswer, ChatRequest, ModelNotFound, Refused, RetryPolicy, Transient
 from .http import HttpBackend, Response, int_or_none, json_body, retry_after_seconds
-from .tool_calls import calls_from_answer
+from .tool_calls import answer_calls
 
 
 class OpenAIBackend(HttpBackend):
@@ -87,12 +87,7 @@ class OpenAIBackend(HttpBackend):
             raise Transient("the answer has no choices", final=BadAnswer)
         message = choices[0].get("message")
         content = message.get("content") if isinstance(message, dict) else None
-        given_calls = message.get("tool_calls") if isinstance(message, dict) else None
-        calls = calls_from_answer(given_calls) if given_calls else ()
-        if calls is None:
-            raise Transient("the answer's tool calls cannot be read", final=BadAnswer)
-        if content is None and calls:
-            content = ""  # a turn that only calls tools has no text
+        content, calls = answer_calls(message, content)
         if content is None:
             content = choices[0].get("text")  # completions-style servers
         if not isinstance(content, str):

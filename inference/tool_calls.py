@@ -28,6 +28,8 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from .base import BadAnswer, Transient
+
 if TYPE_CHECKING:
     from finetune_studio.records import ToolCall
 
@@ -183,6 +185,16 @@ def _with_object_arguments(call: dict) -> dict:
     return {**call, "function": function}
 
 
+def answer_calls(message, content: str | None) -> tuple[str | None, tuple[ToolCall, ...]]:
+    """(content, calls) of an answer's ``message`` (OpenAI's or Ollama's): a turn that only calls tools has no
+    text, so its missing content is ``""``. Unreadable calls are a ``BadAnswer``, retried like malformed JSON."""
+    given = message.get("tool_calls") if isinstance(message, dict) else None
+    calls = calls_from_answer(given) if given else ()
+    if calls is None:
+        raise Transient("the answer's tool calls cannot be read", final=BadAnswer)
+    return ("" if content is None and calls else content), calls
+
+
 def calls_from_answer(given: Sequence) -> tuple[ToolCall, ...] | None:
     """The calls of an answer's ``tool_calls`` (OpenAI's or Ollama's shape), or None when they are unreadable.
 
@@ -202,6 +214,7 @@ def calls_from_answer(given: Sequence) -> tuple[ToolCall, ...] | None:
 
 
 __all__ = [
+    "answer_calls",
     "arguments_text",
     "arguments_value",
     "calls_from_answer",
