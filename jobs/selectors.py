@@ -8,6 +8,7 @@ from django.db.models import Count, QuerySet, Sum
 from finetune_studio import base_models
 from finetune_studio.errors import DomainNotFound
 from finetune_studio.ownership import visible_to
+from finetune_studio.records import metric_for_test_set
 
 from .models import Dataset, Job, JobMetric, Trainer
 
@@ -94,6 +95,16 @@ def jobs_running(*, user, limit: int) -> QuerySet[Job]:
 
 def jobs_failed_recently(*, user, limit: int) -> QuerySet[Job]:
     return jobs_visible(user=user).filter(status=Job.Status.FAILED).order_by("-finished_at")[:limit]
+
+
+def dataset_metric(metric: str | None, *, dataset: Dataset | None) -> str:
+    """``records.metric_for_test_set`` for a test set that is ``dataset`` (None: a path with no dataset row, read
+    only when evaluated): the metric a gate or a sweep on it compares by. ValueError for an unknown name."""
+    if dataset is None:
+        return metric_for_test_set(metric, task=None)
+    return metric_for_test_set(
+        metric, task=dataset.task, records=dataset.records, tool_call_answers=dataset.tool_call_answers
+    )
 
 
 def dataset_totals(*, user) -> DatasetTotals:

@@ -12,13 +12,13 @@ from django.utils import timezone
 
 from finetune_studio.events import publish_event_on_commit, user_channel
 from finetune_studio.keys import InvalidName, clean_relative_path
-from finetune_studio.records import metric_for_test_set
 from finetune_studio.registry_names import (
     InvalidRegisteredName,
     check_alias,
     check_registered_name,
     derive_registered_name,
 )
+from jobs.selectors import dataset_metric
 
 from .evidence import Evidence, promotion_evidence
 from .models import AliasEvent, ModelAlias, PromotionGate, RegisteredModel, RegisteredName
@@ -239,12 +239,7 @@ def gate_set(
         raise RegistryInvalid("alias", str(exc)) from None
     path, dataset = _check_test_set_path(registered_name.owner_id, test_set_path)
     try:
-        if dataset is None:
-            metric = metric_for_test_set(metric, task=None)
-        else:
-            metric = metric_for_test_set(
-                metric, task=dataset.task, records=dataset.records, tool_call_answers=dataset.tool_call_answers
-            )
+        metric = dataset_metric(metric, dataset=dataset)
     except ValueError as exc:
         raise RegistryInvalid("metric", str(exc)) from None
     if not isinstance(endpoint, str) or not endpoint.strip() or len(endpoint) > 100:

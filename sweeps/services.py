@@ -22,10 +22,11 @@ from evaluations.services import (
 )
 from finetune_studio.errors import DomainConflict
 from finetune_studio.events import publish_event_on_commit, user_channel
-from finetune_studio.records import CLASSIFICATION, metric_for_test_set, task_of_metric
+from finetune_studio.records import CLASSIFICATION, task_of_metric
 from finetune_studio.registry_names import InvalidRegisteredName, check_registered_name
 from jobs import services as job_services
 from jobs.models import Dataset, Job, Trainer
+from jobs.selectors import dataset_metric
 from models_app import registry
 from models_app.models import ModelAlias, RegisteredModel, RegisteredName
 
@@ -101,15 +102,7 @@ def sweep_create(
     except EvaluationsInvalid as exc:
         raise SweepInvalid("test_set_path", exc.errors.get("test_set_path", str(exc))) from None
     try:
-        if test_set.dataset is None:
-            metric = metric_for_test_set(metric, task=None)
-        else:
-            metric = metric_for_test_set(
-                metric,
-                task=test_set.dataset.task,
-                records=test_set.dataset.records,
-                tool_call_answers=test_set.dataset.tool_call_answers,
-            )
+        metric = dataset_metric(metric, dataset=test_set.dataset)
     except ValueError as exc:
         raise SweepInvalid("metric", str(exc)) from None
     with transaction.atomic():
