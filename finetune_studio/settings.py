@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "inference",
     "sweeps",
     "webhooks",
+    "openai_compat",
     "dashboard",
 ]
 
@@ -566,6 +567,9 @@ CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"] = {
     "schedule": 60.0,
     "options": {"queue": "evaluations", "expires": 55},
 }
+
+# The trainer that jobs created through the OpenAI-compatible fine-tuning API (/openai/v1/) run.
+OPENAI_COMPAT_TRAINER = env_str("OPENAI_COMPAT_TRAINER", "lora-sft")
 
 # webhooks (issue 17): user-given targets, so checked against inward addresses unless allowed here.
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)

@@ -26,6 +26,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    # OpenAI's files and fine-tuning endpoints, for scripts written against OpenAI's SDKs (docs/openai-api.md).
+    path("openai/v1/", include("openai_compat.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("jobs.urls")),

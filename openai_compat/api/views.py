@@ -1,0 +1,246 @@
+"""``/openai/v1/``: OpenAI's files and fine-tuning endpoints, thin over this app's services and selectors.
+
+Point an OpenAI SDK at ``<studio>/openai/v1`` with a studio API token as its key. Every answer, errors
+included, is shaped as OpenAI's (``{"error": {"message", "type", "param", "code"}}``), so the SDKs raise their
+usual exceptions with the studio's reason.
+"""
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from finetune_studio import objects
+from finetune_studio.api import RequestTooLarge, ServiceUnavailable, exception_handler
+from finetune_studio.parsers import JSONParser
+from jobs import services as job_services
+from jobs.uploads import limit_dataset_uploads
+
+from .. import selectors, services
+from ..services import OpenAIRequestInvalid
+from .serializers import (
+    FileListQuerySerializer,
+    FileUploadSerializer,
+    JobCreateSerializer,
+    ListQuerySerializer,
+    event_object,
+    file_object,
+    job_object,
+    list_object,
+)
+
+SUPPORTED = (
+    "POST /files, GET /files, GET /files/{id}, GET /files/{id}/content, DELETE /files/{id}, "
+    "POST /fine_tuning/jobs, GET /fine_tuning/jobs, GET /fine_tuning/jobs/{id}, "
+    "POST /fine_tuning/jobs/{id}/cancel, GET /fine_tuning/jobs/{id}/events"
+)
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+_CODES = {401: "invalid_api_key", 404: "not_found", 409: "conflict", 413: "file_too_large", 429: "rate_limit_exceeded"}
+
+
+class BearerTokenAuthentication(TokenAuthentication):
+    """``Authorization: Bearer <studio API token>``: how OpenAI's SDKs send their key."""
+
+    keyword = "Bearer"
+
+
+def openai_exception_handler(exc, context):
+    """The studio's one error mapping (finetune_studio.api), reshaped as OpenAI's error object."""
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    body = response.data if isinstance(response.data, dict) else {"detail": str(response.data)}
+    message = str(body.get("detail") or "the request failed")
+    param = getattr(exc, "param", None)
+    errors = body.get("errors")
+    if param is None and isinstance(errors, dict) and errors:
+        param, first = _first_error(errors)
+        message = message if isinstance(exc, OpenAIRequestInvalid) else f"{param}: {first}"
+    if response.status_code == 401:
+        message = f"{message} Send a studio API token (your account's token page) as the OpenAI key."
+    response.data = {
+        "error": {
+            "message": message,
+            "type": _TYPES.get(
+                response.status_code, "server_error" if response.status_code >= 500 else "invalid_request_error"
+            ),
+            "param": param,
+            "code": _CODES.get(response.status_code),
+        }
+    }
+    return response
+
+
+def _first_error(errors: dict, prefix: str = "") -> tuple[str, str]:
+    """(dotted parameter, its first message) of DRF's nested field errors."""
+    name, value = next(iter(errors.items()))
+    if isinstance(value, dict) and value:
+        return _first_error(value, f"{prefix}{name}.")
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return _first_error(value[0], f"{prefix}{name}.")
+    first = value[0] if isinstance(value, list) and value else value
+    return f"{prefix}{name}", str(first)
+
+
+class OpenAIView(APIView):
+    authentication_classes = [BearerTokenAuthentication, TokenAuthentication]
+    parser_classes = [JSONParser]
+
+    def get_exception_handler(self):
+        return openai_exception_handler
+
+
+def _query(serializer_class, request) -> dict:
+    given = serializer_class(data=request.query_params)
+    given.is_valid(raise_exception=True)
+    return given.validated_data
+
+
+@extend_schema(exclude=True)
+class FileListView(OpenAIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    def initialize_request(self, request, *args, **kwargs):
+        if request.method == "POST":
+            limit_dataset_uploads(request)
+        return super().initialize_request(request, *args, **kwargs)
+
+    def get(self, request):
+        query = _query(FileListQuerySerializer, request)
+        if query.get("purpose", services.FINE_TUNE) != services.FINE_TUNE:
+            return Response(list_object(selectors.Page(items=[], has_more=False), file_object))
+        page = selectors.files_page(
+            user=request.user, after=query.get("after"), limit=query["limit"], descending=query["order"] == "desc"
+        )
+        return Response(list_object(page, file_object))
+
+    def post(self, request):
+        given = FileUploadSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        try:
+            dataset = services.file_create(
+                owner=request.user,
+                uploaded_file=given.validated_data["file"],
+                purpose=given.validated_data["purpose"],
+            )
+        except objects.UploadTooLarge as exc:
+            raise RequestTooLarge(f"The file is larger than the limit of {exc.max_bytes} bytes.") from None
+        except objects.StorageError as exc:
+            raise ServiceUnavailable(f"Storage failed while saving the file; nothing was recorded: {exc}") from None
+        return Response(file_object(dataset), status=status.HTTP_200_OK)
+
+
+@extend_schema(exclude=True)
+class FileDetailView(OpenAIView):
+    def get(self, request, file_id):
+        return Response(file_object(selectors.file_get(user=request.user, file_id=file_id)))
+
+    def delete(self, request, file_id):
+        dataset = selectors.file_get(user=request.user, file_id=file_id)
+        try:
+            job_services.dataset_delete(dataset_id=dataset.id)
+        except objects.StorageError as exc:
+            raise ServiceUnavailable(f"Storage failed while deleting the file; it is kept: {exc}") from None
+        return Response({"id": file_id, "object": "file", "deleted": True})
+
+
+class AnyAccept(DefaultContentNegotiation):
+    """The file's bytes whatever the client accepts (OpenAI's SDK asks for ``application/binary``); errors as JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+@extend_schema(exclude=True)
+class FileContentView(OpenAIView):
+    content_negotiation_class = AnyAccept
+
+    def get(self, request, file_id):
+        dataset = selectors.file_get(user=request.user, file_id=file_id)
+        chunks = objects.bucket("datasets").iter_chunks(job_services.dataset_key(dataset))
+        try:
+            first = next(chunks, b"")  # a missing object is a clear 503 now, not a cut-off download later
+        except objects.StorageError as exc:
+            raise ServiceUnavailable(f"Storage failed while reading the file: {exc}") from None
+        response = StreamingHttpResponse(_prepend(first, chunks), content_type="application/octet-stream")
+        response["Content-Length"] = str(dataset.size_bytes)
+        return response
+
+
+def _prepend(first: bytes, rest):
+    if first:
+        yield first
+    yield from rest
+
+
+@extend_schema(exclude=True)
+class JobListView(OpenAIView):
+    def get(self, request):
+        query = _query(ListQuerySerializer, request)
+        page = selectors.fine_tuning_jobs_page(user=request.user, after=query.get("after"), limit=query["limit"])
+        return Response(list_object(page, job_object))
+
+    def post(self, request):
+        given = JobCreateSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        body = given.validated_data
+        training_file = selectors.training_file_get(user=request.user, file_id=body["training_file"])
+        job = services.fine_tuning_job_create(
+            owner=request.user,
+            model=body["model"],
+            training_file=training_file,
+            hyperparameters=body["hyperparameters"],
+            suffix=body.get("suffix") or "",
+            seed=body.get("seed"),
+        )
+        job.refresh_from_db()
+        return Response(job_object(job))
+
+
+@extend_schema(exclude=True)
+class JobDetailView(OpenAIView):
+    def get(self, request, job_id):
+        return Response(job_object(selectors.fine_tuning_job_get(user=request.user, job_id=job_id)))
+
+
+@extend_schema(exclude=True)
+class JobCancelView(OpenAIView):
+    def post(self, request, job_id):
+        job = selectors.fine_tuning_job_get(user=request.user, job_id=job_id)
+        return Response(job_object(job_services.job_cancel(job_id=job.id)))
+
+
+@extend_schema(exclude=True)
+class JobEventsView(OpenAIView):
+    def get(self, request, job_id):
+        job = selectors.fine_tuning_job_get(user=request.user, job_id=job_id)
+        query = _query(ListQuerySerializer, request)
+        page = selectors.fine_tuning_job_events(job=job, after=query.get("after"), limit=query["limit"])
+        return Response(list_object(page, event_object))
+
+
+@extend_schema(exclude=True)
+class UnknownEndpointView(OpenAIView):
+    """Anything else under /openai/v1/: a 404 in OpenAI's shape that lists what is offered."""
+
+    def _answer(self, request, *args, **kwargs):
+        raise exceptions.NotFound(
+            f"{request.method} /{kwargs.get('rest', '')} is not offered by the studio's OpenAI-compatible API; "
+            f"it offers {SUPPORTED}."
+        )
+
+    get = post = put = patch = delete = _answer

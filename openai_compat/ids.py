@@ -1,0 +1,46 @@
+"""The ids OpenAI's API shows for the studio's objects: ``file-<dataset>``, ``ftjob-<job>``, ``ftevent-<job>-<seq>``.
+
+They are the studio's own numbers with OpenAI's prefixes, so a script's ids and the studio's pages name the
+same objects (``file-12`` is dataset #12). Parsing never raises: a malformed id is ``None`` (a 404 or a 400).
+"""
+
+import re
+
+FILE_PREFIX = "file-"
+JOB_PREFIX = "ftjob-"
+EVENT_PREFIX = "ftevent-"
+_NUMBER = re.compile(r"^[1-9][0-9]{0,17}$")
+_EVENT = re.compile(r"^ftevent-([1-9][0-9]{0,17})-([1-9][0-9]{0,17})$")
+
+
+def file_id(dataset_id: int) -> str:
+    return f"{FILE_PREFIX}{dataset_id}"
+
+
+def job_id(number: int) -> str:
+    return f"{JOB_PREFIX}{number}"
+
+
+def event_id(job: int, seq: int) -> str:
+    return f"{EVENT_PREFIX}{job}-{seq}"
+
+
+def _number(value: str, prefix: str) -> int | None:
+    if not isinstance(value, str) or not value.startswith(prefix):
+        return None
+    rest = value[len(prefix) :]
+    return int(rest) if _NUMBER.match(rest) else None
+
+
+def parse_file_id(value: str) -> int | None:
+    return _number(value, FILE_PREFIX)
+
+
+def parse_job_id(value: str) -> int | None:
+    return _number(value, JOB_PREFIX)
+
+
+def parse_event_id(value: str) -> tuple[int, int] | None:
+    """(job, seq) of an event id."""
+    match = _EVENT.match(value) if isinstance(value, str) else None
+    return (int(match.group(1)), int(match.group(2))) if match else None

@@ -1,0 +1,141 @@
+"""Reading the studio's datasets, jobs and logs as OpenAI's cursor-paged lists.
+
+OpenAI pages by object id: ``after`` names the last object a client has, the next page holds the objects
+after it in the list's order (newest first unless asked otherwise). Keyset on the id, never OFFSET, so a page
+neither repeats nor skips objects created meanwhile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from jobs import selectors as job_selectors
+from jobs.models import Dataset, Job
+from logs_app import selectors as log_selectors
+from logs_app.parsing import metric_point
+
+from . import ids
+from .services import OpenAIRequestInvalid
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    has_more: bool
+
+
+def _cursor(after: str | None, parse, what: str) -> int | None:
+    if after is None:
+        return None
+    number = parse(after)
+    if number is None:
+        raise OpenAIRequestInvalid(f"after: {after[:80]!r} is not a {what} id", param="after")
+    return number
+
+
+def _keyset_page(rows: QuerySet, *, after: int | None, limit: int, descending: bool) -> Page:
+    if after is not None:
+        rows = rows.filter(id__lt=after) if descending else rows.filter(id__gt=after)
+    rows = rows.order_by("-id" if descending else "id")
+    items = list(rows[: limit + 1])
+    return Page(items=items[:limit], has_more=len(items) > limit)
+
+
+def files_page(*, user, after: str | None, limit: int, descending: bool = True) -> Page:
+    """The user's datasets as files (staff: everyone's)."""
+    after_id = _cursor(after, ids.parse_file_id, "file")
+    return _keyset_page(job_selectors.datasets_visible(user=user), after=after_id, limit=limit, descending=descending)
+
+
+def file_get(*, user, file_id: str) -> Dataset:
+    number = ids.parse_file_id(file_id)
+    if number is None:
+        raise job_selectors.JobsNotFound(f"No such file: {file_id[:80]!r}.")
+    return job_selectors.dataset_get(user=user, dataset_id=number)
+
+
+def training_file_get(*, user, file_id: str) -> Dataset:
+    """The file a job is to train on: not one of the user's is a 400 on ``training_file`` (OpenAI's answer)."""
+    try:
+        return file_get(user=user, file_id=file_id)
+    except job_selectors.JobsNotFound:
+        raise OpenAIRequestInvalid(
+            f"training_file: no file {file_id[:80]!r} of yours (upload it with POST /files)", param="training_file"
+        ) from None
+
+
+def fine_tuning_jobs_page(*, user, after: str | None, limit: int) -> Page:
+    """The user's jobs of any trainer, newest first: the studio's pages show them all, so does this list."""
+    after_id = _cursor(after, ids.parse_job_id, "fine-tuning job")
+    return _keyset_page(job_selectors.jobs_visible(user=user), after=after_id, limit=limit, descending=True)
+
+
+def fine_tuning_job_get(*, user, job_id: str) -> Job:
+    number = ids.parse_job_id(job_id)
+    if number is None:
+        raise job_selectors.JobsNotFound(f"No such fine-tuning job: {job_id[:80]!r}.")
+    return job_selectors.job_get(user=user, job_id=number)
+
+
+@dataclass(frozen=True)
+class Event:
+    job_id: int
+    seq: int
+    created_at: int
+    level: str  # info | warn | error
+    message: str
+    type: str  # message | metrics
+    data: dict
+
+
+_LEVELS = {"DEBUG": "info", "INFO": "info", "WARN": "warn", "ERROR": "error"}
+
+
+def fine_tuning_job_events(*, job: Job, after: str | None, limit: int) -> Page:
+    """The job's log as OpenAI's events, newest first; a metrics line is a ``metrics`` event with its figures."""
+    before = None
+    if after is not None:
+        parsed = ids.parse_event_id(after)
+        if parsed is None or parsed[0] != job.id:
+            raise OpenAIRequestInvalid(f"after: {after[:80]!r} is not an event of {ids.job_id(job.id)}", param="after")
+        before = parsed[1]
+    stream = log_selectors.log_stream_of(job.id)
+    if stream is None:
+        return Page(items=[], has_more=False)
+    if before is None:
+        before = stream.last_seq + 1
+    lines = log_selectors.log_lines(job.id, before=before, limit=limit + 1, stream=stream)
+    newest_first = list(reversed(lines))
+    return Page(items=[_event(job.id, line) for line in newest_first[:limit]], has_more=len(lines) > limit)
+
+
+def _event(job_id: int, line: dict) -> Event:
+    point = metric_point(line["message"])
+    common = {"job_id": job_id, "seq": line["seq"], "created_at": int(line["timestamp"].timestamp())}
+    if point is None:
+        return Event(
+            **common, level=_LEVELS.get(line["level"], "info"), message=line["message"], type="message", data={}
+        )
+    return Event(**common, level="info", message=_metric_message(point), type="metrics", data=_metric_data(point))
+
+
+def _metric_data(point: dict) -> dict:
+    """The trainer's figures, plus OpenAI's names for the two a script plots (train_loss, valid_loss)."""
+    data = dict(point)
+    if "loss" in point:
+        data["train_loss"] = point["loss"]
+    if "eval_loss" in point:
+        data["valid_loss"] = point["eval_loss"]
+    return data
+
+
+def _metric_message(point: dict) -> str:
+    if "step" in point:
+        total = f"/{point['total_steps']}" if "total_steps" in point else ""
+        loss = f": training loss={point['loss']}" if point.get("loss") is not None else ""
+        return f"Step {point['step']}{total}{loss}"
+    if "eval_loss" in point:
+        return f"Epoch {point.get('epoch', '?')}: validation loss={point['eval_loss']}"
+    return "Metrics"

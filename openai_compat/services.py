@@ -1,0 +1,128 @@
+"""OpenAI's fine-tuning requests carried out by the jobs app's own services.
+
+A file is a dataset (``jobs.services.dataset_create``: every record checked before anything is stored), a
+fine-tuning job is a job of the trainer ``settings.OPENAI_COMPAT_TRAINER`` (lora-sft). OpenAI's three
+hyperparameters map onto the trainer's; ``"auto"`` leaves the trainer's choice (its preset for the base when it
+has one, else its default). What the studio cannot honour (DPO, reinforcement, W&B integrations, metadata, a
+separate validation file) is refused with the parameter named, never ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+
+from finetune_studio import base_models
+from finetune_studio.errors import DomainInvalid
+from jobs import services as job_services
+from jobs.models import Dataset, Job, Trainer
+
+FINE_TUNE = "fine-tune"
+AUTO = "auto"
+# OpenAI's hyperparameter → the trainer's (learning_rate_multiplier scales the trainer's learning rate).
+_HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "batch_size", "learning_rate_multiplier": "learning_rate"}
+# The jobs app's fields → OpenAI's parameters, for its refusals.
+_PARAMS = {"base_model": "model", "dataset": "training_file", "registered_name": "suffix", "trainer": "model"}
+
+
+class OpenAIRequestInvalid(DomainInvalid):
+    """A request OpenAI's API would accept but the studio cannot carry out as asked, or a malformed one."""
+
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message, errors={param: [message]} if param else None)
+        self.param = param
+
+
+def file_create(*, owner, uploaded_file: UploadedFile, purpose: str) -> Dataset:
+    """A ``fine-tune`` file becomes a dataset; its records are checked as every upload's are."""
+    if purpose != FINE_TUNE:
+        raise OpenAIRequestInvalid(
+            f"purpose {purpose!r} is not accepted here: the studio keeps training data, upload it with "
+            f"purpose {FINE_TUNE!r}",
+            param="purpose",
+        )
+    try:
+        return job_services.dataset_create(owner=owner, uploaded_file=uploaded_file)
+    except job_services.DatasetInvalid as exc:
+        raise OpenAIRequestInvalid(f"{uploaded_file.name}: {exc.location}: {exc.reason}", param="file") from None
+
+
+def fine_tuning_job_create(
+    *,
+    owner,
+    model: str,
+    training_file: Dataset,
+    hyperparameters: dict[str, Any] | None = None,
+    suffix: str = "",
+    seed: int | None = None,
+) -> Job:
+    """A job of the studio's fine-tuning trainer on ``training_file``, named after ``suffix`` (its registry name).
+
+    Raises OpenAIRequestInvalid naming OpenAI's parameter (``model``, ``training_file``, ``hyperparameters.…``).
+    """
+    trainer = Trainer.objects.filter(name=settings.OPENAI_COMPAT_TRAINER).first()
+    given = _trainer_hyperparameters(trainer, model, hyperparameters or {}, seed=seed)
+    try:
+        return job_services.job_create(
+            owner=owner,
+            name=(suffix or f"{model} fine-tune")[:200],
+            base_model=model,
+            dataset_id=training_file.id,
+            trainer_name=settings.OPENAI_COMPAT_TRAINER,
+            hyperparameters_given=given,
+            registered_name=suffix,
+        )
+    except job_services.JobsInvalid as exc:
+        raise _as_openai_refusal(exc.errors) from None
+
+
+def _trainer_hyperparameters(trainer: Trainer | None, model: str, given: dict, *, seed: int | None) -> dict:
+    """The trainer's hyperparameters for OpenAI's; {} when everything is "auto" (the preset for the base applies)."""
+    chosen = {name: value for name, value in given.items() if value != AUTO}
+    if not chosen and seed is None:
+        return {}
+    if trainer is None:
+        return {}  # job_create refuses the missing trainer by name
+    schema = trainer.hyperparameter_schema or {}
+    missing = [_HYPERPARAMETERS[name] for name in chosen if _HYPERPARAMETERS[name] not in schema]
+    if missing or (seed is not None and "seed" not in schema):
+        raise OpenAIRequestInvalid(
+            f"the trainer {trainer.name!r} has no {(missing or ['seed'])[0]} hyperparameter", param="hyperparameters"
+        )
+    # Start from what "auto" would have given (the base's preset), so one explicit value changes only itself.
+    values = dict(_preset_for(trainer, model))
+    for name, value in chosen.items():
+        if name == "learning_rate_multiplier":
+            default = values.get("learning_rate", schema["learning_rate"].get("default"))
+            values["learning_rate"] = float(default) * float(value)
+        else:
+            values[_HYPERPARAMETERS[name]] = value
+    if seed is not None:
+        values["seed"] = seed
+    return values
+
+
+def _preset_for(trainer: Trainer, model: str) -> dict:
+    try:
+        name = base_models.base_model_resolve(model, loadable=trainer.loads_base_model).name
+    except base_models.BaseModelRefused:
+        return {}  # job_create refuses it, naming the bases there are
+    return (trainer.presets or {}).get(name) or {}
+
+
+def _as_openai_refusal(errors: dict) -> OpenAIRequestInvalid:
+    """The jobs app's first refusal, with OpenAI's parameter name and the hyperparameter named as OpenAI does."""
+    field, messages = next(iter(errors.items()))
+    if field == "hyperparameters" and isinstance(messages, dict):
+        name, inner = next(iter(messages.items()))
+        openai_name = next((key for key, value in _HYPERPARAMETERS.items() if value == name), name)
+        param = "seed" if name == "seed" else f"hyperparameters.{openai_name}"
+        return OpenAIRequestInvalid(f"{param}: {_first(inner)}", param=param)
+    param = _PARAMS.get(field, field)
+    return OpenAIRequestInvalid(f"{param}: {_first(messages)}", param=param)
+
+
+def _first(messages) -> str:
+    return str(messages[0]) if isinstance(messages, list | tuple) and messages else str(messages)

@@ -1,0 +1,433 @@
+"""OpenAI's files and fine-tuning endpoints at /openai/v1/: the requests OpenAI's SDKs send, the studio's answers.
+
+A file is a dataset, a fine-tuning job a lora-sft job; what the studio cannot do as asked is refused with
+OpenAI's error object naming the parameter, and nobody reaches what is not theirs.
+"""
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+
+from jobs.models import Dataset, Job
+from logs_app.services import log_lines_append
+from tests.factories import jsonl, make_job
+
+pytestmark = pytest.mark.django_db
+
+BASE = "/openai/v1"
+DEMO_PRESET_LEARNING_RATE = 0.02
+
+
+def chat_records(count: int = 12) -> list[dict]:
+    return [
+        {"messages": [{"role": "user", "content": f"What is {i} + 1?"}, {"role": "assistant", "content": str(i + 1)}]}
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def demo_base_entry(settings, tmp_path):
+    """A catalogue entry for demo-base (a folder with a config): enough to create jobs, none of them runs."""
+    settings.DEMO_BASE_DIR = tmp_path / "demo-base"
+    settings.DEMO_BASE_DIR.mkdir()
+    (settings.DEMO_BASE_DIR / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    settings.HF_HUB_CACHE = tmp_path / "hub"
+
+
+def bearer(api_client_for, user):
+    """A client that authenticates as OpenAI's SDKs do: ``Authorization: Bearer <key>``."""
+    client = api_client_for(None)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+@pytest.fixture
+def alice_openai(api_client_for, alice):
+    return bearer(api_client_for, alice)
+
+
+@pytest.fixture
+def bob_openai(api_client_for, bob):
+    return bearer(api_client_for, bob)
+
+
+@pytest.fixture
+def olivia_openai(api_client_for, olivia):
+    return bearer(api_client_for, olivia)
+
+
+def upload(client, records=None, *, filename="train.jsonl", purpose="fine-tune", raw: bytes | None = None):
+    data = raw if raw is not None else jsonl(records or chat_records())
+    return client.post(
+        f"{BASE}/files", {"file": SimpleUploadedFile(filename, data), "purpose": purpose}, format="multipart"
+    )
+
+
+def create_job(client, file_id: str, **body):
+    return client.post(f"{BASE}/fine_tuning/jobs", {"model": "demo-base", "training_file": file_id, **body})
+
+
+def error_of(response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"message", "type", "param", "code"}, body
+    return body["error"]
+
+
+# --- files -----------------------------------------------------------------------------------------------
+
+
+def test_a_fine_tune_file_becomes_a_dataset_shown_as_openais_file_object(alice, alice_openai):
+    response = upload(alice_openai)
+
+    assert response.status_code == 200, response.content
+    file = response.json()
+    dataset = Dataset.objects.get(owner=alice)
+    assert file["id"] == f"file-{dataset.id}"
+    assert file["object"] == "file" and file["purpose"] == "fine-tune" and file["status"] == "processed"
+    assert file["bytes"] == dataset.size_bytes == len(jsonl(chat_records()))
+    assert file["filename"] == "train.jsonl"
+    assert file["studio"]["records"] == 12 and file["studio"]["format"] == "openai_chat"
+    assert alice_openai.get(f"{BASE}/files/{file['id']}").json() == file
+
+
+def test_a_file_with_a_bad_record_is_refused_naming_the_line_and_nothing_is_kept(alice_openai):
+    raw = jsonl(chat_records(2)) + b'{"messages": [{"role": "user", "content": "no answer"}]}\n'
+
+    error = error_of(response := upload(alice_openai, raw=raw))
+
+    assert response.status_code == 400
+    assert error["param"] == "file" and "line 3" in error["message"] and error["type"] == "invalid_request_error"
+    assert not Dataset.objects.exists()
+
+
+def test_a_purpose_other_than_fine_tune_is_refused(alice_openai):
+    error = error_of(response := upload(alice_openai, purpose="assistants"))
+
+    assert response.status_code == 400
+    assert error["param"] == "purpose" and "fine-tune" in error["message"]
+    assert not Dataset.objects.exists()
+
+
+def test_files_list_newest_first_in_pages_that_follow_the_last_id(alice, alice_openai):
+    ids = [upload(alice_openai, filename=f"f{i}.jsonl").json()["id"] for i in range(3)]
+
+    first = alice_openai.get(f"{BASE}/files", {"limit": 2}).json()
+    rest = alice_openai.get(f"{BASE}/files", {"limit": 2, "after": first["last_id"]}).json()
+    oldest_first = alice_openai.get(f"{BASE}/files", {"order": "asc"}).json()
+
+    assert [f["id"] for f in first["data"]] == ids[::-1][:2] and first["has_more"] is True
+    assert [f["id"] for f in rest["data"]] == ids[:1] and rest["has_more"] is False
+    assert [f["id"] for f in oldest_first["data"]] == ids
+    assert alice_openai.get(f"{BASE}/files", {"purpose": "batch"}).json()["data"] == []
+
+
+def test_a_files_content_is_the_bytes_uploaded(alice_openai):
+    file = upload(alice_openai).json()
+
+    response = alice_openai.get(f"{BASE}/files/{file['id']}/content")
+
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == jsonl(chat_records())
+
+
+def test_deleting_a_file_deletes_the_dataset_unless_an_unfinished_job_uses_it(alice, alice_openai, demo_base_entry):
+    used = upload(alice_openai).json()["id"]
+    free = upload(alice_openai, filename="other.jsonl").json()["id"]
+    create_job(alice_openai, used)
+
+    refused = alice_openai.delete(f"{BASE}/files/{used}")
+    deleted = alice_openai.delete(f"{BASE}/files/{free}")
+
+    assert refused.status_code == 409 and "unfinished job" in error_of(refused)["message"]
+    assert deleted.json() == {"id": free, "object": "file", "deleted": True}
+    assert list(Dataset.objects.values_list("id", flat=True)) == [int(used.removeprefix("file-"))]
+
+
+# --- fine-tuning jobs --------------------------------------------------------------------------------
+
+
+def test_a_fine_tuning_job_is_a_lora_sft_job_with_openais_hyperparameters_mapped(alice, alice_openai, demo_base_entry):
+    file = upload(alice_openai).json()
+
+    response = create_job(
+        alice_openai,
+        file["id"],
+        suffix="arithmetic",
+        seed=7,
+        hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5},
+    )
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    job = Job.objects.get(owner=alice)
+    assert body["id"] == f"ftjob-{job.id}" and body["object"] == "fine_tuning.job"
+    assert body["status"] == "queued" and body["model"] == "demo-base" and body["training_file"] == file["id"]
+    assert body["fine_tuned_model"] is None and body["error"] is None and body["seed"] == 7
+    assert body["hyperparameters"] == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5}
+    assert body["method"] == {"type": "supervised", "supervised": {"hyperparameters": body["hyperparameters"]}}
+    assert job.trainer.name == "lora-sft" and job.registered_name == "arithmetic" and job.name == "arithmetic"
+    # "auto" values keep the base's preset: one explicit value changes only itself.
+    assert job.hyperparameters["epochs"] == 2 and job.hyperparameters["batch_size"] == 4
+    assert job.hyperparameters["learning_rate"] == pytest.approx(DEMO_PRESET_LEARNING_RATE * 0.5)
+    assert job.hyperparameters["validation_fraction"] == 0.2 and job.hyperparameters["seed"] == 7
+
+
+def test_hyperparameters_given_in_the_supervised_method_count_as_well(alice, alice_openai, demo_base_entry):
+    file = upload(alice_openai).json()
+    method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": "auto"}}}
+
+    response = create_job(alice_openai, file["id"], method=method)
+
+    assert response.status_code == 200, response.content
+    job = Job.objects.get(owner=alice)
+    assert job.hyperparameters["epochs"] == 3 and job.hyperparameters["batch_size"] == 16  # the preset's
+
+
+def test_all_auto_gives_the_bases_preset(alice, alice_openai, demo_base_entry):
+    file = upload(alice_openai).json()
+
+    response = create_job(alice_openai, file["id"], hyperparameters={"n_epochs": "auto"})
+
+    assert response.status_code == 200, response.content
+    assert Job.objects.get(owner=alice).preset == "demo-base"
+    assert response.json()["hyperparameters"]["learning_rate_multiplier"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "says"),
+    [
+        ({"model": "gpt-4o-mini-2024-07-18"}, "model", "demo-base"),
+        ({"training_file": "file-999999"}, "training_file", "no file 'file-999999' of yours"),
+        ({"training_file": "not-a-file-id"}, "training_file", "no file"),
+        ({"hyperparameters": {"n_epochs": 5000}}, "hyperparameters.n_epochs", "1000"),
+        ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs", "positive integer"),
+        ({"hyperparameters": {"n_epochs": 1.5}}, "hyperparameters.n_epochs", "positive integer"),
+        ({"hyperparameters": {"learning_rate_multiplier": "fast"}}, "hyperparameters.learning_rate_multiplier", "auto"),
+        ({"hyperparameters": {"warmup": 3}}, "hyperparameters.warmup", "n_epochs, batch_size"),
+        ({"method": {"type": "dpo", "dpo": {}}}, "method.type", "supervised"),
+        ({"method": {"type": "reinforcement"}}, "method.type", "supervised"),
+        ({"validation_file": "file-1"}, "validation_file", "validation_fraction"),
+        ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations", "events"),
+        ({"metadata": {"team": "support"}}, "metadata", "without it"),
+        ({"suffix": "has spaces"}, "suffix", "not a valid registered name"),
+        ({"suffix": "x" * 65}, "suffix", "64"),
+        ({"seed": -1}, "seed", "0"),
+        ({"temperature": 0.1}, "temperature", "Unknown field"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_a_job_the_studio_cannot_run_as_asked_is_refused_naming_the_parameter(
+    alice_openai, demo_base_entry, body, param, says
+):
+    file = upload(alice_openai).json()
+
+    response = create_job(alice_openai, file["id"], **body)
+
+    error = error_of(response)
+    assert response.status_code == 400, response.content
+    assert error["param"] == param and says in error["message"], error
+    assert not Job.objects.exists()
+
+
+def test_hyperparameters_given_twice_are_refused(alice_openai, demo_base_entry):
+    file = upload(alice_openai).json()
+    method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}
+
+    response = create_job(alice_openai, file["id"], method=method, hyperparameters={"n_epochs": 2})
+
+    assert response.status_code == 400 and error_of(response)["param"] == "hyperparameters"
+    assert not Job.objects.exists()
+
+
+def test_jobs_list_newest_first_in_pages_that_follow_the_last_id(alice_openai, demo_base_entry):
+    file = upload(alice_openai).json()
+    ids = [create_job(alice_openai, file["id"]).json()["id"] for _ in range(3)]
+
+    first = alice_openai.get(f"{BASE}/fine_tuning/jobs", {"limit": 2}).json()
+    rest = alice_openai.get(f"{BASE}/fine_tuning/jobs", {"limit": 2, "after": first["last_id"]}).json()
+
+    assert first["object"] == "list" and [j["id"] for j in first["data"]] == ids[::-1][:2] and first["has_more"]
+    assert [j["id"] for j in rest["data"]] == ids[:1] and rest["has_more"] is False
+    bad = alice_openai.get(f"{BASE}/fine_tuning/jobs", {"after": "file-3"})
+    assert bad.status_code == 400 and error_of(bad)["param"] == "after"
+    too_many = alice_openai.get(f"{BASE}/fine_tuning/jobs", {"limit": 101})
+    assert too_many.status_code == 400 and error_of(too_many)["param"] == "limit"
+
+
+def test_cancelling_a_job_answers_it_cancelled_and_a_second_cancel_is_a_conflict(alice_openai, demo_base_entry):
+    job = create_job(alice_openai, upload(alice_openai).json()["id"]).json()
+
+    cancelled = alice_openai.post(f"{BASE}/fine_tuning/jobs/{job['id']}/cancel")
+    again = alice_openai.post(f"{BASE}/fine_tuning/jobs/{job['id']}/cancel")
+
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["finished_at"] is not None
+    assert again.status_code == 409 and "already cancelled" in error_of(again)["message"]
+
+
+def test_a_failed_job_carries_its_reason_as_openais_error(alice, alice_openai):
+    job = make_job(alice, status="failed", error_message="CUDA out of memory at step 3")
+
+    body = alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}").json()
+
+    assert body["status"] == "failed"
+    assert body["error"] == {"code": "job_failed", "message": "CUDA out of memory at step 3", "param": None}
+
+
+def test_a_succeeded_job_names_its_registry_version_as_the_fine_tuned_model(alice, alice_openai):
+    from models_app.services import model_create_from_job
+
+    job = make_job(
+        alice,
+        status="succeeded",
+        trainer="external",
+        registered_name="support-bot",
+        metrics={"final": {"tokens": 12345, "loss": 0.4}},
+        artifacts={"adapter_model.safetensors": b"weights"},
+    )
+    model = model_create_from_job(job_id=job.id)
+
+    body = alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}").json()
+
+    assert body["status"] == "succeeded"
+    assert body["fine_tuned_model"] == "support-bot:v1"
+    assert body["trained_tokens"] == 12345
+    assert body["studio"]["model"] == model.id and body["studio"]["model_url"] == f"/models/{model.id}/"
+
+
+# --- events -------------------------------------------------------------------------------------------
+
+
+def test_events_are_the_jobs_log_newest_first_with_metrics_lines_as_metrics_events(alice, alice_openai):
+    job = make_job(alice)
+    log_lines_append(
+        job_id=job.id,
+        lines=[
+            {"level": "INFO", "message": "base model demo-base"},
+            {"level": "WARN", "message": "3 records were cut to max_length"},
+            {"message": json.dumps({"step": 10, "total_steps": 20, "loss": 1.25, "learning_rate": 0.01})},
+            {"message": json.dumps({"epoch": 1, "eval_loss": 1.5, "eval_exact_match": 0.25})},
+            {"level": "ERROR", "message": "something failed"},
+        ],
+    )
+
+    first = alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}/events", {"limit": 3}).json()
+    rest = alice_openai.get(
+        f"{BASE}/fine_tuning/jobs/ftjob-{job.id}/events", {"limit": 3, "after": first["last_id"]}
+    ).json()
+
+    events = first["data"] + rest["data"]
+    assert first["has_more"] is True and rest["has_more"] is False
+    assert [event["id"] for event in events] == [f"ftevent-{job.id}-{seq}" for seq in (5, 4, 3, 2, 1)]
+    assert [(event["level"], event["type"]) for event in events] == [
+        ("error", "message"),
+        ("info", "metrics"),
+        ("info", "metrics"),
+        ("warn", "message"),
+        ("info", "message"),
+    ]
+    assert events[2]["message"] == "Step 10/20: training loss=1.25"
+    assert events[2]["data"]["train_loss"] == 1.25 and events[2]["data"]["step"] == 10
+    assert events[1]["data"]["valid_loss"] == 1.5 and events[1]["data"]["eval_exact_match"] == 0.25
+    assert events[4]["message"] == "base model demo-base" and events[4]["object"] == "fine_tuning.job.event"
+
+
+def test_an_event_cursor_of_another_job_is_refused(alice, alice_openai):
+    job = make_job(alice)
+    other = make_job(alice)
+
+    response = alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}/events", {"after": f"ftevent-{other.id}-1"})
+
+    assert response.status_code == 400 and error_of(response)["param"] == "after"
+
+
+def test_a_job_with_no_log_yet_has_no_events(alice, alice_openai):
+    job = make_job(alice, status="queued")
+
+    assert alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}/events").json()["data"] == []
+
+
+# --- who may do what ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def alices_things(alice, alice_openai, demo_base_entry):
+    file = upload(alice_openai).json()
+    job = create_job(alice_openai, file["id"]).json()
+    finished = make_job(alice, status="failed")
+    return {"file": file["id"], "job": job["id"], "finished": f"ftjob-{finished.id}"}
+
+
+OBJECT_REQUESTS = [
+    ("get", "/files/{file}"),
+    ("get", "/files/{file}/content"),
+    ("delete", "/files/{finished_file}"),
+    ("get", "/fine_tuning/jobs/{job}"),
+    ("post", "/fine_tuning/jobs/{job}/cancel"),
+    ("get", "/fine_tuning/jobs/{job}/events"),
+]
+
+
+def send(client, method: str, path: str, things: dict):
+    url = BASE + path.format(finished_file=things["file"], **things)
+    return getattr(client, method)(url)
+
+
+def test_bob_gets_404_on_each_of_alices_files_and_jobs_and_changes_nothing(alices_things, bob_openai):
+    before = (list(Dataset.objects.values_list("id", flat=True)), list(Job.objects.values_list("id", "status")))
+
+    answers = {path: send(bob_openai, method, path, alices_things).status_code for method, path in OBJECT_REQUESTS}
+
+    assert answers == dict.fromkeys(answers, 404)
+    assert (list(Dataset.objects.values_list("id", flat=True)), list(Job.objects.values_list("id", "status"))) == before
+    assert bob_openai.get(f"{BASE}/files").json()["data"] == []
+    assert bob_openai.get(f"{BASE}/fine_tuning/jobs").json()["data"] == []
+
+
+def test_bob_cannot_train_on_alices_file(alices_things, bob, bob_openai):
+    response = create_job(bob_openai, alices_things["file"])
+
+    assert response.status_code == 400 and error_of(response)["param"] == "training_file"
+    assert not Job.objects.filter(owner=bob).exists()
+
+
+def test_staff_see_and_act_on_everyones(alices_things, olivia_openai):
+    assert olivia_openai.get(f"{BASE}/files/{alices_things['file']}").status_code == 200
+    listed = olivia_openai.get(f"{BASE}/fine_tuning/jobs").json()["data"]
+    assert alices_things["job"] in [job["id"] for job in listed]
+    cancelled = olivia_openai.post(f"{BASE}/fine_tuning/jobs/{alices_things['job']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(("method", "path"), [*OBJECT_REQUESTS, ("get", "/files"), ("get", "/fine_tuning/jobs")])
+def test_a_request_without_a_valid_key_is_a_401_that_says_which_key(alices_things, anon_api, method, path):
+    wrong_key = anon_api
+    for client in (anon_api, wrong_key):
+        response = send(client, method, path, alices_things)
+        error = error_of(response)
+        assert response.status_code == 401 and error["code"] == "invalid_api_key"
+        assert "studio API token" in error["message"]
+        wrong_key.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert Job.objects.get(id=int(alices_things["job"].removeprefix("ftjob-"))).status == "queued"
+
+
+def test_the_studios_own_token_header_works_too(alices_things, alice_api):
+    assert alice_api.get(f"{BASE}/fine_tuning/jobs/{alices_things['job']}").status_code == 200
+
+
+def test_an_endpoint_the_studio_does_not_offer_is_a_404_listing_those_it_does(alices_things, alice_openai):
+    response = alice_openai.post(f"{BASE}/fine_tuning/jobs/{alices_things['job']}/pause")
+    checkpoints = alice_openai.get(f"{BASE}/fine_tuning/jobs/{alices_things['job']}/checkpoints")
+
+    assert response.status_code == 404 and checkpoints.status_code == 404
+    message = error_of(response)["message"]
+    assert "/pause is not offered" in message and "POST /fine_tuning/jobs/{id}/cancel" in message
+
+
+def test_a_malformed_body_is_a_400_in_openais_shape(alice_openai):
+    response = alice_openai.post(f"{BASE}/fine_tuning/jobs", data=b'{"model": ', content_type="application/json")
+
+    assert response.status_code == 400 and error_of(response)["type"] == "invalid_request_error"
