@@ -129,9 +129,9 @@ class FileListView(OpenAIView):
         return Response(list_object(page, file_object))
 
     def post(self, request):
-        given = FileUploadSerializer(data=request.data)
-        given.is_valid(raise_exception=True)
-        try:
+        try:  # the upload handler counts the bytes while the body is parsed (request.data)
+            given = FileUploadSerializer(data=request.data)
+            given.is_valid(raise_exception=True)
             dataset = services.file_create(
                 owner=request.user,
                 uploaded_file=given.validated_data["file"],

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
 from jobs.models import Dataset, Job
@@ -100,6 +101,15 @@ def test_a_file_with_a_bad_record_is_refused_naming_the_line_and_nothing_is_kept
 
     assert response.status_code == 400
     assert error["param"] == "file" and "line 3" in error["message"] and error["type"] == "invalid_request_error"
+    assert not Dataset.objects.exists()
+
+
+def test_a_file_over_the_upload_limit_is_a_413_and_nothing_is_kept(alice_openai, settings):
+    settings.DATASET_MAX_UPLOAD_BYTES = 2048
+
+    response = upload(alice_openai, chat_records(100))
+
+    assert response.status_code == 413 and "2048" in error_of(response)["message"]
     assert not Dataset.objects.exists()
 
 
@@ -431,3 +441,15 @@ def test_a_malformed_body_is_a_400_in_openais_shape(alice_openai):
     response = alice_openai.post(f"{BASE}/fine_tuning/jobs", data=b'{"model": ', content_type="application/json")
 
     assert response.status_code == 400 and error_of(response)["type"] == "invalid_request_error"
+
+
+def test_the_token_page_shows_the_new_key_as_an_openai_clients_key_and_it_works(alice, alice_browser, api_client_for):
+    alice_browser.post(reverse("token-create"))
+    key = Token.objects.get(user=alice).key
+
+    page = alice_browser.get(reverse("token")).content.decode()
+
+    assert f'OpenAI(base_url="http://testserver/openai/v1", api_key="{key}")' in page
+    client = api_client_for(None)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert client.get(f"{BASE}/fine_tuning/jobs").status_code == 200
