@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
+from finetune_studio import base_models
 from jobs import selectors as job_selectors
 from jobs.models import Dataset, Job
 from logs_app import selectors as log_selectors
 from logs_app.parsing import metric_point
+from models_app import selectors as model_selectors
+from models_app.models import RegisteredModel
 
 from . import ids
 from .services import OpenAIRequestInvalid
@@ -139,3 +142,33 @@ def _metric_message(point: dict) -> str:
     if "eval_loss" in point:
         return f"Epoch {point.get('epoch', '?')}: validation loss={point['eval_loss']}"
     return "Metrics"
+
+
+# --- models --------------------------------------------------------------------------------------------
+
+
+def base_model_names() -> list[str]:
+    """The studio's base models by name: what a fine-tuning job's ``model`` may be."""
+    return [entry.name for entry in base_models.base_model_catalogue()]
+
+
+def fine_tuned_models(*, user) -> list[RegisteredModel]:
+    """The user's registry models (staff: everyone's), newest first."""
+    return list(model_selectors.model_list(user=user).order_by("-id"))
+
+
+def fine_tuned_model_get(*, user, name: str) -> RegisteredModel | None:
+    """The registry model ``name`` (``<registered name>:v<version>`` or ``model-<id>``) the user may see, else None.
+
+    A staff member who can see two users' ``support-bot:v1`` gets their own first.
+    """
+    parsed = ids.parse_model_name(name)
+    if parsed is None:
+        return None
+    rows = model_selectors.models_visible(user=user)
+    if isinstance(parsed, int):
+        rows = rows.filter(id=parsed, registered_name__isnull=True)
+    else:
+        rows = rows.filter(registered_name__name=parsed[0], version=parsed[1])
+    mine = rows.filter(owner=user).first()
+    return mine or rows.order_by("id").first()

@@ -171,13 +171,6 @@ _STATUS = {
 }
 
 
-def fine_tuned_model_name(model) -> str:
-    """How the studio names a version of its registry: ``<registered name>:v<version>``."""
-    if model.registered_name_id and model.version:
-        return f"{model.registered_name.name}:v{model.version}"
-    return f"model-{model.id}"
-
-
 def _hyperparameters(job: Job) -> dict:
     """OpenAI's three, read back: the multiplier is relative to what "auto" gives (the base's preset, else the
     trainer's default), as the create request's was."""
@@ -208,7 +201,7 @@ def job_object(job: Job) -> dict:
         "created_at": _unix(job.created_at),
         "finished_at": _unix(job.finished_at),
         "status": _STATUS.get(job.status, job.status),
-        "fine_tuned_model": fine_tuned_model_name(model) if model else None,
+        "fine_tuned_model": ids.model_name(model) if model else None,
         "organization_id": f"user-{job.owner_id}",
         "training_file": ids.file_id(job.dataset_id) if job.dataset_id else "",
         "validation_file": None,
@@ -264,3 +257,24 @@ def list_object(page: Page, build) -> dict:
         "first_id": data[0]["id"] if data else None,
         "last_id": data[-1]["id"] if data else None,
     }
+
+
+def model_object(model) -> dict:
+    """A fine-tuned model of the registry as OpenAI's model object."""
+    return {
+        "id": ids.model_name(model),
+        "object": "model",
+        "created": _unix(model.created_at),
+        "owned_by": f"user-{model.owner_id}",
+        "studio": {
+            "model": model.id,
+            "base_model": model.base_model,
+            "status": model.status,
+            "url": reverse("model-detail", args=[model.id]),
+        },
+    }
+
+
+def base_model_object(name: str) -> dict:
+    """A base model of the studio's catalogue: what ``fine_tuning.jobs.create(model=…)`` accepts."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "studio", "studio": {"base_model": True}}

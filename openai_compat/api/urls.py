@@ -3,6 +3,8 @@ from django.urls import re_path
 from . import views
 
 urlpatterns = [
+    re_path(r"^models/?$", views.ModelListView.as_view(), name="openai-models"),
+    re_path(r"^models/(?P<model>[^/]+)/?$", views.ModelDetailView.as_view(), name="openai-model"),
     re_path(r"^files/?$", views.FileListView.as_view(), name="openai-files"),
     re_path(r"^files/(?P<file_id>[^/]+)/?$", views.FileDetailView.as_view(), name="openai-file"),
     re_path(r"^files/(?P<file_id>[^/]+)/content/?$", views.FileContentView.as_view(), name="openai-file-content"),

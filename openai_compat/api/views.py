@@ -19,6 +19,7 @@ from finetune_studio.api import RequestTooLarge, ServiceUnavailable, exception_h
 from finetune_studio.parsers import JSONParser
 from jobs import services as job_services
 from jobs.uploads import limit_dataset_uploads
+from models_app import services as model_services
 
 from .. import selectors, services
 from ..services import OpenAIRequestInvalid
@@ -27,29 +28,28 @@ from .serializers import (
     FileUploadSerializer,
     JobCreateSerializer,
     ListQuerySerializer,
+    base_model_object,
     event_object,
     file_object,
     job_object,
     list_object,
+    model_object,
 )
 
 SUPPORTED = (
+    "GET /models, GET /models/{id}, DELETE /models/{id}, "
     "POST /files, GET /files, GET /files/{id}, GET /files/{id}/content, DELETE /files/{id}, "
     "POST /fine_tuning/jobs, GET /fine_tuning/jobs, GET /fine_tuning/jobs/{id}, "
     "POST /fine_tuning/jobs/{id}/cancel, GET /fine_tuning/jobs/{id}/events"
 )
-_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "invalid_request_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
+_CODES = {
+    401: "invalid_api_key",
+    403: "insufficient_permissions",
+    404: "not_found",
+    409: "conflict",
+    413: "file_too_large",
     429: "rate_limit_exceeded",
 }
-_CODES = {401: "invalid_api_key", 404: "not_found", 409: "conflict", 413: "file_too_large", 429: "rate_limit_exceeded"}
 
 
 class BearerTokenAuthentication(TokenAuthentication):
@@ -75,9 +75,7 @@ def openai_exception_handler(exc, context):
     response.data = {
         "error": {
             "message": message,
-            "type": _TYPES.get(
-                response.status_code, "server_error" if response.status_code >= 500 else "invalid_request_error"
-            ),
+            "type": "server_error" if response.status_code >= 500 else "invalid_request_error",
             "param": param,
             "code": _CODES.get(response.status_code),
         }
@@ -231,6 +229,39 @@ class JobEventsView(OpenAIView):
         query = _query(ListQuerySerializer, request)
         page = selectors.fine_tuning_job_events(job=job, after=query.get("after"), limit=query["limit"])
         return Response(list_object(page, event_object))
+
+
+@extend_schema(exclude=True)
+class ModelListView(OpenAIView):
+    def get(self, request):
+        bases = [base_model_object(name) for name in selectors.base_model_names()]
+        tuned = [model_object(model) for model in selectors.fine_tuned_models(user=request.user)]
+        return Response({"object": "list", "data": tuned + bases})
+
+
+@extend_schema(exclude=True)
+class ModelDetailView(OpenAIView):
+    def get(self, request, model):
+        found = selectors.fine_tuned_model_get(user=request.user, name=model)
+        if found is not None:
+            return Response(model_object(found))
+        if model in selectors.base_model_names():
+            return Response(base_model_object(model))
+        raise exceptions.NotFound(f"No such model: {model[:120]!r}.")
+
+    def delete(self, request, model):
+        found = selectors.fine_tuned_model_get(user=request.user, name=model)
+        if found is None:
+            if model in selectors.base_model_names():
+                raise exceptions.PermissionDenied(
+                    f"{model!r} is one of the studio's base models: only fine-tuned models can be deleted here"
+                )
+            raise exceptions.NotFound(f"No such model: {model[:120]!r}.")
+        try:
+            model_services.model_delete(model_id=found.id)
+        except objects.StorageError as exc:
+            raise ServiceUnavailable(f"Storage failed while deleting the model's files; it is kept: {exc}") from None
+        return Response({"id": model, "object": "model", "deleted": True})
 
 
 @extend_schema(exclude=True)

@@ -13,11 +13,12 @@ from rest_framework.authtoken.models import Token
 
 from jobs.models import Dataset, Job
 from logs_app.services import log_lines_append
-from tests.factories import jsonl, make_job
+from tests.factories import jsonl, make_job, make_model
 
 pytestmark = pytest.mark.django_db
 
 BASE = "/openai/v1"
+ARTIFACTS = {"adapter_model.safetensors": b"weights"}
 DEMO_PRESET_LEARNING_RATE = 0.02
 
 
@@ -296,7 +297,7 @@ def test_a_succeeded_job_names_its_registry_version_as_the_fine_tuned_model(alic
         trainer="external",
         registered_name="support-bot",
         metrics={"final": {"tokens": 12345, "loss": 0.4}},
-        artifacts={"adapter_model.safetensors": b"weights"},
+        artifacts=ARTIFACTS,
     )
     model = model_create_from_job(job_id=job.id)
 
@@ -306,6 +307,63 @@ def test_a_succeeded_job_names_its_registry_version_as_the_fine_tuned_model(alic
     assert body["fine_tuned_model"] == "support-bot:v1"
     assert body["trained_tokens"] == 12345
     assert body["studio"]["model"] == model.id and body["studio"]["model_url"] == f"/models/{model.id}/"
+
+
+# --- models --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def alices_model(alice):
+    from models_app.services import model_create_from_job
+
+    job = make_job(alice, status="succeeded", trainer="external", registered_name="support-bot", artifacts=ARTIFACTS)
+    return model_create_from_job(job_id=job.id)
+
+
+def test_models_lists_your_fine_tuned_models_and_the_bases_a_job_may_name(alice_openai, alices_model, demo_base_entry):
+    listed = alice_openai.get(f"{BASE}/models").json()
+
+    assert listed["object"] == "list"
+    assert [(model["id"], model["owned_by"]) for model in listed["data"]] == [
+        ("support-bot:v1", f"user-{alices_model.owner_id}"),
+        ("demo-base", "studio"),
+    ]
+    assert listed["data"][0]["studio"]["model"] == alices_model.id
+    assert alice_openai.get(f"{BASE}/models/support-bot:v1").json() == listed["data"][0]
+    assert alice_openai.get(f"{BASE}/models/demo-base").json() == listed["data"][1]
+    assert alice_openai.get(f"{BASE}/models/support-bot:v2").status_code == 404
+
+
+def test_a_model_registered_without_a_name_is_named_by_its_id(alice, alice_openai):
+    model = make_model(alice, name="uploaded by hand")
+
+    assert [entry["id"] for entry in alice_openai.get(f"{BASE}/models").json()["data"]] == [f"model-{model.id}"]
+    assert alice_openai.get(f"{BASE}/models/model-{model.id}").json()["studio"]["model"] == model.id
+
+
+def test_deleting_a_fine_tuned_model_deletes_it_from_the_registry(alice_openai, alices_model):
+    from models_app.models import RegisteredModel
+
+    response = alice_openai.delete(f"{BASE}/models/support-bot:v1")
+
+    assert response.json() == {"id": "support-bot:v1", "object": "model", "deleted": True}
+    assert not RegisteredModel.objects.filter(id=alices_model.id).exists()
+
+
+def test_a_base_model_cannot_be_deleted(alice_openai, demo_base_entry):
+    response = alice_openai.delete(f"{BASE}/models/demo-base")
+
+    assert response.status_code == 403 and "base models" in error_of(response)["message"]
+
+
+def test_bob_neither_sees_nor_deletes_alices_models(bob_openai, alices_model, olivia_openai):
+    from models_app.models import RegisteredModel
+
+    assert "support-bot:v1" not in [model["id"] for model in bob_openai.get(f"{BASE}/models").json()["data"]]
+    assert bob_openai.get(f"{BASE}/models/support-bot:v1").status_code == 404
+    assert bob_openai.delete(f"{BASE}/models/support-bot:v1").status_code == 404
+    assert RegisteredModel.objects.filter(id=alices_model.id).exists()
+    assert olivia_openai.get(f"{BASE}/models/support-bot:v1").json()["studio"]["model"] == alices_model.id
 
 
 # --- events -------------------------------------------------------------------------------------------

@@ -75,6 +75,8 @@ def test_an_openai_fine_tuning_script_trains_a_lora_adapter_into_the_registry(cl
     metrics = [event for event in events if event.type == "metrics" and "train_loss" in event.data]
     assert metrics and metrics[0].data["step"] == metrics[0].data["total_steps"]
     assert created.id in [listed.id for listed in client.fine_tuning.jobs.list(limit=10)]
+    assert "adder:v1" in [listed.id for listed in client.models.list()]
+    assert client.models.retrieve("adder:v1").owned_by == f"user-{alice.id}"
 
 
 def test_the_sdk_raises_its_usual_errors_with_the_studios_reasons(client):
