@@ -16,6 +16,7 @@ class TrainerForm(forms.ModelForm):
             "hyperparameter_schema",
             "required_modules",
             "loads_base_model",
+            "takes_validation_dataset",
             "presets",
             "queue",
             "timeout_seconds",

@@ -50,6 +50,12 @@ class JobForm(forms.Form):
         "(trainers that only record the name, like example, take any name).",
     )
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False)
+    validation_dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(),
+        required=False,
+        empty_label="None: hold out validation_fraction of the training records",
+        help_text="Validate on a dataset of its own (for example the validation file you used elsewhere).",
+    )
     trainer = forms.ChoiceField()
     registered_name = forms.CharField(
         max_length=100,
@@ -61,6 +67,7 @@ class JobForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.base_model_names = [entry.name for entry in base_model_catalogue()]
         self.fields["dataset"].queryset = Dataset.objects.filter(owner=user)
+        self.fields["validation_dataset"].queryset = Dataset.objects.filter(owner=user)
         choices = []
         self.unavailable: dict[str, str] = {}
         for candidate, available, reason in trainers_with_availability():

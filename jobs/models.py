@@ -73,6 +73,8 @@ class Trainer(models.Model):
     loads_base_model = models.BooleanField(default=True)
     # {"<base model name>": {"epochs": 20, …}}: hyperparameters that suit one base, chosen for it by default.
     presets = models.JSONField(default=dict, blank=True)
+    # The trainer reads VALIDATION_DATASET_PATH (lora-sft): a job may name a validation dataset of its own.
+    takes_validation_dataset = models.BooleanField(default=False)
     queue = models.CharField(max_length=50, default="training")
     timeout_seconds = models.PositiveIntegerField(default=6 * 3600)
     enabled = models.BooleanField(default=True)
@@ -109,6 +111,10 @@ class Job(models.Model):
     # The base whose preset (Trainer.presets) the hyperparameters hold, "" when they are the user's own.
     preset = models.CharField(max_length=200, blank=True, default="")
     dataset = models.ForeignKey(Dataset, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
+    # Held out instead of a share of ``dataset`` (trainers that take one); null: the trainer's own split.
+    validation_dataset = models.ForeignKey(
+        Dataset, on_delete=models.SET_NULL, null=True, blank=True, related_name="validation_jobs"
+    )
     trainer = models.ForeignKey(Trainer, on_delete=models.PROTECT, related_name="jobs")
     hyperparameters = models.JSONField(default=dict, blank=True)
     # The registered name (models_app) its model joins as the next version; blank: derived from the job's name.

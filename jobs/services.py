@@ -164,7 +164,8 @@ def dataset_delete(*, dataset_id: int) -> None:
     can be retried and is never reported as done while the object stays behind.
     """
     dataset = Dataset.objects.select_for_update().get(id=dataset_id)
-    busy = dataset.jobs.filter(status__in=ACTIVE).values_list("id", flat=True)[:5]
+    uses = Q(dataset=dataset) | Q(validation_dataset=dataset)
+    busy = Job.objects.filter(uses, status__in=ACTIVE).order_by("id").values_list("id", flat=True)[:5]
     if busy:
         raise JobsConflict(
             f"dataset is used by unfinished job(s) {', '.join(f'#{i}' for i in busy)}; cancel them first"
@@ -293,6 +294,7 @@ def trainer_sync_builtin() -> list[str]:
                 "timeout_seconds",
             )
         }
+        fields["takes_validation_dataset"] = definition.get("takes_validation_dataset", False)
         try:
             with transaction.atomic():
                 _, was_created = Trainer.objects.get_or_create(name=definition["name"], defaults=fields)
@@ -315,6 +317,7 @@ def job_create(
     trainer_name: str,
     hyperparameters_given: Any,
     registered_name: str = "",
+    validation_dataset_id: int | None = None,
 ) -> Job:
     """Create a job and queue it (local trainers: the run is enqueued after commit).
 
@@ -323,7 +326,9 @@ def job_create(
     not the owner's, hyperparameters that do not fit the trainer's schema. A job that names no
     hyperparameters gets the trainer's preset for its base (``Trainer.presets``); ``job.preset`` names
     the base whose preset the stored hyperparameters hold, a badly spelled
-    ``registered_name`` (the name its model will be a version of; blank: derived from ``name``).
+    ``registered_name`` (the name its model will be a version of; blank: derived from ``name``), a
+    ``validation_dataset`` that is not the owner's, is the training dataset, holds another task's records or is
+    given to a trainer that holds out its own (``Trainer.takes_validation_dataset``).
     """
     errors: dict[str, Any] = {}
     if registered_name:
@@ -363,6 +368,11 @@ def job_create(
                 errors["dataset"] = [f"no dataset #{dataset_id} of yours"]
         elif needs_dataset:
             errors["dataset"] = ["this trainer needs a dataset"]
+        validation = None
+        if validation_dataset_id is not None:
+            validation, problem = _validation_dataset(owner, validation_dataset_id, trainer=trainer, dataset=dataset)
+            if problem:
+                errors["validation_dataset"] = [problem]
         if errors:
             raise JobsInvalid(errors)
         job = Job.objects.create(
@@ -370,6 +380,7 @@ def job_create(
             name=name,
             base_model=base_model,
             dataset=dataset,
+            validation_dataset=validation,
             trainer=trainer,
             hyperparameters=cleaned,
             preset=preset_applied,
@@ -379,6 +390,20 @@ def job_create(
         job_enqueue(job_id=job.id)
         job.refresh_from_db()
     return job
+
+
+def _validation_dataset(owner, dataset_id: int, *, trainer, dataset) -> tuple[Dataset | None, str]:
+    """(the validation dataset, "") or (None, why it cannot be one). Locked as the training dataset is."""
+    if trainer is not None and not trainer.takes_validation_dataset:
+        return None, f"trainer {trainer.name!r} holds out its own validation records: it takes no validation dataset"
+    validation = Dataset.objects.select_for_update().filter(id=dataset_id, owner=owner).first()
+    if validation is None:
+        return None, f"no dataset #{dataset_id} of yours"
+    if dataset is not None and validation.id == dataset.id:
+        return None, "is the training dataset: name another one, or none to hold out part of the training records"
+    if dataset is not None and validation.task != dataset.task:
+        return None, f"holds {validation.task} records, the training dataset {dataset.task} records"
+    return validation, ""
 
 
 def job_enqueue(*, job_id: int) -> bool:

@@ -43,6 +43,9 @@ def job_create(request):
         form = JobForm(request.POST, user=request.user, trainer=trainer, base_model=base_model)
         if form.is_valid():
             dataset = form.cleaned_data["dataset"]
+            validation = (
+                form.cleaned_data["validation_dataset"] if trainer and trainer.takes_validation_dataset else None
+            )
             try:
                 job = services.job_create(
                     owner=request.user,
@@ -52,6 +55,7 @@ def job_create(request):
                     trainer_name=form.cleaned_data["trainer"],
                     hyperparameters_given=form.hyperparameter_values(),
                     registered_name=form.cleaned_data["registered_name"],
+                    validation_dataset_id=validation.id if validation else None,
                 )
             except services.JobsInvalid as exc:
                 _attach_errors(form, exc.errors)

@@ -59,13 +59,13 @@ def file_get(*, user, file_id: str) -> Dataset:
     return job_selectors.dataset_get(user=user, dataset_id=number)
 
 
-def training_file_get(*, user, file_id: str) -> Dataset:
-    """The file a job is to train on: not one of the user's is a 400 on ``training_file`` (OpenAI's answer)."""
+def job_file_get(*, user, file_id: str, param: str) -> Dataset:
+    """A file a job names (``training_file``, ``validation_file``): not one of the user's is a 400 on ``param``."""
     try:
         return file_get(user=user, file_id=file_id)
     except job_selectors.JobsNotFound:
         raise OpenAIRequestInvalid(
-            f"training_file: no file {file_id[:80]!r} of yours (upload it with POST /files)", param="training_file"
+            f"{param}: no file {file_id[:80]!r} of yours (upload it with POST /files)", param=param
         ) from None
 
 

@@ -24,7 +24,13 @@ AUTO = "auto"
 # OpenAI's hyperparameter → the trainer's (learning_rate_multiplier scales the trainer's learning rate).
 _HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "batch_size", "learning_rate_multiplier": "learning_rate"}
 # The jobs app's fields → OpenAI's parameters, for its refusals.
-_PARAMS = {"base_model": "model", "dataset": "training_file", "registered_name": "suffix", "trainer": "model"}
+_PARAMS = {
+    "base_model": "model",
+    "dataset": "training_file",
+    "validation_dataset": "validation_file",
+    "registered_name": "suffix",
+    "trainer": "model",
+}
 
 
 class OpenAIRequestInvalid(DomainInvalid):
@@ -54,6 +60,7 @@ def fine_tuning_job_create(
     owner,
     model: str,
     training_file: Dataset,
+    validation_file: Dataset | None = None,
     hyperparameters: dict[str, Any] | None = None,
     suffix: str = "",
     seed: int | None = None,
@@ -73,6 +80,7 @@ def fine_tuning_job_create(
             trainer_name=settings.OPENAI_COMPAT_TRAINER,
             hyperparameters_given=given,
             registered_name=suffix,
+            validation_dataset_id=validation_file.id if validation_file else None,
         )
     except job_services.JobsInvalid as exc:
         raise _as_openai_refusal(exc.errors) from None

@@ -154,7 +154,7 @@ def run_job(*, job_id: int) -> str:
 
 
 def _run_claimed(job_id: int, lease_owner: str) -> str:
-    job = Job.objects.select_related("trainer", "dataset").get(id=job_id)
+    job = Job.objects.select_related("trainer", "dataset", "validation_dataset").get(id=job_id)
     trainer = job.trainer
     ours = Q(lease_owner=lease_owner)
     shipper = _LineShipper(job_id)
@@ -179,10 +179,13 @@ def _run_claimed(job_id: int, lease_owner: str) -> str:
         work = Path(work_name)
         output_dir = work / "output"
         output_dir.mkdir()
-        dataset_path = _download_dataset(job, work)
+        dataset_path = _download_dataset(job.dataset, work / "dataset")
+        validation_path = _download_dataset(job.validation_dataset, work / "validation")
         hyperparams_file = work / "hyperparameters.json"
         hyperparams_file.write_text(json.dumps(job.hyperparameters, indent=2))
         env = _trainer_environment(job, base, dataset_path, hyperparams_file, output_dir)
+        if validation_path is not None:
+            env["VALIDATION_DATASET_PATH"] = str(validation_path)
         command = launch_command(command, environ=env)  # torchrun over the trainer's GPUs when it has several
         shipper.runner(f"starting trainer {trainer.name}: {shlex.join(command)}")
         stop_reason, returncode, last_stderr = _supervise(job, lease_owner, command, env, work, shipper)
@@ -219,11 +222,11 @@ def _run_claimed(job_id: int, lease_owner: str) -> str:
         return "succeeded"
 
 
-def _download_dataset(job: Job, work: Path) -> Path | None:
-    if job.dataset is None:
+def _download_dataset(dataset, folder: Path) -> Path | None:
+    if dataset is None:
         return None
-    key = services.dataset_key(job.dataset)
-    target = work / "dataset" / PurePosixPath(key).name
+    key = services.dataset_key(dataset)
+    target = folder / PurePosixPath(key).name
     target.parent.mkdir()
     with open(target, "wb") as handle:
         for chunk in objects.bucket("datasets").iter_chunks(key):

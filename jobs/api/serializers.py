@@ -104,6 +104,7 @@ class JobSerializer(serializers.ModelSerializer):
             "name",
             "base_model",
             "dataset",
+            "validation_dataset",
             "trainer",
             "hyperparameters",
             "preset",
@@ -138,6 +139,13 @@ class JobCreateSerializer(RefusesUnknownFields, serializers.Serializer):
         "record the name (external, example) take any name, but never a path outside those roots.",
     )
     dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    validation_dataset = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="A dataset of yours held out for validation instead of a share of the training records "
+        "(trainers that take one: lora-sft).",
+    )
     trainer = serializers.CharField(max_length=100)
     hyperparameters = serializers.JSONField(required=False, default=dict)
     # The registered name the job's model becomes a version of (blank: derived from the job's name).

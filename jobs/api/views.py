@@ -141,6 +141,7 @@ class JobViewSet(
             trainer_name=data["trainer"],
             hyperparameters_given=data.get("hyperparameters"),
             registered_name=data.get("registered_name", ""),
+            validation_dataset_id=data.get("validation_dataset"),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

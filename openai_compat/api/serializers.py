@@ -99,15 +99,6 @@ class JobCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     integrations = serializers.ListField(required=False, allow_null=True)
     metadata = serializers.DictField(required=False, allow_null=True)
 
-    def validate_validation_file(self, value):
-        if value:
-            raise serializers.ValidationError(
-                "a separate validation file is not supported yet: the trainer holds out part of training_file "
-                "(its validation_fraction, 10% by default) and reports the validation loss as metrics events; "
-                "measure a held-out test file with the studio's evaluations"
-            )
-        return value
-
     def validate_integrations(self, value):
         if value:
             raise serializers.ValidationError(
@@ -204,7 +195,7 @@ def job_object(job: Job) -> dict:
         "fine_tuned_model": ids.model_name(model) if model else None,
         "organization_id": f"user-{job.owner_id}",
         "training_file": ids.file_id(job.dataset_id) if job.dataset_id else "",
-        "validation_file": None,
+        "validation_file": ids.file_id(job.validation_dataset_id) if job.validation_dataset_id else None,
         "hyperparameters": hyperparameters,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
         "seed": seed if isinstance(seed, int) else 0,

@@ -196,11 +196,17 @@ class JobListView(OpenAIView):
         given = JobCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         body = given.validated_data
-        training_file = selectors.training_file_get(user=request.user, file_id=body["training_file"])
+        training_file = selectors.job_file_get(user=request.user, file_id=body["training_file"], param="training_file")
+        validation_file = None
+        if body.get("validation_file"):
+            validation_file = selectors.job_file_get(
+                user=request.user, file_id=body["validation_file"], param="validation_file"
+            )
         job = services.fine_tuning_job_create(
             owner=request.user,
             model=body["model"],
             training_file=training_file,
+            validation_file=validation_file,
             hyperparameters=body["hyperparameters"],
             suffix=body.get("suffix") or "",
             seed=body.get("seed"),

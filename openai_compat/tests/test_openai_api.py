@@ -186,6 +186,27 @@ def test_a_fine_tuning_job_is_a_lora_sft_job_with_openais_hyperparameters_mapped
     assert job.hyperparameters["validation_fraction"] == 0.2 and job.hyperparameters["seed"] == 7
 
 
+def test_a_validation_file_is_the_jobs_validation_dataset(alice, alice_openai, demo_base_entry):
+    training = upload(alice_openai).json()["id"]
+    validation = upload(alice_openai, chat_records(4), filename="valid.jsonl").json()["id"]
+
+    response = create_job(alice_openai, training, validation_file=validation)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["validation_file"] == validation
+    assert Job.objects.get(owner=alice).validation_dataset_id == int(validation.removeprefix("file-"))
+
+
+def test_the_training_file_cannot_be_its_own_validation_file(alice_openai, demo_base_entry):
+    training = upload(alice_openai).json()["id"]
+
+    response = create_job(alice_openai, training, validation_file=training)
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["param"] == "validation_file" and "is the training dataset" in error["message"]
+
+
 def test_hyperparameters_given_in_the_supervised_method_count_as_well(alice, alice_openai, demo_base_entry):
     file = upload(alice_openai).json()
     method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": "auto"}}}
@@ -220,7 +241,7 @@ def test_all_auto_gives_the_bases_preset(alice, alice_openai, demo_base_entry):
         ({"hyperparameters": {"warmup": 3}}, "hyperparameters.warmup", "n_epochs, batch_size"),
         ({"method": {"type": "dpo", "dpo": {}}}, "method.type", "supervised"),
         ({"method": {"type": "reinforcement"}}, "method.type", "supervised"),
-        ({"validation_file": "file-1"}, "validation_file", "validation_fraction"),
+        ({"validation_file": "file-999999"}, "validation_file", "no file 'file-999999' of yours"),
         ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations", "events"),
         ({"metadata": {"team": "support"}}, "metadata", "without it"),
         ({"suffix": "has spaces"}, "suffix", "not a valid registered name"),

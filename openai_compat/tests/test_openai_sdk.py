@@ -30,6 +30,10 @@ TRAINING = [
     }
     for i in range(24)
 ]
+VALIDATION = [
+    {"messages": [{"role": "user", "content": f"{i} + 2"}, {"role": "assistant", "content": str(i + 2)}]}
+    for i in range(30, 36)
+]
 
 
 @pytest.fixture
@@ -54,9 +58,11 @@ def test_an_openai_fine_tuning_script_trains_a_lora_adapter_into_the_registry(cl
     assert uploaded.status == "processed" and uploaded.id.startswith("file-")
     assert client.files.content(uploaded.id).read() == jsonl(TRAINING)
 
+    validation = client.files.create(file=("held-out.jsonl", jsonl(VALIDATION)), purpose="fine-tune")
     created = client.fine_tuning.jobs.create(
         model="demo-base",
         training_file=uploaded.id,
+        validation_file=validation.id,
         suffix="adder",
         seed=3,
         hyperparameters={"n_epochs": 2, "batch_size": 8},
@@ -74,6 +80,10 @@ def test_an_openai_fine_tuning_script_trains_a_lora_adapter_into_the_registry(cl
     assert len({event.id for event in events}) == len(events) > 5
     metrics = [event for event in events if event.type == "metrics" and "train_loss" in event.data]
     assert metrics and metrics[0].data["step"] == metrics[0].data["total_steps"]
+    # Every training record was trained on; the validation file was the validation set.
+    assert "24 records for training, 6 from the validation dataset for validation" in [e.message for e in events]
+    assert [event for event in events if event.type == "metrics" and "valid_loss" in event.data]
+    assert job.validation_file == validation.id
     assert created.id in [listed.id for listed in client.fine_tuning.jobs.list(limit=10)]
     assert "adder:v1" in [listed.id for listed in client.models.list()]
     assert client.models.retrieve("adder:v1").owned_by == f"user-{alice.id}"

@@ -184,7 +184,8 @@ DEFINITION = {
         "downloaded). Each record is rendered whole with the base tokenizer's chat template (chat records with "
         "all their turns; otherwise user = instruction/input, prompt or text, assistant = output, completion or "
         "label) and only the assistant turns with weight 1 are learned. Reports loss every logging step and "
-        "validation loss and exact match (accuracy for text/label records) every epoch; leaves lora_adapters/ "
+        "validation loss and exact match (accuracy for text/label records) every epoch, on validation_fraction of the "
+        "records or on the job's validation dataset when it names one; leaves lora_adapters/ "
         "(adapter_model.safetensors, adapter_config.json, tokenizer and chat template) and metrics.json. Needs the "
         "training extra "
         "(requirements-train.txt)."
@@ -193,6 +194,8 @@ DEFINITION = {
     "hyperparameter_schema": HYPERPARAMETER_SCHEMA,
     "required_modules": ["torch", "transformers", "peft"],
     "loads_base_model": True,
+    # A job's validation dataset (VALIDATION_DATASET_PATH) replaces validation_fraction's share of its records.
+    "takes_validation_dataset": True,
     # The tiny demo base knows nothing: these learn the sample set visibly within seconds on a CPU (loss ≈ 6.7 →
     # 5.5, held-out accuracy 0 → ≈ 0.9, docs/training.md); the defaults are for real bases.
     "presets": {"demo-base": {"epochs": 20, "learning_rate": 0.02, "batch_size": 16, "validation_fraction": 0.2}},

@@ -53,6 +53,7 @@ class RunConfig:
     output_dir: Path
     base_model: str
     base_model_name: str = ""  # the name the studio records (BASE_MODEL_NAME); the folder's identity otherwise
+    validation_path: Path | None = None  # VALIDATION_DATASET_PATH: held out instead of validation_fraction
 
 
 def force_offline() -> None:
@@ -72,7 +73,11 @@ def read_environment(environ=os.environ) -> RunConfig:
     dataset_path = Path(environ["DATASET_PATH"])
     if not dataset_path.is_file():
         raise BadInput(f"DATASET_PATH {dataset_path} is not a file")
+    validation_path = Path(environ["VALIDATION_DATASET_PATH"]) if environ.get("VALIDATION_DATASET_PATH") else None
+    if validation_path is not None and not validation_path.is_file():
+        raise BadInput(f"VALIDATION_DATASET_PATH {validation_path} is not a file")
     return RunConfig(
+        validation_path=validation_path,
         job_id=environ.get("JOB_ID", ""),
         dataset_path=dataset_path,
         hyperparams_file=environ.get("HYPERPARAMS_FILE") or None,
@@ -190,6 +195,23 @@ def _write_check(check_dir: Path, model, example, device) -> None:
     save_file({"input_ids": input_ids, "logits": logits.contiguous()}, str(check_dir / "logits.safetensors"))
 
 
+def _validation_records(path: Path | None, *, task: str) -> list | None:
+    """The validation dataset's records (None without one); refused when unreadable or of another task."""
+    if path is None:
+        return None
+    from finetune_studio.records import RecordError, open_records
+
+    try:
+        records = open_records(str(path))
+    except RecordError as exc:
+        raise BadInput(f"validation dataset {exc.location}: {exc.reason}") from None
+    if not records:
+        raise BadInput("the validation dataset has no records")
+    if records[0].task != task:
+        raise BadInput(f"the validation dataset holds {records[0].task} records, the training dataset {task} records")
+    return records
+
+
 def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     import torch
 
@@ -205,6 +227,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         raise BadInput(f"dataset {exc.location}: {exc.reason}") from None
     if not records:
         raise BadInput("the dataset has no records")
+    given_validation = _validation_records(config.validation_path, task=records[0].task)
 
     from . import distributed, modeling
 
@@ -250,9 +273,18 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     if pad_token_id is None:
         pad_token_id = 0  # padding positions are masked out of attention and loss: any id will do
 
-    train_records, validation_records = split_records(records, fraction=params["validation_fraction"], seed=seed)
     cap = params["validation_max_records"]
-    train_records, validation_records = train_records + validation_records[cap:], validation_records[:cap]
+    if given_validation is None:
+        train_records, validation_records = split_records(records, fraction=params["validation_fraction"], seed=seed)
+        train_records, validation_records = train_records + validation_records[cap:], validation_records[:cap]
+    else:  # the job's validation dataset: every training record is trained on
+        train_records, _ = split_records(records, fraction=0.0, seed=seed)
+        validation_records = given_validation[:cap]
+        if len(given_validation) > cap:
+            out.warn(
+                f"the validation dataset has {len(given_validation)} records: the first {cap} are used "
+                "(validation_max_records)"
+            )
     try:
         encode = {"system_prompt": params["system_prompt"], "max_length": params["max_length"]}
         train_examples = encode_records(tokenizer, train_records, **encode)
@@ -269,10 +301,16 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         )
     # Classification records report accuracy; conversations the share answered exactly (every trained token).
     score_name = "eval_accuracy" if records[0].task == "classification" else "eval_exact_match"
-    out.info(
-        f"{len(records)} records: {len(train_examples)} for training, {len(validation_examples)} held out "
-        "for validation"
-    )
+    if given_validation is None:
+        out.info(
+            f"{len(records)} records: {len(train_examples)} for training, {len(validation_examples)} held out "
+            "for validation"
+        )
+    else:
+        out.info(
+            f"{len(records)} records for training, {len(validation_examples)} from the validation dataset "
+            "for validation"
+        )
 
     target_modules = params["target_modules"]
     # PEFT matches a target by the module's full name or its dotted suffix; check the same way up front so a
@@ -465,6 +503,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             "dtypes": modeling.dtype_report(model, optimizer),
             "train_records": len(train_examples),
             "validation_records": len(validation_examples),
+            # Where they came from: a share of the training file, or the job's validation dataset.
+            "validation_source": "held out" if given_validation is None else "validation dataset",
             "trainable_parameters": trainable_count,
             "total_parameters": total_count,
             "system_prompt": params["system_prompt"],
