@@ -117,6 +117,8 @@ class Job(models.Model):
     )
     trainer = models.ForeignKey(Trainer, on_delete=models.PROTECT, related_name="jobs")
     hyperparameters = models.JSONField(default=dict, blank=True)
+    # The owner's labels, {"key": "value"} (at most 16; OpenAI's metadata): jobs are listed by them.
+    metadata = models.JSONField(default=dict, blank=True)
     # The registered name (models_app) its model joins as the next version; blank: derived from the job's name.
     registered_name = models.CharField(max_length=100, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)

@@ -318,6 +318,7 @@ def job_create(
     hyperparameters_given: Any,
     registered_name: str = "",
     validation_dataset_id: int | None = None,
+    metadata: dict | None = None,
 ) -> Job:
     """Create a job and queue it (local trainers: the run is enqueued after commit).
 
@@ -328,9 +329,12 @@ def job_create(
     the base whose preset the stored hyperparameters hold, a badly spelled
     ``registered_name`` (the name its model will be a version of; blank: derived from ``name``), a
     ``validation_dataset`` that is not the owner's, is the training dataset, holds another task's records or is
-    given to a trainer that holds out its own (``Trainer.takes_validation_dataset``).
+    given to a trainer that holds out its own (``Trainer.takes_validation_dataset``), ``metadata`` that is not at
+    most 16 string labels.
     """
     errors: dict[str, Any] = {}
+    if metadata and (problem := metadata_problem(metadata)):
+        errors["metadata"] = [problem]
     if registered_name:
         try:
             registered_name = check_registered_name(registered_name)
@@ -385,11 +389,29 @@ def job_create(
             hyperparameters=cleaned,
             preset=preset_applied,
             registered_name=registered_name or "",
+            metadata=metadata or {},
         )
         Job.objects.filter(id=job.id).update(storage_prefix=keys.user_key(owner.id, "jobs", str(job.id)) + "/")
         job_enqueue(job_id=job.id)
         job.refresh_from_db()
     return job
+
+
+METADATA_MAX_KEYS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 16, 64, 512
+
+
+def metadata_problem(metadata) -> str:
+    """Why ``metadata`` cannot label a job ("" when it can): OpenAI's rules, 16 string pairs of bounded length."""
+    if not isinstance(metadata, dict):
+        return "must be an object of string keys and string values"
+    if len(metadata) > METADATA_MAX_KEYS:
+        return f"has {len(metadata)} keys; at most {METADATA_MAX_KEYS}"
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key or len(key) > METADATA_MAX_KEY:
+            return f"key {str(key)[:80]!r} must be a string of 1 to {METADATA_MAX_KEY} characters"
+        if not isinstance(value, str) or len(value) > METADATA_MAX_VALUE:
+            return f"the value of {key!r} must be a string of at most {METADATA_MAX_VALUE} characters"
+    return ""
 
 
 def _validation_dataset(owner, dataset_id: int, *, trainer, dataset) -> tuple[Dataset | None, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
+from django.db.models.fields.json import KeyTextTransform
 
 from finetune_studio import base_models
 from jobs import selectors as job_selectors
@@ -69,10 +70,21 @@ def job_file_get(*, user, file_id: str, param: str) -> Dataset:
         ) from None
 
 
-def fine_tuning_jobs_page(*, user, after: str | None, limit: int) -> Page:
-    """The user's jobs of any trainer, newest first: the studio's pages show them all, so does this list."""
+def fine_tuning_jobs_page(*, user, after: str | None, limit: int, metadata: dict | None = None) -> Page:
+    """The user's jobs of any trainer, newest first: the studio's pages show them all, so does this list.
+
+    ``metadata``: only jobs labelled with every one of these pairs; ``{}``: only jobs without labels.
+    """
     after_id = _cursor(after, ids.parse_job_id, "fine-tuning job")
-    return _keyset_page(job_selectors.jobs_visible(user=user), after=after_id, limit=limit, descending=True)
+    rows = job_selectors.jobs_visible(user=user).select_related("registered_model__registered_name")
+    if metadata == {}:
+        rows = rows.filter(metadata={})
+    for number, (key, value) in enumerate((metadata or {}).items()):
+        # The key as one JSON key, never split on "__" as a lookup path would be.
+        rows = rows.annotate(**{f"label_{number}": KeyTextTransform(key, "metadata")}).filter(
+            **{f"label_{number}": value}
+        )
+    return _keyset_page(rows, after=after_id, limit=limit, descending=True)
 
 
 def fine_tuning_job_get(*, user, job_id: str) -> Job:

@@ -3,8 +3,8 @@
 A file is a dataset (``jobs.services.dataset_create``: every record checked before anything is stored), a
 fine-tuning job is a job of the trainer ``settings.OPENAI_COMPAT_TRAINER`` (lora-sft). OpenAI's three
 hyperparameters map onto the trainer's; ``"auto"`` leaves the trainer's choice (its preset for the base when it
-has one, else its default). What the studio cannot honour (DPO, reinforcement, W&B integrations, metadata, a
-separate validation file) is refused with the parameter named, never ignored.
+has one, else its default); a validation file is the job's validation dataset, metadata the job's labels. What the
+studio cannot honour (DPO, reinforcement, W&B integrations) is refused with the parameter named, never ignored.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def fine_tuning_job_create(
     hyperparameters: dict[str, Any] | None = None,
     suffix: str = "",
     seed: int | None = None,
+    metadata: dict | None = None,
 ) -> Job:
     """A job of the studio's fine-tuning trainer on ``training_file``, named after ``suffix`` (its registry name).
 
@@ -81,6 +82,7 @@ def fine_tuning_job_create(
             hyperparameters_given=given,
             registered_name=suffix,
             validation_dataset_id=validation_file.id if validation_file else None,
+            metadata=metadata,
         )
     except job_services.JobsInvalid as exc:
         raise _as_openai_refusal(exc.errors) from None

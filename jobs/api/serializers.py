@@ -109,6 +109,7 @@ class JobSerializer(serializers.ModelSerializer):
             "hyperparameters",
             "preset",
             "registered_name",
+            "metadata",
             "status",
             "progress",
             "exit_code",
@@ -150,6 +151,9 @@ class JobCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     hyperparameters = serializers.JSONField(required=False, default=dict)
     # The registered name the job's model becomes a version of (blank: derived from the job's name).
     registered_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    metadata = serializers.JSONField(
+        required=False, default=dict, help_text="Your labels: at most 16 string keys (≤ 64) and values (≤ 512)."
+    )
 
 
 class JobCompleteSerializer(RefusesUnknownFields, serializers.Serializer):

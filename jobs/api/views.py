@@ -142,6 +142,7 @@ class JobViewSet(
             hyperparameters_given=data.get("hyperparameters"),
             registered_name=data.get("registered_name", ""),
             validation_dataset_id=data.get("validation_dataset"),
+            metadata=data.get("metadata"),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

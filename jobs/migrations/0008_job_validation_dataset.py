@@ -27,6 +27,11 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.AddField(
+            model_name="job",
+            name="metadata",
+            field=models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AddField(
             model_name="trainer",
             name="takes_validation_dataset",
             field=models.BooleanField(default=False),

@@ -44,6 +44,18 @@ def test_it_creates_a_queued_job_and_enqueues_its_run_after_commit(
     assert tasks_not_run() == [(services.RUN_TASK, [body["id"]], "training")]
 
 
+def test_metadata_labels_a_job_and_bad_labels_are_refused(alice_api, dataset):
+    labelled = create(alice_api, dataset, metadata={"team": "support"})
+    unlabelled = create(alice_api, dataset)
+    refused = create(alice_api, dataset, metadata={"team": ["support"]})
+
+    assert labelled.status_code == 201 and labelled.json()["metadata"] == {"team": "support"}
+    assert unlabelled.json()["metadata"] == {}
+    assert refused.status_code == 400
+    assert refused.json()["errors"]["metadata"] == ["the value of 'team' must be a string of at most 512 characters"]
+    assert Job.objects.count() == 2
+
+
 def test_it_refuses_bad_hyperparameters_with_per_field_errors(alice_api, dataset):
     response = create(alice_api, dataset, hyperparameters={"epochs": 0, "loss": "squared", "colour": "red"})
     assert response.status_code == 400

@@ -97,7 +97,7 @@ class JobCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
     validation_file = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     integrations = serializers.ListField(required=False, allow_null=True)
-    metadata = serializers.DictField(required=False, allow_null=True)
+    metadata = serializers.JSONField(required=False, allow_null=True)
 
     def validate_integrations(self, value):
         if value:
@@ -105,11 +105,6 @@ class JobCreateSerializer(RefusesUnknownFields, serializers.Serializer):
                 "integrations (Weights & Biases) are not offered: follow the run's loss in its events or on its "
                 "page in the studio"
             )
-        return value
-
-    def validate_metadata(self, value):
-        if value:
-            raise serializers.ValidationError("metadata is not stored by the studio yet: send the job without it")
         return value
 
     def validate(self, attrs):
@@ -208,7 +203,7 @@ def job_object(job: Job) -> dict:
             else None
         ),
         "integrations": [],
-        "metadata": None,
+        "metadata": job.metadata or None,
         "user_provided_suffix": job.registered_name or None,
         "studio": {
             "job": job.id,

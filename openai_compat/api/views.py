@@ -102,6 +102,18 @@ class OpenAIView(APIView):
         return openai_exception_handler
 
 
+def _metadata_filter(request) -> dict | None:
+    """OpenAI's ``metadata[key]=value`` query parameters; ``metadata=null``: jobs without metadata ({})."""
+    if request.query_params.get("metadata") == "null":
+        return {}
+    wanted = {
+        name[len("metadata[") : -1]: value
+        for name, value in request.query_params.items()
+        if name.startswith("metadata[") and name.endswith("]")
+    }
+    return wanted or None
+
+
 def _query(serializer_class, request) -> dict:
     given = serializer_class(data=request.query_params)
     given.is_valid(raise_exception=True)
@@ -189,7 +201,9 @@ def _prepend(first: bytes, rest):
 class JobListView(OpenAIView):
     def get(self, request):
         query = _query(ListQuerySerializer, request)
-        page = selectors.fine_tuning_jobs_page(user=request.user, after=query.get("after"), limit=query["limit"])
+        page = selectors.fine_tuning_jobs_page(
+            user=request.user, after=query.get("after"), limit=query["limit"], metadata=_metadata_filter(request)
+        )
         return Response(list_object(page, job_object))
 
     def post(self, request):
@@ -210,6 +224,7 @@ class JobListView(OpenAIView):
             hyperparameters=body["hyperparameters"],
             suffix=body.get("suffix") or "",
             seed=body.get("seed"),
+            metadata=body.get("metadata"),
         )
         job.refresh_from_db()
         return Response(job_object(job))

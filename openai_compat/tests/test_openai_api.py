@@ -243,7 +243,9 @@ def test_all_auto_gives_the_bases_preset(alice, alice_openai, demo_base_entry):
         ({"method": {"type": "reinforcement"}}, "method.type", "supervised"),
         ({"validation_file": "file-999999"}, "validation_file", "no file 'file-999999' of yours"),
         ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations", "events"),
-        ({"metadata": {"team": "support"}}, "metadata", "without it"),
+        ({"metadata": {"team": 3}}, "metadata", "the value of 'team' must be a string"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16"),
+        ({"metadata": ["team"]}, "metadata", "must be an object"),
         ({"suffix": "has spaces"}, "suffix", "not a valid registered name"),
         ({"suffix": "x" * 65}, "suffix", "64"),
         ({"seed": -1}, "seed", "0"),
@@ -287,6 +289,24 @@ def test_jobs_list_newest_first_in_pages_that_follow_the_last_id(alice_openai, d
     assert bad.status_code == 400 and error_of(bad)["param"] == "after"
     too_many = alice_openai.get(f"{BASE}/fine_tuning/jobs", {"limit": 101})
     assert too_many.status_code == 400 and error_of(too_many)["param"] == "limit"
+
+
+def test_metadata_labels_a_job_and_lists_only_the_jobs_it_matches(alice, alice_openai, demo_base_entry):
+    file = upload(alice_openai).json()["id"]
+    support = create_job(alice_openai, file, metadata={"team": "support", "stage": "try 1"}).json()
+    sales = create_job(alice_openai, file, metadata={"team": "sales"}).json()
+    unlabelled = create_job(alice_openai, file).json()
+
+    def listed(query: str) -> list[str]:
+        return [job["id"] for job in alice_openai.get(f"{BASE}/fine_tuning/jobs?{query}").json()["data"]]
+
+    assert support["metadata"] == {"team": "support", "stage": "try 1"} and unlabelled["metadata"] is None
+    assert Job.objects.get(id=int(sales["id"].removeprefix("ftjob-"))).metadata == {"team": "sales"}
+    assert listed("metadata[team]=support") == [support["id"]]
+    assert listed("metadata[team]=sales&metadata[stage]=try+1") == []
+    assert listed("metadata[stage]=try+1&metadata[team]=support") == [support["id"]]
+    assert listed("metadata=null") == [unlabelled["id"]]
+    assert listed("") == [unlabelled["id"], sales["id"], support["id"]]
 
 
 def test_cancelling_a_job_answers_it_cancelled_and_a_second_cancel_is_a_conflict(alice_openai, demo_base_entry):

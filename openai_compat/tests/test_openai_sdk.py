@@ -65,6 +65,7 @@ def test_an_openai_fine_tuning_script_trains_a_lora_adapter_into_the_registry(cl
         validation_file=validation.id,
         suffix="adder",
         seed=3,
+        metadata={"experiment": "sums"},
         hyperparameters={"n_epochs": 2, "batch_size": 8},
     )
     job = wait_until_finished(client, created.id)
@@ -84,7 +85,8 @@ def test_an_openai_fine_tuning_script_trains_a_lora_adapter_into_the_registry(cl
     assert "24 records for training, 6 from the validation dataset for validation" in [e.message for e in events]
     assert [event for event in events if event.type == "metrics" and "valid_loss" in event.data]
     assert job.validation_file == validation.id
-    assert created.id in [listed.id for listed in client.fine_tuning.jobs.list(limit=10)]
+    assert [listed.id for listed in client.fine_tuning.jobs.list(metadata={"experiment": "sums"})] == [created.id]
+    assert list(client.fine_tuning.jobs.list(metadata={"experiment": "other"})) == []
     assert "adder:v1" in [listed.id for listed in client.models.list()]
     assert client.models.retrieve("adder:v1").owned_by == f"user-{alice.id}"
 
