@@ -144,6 +144,12 @@ def lineage_card(lineage: dict) -> list[str]:
         )
     else:
         lines.append("- Dataset: not recorded")
+    validation = lineage.get("validation_dataset")
+    if validation:
+        lines.append(
+            f"- Validation dataset: {_cell(validation.get('name'))} (#{validation.get('id')}), "
+            f"{validation.get('records')} records, sha256 `{validation.get('sha256') or 'unknown'}`"
+        )
     trainer = lineage.get("trainer") or {}
     job = trainer.get("job") or {}
     if trainer:

@@ -15,26 +15,30 @@ EVALUATIONS_SHOWN = 20
 
 def job_provenance(job) -> dict:
     """The training inputs of a job, as they were when its model was registered."""
-    dataset = job.dataset if job.dataset_id else None
-    return {
+    provenance = {
         "job": {"id": job.id, "name": job.name},
         "trainer": job.trainer.name if job.trainer_id else None,
         "base_model": job.base_model,
         "hyperparameters": job.hyperparameters or {},
-        "dataset": (
-            {
-                "id": dataset.id,
-                "name": dataset.name,
-                "sha256": dataset.sha256 or None,
-                "records": dataset.records,
-                "format": dataset.format,
-                "file_format": dataset.file_format,
-                "task": dataset.task,
-                "size_bytes": dataset.size_bytes,
-            }
-            if dataset is not None
-            else None
-        ),
+        "dataset": _dataset_entry(job.dataset if job.dataset_id else None),
+    }
+    if job.validation_dataset_id:  # held out from the training records otherwise (run.validation_records)
+        provenance["validation_dataset"] = _dataset_entry(job.validation_dataset)
+    return provenance
+
+
+def _dataset_entry(dataset) -> dict | None:
+    if dataset is None:
+        return None
+    return {
+        "id": dataset.id,
+        "name": dataset.name,
+        "sha256": dataset.sha256 or None,
+        "records": dataset.records,
+        "format": dataset.format,
+        "file_format": dataset.file_format,
+        "task": dataset.task,
+        "size_bytes": dataset.size_bytes,
     }
 
 
@@ -72,6 +76,7 @@ def model_lineage(model: RegisteredModel, *, evaluations=()) -> dict:
     hyperparameters = run.get("hyperparameters") or provenance.get("hyperparameters") or {}
     return {
         "dataset": provenance.get("dataset"),
+        "validation_dataset": provenance.get("validation_dataset"),
         "trainer": (
             {"name": trainer_name, "job": job, "hyperparameters": hyperparameters}
             if trainer_name or job or hyperparameters

@@ -116,3 +116,12 @@ def test_the_job_pages_show_status_progress_chart_data_and_cancel(
     client.force_login(bob)
     assert client.get(reverse("job-detail", args=[job.pk])).status_code == 404
     assert client.post(reverse("job-delete", args=[job.pk])).status_code == 404
+
+
+def test_the_job_page_shows_the_jobs_labels(alice_browser, alice, alice_api, make_dataset, tasks_not_run):
+    body = {"name": "labelled", "base_model": "tiny", "dataset": make_dataset(alice).id, "trainer": "example"}
+    job = alice_api.post("/api/v1/jobs", {**body, "metadata": {"team": "support"}}, format="json").json()
+
+    page = alice_browser.get(reverse("job-detail", args=[job["id"]])).content.decode()
+
+    assert "<dt>Labels</dt><dd><code>team=support</code></dd>" in page

@@ -14,6 +14,8 @@ openai = pytest.importorskip("openai", reason="the dev requirements (requirement
 
 from rest_framework.authtoken.models import Token  # noqa: E402
 
+from models_app.archive import lineage_card  # noqa: E402
+from models_app.lineage import model_lineage  # noqa: E402
 from models_app.models import RegisteredModel  # noqa: E402
 from tests.factories import jsonl  # noqa: E402
 from trainers.tests.conftest import demo_base  # noqa: E402, F401 - a fixture, used by name
@@ -85,6 +87,10 @@ def test_an_openai_fine_tuning_script_trains_a_lora_adapter_into_the_registry(cl
     assert "24 records for training, 6 from the validation dataset for validation" in [e.message for e in events]
     assert [event for event in events if event.type == "metrics" and "valid_loss" in event.data]
     assert job.validation_file == validation.id
+    # The registry keeps which file validated the version: its lineage, page and ZIP card say so.
+    lineage = model_lineage(model)
+    assert lineage["validation_dataset"]["id"] == int(validation.id.removeprefix("file-"))
+    assert "- Validation dataset: held-out (#" in "\n".join(lineage_card(lineage))
     assert [listed.id for listed in client.fine_tuning.jobs.list(metadata={"experiment": "sums"})] == [created.id]
     assert list(client.fine_tuning.jobs.list(metadata={"experiment": "other"})) == []
     assert "adder:v1" in [listed.id for listed in client.models.list()]

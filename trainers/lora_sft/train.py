@@ -77,13 +77,13 @@ def read_environment(environ=os.environ) -> RunConfig:
     if validation_path is not None and not validation_path.is_file():
         raise BadInput(f"VALIDATION_DATASET_PATH {validation_path} is not a file")
     return RunConfig(
-        validation_path=validation_path,
         job_id=environ.get("JOB_ID", ""),
         dataset_path=dataset_path,
         hyperparams_file=environ.get("HYPERPARAMS_FILE") or None,
         output_dir=Path(environ["OUTPUT_DIR"]),
         base_model=environ["BASE_MODEL"],
         base_model_name=environ.get("BASE_MODEL_NAME", ""),
+        validation_path=validation_path,
     )
 
 
