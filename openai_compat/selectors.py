@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
-from django.db.models.fields.json import KeyTextTransform
+from django.db.models import JSONField, QuerySet, Value
+from django.db.models.fields.json import KeyTransform, KeyTransformExact
 
 from finetune_studio import base_models
 from jobs import selectors as job_selectors
@@ -79,11 +79,9 @@ def fine_tuning_jobs_page(*, user, after: str | None, limit: int, metadata: dict
     rows = job_selectors.jobs_visible(user=user).select_related("registered_model__registered_name")
     if metadata == {}:
         rows = rows.filter(metadata={})
-    for number, (key, value) in enumerate((metadata or {}).items()):
-        # The key as one JSON key, never split on "__" as a lookup path would be.
-        rows = rows.annotate(**{f"label_{number}": KeyTextTransform(key, "metadata")}).filter(
-            **{f"label_{number}": value}
-        )
+    for key, value in (metadata or {}).items():
+        # The key as one JSON key (never split on "__" as a lookup path would be), the value as a JSON string.
+        rows = rows.filter(KeyTransformExact(KeyTransform(key, "metadata"), Value(value, output_field=JSONField())))
     return _keyset_page(rows, after=after_id, limit=limit, descending=True)
 
 

