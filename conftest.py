@@ -214,6 +214,18 @@ def make_job(db):
 
 
 @pytest.fixture
+def demo_base_entry(settings, tmp_path):
+    """demo-base in the catalogue as a folder with a config: enough to create lora-sft jobs, not to run them."""
+    import json
+
+    settings.DEMO_BASE_DIR = tmp_path / "demo-base"
+    settings.DEMO_BASE_DIR.mkdir()
+    (settings.DEMO_BASE_DIR / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    settings.HF_HUB_CACHE = tmp_path / "hub"
+    return settings.DEMO_BASE_DIR
+
+
+@pytest.fixture
 def make_dataset(db):
     """``make_dataset(owner, rows=None, filename=…, name=…)`` → a dataset uploaded through the service."""
     from tests.factories import make_dataset

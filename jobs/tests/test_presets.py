@@ -12,14 +12,10 @@ DEMO_PRESET = {"epochs": 20, "learning_rate": 0.02, "batch_size": 16, "validatio
 
 
 @pytest.fixture
-def demo_base(settings, tmp_path):
-    settings.DEMO_BASE_DIR = tmp_path / "demo-base"
-    settings.DEMO_BASE_DIR.mkdir()
-    (settings.DEMO_BASE_DIR / "config.json").write_text(json.dumps({"model_type": "llama"}))
+def demo_base(demo_base_entry, settings, tmp_path):
     settings.BASE_MODELS_DIR = tmp_path / "base-models"
     (settings.BASE_MODELS_DIR / "real-base").mkdir(parents=True)
     (settings.BASE_MODELS_DIR / "real-base" / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    settings.HF_HUB_CACHE = tmp_path / "hub"
 
 
 def create(api, dataset, base_model, **extra):

@@ -1,8 +1,6 @@
 """A job may name a validation dataset of its own (trainers that take one: lora-sft), instead of holding out
 a share of its training records; it is the owner's, of the same task, and kept while the job needs it."""
 
-import json
-
 import pytest
 from django.urls import reverse
 
@@ -10,15 +8,6 @@ from jobs.models import Dataset, Job, Trainer
 from tests.factories import sample_records
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo_base(settings, tmp_path):
-    """A catalogue entry for demo-base: enough to create lora-sft jobs (none of them runs here)."""
-    settings.DEMO_BASE_DIR = tmp_path / "demo-base"
-    settings.DEMO_BASE_DIR.mkdir()
-    (settings.DEMO_BASE_DIR / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    settings.HF_HUB_CACHE = tmp_path / "hub"
 
 
 def chat_rows(count: int) -> list[dict]:
@@ -39,7 +28,7 @@ def create(api, dataset, validation, *, trainer="lora-sft"):
     return api.post("/api/v1/jobs", {**body, "validation_dataset": validation.id}, format="json")
 
 
-def test_a_job_validates_on_the_dataset_it_names(alice, alice_api, make_dataset, demo_base):
+def test_a_job_validates_on_the_dataset_it_names(alice, alice_api, make_dataset, demo_base_entry):
     training, validation = make_dataset(alice, chat_rows(20)), make_dataset(alice, chat_rows(5), "valid.jsonl")
 
     response = create(alice_api, training, validation)
@@ -58,7 +47,9 @@ def test_a_job_validates_on_the_dataset_it_names(alice, alice_api, make_dataset,
         ("example trainer", "trainer 'example' holds out its own validation records"),
     ],
 )
-def test_a_validation_dataset_the_job_cannot_use_is_refused(alice, bob, alice_api, make_dataset, demo_base, case, says):
+def test_a_validation_dataset_the_job_cannot_use_is_refused(
+    alice, bob, alice_api, make_dataset, demo_base_entry, case, says
+):
     training = make_dataset(alice, chat_rows(20))
     validation = {
         "bobs": lambda: make_dataset(bob, chat_rows(5)),
@@ -75,7 +66,7 @@ def test_a_validation_dataset_the_job_cannot_use_is_refused(alice, bob, alice_ap
     assert not Job.objects.exists()
 
 
-def test_a_dataset_is_kept_while_an_unfinished_job_validates_on_it(alice, alice_api, make_dataset, demo_base):
+def test_a_dataset_is_kept_while_an_unfinished_job_validates_on_it(alice, alice_api, make_dataset, demo_base_entry):
     training, validation = make_dataset(alice, chat_rows(20)), make_dataset(alice, chat_rows(5), "valid.jsonl")
     job = Job.objects.get(id=create(alice_api, training, validation).json()["id"])
 
@@ -90,7 +81,7 @@ def test_a_dataset_is_kept_while_an_unfinished_job_validates_on_it(alice, alice_
 
 
 def test_the_job_form_offers_a_validation_dataset_to_trainers_that_take_one(
-    alice, alice_browser, make_dataset, demo_base, tasks_not_run
+    alice, alice_browser, make_dataset, demo_base_entry, tasks_not_run
 ):
     training, validation = make_dataset(alice, chat_rows(20)), make_dataset(alice, chat_rows(5), "valid.jsonl")
 

@@ -29,15 +29,6 @@ def chat_records(count: int = 12) -> list[dict]:
     ]
 
 
-@pytest.fixture
-def demo_base_entry(settings, tmp_path):
-    """A catalogue entry for demo-base (a folder with a config): enough to create jobs, none of them runs."""
-    settings.DEMO_BASE_DIR = tmp_path / "demo-base"
-    settings.DEMO_BASE_DIR.mkdir()
-    (settings.DEMO_BASE_DIR / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    settings.HF_HUB_CACHE = tmp_path / "hub"
-
-
 def bearer(api_client_for, user):
     """A client that authenticates as OpenAI's SDKs do: ``Authorization: Bearer <key>``."""
     client = api_client_for(None)
