@@ -10,6 +10,7 @@ import re
 FILE_PREFIX = "file-"
 JOB_PREFIX = "ftjob-"
 EVENT_PREFIX = "ftevent-"
+CHECKPOINT_PREFIX = "ftckpt-"
 _NUMBER = re.compile(r"^[1-9][0-9]{0,17}$")
 _EVENT = re.compile(r"^ftevent-([1-9][0-9]{0,17})-([1-9][0-9]{0,17})$")
 _VERSION = re.compile(r"^(.+):v([1-9][0-9]{0,8})$")  # registered names hold no ':' (registry_names)
@@ -22,6 +23,10 @@ def file_id(dataset_id: int) -> str:
 
 def job_id(number: int) -> str:
     return f"{JOB_PREFIX}{number}"
+
+
+def checkpoint_id(model_id: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{model_id}"
 
 
 def event_id(job: int, seq: int) -> str:

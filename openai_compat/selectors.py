@@ -92,6 +92,13 @@ def fine_tuning_job_get(*, user, job_id: str) -> Job:
     return job_selectors.job_get(user=user, job_id=number)
 
 
+def fine_tuning_job_checkpoints(*, job: Job, after: str | None) -> Page:
+    """The studio keeps a run's final adapter only: a succeeded job's registry version is its one checkpoint
+    (so any ``after`` is past the end)."""
+    model = job_selectors.job_registered_model(job) if job.status == Job.Status.SUCCEEDED else None
+    return Page(items=[model] if model is not None and after is None else [], has_more=False)
+
+
 @dataclass(frozen=True)
 class Event:
     job_id: int

@@ -245,6 +245,28 @@ def list_object(page: Page, build) -> dict:
     }
 
 
+def checkpoint_object(model) -> dict:
+    """A registry version as the checkpoint of the job that trained it: the run's final figures."""
+    final = model.final_metrics
+    step = final.get("step") if isinstance(final.get("step"), int) else 0
+    return {
+        "id": ids.checkpoint_id(model.id),
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": _unix(model.created_at),
+        "fine_tuned_model_checkpoint": ids.model_name(model),
+        "fine_tuning_job_id": ids.job_id(model.job_id),
+        "step_number": step,
+        "metrics": {
+            "step": step,
+            "train_loss": final.get("loss"),
+            "valid_loss": final.get("eval_loss"),
+            "full_valid_loss": final.get("eval_loss"),
+            # The studio's own scores, by their names: exact match is not OpenAI's mean token accuracy.
+            **{name: final[name] for name in ("eval_exact_match", "eval_accuracy") if name in final},
+        },
+    }
+
+
 def model_object(model) -> dict:
     """A fine-tuned model of the registry as OpenAI's model object."""
     return {

@@ -12,5 +12,10 @@ urlpatterns = [
     re_path(r"^fine_tuning/jobs/(?P<job_id>[^/]+)/?$", views.JobDetailView.as_view(), name="openai-job"),
     re_path(r"^fine_tuning/jobs/(?P<job_id>[^/]+)/cancel/?$", views.JobCancelView.as_view(), name="openai-job-cancel"),
     re_path(r"^fine_tuning/jobs/(?P<job_id>[^/]+)/events/?$", views.JobEventsView.as_view(), name="openai-job-events"),
+    re_path(
+        r"^fine_tuning/jobs/(?P<job_id>[^/]+)/checkpoints/?$",
+        views.JobCheckpointsView.as_view(),
+        name="openai-job-checkpoints",
+    ),
     re_path(r"^(?P<rest>.*)$", views.UnknownEndpointView.as_view(), name="openai-unknown"),
 ]

@@ -29,6 +29,7 @@ from .serializers import (
     JobCreateSerializer,
     ListQuerySerializer,
     base_model_object,
+    checkpoint_object,
     event_object,
     file_object,
     job_object,
@@ -40,7 +41,7 @@ SUPPORTED = (
     "GET /models, GET /models/{id}, DELETE /models/{id}, "
     "POST /files, GET /files, GET /files/{id}, GET /files/{id}/content, DELETE /files/{id}, "
     "POST /fine_tuning/jobs, GET /fine_tuning/jobs, GET /fine_tuning/jobs/{id}, "
-    "POST /fine_tuning/jobs/{id}/cancel, GET /fine_tuning/jobs/{id}/events"
+    "POST /fine_tuning/jobs/{id}/cancel, GET /fine_tuning/jobs/{id}/events, GET /fine_tuning/jobs/{id}/checkpoints"
 )
 _CODES = {
     401: "invalid_api_key",
@@ -250,6 +251,15 @@ class JobEventsView(OpenAIView):
         query = _query(ListQuerySerializer, request)
         page = selectors.fine_tuning_job_events(job=job, after=query.get("after"), limit=query["limit"])
         return Response(list_object(page, event_object))
+
+
+@extend_schema(exclude=True)
+class JobCheckpointsView(OpenAIView):
+    def get(self, request, job_id):
+        job = selectors.fine_tuning_job_get(user=request.user, job_id=job_id)
+        query = _query(ListQuerySerializer, request)
+        page = selectors.fine_tuning_job_checkpoints(job=job, after=query.get("after"))
+        return Response(list_object(page, checkpoint_object))
 
 
 @extend_schema(exclude=True)

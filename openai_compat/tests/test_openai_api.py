@@ -399,6 +399,40 @@ def test_bob_neither_sees_nor_deletes_alices_models(bob_openai, alices_model, ol
     assert olivia_openai.get(f"{BASE}/models/support-bot:v1").json()["studio"]["model"] == alices_model.id
 
 
+# --- checkpoints ---------------------------------------------------------------------------------------
+
+
+def test_a_succeeded_jobs_one_checkpoint_is_its_registry_version_with_the_final_figures(alice, alice_openai):
+    from models_app.services import model_create_from_job
+
+    final = {"step": 40, "loss": 0.5, "eval_loss": 0.7, "eval_exact_match": 0.9}
+    artifacts = {**ARTIFACTS, "metrics.json": json.dumps({"final": final}).encode()}
+    job = make_job(alice, status="succeeded", trainer="external", registered_name="support-bot", artifacts=artifacts)
+    model = model_create_from_job(job_id=job.id)
+
+    listed = alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}/checkpoints").json()
+    after = alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}/checkpoints", {"after": listed["last_id"]})
+
+    (checkpoint,) = listed["data"]
+    assert checkpoint["id"] == f"ftckpt-{model.id}" and checkpoint["object"] == "fine_tuning.job.checkpoint"
+    assert checkpoint["fine_tuned_model_checkpoint"] == "support-bot:v1"
+    assert checkpoint["fine_tuning_job_id"] == f"ftjob-{job.id}" and checkpoint["step_number"] == 40
+    assert checkpoint["metrics"] == {
+        "step": 40,
+        "train_loss": 0.5,
+        "valid_loss": 0.7,
+        "full_valid_loss": 0.7,
+        "eval_exact_match": 0.9,
+    }
+    assert after.json()["data"] == [] and after.json()["has_more"] is False
+
+
+def test_an_unfinished_job_has_no_checkpoint_yet(alice, alice_openai):
+    job = make_job(alice, status="running")
+
+    assert alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}/checkpoints").json()["data"] == []
+
+
 # --- events -------------------------------------------------------------------------------------------
 
 
@@ -469,6 +503,7 @@ OBJECT_REQUESTS = [
     ("get", "/fine_tuning/jobs/{job}"),
     ("post", "/fine_tuning/jobs/{job}/cancel"),
     ("get", "/fine_tuning/jobs/{job}/events"),
+    ("get", "/fine_tuning/jobs/{job}/checkpoints"),
 ]
 
 
@@ -521,9 +556,9 @@ def test_the_studios_own_token_header_works_too(alices_things, alice_api):
 
 def test_an_endpoint_the_studio_does_not_offer_is_a_404_listing_those_it_does(alices_things, alice_openai):
     response = alice_openai.post(f"{BASE}/fine_tuning/jobs/{alices_things['job']}/pause")
-    checkpoints = alice_openai.get(f"{BASE}/fine_tuning/jobs/{alices_things['job']}/checkpoints")
+    chat = alice_openai.post(f"{BASE}/chat/completions", {"model": "demo-base", "messages": []})
 
-    assert response.status_code == 404 and checkpoints.status_code == 404
+    assert response.status_code == 404 and chat.status_code == 404
     message = error_of(response)["message"]
     assert "/pause is not offered" in message and "POST /fine_tuning/jobs/{id}/cancel" in message
 
