@@ -96,6 +96,19 @@ def test_it_uploads_only_missing_blobs_creates_with_the_training_template_and_ve
     assert body["lineage"]["ollama"]["digest"] == model.ollama_digest
 
 
+def test_a_version_deploys_under_its_registry_name_and_tag_as_ollama_serves_it(
+    alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
+):
+    """``support-bot:v1`` (OpenAI's fine_tuned_model here) is a valid Ollama name: chat calls can use it as is."""
+    model = deployable(alice)
+
+    response = deploy_now(alice_api, model, django_capture_on_commit_callbacks, ollama_name="support-bot:v1")
+
+    assert response.status_code == 202 and model.deploy_status == "deployed", model.deploy_error
+    assert model.ollama_name == "support-bot:v1"
+    assert [r.model for r in deploy_ollama.chat_requests()] == ["support-bot:v1"]
+
+
 def test_deploying_again_reuses_every_blob_and_replaces_the_model(
     alice_api, alice, deploy_ollama, django_capture_on_commit_callbacks
 ):
