@@ -11,6 +11,7 @@ FILE_PREFIX = "file-"
 JOB_PREFIX = "ftjob-"
 EVENT_PREFIX = "ftevent-"
 CHECKPOINT_PREFIX = "ftckpt-"
+RESULTS_PREFIX = "file-results-"  # a succeeded job's step metrics as CSV (OpenAI's result_files)
 _NUMBER = re.compile(r"^[1-9][0-9]{0,17}$")
 _EVENT = re.compile(r"^ftevent-([1-9][0-9]{0,17})-([1-9][0-9]{0,17})$")
 _VERSION = re.compile(r"^(.+):v([1-9][0-9]{0,8})$")  # registered names hold no ':' (registry_names)
@@ -19,6 +20,14 @@ MODEL_PREFIX = "model-"
 
 def file_id(dataset_id: int) -> str:
     return f"{FILE_PREFIX}{dataset_id}"
+
+
+def results_file_id(job: int) -> str:
+    return f"{RESULTS_PREFIX}{job}"
+
+
+def parse_results_file_id(value: str) -> int | None:
+    return _number(value, RESULTS_PREFIX)
 
 
 def job_id(number: int) -> str:

@@ -7,6 +7,8 @@ neither repeats nor skips objects created meanwhile.
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 
 from django.db.models import JSONField, QuerySet, Value
@@ -58,6 +60,54 @@ def file_get(*, user, file_id: str) -> Dataset:
     if number is None:
         raise job_selectors.JobsNotFound(f"No such file: {file_id[:80]!r}.")
     return job_selectors.dataset_get(user=user, dataset_id=number)
+
+
+@dataclass(frozen=True)
+class ResultsFile:
+    """A succeeded job's figures per step, as OpenAI's results file: ``step,train_loss,valid_loss,<score>``."""
+
+    job: Job
+    content: bytes
+
+
+def results_file_get(*, user, file_id: str) -> ResultsFile | None:
+    """The results file ``file-results-<job>`` of a job the user may see (None: not such an id, or no results)."""
+    number = ids.parse_results_file_id(file_id)
+    if number is None:
+        return None
+    job = job_selectors.job_get(user=user, job_id=number)
+    model = job_selectors.job_registered_model(job) if job.status == Job.Status.SUCCEEDED else None
+    if model is None or not model.loss_history:
+        raise job_selectors.JobsNotFound(f"No such file: {file_id[:80]!r}.")
+    return ResultsFile(job=job, content=_results_csv(model.training_metrics or {}))
+
+
+def results_file_ids(job: Job) -> list[str]:
+    """OpenAI's ``result_files`` of a job: its results file once it succeeded with a loss history."""
+    model = job_selectors.job_registered_model(job) if job.status == Job.Status.SUCCEEDED else None
+    return [ids.results_file_id(job.id)] if model is not None and model.loss_history else []
+
+
+def _results_csv(metrics: dict) -> bytes:
+    """One row per logged step; the validation after epoch ``e`` sits on the step that ended it."""
+    final = metrics.get("final") or {}
+    history = metrics.get("loss_history") or []
+    evaluations = [point for point in metrics.get("eval") or [] if isinstance(point.get("epoch"), int | float)]
+    score = next((name for name in ("eval_exact_match", "eval_accuracy") if any(name in p for p in evaluations)), "")
+    total, epochs = final.get("total_steps"), final.get("epoch")
+    steps_per_epoch = total / epochs if isinstance(total, int | float) and isinstance(epochs, int | float) else None
+    rows = {int(point["step"]): {"train_loss": point.get("loss")} for point in history if "step" in point}
+    for point in evaluations:
+        if steps_per_epoch:
+            row = rows.setdefault(round(point["epoch"] * steps_per_epoch), {})
+            row.update(valid_loss=point.get("eval_loss"), **({score: point.get(score)} if score else {}))
+    columns = ["train_loss", "valid_loss"] + ([score] if score else [])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step", *columns])
+    for step in sorted(rows):
+        writer.writerow([step, *("" if rows[step].get(name) is None else rows[step][name] for name in columns)])
+    return buffer.getvalue().encode()
 
 
 def job_file_get(*, user, file_id: str, param: str) -> Dataset:

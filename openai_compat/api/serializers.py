@@ -15,7 +15,7 @@ from jobs import selectors as job_selectors
 from jobs.models import Dataset, Job
 
 from .. import ids
-from ..selectors import Event, Page
+from ..selectors import Event, Page, ResultsFile, results_file_ids
 from ..services import AUTO, FINE_TUNE
 
 MAX_SEED = 2**31 - 1
@@ -147,6 +147,22 @@ def file_object(dataset: Dataset) -> dict:
     }
 
 
+def results_file_object(results: ResultsFile) -> dict:
+    job = results.job
+    return {
+        "id": ids.results_file_id(job.id),
+        "object": "file",
+        "bytes": len(results.content),
+        "created_at": _unix(job.finished_at),
+        "filename": f"step_metrics_{ids.job_id(job.id)}.csv",
+        "purpose": "fine-tune-results",
+        "status": "processed",
+        "status_details": None,
+        "expires_at": None,
+        "studio": {"job": job.id, "url": reverse("job-detail", args=[job.id])},
+    }
+
+
 _STATUS = {
     Job.Status.PENDING: "validating_files",
     Job.Status.QUEUED: "queued",
@@ -195,7 +211,7 @@ def job_object(job: Job) -> dict:
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
         "seed": seed if isinstance(seed, int) else 0,
         "trained_tokens": final.get("tokens") if isinstance(final.get("tokens"), int) else None,
-        "result_files": [],
+        "result_files": results_file_ids(job),
         "error": _error(job),
         "estimated_finish": (
             _unix(timezone.now()) + int(eta)

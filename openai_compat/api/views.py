@@ -5,7 +5,7 @@ included, is shaped as OpenAI's (``{"error": {"message", "type", "param", "code"
 usual exceptions with the studio's reason.
 """
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import TokenAuthentication
@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from finetune_studio import objects
-from finetune_studio.api import RequestTooLarge, ServiceUnavailable, exception_handler
+from finetune_studio.api import Conflict, RequestTooLarge, ServiceUnavailable, exception_handler
 from finetune_studio.parsers import JSONParser
 from jobs import services as job_services
 from jobs.uploads import limit_dataset_uploads
@@ -35,6 +35,7 @@ from .serializers import (
     job_object,
     list_object,
     model_object,
+    results_file_object,
 )
 
 SUPPORTED = (
@@ -158,9 +159,14 @@ class FileListView(OpenAIView):
 @extend_schema(exclude=True)
 class FileDetailView(OpenAIView):
     def get(self, request, file_id):
+        results = selectors.results_file_get(user=request.user, file_id=file_id)
+        if results is not None:
+            return Response(results_file_object(results))
         return Response(file_object(selectors.file_get(user=request.user, file_id=file_id)))
 
     def delete(self, request, file_id):
+        if selectors.results_file_get(user=request.user, file_id=file_id) is not None:
+            raise Conflict(f"{file_id} is read from its job's record: it cannot be deleted on its own")
         dataset = selectors.file_get(user=request.user, file_id=file_id)
         try:
             job_services.dataset_delete(dataset_id=dataset.id)
@@ -181,6 +187,9 @@ class FileContentView(OpenAIView):
     content_negotiation_class = AnyAccept
 
     def get(self, request, file_id):
+        results = selectors.results_file_get(user=request.user, file_id=file_id)
+        if results is not None:
+            return HttpResponse(results.content, content_type="text/csv")
         dataset = selectors.file_get(user=request.user, file_id=file_id)
         chunks = objects.bucket("datasets").iter_chunks(job_services.dataset_key(dataset))
         try:

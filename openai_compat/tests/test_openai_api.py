@@ -433,6 +433,53 @@ def test_an_unfinished_job_has_no_checkpoint_yet(alice, alice_openai):
     assert alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}/checkpoints").json()["data"] == []
 
 
+# --- results files ------------------------------------------------------------------------------------
+
+
+def trained_job(owner, **fields):
+    """A succeeded job with a registry version whose metrics.json holds 2 epochs of 4 steps, logged every 2."""
+    from models_app.services import model_create_from_job
+
+    metrics = {
+        "final": {"step": 4, "total_steps": 4, "epoch": 2, "loss": 0.5, "eval_loss": 0.6, "eval_exact_match": 0.75},
+        "history": [{"step": step, "loss": loss} for step, loss in ((2, 1.5), (4, 0.5))],
+        "eval": [{"epoch": 1, "eval_loss": 0.9, "eval_exact_match": 0.5}, {"epoch": 2, "eval_loss": 0.6}],
+    }
+    artifacts = {**ARTIFACTS, "metrics.json": json.dumps(metrics).encode()}
+    job = make_job(owner, status="succeeded", trainer="external", artifacts=artifacts, **fields)
+    model_create_from_job(job_id=job.id)
+    return job
+
+
+def test_a_succeeded_jobs_results_file_holds_its_figures_per_step_as_csv(alice, alice_openai):
+    job = trained_job(alice)
+
+    (results_id,) = alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}").json()["result_files"]
+    file = alice_openai.get(f"{BASE}/files/{results_id}").json()
+    content = alice_openai.get(f"{BASE}/files/{results_id}/content")
+
+    assert results_id == f"file-results-{job.id}"
+    assert file["purpose"] == "fine-tune-results" and file["filename"] == f"step_metrics_ftjob-{job.id}.csv"
+    assert content["Content-Type"] == "text/csv" and file["bytes"] == len(content.content)
+    assert content.content.decode().splitlines() == [
+        "step,train_loss,valid_loss,eval_exact_match",
+        "2,1.5,0.9,0.5",
+        "4,0.5,0.6,",
+    ]
+    refused = alice_openai.delete(f"{BASE}/files/{results_id}")
+    assert refused.status_code == 409 and "cannot be deleted" in error_of(refused)["message"]
+
+
+def test_an_unfinished_job_has_no_results_file_and_others_never_see_one(alice, alice_openai, bob_openai):
+    running = make_job(alice, status="running")
+    done = trained_job(alice)
+
+    assert alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{running.id}").json()["result_files"] == []
+    assert alice_openai.get(f"{BASE}/files/file-results-{running.id}").status_code == 404
+    assert bob_openai.get(f"{BASE}/files/file-results-{done.id}").status_code == 404
+    assert bob_openai.get(f"{BASE}/files/file-results-{done.id}/content").status_code == 404
+
+
 # --- events -------------------------------------------------------------------------------------------
 
 

@@ -95,6 +95,8 @@ def test_an_openai_fine_tuning_script_trains_a_lora_adapter_into_the_registry(cl
     assert list(client.fine_tuning.jobs.list(metadata={"experiment": "other"})) == []
     assert "adder:v1" in [listed.id for listed in client.models.list()]
     assert client.models.retrieve("adder:v1").owned_by == f"user-{alice.id}"
+    results = client.files.content(job.result_files[0]).text.splitlines()
+    assert results[0] == "step,train_loss,valid_loss,eval_exact_match" and len(results) > 2
     (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(created.id)
     assert checkpoint.fine_tuned_model_checkpoint == "adder:v1" and checkpoint.metrics.valid_loss is not None
 
