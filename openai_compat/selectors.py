@@ -1,4 +1,4 @@
-"""Reading the studio's datasets, jobs and logs as OpenAI's cursor-paged lists.
+"""Reading the studio's datasets, jobs, logs and registry as OpenAI's objects and cursor-paged lists.
 
 OpenAI pages by object id: ``after`` names the last object a client has, the next page holds the objects
 after it in the list's order (newest first unless asked otherwise). Keyset on the id, never OFFSET, so a page
@@ -82,7 +82,7 @@ def results_file_get(*, user, file_id: str) -> ResultsFile | None:
     return ResultsFile(job=job, content=_results_csv(model.training_metrics or {}))
 
 
-def results_file_ids(job: Job) -> list[str]:
+def results_file_ids(*, job: Job) -> list[str]:
     """OpenAI's ``result_files`` of a job: its results file once it succeeded with a loss history."""
     model = job_selectors.job_registered_model(job) if job.status == Job.Status.SUCCEEDED else None
     return [ids.results_file_id(job.id)] if model is not None and model.loss_history else []

@@ -211,7 +211,7 @@ def job_object(job: Job) -> dict:
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
         "seed": seed if isinstance(seed, int) else 0,
         "trained_tokens": final.get("tokens") if isinstance(final.get("tokens"), int) else None,
-        "result_files": results_file_ids(job),
+        "result_files": results_file_ids(job=job),
         "error": _error(job),
         "estimated_finish": (
             _unix(timezone.now()) + int(eta)
