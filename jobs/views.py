@@ -196,12 +196,14 @@ def dataset_detail(request, pk: int):
         for label, count in sorted(dataset.label_counts.items(), key=lambda item: (-item[1], item[0]))
     ]
     jobs = dataset.jobs.select_related("trainer")[:20]
+    validation_jobs = dataset.validation_jobs.select_related("trainer")[:20]
     bases = list(previews.preview_bases())
     preview_form = DatasetPreviewForm(request.GET or None, bases=bases)
     context = {
         "dataset": dataset,
         "label_rows": label_rows,
         "jobs": jobs,
+        "validation_jobs": validation_jobs,
         "bases": bases,
         "preview_form": preview_form,
         "split_form": DatasetSplitForm(),
