@@ -17,12 +17,18 @@ templates, and the demo base's)::
     </tool_call>
 
 one block per call, as many blocks as calls, anywhere in the answer (``parse_tool_call_blocks``), and, when
-there is none, Llama 3.1's and 3.2's: the whole answer is ``{"name": "get_weather", "parameters": {…}}``
-(``parse_tool_calls``, which also checks that the function was offered).
+there is none, a whole answer in one of the other conventions of open chat templates (``parse_tool_calls``,
+which also checks that every function was offered):
+
+- Llama 3.1's and 3.2's JSON: ``{"name": "get_weather", "parameters": {…}}``, several separated by ``;``;
+- Mistral's: ``[TOOL_CALLS][{"name": "get_weather", "arguments": {…}}, …]`` (the marker is a special token a
+  decoder usually drops, so the bare JSON array counts too), or ``[TOOL_CALLS]get_weather[ARGS]{…}`` per call;
+- Llama 3.2's Python style: ``[get_weather(city="Paris"), get_time()]``, literal arguments only.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Collection, Iterable, Sequence
@@ -94,8 +100,12 @@ def parse_tool_calls(text: str, *, tool_names: Collection[str]) -> tuple[str, tu
     content, calls = parse_tool_call_blocks(text)
     if calls:
         return content, calls
-    json_calls = _json_calls(text, set(tool_names))
-    return ("", json_calls) if json_calls else (text, ())
+    offered = set(tool_names)
+    for parse in (_json_calls, _mistral_calls, _python_calls):
+        whole_answer_calls = parse(text, offered)
+        if whole_answer_calls:
+            return "", whole_answer_calls
+    return text, ()
 
 
 def _json_calls(text: str, tool_names: set[str]) -> tuple[ToolCall, ...]:
@@ -120,6 +130,77 @@ def _json_calls(text: str, tool_names: set[str]) -> tuple[ToolCall, ...]:
 
 
 _JSON_CALL_KEYS = {"name", "parameters", "arguments"}
+MISTRAL_TOOL_CALLS = "[TOOL_CALLS]"
+_MISTRAL_ARGS_CALL = re.compile(r"\[TOOL_CALLS\]\s*([A-Za-z_][\w.-]*)\s*\[ARGS\]")
+
+
+def _mistral_calls(text: str, tool_names: set[str]) -> tuple[ToolCall, ...]:
+    """``[TOOL_CALLS]`` + a JSON array of ``{"name", "arguments"}`` (or that array alone), or
+    ``[TOOL_CALLS]name[ARGS]{…}`` repeated: Mistral's templates, older and newer."""
+    body = text.strip()
+    if _MISTRAL_ARGS_CALL.match(body):
+        return _mistral_args_calls(body, tool_names)
+    body = body.removeprefix(MISTRAL_TOOL_CALLS).strip()
+    if not body.startswith("["):
+        return ()
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return ()
+    if not isinstance(value, list) or not value:
+        return ()
+    calls = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or item.get("name") not in tool_names or not set(item) <= _MISTRAL_CALL_KEYS:
+            return ()
+        calls.append(_tool_call(f"call_{index}", item["name"], item.get("arguments", item.get("parameters", {}))))
+    return tuple(calls)
+
+
+_MISTRAL_CALL_KEYS = {"name", "arguments", "parameters", "id"}
+
+
+def _mistral_args_calls(body: str, tool_names: set[str]) -> tuple[ToolCall, ...]:
+    decoder = json.JSONDecoder()
+    calls: list[ToolCall] = []
+    position = 0
+    while position < len(body):
+        match = _MISTRAL_ARGS_CALL.match(body, position)
+        if match is None or match.group(1) not in tool_names:
+            return ()
+        try:
+            arguments, position = decoder.raw_decode(body, match.end())
+        except ValueError:
+            return ()
+        calls.append(_tool_call(f"call_{len(calls)}", match.group(1), arguments))
+        position = len(body) - len(body[position:].lstrip())
+    return tuple(calls)
+
+
+def _python_calls(text: str, tool_names: set[str]) -> tuple[ToolCall, ...]:
+    """Llama 3.2's ``[f(a=1, b="x"), g()]``: read with ``ast`` (never run), literal keyword arguments only."""
+    body = text.strip().removeprefix(PYTHON_TAG).strip()
+    if not (body.startswith("[") and body.endswith("]")) or "(" not in body:
+        return ()
+    try:
+        tree = ast.parse(body, mode="eval").body
+    except (SyntaxError, ValueError):
+        return ()
+    if not isinstance(tree, ast.List) or not tree.elts:
+        return ()
+    calls = []
+    for index, node in enumerate(tree.elts):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name) or node.args:
+            return ()
+        if node.func.id not in tool_names or any(keyword.arg is None for keyword in node.keywords):
+            return ()
+        try:
+            arguments = {keyword.arg: ast.literal_eval(keyword.value) for keyword in node.keywords}
+            json.dumps(arguments)  # a set or bytes literal has no JSON form: not a call
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+            return ()
+        calls.append(_tool_call(f"call_{index}", node.func.id, arguments))
+    return tuple(calls)
 
 
 def _tool_call(call_id: str, name: str, arguments) -> ToolCall:

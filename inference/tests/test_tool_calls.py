@@ -101,6 +101,46 @@ def test_a_whole_answer_in_llamas_json_convention_is_a_call():
 @pytest.mark.parametrize(
     "text",
     [
+        '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Rome"}}, {"name": "get_time", "arguments": {}}]',
+        '[{"name": "get_weather", "arguments": {"city": "Rome"}}, {"name": "get_time", "arguments": {}}]',
+        '[TOOL_CALLS]get_weather[ARGS]{"city": "Rome"}[TOOL_CALLS]get_time[ARGS]{}',
+        '[get_weather(city="Rome"), get_time()]',
+        '<|python_tag|>[get_weather(city="Rome"), get_time()]',
+    ],
+    ids=["mistral", "mistral marker dropped", "mistral args", "llama 3.2 python", "python tagged"],
+)
+def test_a_whole_answer_in_mistrals_or_llama_3_2s_python_convention_is_a_call(text):
+    content, calls = parse_tool_calls(text, tool_names=OFFERED)
+
+    assert content == ""
+    assert [(call.id, call.name, call.arguments_object()) for call in calls] == [
+        ("call_0", "get_weather", {"city": "Rome"}),
+        ("call_1", "get_time", {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[TOOL_CALLS][{"name": "delete_everything", "arguments": {}}]',  # not offered
+        '[{"name": "get_weather", "arguments": {"city": "Rome"}, "extra": 1}]',  # not the convention's keys
+        "[1, 2, 3]",
+        '[TOOL_CALLS]get_weather[ARGS]{"city": "Ro',  # cut off
+        "[TOOL_CALLS]delete_everything[ARGS]{}",
+        '[get_weather(city=open("/etc/passwd").read())]',  # never evaluated: not a literal
+        '[get_weather("Rome")]',  # positional arguments are not the convention
+        "[get_weather(city={1, 2})]",  # a set has no JSON form
+        "[delete_everything()]",
+        "[see the weather (below)]",
+    ],
+)
+def test_what_only_looks_like_those_conventions_stays_text(text):
+    assert parse_tool_calls(text, tool_names=OFFERED) == (text, ())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
         '{"name": "delete_everything", "parameters": {}}',  # a function that was not offered
         '{"name": "get_weather", "parameters": {"city": "Paris"}} and then some words',
         '{"name": "get_weather", "parameters": {"city": "Par',  # cut off
