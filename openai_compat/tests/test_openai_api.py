@@ -7,6 +7,8 @@ OpenAI's error object naming the parameter, and nobody reaches what is not their
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -626,3 +628,49 @@ def test_the_token_page_shows_the_new_key_as_an_openai_clients_key_and_it_works(
     client = api_client_for(None)
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     assert client.get(f"{BASE}/fine_tuning/jobs").status_code == 200
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = st.sampled_from(
+    ["model", "training_file", "validation_file", "hyperparameters", "method", "suffix", "seed", "metadata", "x"]
+)
+HYPERPARAMETERS = st.dictionaries(
+    st.sampled_from(["n_epochs", "batch_size", "learning_rate_multiplier", "x"]),
+    st.just("auto") | st.integers(-5, 10**6) | st.floats(allow_nan=False, allow_infinity=False) | JSON,
+    max_size=3,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.dictionaries(FIELDS, JSON, max_size=4),
+    hyperparameters=st.none() | HYPERPARAMETERS,
+    method=st.none() | st.fixed_dictionaries({"type": st.just("supervised") | st.text(max_size=6)}),
+)
+def test_any_job_body_is_a_job_or_openais_error_never_a_500(
+    alice, alice_openai, demo_base_entry, django_capture_on_commit_callbacks, body, hyperparameters, method
+):
+    file = Dataset.objects.filter(owner=alice).first()  # uploaded once: examples share the test's database
+    file_id = f"file-{file.id}" if file else upload(alice_openai).json()["id"]
+    request = {"model": "demo-base", "training_file": file_id, **body}
+    if hyperparameters is not None:
+        request["hyperparameters"] = hyperparameters
+    if method is not None:
+        request["method"] = method
+
+    with django_capture_on_commit_callbacks(execute=False):  # a job that is created is not run
+        response = alice_openai.post(f"{BASE}/fine_tuning/jobs", request)
+
+    assert response.status_code in (200, 400), response.content[:300]
+    if response.status_code == 400:
+        assert error_of(response)["message"]
+    else:
+        assert response.json()["object"] == "fine_tuning.job"
