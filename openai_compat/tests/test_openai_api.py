@@ -7,10 +7,10 @@ OpenAI's error object naming the parameter, and nobody reaches what is not their
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
 from jobs.models import Dataset, Job
