@@ -104,5 +104,6 @@ def test_the_job_form_offers_a_validation_dataset_to_trainers_that_take_one(
     assert response.status_code == 302 and job.validation_dataset == validation
     page = alice_browser.get(reverse("job-detail", args=[job.pk])).content.decode()
     assert "Validation dataset" in page and reverse("dataset-detail", args=[validation.pk]) in page
+    assert "not used: the job validates on its validation dataset" in page
     dataset_page = alice_browser.get(reverse("dataset-detail", args=[validation.pk])).content.decode()
     assert "Jobs validating on this dataset" in dataset_page and reverse("job-detail", args=[job.pk]) in dataset_page
