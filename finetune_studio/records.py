@@ -277,7 +277,11 @@ def record_from_object(obj, location: str) -> Record:
     if record_format == TEXT_LABEL:
         return _text_label(obj, location)
     if "preferred_output" in obj or "non_preferred_output" in obj:
-        raise RecordError(location, "preference (DPO) records are not supported: give chat records")
+        raise RecordError(
+            location,
+            "preference (DPO) records are not supported: the studio trains supervised. To fine-tune on the "
+            'preferred answers, write each record as {"messages": input.messages + preferred_output}',
+        )
     keys = ", ".join(sorted(map(str, obj))[:8]) or "none"
     raise RecordError(
         location,

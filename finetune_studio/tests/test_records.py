@@ -401,7 +401,11 @@ def test_it_refuses_a_bad_chat_record_naming_the_line_and_message(row, location,
         ({"prompt": "p", "completion": ""}, "line 1", "field 'completion' is empty"),
         ({"prompt": 3, "completion": "c"}, "line 1", "field 'prompt' must be a string"),
         ({"text": "a"}, "line 1", "needs 'messages' (OpenAI chat)"),
-        ({"input": "q", "preferred_output": [], "non_preferred_output": []}, "line 1", "preference (DPO) records"),
+        (
+            {"input": "q", "preferred_output": [], "non_preferred_output": []},
+            "line 1",
+            "the studio trains supervised. To fine-tune on the preferred answers",
+        ),
     ],
 )
 def test_it_refuses_bad_records_of_the_other_formats(row, location, reason):
