@@ -11,6 +11,7 @@ import csv
 import io
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import JSONField, QuerySet, Value
 from django.db.models.fields.json import KeyTransform, KeyTransformExact
 
@@ -215,8 +216,10 @@ def _metric_message(point: dict) -> str:
 
 
 def base_model_names() -> list[str]:
-    """The studio's base models by name: what a fine-tuning job's ``model`` may be."""
-    return [entry.name for entry in base_models.base_model_catalogue()]
+    """What a fine-tuning job's ``model`` may be: the studio's bases by name, then the OpenAI names the operator
+    maps to one of them (``OPENAI_COMPAT_MODELS``)."""
+    names = [entry.name for entry in base_models.base_model_catalogue()]
+    return names + [alias for alias, base in settings.OPENAI_COMPAT_MODELS.items() if base in names]
 
 
 def fine_tuned_models(*, user) -> list[RegisteredModel]:

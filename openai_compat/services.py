@@ -68,15 +68,18 @@ def fine_tuning_job_create(
 ) -> Job:
     """A job of the studio's fine-tuning trainer on ``training_file``, named after ``suffix`` (its registry name).
 
-    Raises OpenAIRequestInvalid naming OpenAI's parameter (``model``, ``training_file``, ``hyperparameters.…``).
+    ``model`` is a base of the studio's catalogue, or an OpenAI model name the operator maps to one
+    (``OPENAI_COMPAT_MODELS``). Raises OpenAIRequestInvalid naming OpenAI's parameter (``model``,
+    ``training_file``, ``hyperparameters.…``).
     """
+    base = base_for(model)
     trainer = Trainer.objects.filter(name=settings.OPENAI_COMPAT_TRAINER).first()
-    given = _trainer_hyperparameters(trainer, model, hyperparameters or {}, seed=seed)
+    given = _trainer_hyperparameters(trainer, base, hyperparameters or {}, seed=seed)
     try:
         return job_services.job_create(
             owner=owner,
             name=(suffix or f"{model} fine-tune")[:200],
-            base_model=model,
+            base_model=base,
             dataset_id=training_file.id,
             trainer_name=settings.OPENAI_COMPAT_TRAINER,
             hyperparameters_given=given,
@@ -86,6 +89,11 @@ def fine_tuning_job_create(
         )
     except job_services.JobsInvalid as exc:
         raise _as_openai_refusal(exc.errors) from None
+
+
+def base_for(model: str) -> str:
+    """The studio's base a job's ``model`` names: the operator's mapping of OpenAI's names, else the name itself."""
+    return settings.OPENAI_COMPAT_MODELS.get(model, model)
 
 
 def _trainer_hyperparameters(trainer: Trainer | None, model: str, given: dict, *, seed: int | None) -> dict:
@@ -131,7 +139,10 @@ def _as_openai_refusal(errors: dict) -> OpenAIRequestInvalid:
         param = "seed" if name == "seed" else f"hyperparameters.{openai_name}"
         return OpenAIRequestInvalid(f"{param}: {_first(inner)}", param=param)
     param = _PARAMS.get(field, field)
-    return OpenAIRequestInvalid(f"{param}: {_first(messages)}", param=param)
+    hint = ""
+    if field == "base_model":
+        hint = " (an operator may map OpenAI's model names to the studio's bases with OPENAI_COMPAT_MODELS)"
+    return OpenAIRequestInvalid(f"{param}: {_first(messages)}{hint}", param=param)
 
 
 def _first(messages) -> str:

@@ -16,7 +16,7 @@ from jobs.models import Dataset, Job
 
 from .. import ids
 from ..selectors import Event, Page, ResultsFile, results_file_ids
-from ..services import AUTO, FINE_TUNE
+from ..services import AUTO, FINE_TUNE, base_for
 
 MAX_SEED = 2**31 - 1
 MAX_SUFFIX = 64  # OpenAI's limit
@@ -300,5 +300,6 @@ def model_object(model) -> dict:
 
 
 def base_model_object(name: str) -> dict:
-    """A base model of the studio's catalogue: what ``fine_tuning.jobs.create(model=…)`` accepts."""
-    return {"id": name, "object": "model", "created": 0, "owned_by": "studio", "studio": {"base_model": True}}
+    """A base of the studio's catalogue, or an OpenAI name mapped to one: what ``fine_tuning.jobs.create(model=…)``
+    accepts; ``studio.base_model`` is the base it trains."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "studio", "studio": {"base_model": base_for(name)}}

@@ -200,6 +200,25 @@ def test_the_training_file_cannot_be_its_own_validation_file(alice_openai, demo_
     assert error["param"] == "validation_file" and "is the training dataset" in error["message"]
 
 
+def test_an_openai_model_name_the_operator_maps_trains_that_base(alice, alice_openai, demo_base_entry, settings):
+    settings.OPENAI_COMPAT_MODELS = {"gpt-4o-mini-2024-07-18": "demo-base", "gpt-4.1-mini": "not-installed"}
+    file = upload(alice_openai).json()["id"]
+
+    response = create_job(alice_openai, file, model="gpt-4o-mini-2024-07-18")
+    unmapped = create_job(alice_openai, file, model="gpt-3.5-turbo")
+    listed = [model["id"] for model in alice_openai.get(f"{BASE}/models").json()["data"]]
+
+    assert response.status_code == 200, response.content
+    job = Job.objects.get(owner=alice)
+    assert job.base_model == "demo-base" and job.preset == "demo-base"  # the base's preset, as for its own name
+    assert response.json()["model"] == "demo-base"
+    assert listed == ["demo-base", "gpt-4o-mini-2024-07-18"]  # a mapping to a base not installed is not offered
+    mapped = alice_openai.get(f"{BASE}/models/gpt-4o-mini-2024-07-18").json()
+    assert mapped["owned_by"] == "studio" and mapped["studio"]["base_model"] == "demo-base"
+    error = error_of(unmapped)
+    assert error["param"] == "model" and "OPENAI_COMPAT_MODELS" in error["message"]
+
+
 def test_hyperparameters_given_in_the_supervised_method_count_as_well(alice, alice_openai, demo_base_entry):
     file = upload(alice_openai).json()
     method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": "auto"}}}
