@@ -63,6 +63,11 @@ def file_get(*, user, file_id: str) -> Dataset:
     return job_selectors.dataset_get(user=user, dataset_id=number)
 
 
+def fine_tuned_model_of(*, job: Job) -> RegisteredModel | None:
+    """The registry version a job produced, once it succeeded: its ``fine_tuned_model``, checkpoint and results."""
+    return job_selectors.job_registered_model(job) if job.status == Job.Status.SUCCEEDED else None
+
+
 @dataclass(frozen=True)
 class ResultsFile:
     """A succeeded job's figures per step, as OpenAI's results file: ``step,train_loss,valid_loss,<score>``."""
@@ -77,7 +82,7 @@ def results_file_get(*, user, file_id: str) -> ResultsFile | None:
     if number is None:
         return None
     job = job_selectors.job_get(user=user, job_id=number)
-    model = job_selectors.job_registered_model(job) if job.status == Job.Status.SUCCEEDED else None
+    model = fine_tuned_model_of(job=job)
     if model is None or not model.loss_history:
         raise job_selectors.JobsNotFound(f"No such file: {file_id[:80]!r}.")
     return ResultsFile(job=job, content=_results_csv(model.training_metrics or {}))
@@ -85,7 +90,7 @@ def results_file_get(*, user, file_id: str) -> ResultsFile | None:
 
 def results_file_ids(*, job: Job) -> list[str]:
     """OpenAI's ``result_files`` of a job: its results file once it succeeded with a loss history."""
-    model = job_selectors.job_registered_model(job) if job.status == Job.Status.SUCCEEDED else None
+    model = fine_tuned_model_of(job=job)
     return [ids.results_file_id(job.id)] if model is not None and model.loss_history else []
 
 
@@ -146,7 +151,7 @@ def fine_tuning_job_get(*, user, job_id: str) -> Job:
 def fine_tuning_job_checkpoints(*, job: Job, after: str | None) -> Page:
     """The studio keeps a run's final adapter only: a succeeded job's registry version is its one checkpoint
     (so any ``after`` is past the end)."""
-    model = job_selectors.job_registered_model(job) if job.status == Job.Status.SUCCEEDED else None
+    model = fine_tuned_model_of(job=job)
     return Page(items=[model] if model is not None and after is None else [], has_more=False)
 
 

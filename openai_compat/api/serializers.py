@@ -11,11 +11,10 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from finetune_studio.api import RefusesUnknownFields
-from jobs import selectors as job_selectors
 from jobs.models import Dataset, Job
 
 from .. import ids
-from ..selectors import Event, Page, ResultsFile, results_file_ids
+from ..selectors import Event, Page, ResultsFile, fine_tuned_model_of, results_file_ids
 from ..services import AUTO, FINE_TUNE, base_for
 
 MAX_SEED = 2**31 - 1
@@ -191,7 +190,7 @@ def _hyperparameters(job: Job) -> dict:
 
 
 def job_object(job: Job) -> dict:
-    model = job_selectors.job_registered_model(job) if job.status == Job.Status.SUCCEEDED else None
+    model = fine_tuned_model_of(job=job)
     final = (job.metrics or {}).get("final") or job.metrics or {}
     eta = (job.progress or {}).get("eta_seconds")
     hyperparameters = _hyperparameters(job)
