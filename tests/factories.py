@@ -120,6 +120,14 @@ def tool_call_records(*, calls: int, texts: int = 0) -> list[dict]:
     return [record(i, True) for i in range(calls)] + [record(calls + i, False) for i in range(texts)]
 
 
+def chat_records(count: int = 12, *, start: int = 0) -> list[dict]:
+    """One-turn OpenAI chat records: "What is i + 1?" answered with i + 1, for i from ``start``."""
+    return [
+        {"messages": [{"role": "user", "content": f"What is {i} + 1?"}, {"role": "assistant", "content": str(i + 1)}]}
+        for i in range(start, start + count)
+    ]
+
+
 def sample_records(count: int = 12) -> list[dict]:
     """Labelled test records (text → one of LABELS)."""
     return [{"text": f"Example {i}: the clause reads {'xyz'[i % 3]}{i}.", "label": LABELS[i % 3]} for i in range(count)]

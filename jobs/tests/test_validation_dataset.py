@@ -5,16 +5,9 @@ import pytest
 from django.urls import reverse
 
 from jobs.models import Dataset, Job, Trainer
-from tests.factories import sample_records
+from tests.factories import chat_records, sample_records
 
 pytestmark = pytest.mark.django_db
-
-
-def chat_rows(count: int) -> list[dict]:
-    return [
-        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-        for i in range(count)
-    ]
 
 
 def enum_defaults(trainer: str) -> dict:
@@ -29,7 +22,7 @@ def create(api, dataset, validation, *, trainer="lora-sft"):
 
 
 def test_a_job_validates_on_the_dataset_it_names(alice, alice_api, make_dataset, demo_base_entry):
-    training, validation = make_dataset(alice, chat_rows(20)), make_dataset(alice, chat_rows(5), "valid.jsonl")
+    training, validation = make_dataset(alice, chat_records(20)), make_dataset(alice, chat_records(5), "valid.jsonl")
 
     response = create(alice_api, training, validation)
 
@@ -50,12 +43,12 @@ def test_a_job_validates_on_the_dataset_it_names(alice, alice_api, make_dataset,
 def test_a_validation_dataset_the_job_cannot_use_is_refused(
     alice, bob, alice_api, make_dataset, demo_base_entry, case, says
 ):
-    training = make_dataset(alice, chat_rows(20))
+    training = make_dataset(alice, chat_records(20))
     validation = {
-        "bobs": lambda: make_dataset(bob, chat_rows(5)),
+        "bobs": lambda: make_dataset(bob, chat_records(5)),
         "same": lambda: training,
         "other task": lambda: make_dataset(alice, sample_records(6), "labels.jsonl"),
-        "example trainer": lambda: make_dataset(alice, chat_rows(5), "valid.jsonl"),
+        "example trainer": lambda: make_dataset(alice, chat_records(5), "valid.jsonl"),
     }[case]()
 
     response = create(alice_api, training, validation, trainer="example" if case == "example trainer" else "lora-sft")
@@ -67,7 +60,7 @@ def test_a_validation_dataset_the_job_cannot_use_is_refused(
 
 
 def test_a_dataset_is_kept_while_an_unfinished_job_validates_on_it(alice, alice_api, make_dataset, demo_base_entry):
-    training, validation = make_dataset(alice, chat_rows(20)), make_dataset(alice, chat_rows(5), "valid.jsonl")
+    training, validation = make_dataset(alice, chat_records(20)), make_dataset(alice, chat_records(5), "valid.jsonl")
     job = Job.objects.get(id=create(alice_api, training, validation).json()["id"])
 
     refused = alice_api.delete(f"/api/v1/datasets/{validation.id}")
@@ -83,7 +76,7 @@ def test_a_dataset_is_kept_while_an_unfinished_job_validates_on_it(alice, alice_
 def test_the_job_form_offers_a_validation_dataset_to_trainers_that_take_one(
     alice, alice_browser, make_dataset, demo_base_entry, tasks_not_run
 ):
-    training, validation = make_dataset(alice, chat_rows(20)), make_dataset(alice, chat_rows(5), "valid.jsonl")
+    training, validation = make_dataset(alice, chat_records(20)), make_dataset(alice, chat_records(5), "valid.jsonl")
 
     lora_form = alice_browser.get(reverse("job-create"), {"trainer": "lora-sft"}).content.decode()
     example_form = alice_browser.get(reverse("job-create"), {"trainer": "example"}).content.decode()

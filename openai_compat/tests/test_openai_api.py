@@ -15,20 +15,13 @@ from rest_framework.authtoken.models import Token
 
 from jobs.models import Dataset, Job
 from logs_app.services import log_lines_append
-from tests.factories import jsonl, make_job, make_model
+from tests.factories import chat_records, jsonl, make_job, make_model
 
 pytestmark = pytest.mark.django_db
 
 BASE = "/openai/v1"
 ARTIFACTS = {"adapter_model.safetensors": b"weights"}
 DEMO_PRESET_LEARNING_RATE = 0.02
-
-
-def chat_records(count: int = 12) -> list[dict]:
-    return [
-        {"messages": [{"role": "user", "content": f"What is {i} + 1?"}, {"role": "assistant", "content": str(i + 1)}]}
-        for i in range(count)
-    ]
 
 
 def bearer(api_client_for, user):

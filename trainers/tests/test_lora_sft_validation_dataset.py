@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch", reason="the training extra (requirements-train.txt) is not installed")
 pytest.importorskip("peft", reason="the training extra (requirements-train.txt) is not installed")
 
-from tests.factories import sample_records  # noqa: E402
+from tests.factories import chat_records, sample_records  # noqa: E402
 
 from .conftest import run_trainer, write_jsonl  # noqa: E402
 
@@ -17,20 +17,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarnin
 HYPERPARAMETERS = {"epochs": 1, "batch_size": 8, "learning_rate": 1e-2, "validation_fraction": 0.5, "logging_steps": 1}
 
 
-def chat(count: int, start: int = 0) -> list[dict]:
-    return [
-        {"messages": [{"role": "user", "content": f"{i} + 1"}, {"role": "assistant", "content": str(i + 1)}]}
-        for i in range(start, start + count)
-    ]
-
-
 def test_the_validation_dataset_replaces_the_held_out_share(demo_base, tmp_path):
     run = run_trainer(
         base_model=str(demo_base),
-        dataset=write_jsonl(tmp_path / "train.jsonl", chat(16)),
+        dataset=write_jsonl(tmp_path / "train.jsonl", chat_records(16)),
         hyperparameters=HYPERPARAMETERS,
         output_dir=tmp_path / "output",
-        extra_env={"VALIDATION_DATASET_PATH": str(write_jsonl(tmp_path / "valid.jsonl", chat(5, start=100)))},
+        extra_env={"VALIDATION_DATASET_PATH": str(write_jsonl(tmp_path / "valid.jsonl", chat_records(5, start=100)))},
     )
 
     assert run.returncode == 0, run.stderr
@@ -51,7 +44,7 @@ def test_the_validation_dataset_replaces_the_held_out_share(demo_base, tmp_path)
 def test_a_validation_dataset_it_cannot_use_is_refused(demo_base, tmp_path, records, says):
     run = run_trainer(
         base_model=str(demo_base),
-        dataset=write_jsonl(tmp_path / "train.jsonl", chat(16)),
+        dataset=write_jsonl(tmp_path / "train.jsonl", chat_records(16)),
         hyperparameters=HYPERPARAMETERS,
         output_dir=tmp_path / "output",
         extra_env={"VALIDATION_DATASET_PATH": str(write_jsonl(tmp_path / "valid.jsonl", records))},
