@@ -428,11 +428,36 @@ def _tool_calls(message: dict, where: str, tool_names: set[str]) -> tuple[ToolCa
 
 
 def _openai_chat(obj: dict, location: str) -> Record:
+    messages, tools = _openai_turns(obj, location)
+    return _conversation(obj, OPENAI_CHAT, messages, location, tools=tools)
+
+
+def chat_prompt_from_openai(obj: dict, location: str = "request") -> tuple[tuple[Message, ...], tuple[dict, ...]]:
+    """The turns and tools of a chat completion request (OpenAI's ``messages`` and ``tools``), checked as a
+    training record's are, ending where the model is to answer: after a user turn or a tool result.
+    ``developer`` turns (OpenAI's newer name for the system's) are system turns. RecordError names what is wrong.
+    """
+    given = obj.get("messages")
+    if isinstance(given, list):
+        given = [_developer_as_system(message) for message in given]
+    messages, tools = _openai_turns({**obj, "messages": given}, location)
+    if messages[-1].role not in ("user", "tool"):
+        raise RecordError(location, "the last message must be the user's (or a tool's result): it is what is answered")
+    return tuple(messages), tools
+
+
+def _developer_as_system(message):
+    if isinstance(message, dict) and message.get("role") == "developer":
+        return {**message, "role": "system"}
+    return message
+
+
+def _openai_turns(obj: dict, location: str) -> tuple[list[Message], tuple[dict, ...]]:
     if "functions" in obj:
         raise RecordError(location, LEGACY_FUNCTIONS_REFUSAL)
     tools = _tools(obj, location)
     tool_names = {tool["function"]["name"] for tool in tools}
-    given = obj["messages"]
+    given = obj.get("messages")
     if not isinstance(given, list) or not given:
         raise RecordError(location, "field 'messages' must be a non-empty list")
     if len(given) > MAX_MESSAGES:
@@ -479,7 +504,7 @@ def _openai_chat(obj: dict, location: str) -> Record:
             call_ids.add(call.id)
             open_calls[call.id] = call.name
         messages.append(Message(role, content, weight, tool_calls=calls))
-    return _conversation(obj, OPENAI_CHAT, messages, location, tools=tools)
+    return messages, tools
 
 
 def _sharegpt(obj: dict, location: str) -> Record:

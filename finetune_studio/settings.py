@@ -283,6 +283,12 @@ if not (LOCAL_INFERENCE_DEVICE in ("auto", "cpu", "cuda") or LOCAL_INFERENCE_DEV
 # Weights the local engine keeps loaded per worker process (least recently used go first).
 LOCAL_INFERENCE_MAX_BYTES = env_int("LOCAL_INFERENCE_MAX_BYTES", 8 * 1024**3, minimum=1024**2)
 LOCAL_INFERENCE_BATCH_SIZE = env_int("LOCAL_INFERENCE_BATCH_SIZE", 16, minimum=1, maximum=512)
+# Whether this process answers chats (the OpenAI-compatible chat completions, the model page's chat) with the local
+# engine for versions not deployed to Ollama, and for bases. On in a standalone studio, where the web process is the
+# worker; off by default in production, where web processes load no models and deployed versions answer from Ollama.
+LOCAL_INFERENCE_SERVES_CHAT = env_bool("LOCAL_INFERENCE_SERVES_CHAT", TASKS_IN_PROCESS)
+# The most tokens one chat answer may have (also what an answer may run to when the request sets no max_tokens).
+CHAT_MAX_TOKENS = env_int("CHAT_MAX_TOKENS", 1024, minimum=1, maximum=32768)
 # Registry adapters an evaluation asks on the local endpoint are copied here per worker (by their sha256).
 LOCAL_INFERENCE_CACHE_DIR = Path(env_str("LOCAL_INFERENCE_CACHE_DIR", str(VAR_DIR / "cache" / "local-inference")))
 

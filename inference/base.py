@@ -79,9 +79,15 @@ class Transient(Exception):
 # --- requests and answers --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ChatOptions:
-    """Generation options every backend understands. ``max_tokens=None`` leaves the backend's default."""
+    """Generation options every backend understands. ``max_tokens=None`` leaves the backend's default.
+
+    ``temperature`` 0 is greedy (the evaluations' default); above 0 the backend samples, from the ``top_p``
+    nucleus, reproducibly when a ``seed`` is given (exactly so on the local engine; as far as the server
+    promises on the others).
+    """
 
     temperature: float = 0.0
+    top_p: float = 1.0
     seed: int | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()

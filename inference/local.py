@@ -1,12 +1,14 @@
 """The studio's own inference engine: a base model folder, optionally a LoRA adapter folder, transformers + PEFT.
 
-Runs where the evaluation runs (the evaluations worker, a script), never in a page request: torch,
+Runs where the evaluation runs (the evaluations worker, a script), and in a standalone studio's own process
+for chat requests (``LOCAL_INFERENCE_SERVES_CHAT``), never in a production web process: torch,
 transformers and PEFT are imported only when a model is first loaded, so importing this module, building
 a ``LocalBackend`` or listing endpoints costs nothing.
 
-Generation is greedy and batched: prompts are rendered with the tokenizer's chat template exactly as the
-lora-sft trainer renders them (``apply_chat_template(..., add_generation_prompt=True)`` then tokenized
-without extra special tokens), sorted by length, left-padded into batches and decoded with the KV cache.
+Generation is greedy (sampled when a request asks for a temperature) and batched: prompts are rendered with the
+tokenizer's chat template exactly as the lora-sft trainer renders them (``apply_chat_template(...,
+add_generation_prompt=True)`` then tokenized without extra special tokens), sorted by length, left-padded into
+batches and decoded with the KV cache.
 Loaded models are kept per process in an LRU cache bounded in bytes of weights.
 
 Tool calling: a request's ``tools`` are given to the chat template (``apply_chat_template(..., tools=…)``)
@@ -63,6 +65,16 @@ class LoadedModel:
     tokenizer: object
     device: str
     nbytes: int
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampled rather than greedy decoding: from the ``top_p`` nucleus at ``temperature``; the same ``seed`` gives
+    the same answer to the same prompt generated alone (a batch of one)."""
+
+    temperature: float
+    top_p: float = 1.0
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -172,11 +184,12 @@ class LocalEngine:
         *,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         stop: Sequence[str] = (),
+        sampling: Sampling | None = None,
     ) -> list[Generated]:
-        """Greedy answers to every prompt (a list of chat messages each), in the order given."""
+        """Answers to every prompt (a list of chat messages each), in the order given: greedy unless ``sampling``."""
         loaded = self.load(ref)
         encoded = [self.render(loaded, messages) for messages in prompts]
-        return self.generate_ids(loaded, encoded, max_new_tokens=max_new_tokens, stop=stop)
+        return self.generate_ids(loaded, encoded, max_new_tokens=max_new_tokens, stop=stop, sampling=sampling)
 
     def generate_ids(
         self,
@@ -185,18 +198,23 @@ class LocalEngine:
         *,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         stop: Sequence[str] = (),
+        sampling: Sampling | None = None,
     ) -> list[Generated]:
         results: list[Generated | None] = [None] * len(encoded)
-        # Similar lengths batched together: less padding to compute over.
+        # Similar lengths batched together: less padding to compute over. Sampled prompts go one at a time, so a
+        # seed gives the same answer whatever else was asked alongside.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            outputs = self._generate_batch(loaded, [encoded[i] for i in chunk], max_new_tokens, stop)
+        size = 1 if sampling is not None else self.batch_size
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            outputs = self._generate_batch(loaded, [encoded[i] for i in chunk], max_new_tokens, stop, sampling)
             for index, output in zip(chunk, outputs, strict=True):
                 results[index] = output
         return [result for result in results if result is not None]
 
-    def _generate_batch(self, loaded: LoadedModel, batch, max_new_tokens: int, stop) -> list[Generated]:
+    def _generate_batch(
+        self, loaded: LoadedModel, batch, max_new_tokens: int, stop, sampling: Sampling | None
+    ) -> list[Generated]:
         import torch
         from transformers import GenerationConfig
 
@@ -210,8 +228,11 @@ class LocalEngine:
             if ids:
                 input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                 attention_mask[row, width - len(ids) :] = 1
+        decoding = {"do_sample": False}
+        if sampling is not None:
+            decoding = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         config = GenerationConfig(
-            do_sample=False,
+            **decoding,
             num_beams=1,
             max_new_tokens=max_new_tokens,
             pad_token_id=pad_id,
@@ -219,6 +240,9 @@ class LocalEngine:
             use_cache=True,
         )
         with self._generating, torch.inference_mode():
+            if sampling is not None and sampling.seed is not None:
+                # Under the lock: the generator is the process's, and nothing else draws from it meanwhile.
+                torch.manual_seed(sampling.seed)
             output = model.generate(
                 input_ids=input_ids.to(loaded.device),
                 attention_mask=attention_mask.to(loaded.device),
@@ -307,7 +331,8 @@ class LocalBackend(Backend):
 
     ``register("fine_tuned", LocalModelRef(base, adapter))`` and then ``chat(ChatRequest("fine_tuned", ...))``:
     a caller never hands a folder through a request. ``chat_many`` batches; ``chat`` is a batch of one.
-    Answers are deterministic, so nothing is retried; a failure is the reason, as Refused or ModelNotFound.
+    Greedy unless a request's temperature is above 0 (then sampled, one prompt at a time). Nothing is retried:
+    a failure is the reason, as Refused or ModelNotFound.
     """
 
     kind = "local"
@@ -333,18 +358,18 @@ class LocalBackend(Backend):
     def chat_many(self, requests: Sequence[ChatRequest]) -> Iterator[Outcome]:
         groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
-            key = (request.model, request.options.max_tokens, request.options.stop)
+            options = request.options
+            sampling = None
+            if options.temperature > 0:
+                sampling = Sampling(temperature=options.temperature, top_p=options.top_p, seed=options.seed)
+            key = (request.model, options.max_tokens, options.stop, sampling)
             groups.setdefault(key, []).append(index)
-        for (model, max_tokens, stop), indexes in groups.items():
-            yield from self._answer_group(requests, model, max_tokens, stop, indexes)
+        for (model, max_tokens, stop, sampling), indexes in groups.items():
+            yield from self._answer_group(requests, model, max_tokens, stop, sampling, indexes)
 
-    def _answer_group(self, requests, model, max_tokens, stop, indexes) -> Iterator[Outcome]:
+    def _answer_group(self, requests, model, max_tokens, stop, sampling, indexes) -> Iterator[Outcome]:
         try:
             ref = self._ref(model)
-            if any(requests[i].options.temperature > 0 for i in indexes):
-                raise Refused(
-                    f"endpoint '{self.endpoint}' generates greedily: temperature must be 0", endpoint=self.endpoint
-                )
             loaded = self.engine.load(ref)
         except InferenceError as exc:
             for index in indexes:
@@ -359,7 +384,7 @@ class LocalBackend(Backend):
             try:
                 encoded = [self.engine.render(loaded, requests[i].messages, tools=requests[i].tools) for i in chunk]
                 outputs = self.engine.generate_ids(
-                    loaded, encoded, max_new_tokens=max_tokens or DEFAULT_MAX_NEW_TOKENS, stop=stop
+                    loaded, encoded, max_new_tokens=max_tokens or DEFAULT_MAX_NEW_TOKENS, stop=stop, sampling=sampling
                 )
             except Exception as exc:  # noqa: BLE001 - any failure of generation is the reason, named, not a crash
                 error = Refused(

@@ -1,6 +1,6 @@
 """Ollama behind the backend interface: ``POST /api/chat`` (non-streaming) and ``GET /api/tags``.
 
-Structured output is Ollama's ``format`` (a JSON schema); options map to ``temperature``, ``seed``,
+Structured output is Ollama's ``format`` (a JSON schema); options map to ``temperature``, ``top_p``, ``seed``,
 ``num_predict`` and ``stop``. Model management (blobs, create, show) stays in the deploy client.
 
 Tool calling: ``tools`` are sent as given (Ollama takes OpenAI's function definitions); the turns are
@@ -36,6 +36,8 @@ class OllamaBackend(HttpBackend):
     def _chat_once(self, request: ChatRequest) -> Answer:
         options = request.options
         ollama_options: dict = {"temperature": options.temperature}
+        if options.top_p != 1.0:
+            ollama_options["top_p"] = options.top_p
         if options.seed is not None:
             ollama_options["seed"] = options.seed
         if options.max_tokens is not None:

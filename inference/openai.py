@@ -60,6 +60,8 @@ class OpenAIBackend(HttpBackend):
             "temperature": options.temperature,
             "stream": False,
         }
+        if options.top_p != 1.0:
+            payload["top_p"] = options.top_p
         if options.seed is not None:
             payload["seed"] = options.seed
         if options.max_tokens is not None:

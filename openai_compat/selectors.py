@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db.models import JSONField, QuerySet, Value
 from django.db.models.fields.json import KeyTransform, KeyTransformExact
 
+from evaluations import chat
 from finetune_studio import base_models
 from jobs import selectors as job_selectors
 from jobs.models import Dataset, Job
@@ -24,7 +25,7 @@ from models_app import selectors as model_selectors
 from models_app.models import RegisteredModel
 
 from . import ids
-from .services import OpenAIRequestInvalid
+from .services import OpenAIModelNotFound, OpenAIModelUnavailable, OpenAIRequestInvalid, base_for
 
 
 @dataclass(frozen=True)
@@ -247,3 +248,17 @@ def fine_tuned_model_get(*, user, name: str) -> RegisteredModel | None:
         rows = rows.filter(registered_name__name=parsed[0], version=parsed[1])
     mine = rows.filter(owner=user).first()
     return mine or rows.order_by("id").first()
+
+
+def chat_target_get(*, user, model: str) -> chat.ChatTarget:
+    """What answers chats for ``model``: one of the user's registry versions (staff: anyone's), else a base (or an
+    OpenAI name mapped to one). OpenAIModelNotFound for others' versions and unknown names alike."""
+    found = fine_tuned_model_get(user=user, name=model)
+    try:
+        if found is not None:
+            return chat.chat_target_for_model(model=found, name=model)
+        if model in base_model_names():
+            return chat.chat_target_for_base(base=base_for(model), name=model)
+    except chat.ChatUnavailable as exc:
+        raise OpenAIModelUnavailable(str(exc)) from None
+    raise OpenAIModelNotFound(f"The model {model[:120]!r} does not exist or you do not have access to it.")

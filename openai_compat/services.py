@@ -9,13 +9,20 @@ studio cannot honour (DPO, reinforcement, W&B integrations) is refused with the 
 
 from __future__ import annotations
 
+import time
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
+from evaluations import chat
 from finetune_studio import base_models
-from finetune_studio.errors import DomainInvalid
+from finetune_studio.errors import DomainConflict, DomainError, DomainInvalid, DomainNotFound
+from finetune_studio.records import ToolCall
+from inference.base import Answer, ChatOptions, InferenceError, ModelNotFound, Refused, Timeout, Unreachable
+from inference.endpoints import EndpointUnavailable
 from jobs import services as job_services
 from jobs.models import Dataset, Job, Trainer
 
@@ -147,3 +154,83 @@ def _as_openai_refusal(errors: dict) -> OpenAIRequestInvalid:
 
 def _first(messages) -> str:
     return str(messages[0]) if isinstance(messages, list | tuple) and messages else str(messages)
+
+
+# --- chat completions ------------------------------------------------------------------------------------
+
+
+class OpenAIModelNotFound(DomainNotFound):
+    """No registry version or base of that name that the user may use."""
+
+    param = "model"
+    openai_code = "model_not_found"
+
+
+class OpenAIModelUnavailable(DomainConflict):
+    """The model exists, but nothing here answers for it (not deployed, and the local engine may not)."""
+
+    param = "model"
+
+
+class ChatFailed(DomainError):
+    """What serves the model failed or refused; ``status_code`` says which way (400, 409, 502, 503, 504)."""
+
+    def __init__(self, message: str, *, status_code: int):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class ChatCompletion:
+    id: str
+    created: int
+    target: chat.ChatTarget
+    answer: Answer
+    tool_calls: tuple[ToolCall, ...]
+    finish_reason: str  # OpenAI's: stop | length | tool_calls
+
+
+def chat_completion_create(
+    *,
+    target: chat.ChatTarget,
+    messages: tuple[dict, ...],
+    options: ChatOptions,
+    tools: tuple[dict, ...] = (),
+    schema: dict | None = None,
+    single_call: bool = False,
+) -> ChatCompletion:
+    """One answer of ``target`` to ``messages``; ChatFailed or OpenAIModelUnavailable with the reason otherwise.
+
+    ``single_call`` (OpenAI's ``parallel_tool_calls: false``): at most the answer's first tool call.
+    """
+    try:
+        answer = chat.chat_answer(target=target, messages=messages, options=options, tools=tools, schema=schema)
+    except chat.ChatUnavailable as exc:
+        raise OpenAIModelUnavailable(str(exc)) from None
+    except InferenceError as exc:
+        raise _chat_failure(exc, target) from None
+    calls = answer.tool_calls[:1] if single_call else answer.tool_calls
+    finish = "tool_calls" if calls else ("length" if answer.finish_reason == "length" else "stop")
+    return ChatCompletion(
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        target=target,
+        answer=answer,
+        tool_calls=calls,
+        finish_reason=finish,
+    )
+
+
+def _chat_failure(exc: InferenceError, target: chat.ChatTarget) -> DomainError:
+    if isinstance(exc, ModelNotFound) and target.endpoint == chat.OLLAMA_ENDPOINT:
+        return OpenAIModelUnavailable(
+            f"{target.name} is deployed to Ollama as {target.served_as}, but Ollama does not serve it now ({exc}): "
+            "deploy it again from its page"
+        )
+    if isinstance(exc, EndpointUnavailable | Unreachable):
+        return ChatFailed(str(exc), status_code=503)
+    if isinstance(exc, Timeout):
+        return ChatFailed(str(exc), status_code=504)
+    if isinstance(exc, Refused | ModelNotFound):
+        return ChatFailed(str(exc), status_code=400)
+    return ChatFailed(str(exc), status_code=502)  # BadAnswer: an answer came, but not one that can be read

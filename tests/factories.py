@@ -260,3 +260,18 @@ def make_model(owner, *, files=None, name="my model", base_model="tiny-llama", s
     model.gguf_path = derived["gguf_path"]
     model.save()
     return model
+
+
+def lora_adapter(base_folder, adapter_folder, *, seed: int):
+    """A PEFT model on the base with non-zero LoRA weights (as after training), saved to a folder."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_folder, local_files_only=True)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(adapter_folder)
+    AutoTokenizer.from_pretrained(base_folder, local_files_only=True).save_pretrained(adapter_folder)
+    return peft_model.eval()

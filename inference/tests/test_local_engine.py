@@ -12,9 +12,9 @@ pytest.importorskip("peft", reason="the training extra (requirements-train.txt) 
 
 import torch  # noqa: E402
 
-from inference.base import ChatOptions, ChatRequest, ModelNotFound, Refused  # noqa: E402
+from inference.base import ChatOptions, ChatRequest, ModelNotFound  # noqa: E402
 from inference.local import LocalBackend, LocalEngine, LocalModelRef, ModelTooLarge  # noqa: E402
-from tests.factories import calling_turn, function_tool, tool_call, tool_result  # noqa: E402
+from tests.factories import calling_turn, function_tool, lora_adapter, tool_call, tool_result  # noqa: E402
 from trainers.demo_base import CLASSIFY_INSTRUCTION, synthetic_clause_records  # noqa: E402
 
 
@@ -37,20 +37,6 @@ def one_at_a_time(loaded, engine, prompt, max_new_tokens):
     new = output[0, len(ids) :].tolist()
     eos = loaded.tokenizer.eos_token_id
     return new[: new.index(eos)] if eos in new else new
-
-
-def lora_adapter(base_folder, adapter_folder, *, seed: int):
-    """A PEFT model on the base with non-zero LoRA weights (as after training), saved to a folder."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_folder, local_files_only=True)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    peft_model = get_peft_model(model, config)
-    peft_model.save_pretrained(adapter_folder)
-    AutoTokenizer.from_pretrained(base_folder, local_files_only=True).save_pretrained(adapter_folder)
-    return peft_model.eval()
 
 
 def test_batched_greedy_answers_equal_generate_one_at_a_time(demo_base):
@@ -132,8 +118,26 @@ def test_the_backend_answers_registered_names_in_batches_and_refuses_others(demo
     assert [o.answer.content for o in outcomes[6:12]] != [g.text for g in expected_base]
     assert isinstance(outcomes[12].error, ModelNotFound)
     assert "model 'someone-elses-model' not found on endpoint 'local'" in str(outcomes[12].error)
-    with pytest.raises(Refused, match="generates greedily: temperature must be 0"):
-        backend.chat(ChatRequest("base", tuple(prompts[0]), ChatOptions(temperature=0.7)))
+
+
+def test_a_temperature_samples_and_the_same_seed_gives_the_same_answer_whatever_is_asked_beside_it(demo_base):
+    backend = LocalBackend(engine=LocalEngine(device="cpu", batch_size=8))
+    backend.register("base", LocalModelRef(str(demo_base)))
+    prompts = clause_prompts(4)
+
+    def ask(prompt, **options):
+        return ChatRequest("base", tuple(prompt), ChatOptions(max_tokens=16, **options))
+
+    greedy = backend.chat(ask(prompts[0])).content
+    hot = {"temperature": 1.5, "seed": 7}
+    alone = backend.chat(ask(prompts[0], **hot)).content
+    beside_others = sorted(backend.chat_many([ask(p, **hot) for p in prompts]), key=lambda o: o.index)
+    assert beside_others[0].answer.content == alone
+    assert backend.chat(ask(prompts[0], **hot)).content == alone
+    other_seeds = {backend.chat(ask(prompts[0], temperature=1.5, seed=seed)).content for seed in range(8, 14)}
+    # Sampled at a high temperature, the answers vary with the seed, and are not all the greedy one.
+    assert len(other_seeds | {alone}) > 2
+    assert other_seeds | {alone} != {greedy}
 
 
 def test_stop_strings_end_the_answer(demo_base):

@@ -302,3 +302,225 @@ def base_model_object(name: str) -> dict:
     """A base of the studio's catalogue, or an OpenAI name mapped to one: what ``fine_tuning.jobs.create(model=…)``
     accepts; ``studio.base_model`` is the base it trains."""
     return {"id": name, "object": "model", "created": 0, "owned_by": "studio", "studio": {"base_model": base_for(name)}}
+
+
+# --- chat completions ------------------------------------------------------------------------------------
+
+MAX_STOP = 4  # OpenAI's limit
+MAX_INT64 = 2**63 - 1
+
+
+class StopField(serializers.Field):
+    """A string or a list of up to four; always a tuple of non-empty strings once read."""
+
+    def to_internal_value(self, data):
+        values = [data] if isinstance(data, str) else data
+        if not isinstance(values, list) or not all(isinstance(value, str) and value for value in values):
+            raise serializers.ValidationError("must be a non-empty string or a list of them")
+        if len(values) > MAX_STOP:
+            raise serializers.ValidationError(f"at most {MAX_STOP} stop sequences")
+        return tuple(values)
+
+    def to_representation(self, value):
+        return list(value)
+
+
+class StreamOptionsSerializer(RefusesUnknownFields, serializers.Serializer):
+    include_usage = serializers.BooleanField(required=False, default=False)
+
+
+class ChatCompletionSerializer(RefusesUnknownFields, serializers.Serializer):
+    """OpenAI's chat completion request, as far as the studio honours it; the rest is refused by name.
+
+    Read into ``messages`` and ``tools`` (checked as a training record's turns are), ``options``
+    (an ``inference.base.ChatOptions``), ``schema`` (from ``response_format``) and the streaming flags.
+    """
+
+    model = serializers.CharField(max_length=256)
+    messages = serializers.JSONField()
+    tools = serializers.JSONField(required=False, allow_null=True)
+    tool_choice = serializers.JSONField(required=False, allow_null=True)
+    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=2.0)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0.0, max_value=1.0)
+    seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_INT64)
+    stop = StopField(required=False, allow_null=True)
+    n = serializers.IntegerField(required=False, allow_null=True)
+    stream = serializers.BooleanField(required=False, allow_null=True)
+    stream_options = StreamOptionsSerializer(required=False, allow_null=True)
+    response_format = serializers.JSONField(required=False, allow_null=True)
+    user = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=256)
+    store = serializers.BooleanField(required=False, allow_null=True)
+    logprobs = serializers.BooleanField(required=False, allow_null=True)
+    frequency_penalty = serializers.FloatField(required=False, allow_null=True)
+    presence_penalty = serializers.FloatField(required=False, allow_null=True)
+
+    def unknown_field_error(self, name: str) -> str:
+        return f"Not offered by the studio's chat completions; they take: {', '.join(field for field in self.fields)}."
+
+    def validate_top_p(self, value):
+        if value is not None and value <= 0:
+            raise serializers.ValidationError("must be above 0 (1 samples from every token)")
+        return value
+
+    def validate_n(self, value):
+        if value not in (None, 1):
+            raise serializers.ValidationError("the studio answers one choice per request: n must be 1")
+        return value
+
+    def validate_store(self, value):
+        if value:
+            raise serializers.ValidationError("the studio keeps no completions: store must be false")
+        return value
+
+    def validate_logprobs(self, value):
+        if value:
+            raise serializers.ValidationError("log probabilities are not offered: logprobs must be false")
+        return value
+
+    def validate_frequency_penalty(self, value):
+        return _zero_only(value, "frequency_penalty")
+
+    def validate_presence_penalty(self, value):
+        return _zero_only(value, "presence_penalty")
+
+    def validate_tool_choice(self, value):
+        if value not in (None, "auto", "none"):
+            raise serializers.ValidationError(
+                'the studio cannot force a call: tool_choice must be "auto" (the model decides) or "none"'
+            )
+        return value
+
+    def validate_response_format(self, value) -> dict | None:
+        """The JSON schema answers must follow (None: free text)."""
+        if value is None:
+            return None
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return {"type": "object"}
+        if kind == "json_schema":
+            described = value.get("json_schema")
+            schema = described.get("schema") if isinstance(described, dict) else None
+            if not isinstance(schema, dict):
+                raise serializers.ValidationError('json_schema needs {"name": …, "schema": {…}}')
+            return schema
+        raise serializers.ValidationError('type must be "text", "json_object" or "json_schema"')
+
+    def validate(self, attrs):
+        from django.conf import settings
+
+        from finetune_studio.records import RecordError, chat_prompt_from_openai
+        from inference.base import ChatOptions
+
+        tools = attrs.get("tools")
+        if attrs.get("tool_choice") == "none":
+            tools = None  # the model is not told of them, so it answers in text
+        try:
+            messages, tools = chat_prompt_from_openai({"messages": attrs["messages"], "tools": tools})
+        except RecordError as exc:
+            where = exc.location
+            in_tools = where.startswith("request: tool ") or (where == "request" and "tools" in exc.reason)
+            param = "tools" if in_tools else "messages"
+            raise serializers.ValidationError({param: [f"{exc.location}: {exc.reason}"]}) from None
+        given = [attrs.get(name) for name in ("max_completion_tokens", "max_tokens")]
+        max_tokens = next((value for value in given if value is not None), None)
+        if max_tokens is not None and max_tokens > settings.CHAT_MAX_TOKENS:
+            raise serializers.ValidationError(
+                {"max_tokens": [f"at most {settings.CHAT_MAX_TOKENS} tokens (the operator's CHAT_MAX_TOKENS)"]}
+            )
+        if attrs.get("stream_options") and not attrs.get("stream"):
+            raise serializers.ValidationError({"stream_options": ["only with stream: true"]})
+        temperature = attrs.get("temperature")
+        top_p = attrs.get("top_p")
+        return {
+            "model": attrs["model"],
+            "messages": tuple(message.openai_turn() for message in messages),
+            "tools": tools,
+            "options": ChatOptions(
+                # OpenAI's default when none is given is 1 (sampled): scripts that want one answer send 0.
+                temperature=1.0 if temperature is None else temperature,
+                top_p=1.0 if top_p is None else top_p,
+                seed=attrs.get("seed"),
+                max_tokens=max_tokens or settings.CHAT_MAX_TOKENS,
+                stop=attrs.get("stop") or (),
+            ),
+            "schema": attrs.get("response_format"),
+            "single_call": attrs.get("parallel_tool_calls") is False,
+            "stream": bool(attrs.get("stream")),
+            "include_usage": bool((attrs.get("stream_options") or {}).get("include_usage")),
+        }
+
+
+def _zero_only(value, name: str):
+    if value not in (None, 0, 0.0):
+        raise serializers.ValidationError(f"{name} is not offered: give 0 or leave it out")
+    return value
+
+
+def chat_completion_object(completion) -> dict:
+    """OpenAI's ``chat.completion``: one choice, its calls in OpenAI's shape, the usage when the server counted."""
+    answer = completion.answer
+    content = answer.content if answer.content or not completion.tool_calls else None
+    message: dict = {"role": "assistant", "content": content, "refusal": None}
+    if completion.tool_calls:
+        message["tool_calls"] = [call.openai_call() for call in completion.tool_calls]
+    return {
+        "id": completion.id,
+        "object": "chat.completion",
+        "created": completion.created,
+        "model": completion.target.name,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": completion.finish_reason}],
+        "usage": _usage(answer),
+        "system_fingerprint": None,
+        "service_tier": None,
+        "studio": _served(completion),
+    }
+
+
+def _usage(answer) -> dict | None:
+    if answer.prompt_tokens is None or answer.completion_tokens is None:
+        return None
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+    }
+
+
+def _served(completion) -> dict:
+    target = completion.target
+    return {
+        "served_by": target.description,
+        "endpoint": target.endpoint,
+        "model": target.model.id if target.model is not None else None,
+        "latency_ms": round(completion.answer.latency_ms, 1),
+    }
+
+
+def chat_completion_chunks(completion, *, include_usage: bool) -> list[dict]:
+    """The same answer as OpenAI's stream of ``chat.completion.chunk``: the role, the text, the calls, the end."""
+    common = {
+        "id": completion.id,
+        "object": "chat.completion.chunk",
+        "created": completion.created,
+        "model": completion.target.name,
+        "system_fingerprint": None,
+    }
+
+    def chunk(delta: dict, finish_reason=None) -> dict:
+        return {**common, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+    chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    if completion.answer.content:
+        chunks.append(chunk({"content": completion.answer.content}))
+    if completion.tool_calls:
+        calls = [{"index": index, **call.openai_call()} for index, call in enumerate(completion.tool_calls)]
+        chunks.append(chunk({"tool_calls": calls}))
+    chunks.append(chunk({}, completion.finish_reason))
+    if include_usage:
+        chunks.append({**common, "choices": [], "usage": _usage(completion.answer), "studio": _served(completion)})
+    return chunks

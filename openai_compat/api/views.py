@@ -5,6 +5,8 @@ included, is shaped as OpenAI's (``{"error": {"message", "type", "param", "code"
 usual exceptions with the studio's reason.
 """
 
+import json
+
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
@@ -24,11 +26,14 @@ from models_app import services as model_services
 from .. import selectors, services
 from ..services import OpenAIRequestInvalid
 from .serializers import (
+    ChatCompletionSerializer,
     FileListQuerySerializer,
     FileUploadSerializer,
     JobCreateSerializer,
     ListQuerySerializer,
     base_model_object,
+    chat_completion_chunks,
+    chat_completion_object,
     checkpoint_object,
     event_object,
     file_object,
@@ -39,7 +44,7 @@ from .serializers import (
 )
 
 SUPPORTED = (
-    "GET /models, GET /models/{id}, DELETE /models/{id}, "
+    "POST /chat/completions, GET /models, GET /models/{id}, DELETE /models/{id}, "
     "POST /files, GET /files, GET /files/{id}, GET /files/{id}/content, DELETE /files/{id}, "
     "POST /fine_tuning/jobs, GET /fine_tuning/jobs, GET /fine_tuning/jobs/{id}, "
     "POST /fine_tuning/jobs/{id}/cancel, GET /fine_tuning/jobs/{id}/events, GET /fine_tuning/jobs/{id}/checkpoints"
@@ -79,7 +84,7 @@ def openai_exception_handler(exc, context):
             "message": message,
             "type": "server_error" if response.status_code >= 500 else "invalid_request_error",
             "param": param,
-            "code": _CODES.get(response.status_code),
+            "code": getattr(exc, "openai_code", None) or _CODES.get(response.status_code),
         }
     }
     return response
@@ -302,6 +307,38 @@ class ModelDetailView(OpenAIView):
         except objects.StorageError as exc:
             raise ServiceUnavailable(f"Storage failed while deleting the model's files; it is kept: {exc}") from None
         return Response({"id": model, "object": "model", "deleted": True})
+
+
+@extend_schema(exclude=True)
+class ChatCompletionsView(OpenAIView):
+    """One answer of a registry version or a base. ``stream: true`` sends the same answer as OpenAI's event stream
+    once it is generated, so a streaming client works unchanged (tokens do not arrive one by one)."""
+
+    def post(self, request):
+        given = ChatCompletionSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        body = given.validated_data
+        target = selectors.chat_target_get(user=request.user, model=body["model"])
+        completion = services.chat_completion_create(
+            target=target,
+            messages=body["messages"],
+            options=body["options"],
+            tools=body["tools"],
+            schema=body["schema"],
+            single_call=body["single_call"],
+        )
+        if not body["stream"]:
+            return Response(chat_completion_object(completion))
+        chunks = chat_completion_chunks(completion, include_usage=body["include_usage"])
+        response = StreamingHttpResponse(_event_stream(chunks), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        return response
+
+
+def _event_stream(chunks):
+    for chunk in chunks:
+        yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 @extend_schema(exclude=True)

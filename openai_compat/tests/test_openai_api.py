@@ -17,33 +17,13 @@ from jobs.models import Dataset, Job
 from logs_app.services import log_lines_append
 from tests.factories import chat_records, jsonl, make_job, make_model
 
+from .conftest import error_of
+
 pytestmark = pytest.mark.django_db
 
 BASE = "/openai/v1"
 ARTIFACTS = {"adapter_model.safetensors": b"weights"}
 DEMO_PRESET_LEARNING_RATE = 0.02
-
-
-def bearer(api_client_for, user):
-    """A client that authenticates as OpenAI's SDKs do: ``Authorization: Bearer <key>``."""
-    client = api_client_for(None)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.get_or_create(user=user)[0].key}")
-    return client
-
-
-@pytest.fixture
-def alice_openai(api_client_for, alice):
-    return bearer(api_client_for, alice)
-
-
-@pytest.fixture
-def bob_openai(api_client_for, bob):
-    return bearer(api_client_for, bob)
-
-
-@pytest.fixture
-def olivia_openai(api_client_for, olivia):
-    return bearer(api_client_for, olivia)
 
 
 def upload(client, records=None, *, filename="train.jsonl", purpose="fine-tune", raw: bytes | None = None):
@@ -55,13 +35,6 @@ def upload(client, records=None, *, filename="train.jsonl", purpose="fine-tune",
 
 def create_job(client, file_id: str, **body):
     return client.post(f"{BASE}/fine_tuning/jobs", {"model": "demo-base", "training_file": file_id, **body})
-
-
-def error_of(response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"message", "type", "param", "code"}, body
-    return body["error"]
 
 
 # --- files -----------------------------------------------------------------------------------------------
@@ -617,11 +590,12 @@ def test_the_studios_own_token_header_works_too(alices_things, alice_api):
 
 def test_an_endpoint_the_studio_does_not_offer_is_a_404_listing_those_it_does(alices_things, alice_openai):
     response = alice_openai.post(f"{BASE}/fine_tuning/jobs/{alices_things['job']}/pause")
-    chat = alice_openai.post(f"{BASE}/chat/completions", {"model": "demo-base", "messages": []})
+    legacy = alice_openai.post(f"{BASE}/completions", {"model": "demo-base", "prompt": "Hi"})
 
-    assert response.status_code == 404 and chat.status_code == 404
+    assert response.status_code == 404 and legacy.status_code == 404
     message = error_of(response)["message"]
     assert "/pause is not offered" in message and "POST /fine_tuning/jobs/{id}/cancel" in message
+    assert "POST /chat/completions" in error_of(legacy)["message"]
 
 
 def test_a_malformed_body_is_a_400_in_openais_shape(alice_openai):

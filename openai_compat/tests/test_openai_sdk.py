@@ -100,6 +100,14 @@ def test_an_openai_fine_tuning_script_trains_a_lora_adapter_into_the_registry(cl
     (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(created.id)
     assert checkpoint.fine_tuned_model_checkpoint == "adder:v1" and checkpoint.metrics.valid_loss is not None
 
+    # The fine-tuned model answers at once (the standalone studio's local engine), asked as it was trained.
+    question = [{"role": "system", "content": "Answer with the sum."}, {"role": "user", "content": "5 + 2"}]
+    completion = client.chat.completions.create(model=job.fine_tuned_model, messages=question, temperature=0)
+    assert completion.model == "adder:v1" and completion.choices[0].message.role == "assistant"
+    assert completion.usage.prompt_tokens > 0 and "local engine" in completion.studio["served_by"]
+    streamed = client.chat.completions.create(model=job.fine_tuned_model, messages=question, temperature=0, stream=True)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed) == completion.choices[0].message.content
+
 
 def test_the_sdk_raises_its_usual_errors_with_the_studios_reasons(client):
     uploaded = client.files.create(file=("arithmetic.jsonl", jsonl(TRAINING)), purpose="fine-tune")
@@ -108,7 +116,10 @@ def test_the_sdk_raises_its_usual_errors_with_the_studios_reasons(client):
         client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=uploaded.id)
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.retrieve("ftjob-999999")
+    with pytest.raises(openai.NotFoundError) as unknown_model:
+        client.chat.completions.create(model="adder:v9", messages=[{"role": "user", "content": "1 + 2"}])
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=client.base_url, api_key="not-a-studio-token", max_retries=0).files.list()
 
     assert refused.value.param == "model" and "demo-base" in refused.value.message
+    assert unknown_model.value.code == "model_not_found"

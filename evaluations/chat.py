@@ -1,0 +1,157 @@
+"""Asking one model one conversation, on whatever serves it: the OpenAI-compatible chat completions
+(``/openai/v1/chat/completions``) and the model page's chat.
+
+Where a model is served, decided here once:
+
+- a registry version deployed to Ollama: its live deployment (``ollama_name`` on the built-in ``ollama``
+  endpoint), which carries the trained chat template and system prompt;
+- otherwise its LoRA adapter on its base in the studio's local engine, when this process may load models
+  (``LOCAL_INFERENCE_SERVES_CHAT``: on in a standalone studio, where the web process is the worker; off by
+  default in production, where web processes load no models and serving is Ollama's);
+- a base of the catalogue: the local engine, on the same condition;
+- anything else: ChatUnavailable, saying what would serve it.
+
+A model's folders never reach the caller: errors name the model, not where its files lie.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from finetune_studio.base_models import BaseModelRefused, base_model_resolve
+from inference.base import Answer, ChatOptions, ChatRequest, InferenceError, RetryPolicy
+from models_app.models import RegisteredModel
+
+from .local_models import AdapterUnavailable, adapter_folder, has_adapter
+
+OLLAMA_ENDPOINT = "ollama"
+LOCAL_ENDPOINT = "local"
+# One retry: a person (or a script) is waiting for the answer, and a studio that keeps retrying looks hung.
+CHAT_RETRY = RetryPolicy(max_retries=1, backoff=0.5)
+
+
+class ChatUnavailable(Exception):
+    """The model exists but nothing here can answer for it; the message says what would (deploy, a setting)."""
+
+
+@dataclass(frozen=True)
+class ChatTarget:
+    """What answers for ``name``: an endpoint, the model's name there, and on the local engine what to load."""
+
+    name: str  # as the caller named it: "support-bot:v1", "demo-base"
+    endpoint: str
+    served_as: str  # the model's name on the endpoint
+    model: RegisteredModel | None = None  # the registry version, when it is one
+    base: str = ""  # the local engine: the base's catalogue name
+    system_prompt: str = ""  # the local engine: the system prompt the version was trained with
+
+    @property
+    def description(self) -> str:
+        if self.endpoint == LOCAL_ENDPOINT:
+            what = f"its adapter on {self.base}" if self.model is not None else self.base
+            return f"the studio's local engine ({what})"
+        return f"Ollama, deployed as {self.served_as}"
+
+
+def _local_allowed() -> str | None:
+    """Why the local engine may not answer chats in this process (None: it may)."""
+    if not settings.LOCAL_INFERENCE_SERVES_CHAT:
+        return "this studio's web processes do not load models (LOCAL_INFERENCE_SERVES_CHAT is off, as in production)"
+    from inference.base import Refused
+    from inference.selectors import endpoint_usable
+
+    try:
+        endpoint_usable(name=LOCAL_ENDPOINT)
+    except Refused as exc:
+        return str(exc)
+    return None
+
+
+def chat_target_for_model(*, model: RegisteredModel, name: str) -> ChatTarget:
+    """Where the registry version ``model`` (called ``name`` by the caller) is answered; ChatUnavailable otherwise."""
+    if model.ollama_name:
+        return ChatTarget(name=name, endpoint=OLLAMA_ENDPOINT, served_as=model.ollama_name, model=model)
+    deploy_hint = f"deploy it to Ollama (its page's Deploy, or POST /api/v1/models/{model.id}/deploy)"
+    if not has_adapter(model):
+        raise ChatUnavailable(f"{name} is not deployed and has no LoRA adapter in the registry: {deploy_hint}")
+    refusal = _local_allowed()
+    if refusal is not None:
+        raise ChatUnavailable(f"{name} is not deployed, and {refusal}: {deploy_hint}")
+    try:
+        base = base_model_resolve(model.base_model, loadable=True).name
+    except BaseModelRefused as exc:
+        raise ChatUnavailable(f"{name} is not deployed, and the local engine cannot load its base: {exc}") from None
+    run = (model.training_metrics or {}).get("run")
+    system_prompt = str(run.get("system_prompt") or "") if isinstance(run, dict) else ""
+    return ChatTarget(
+        name=name, endpoint=LOCAL_ENDPOINT, served_as=name, model=model, base=base, system_prompt=system_prompt
+    )
+
+
+def chat_target_for_base(*, base: str, name: str) -> ChatTarget:
+    """Where the catalogue's base ``base`` (called ``name``) is answered: the local engine, when allowed here."""
+    refusal = _local_allowed()
+    if refusal is not None:
+        raise ChatUnavailable(f"base models are answered by the local engine, and {refusal}")
+    try:
+        resolved = base_model_resolve(base, loadable=True).name
+    except BaseModelRefused as exc:
+        raise ChatUnavailable(f"the local engine cannot load {exc}") from None
+    return ChatTarget(name=name, endpoint=LOCAL_ENDPOINT, served_as=name, base=resolved)
+
+
+def chat_answer(
+    *,
+    target: ChatTarget,
+    messages: tuple[dict, ...],
+    options: ChatOptions,
+    tools: tuple[dict, ...] = (),
+    schema: dict | None = None,
+) -> Answer:
+    """The model's answer to ``messages`` (OpenAI-shaped turns) on its target.
+
+    Raises ChatUnavailable (the adapter cannot be read, or the endpoint cannot hold answers to ``schema``) or
+    an ``inference.base.InferenceError`` (unreachable, timed out, refused, model not found, bad answer).
+    """
+    from inference.local import LocalModelRef
+    from inference.selectors import endpoint_usable, local_engine
+
+    endpoint = endpoint_usable(name=target.endpoint)
+    local = endpoint.kind == "local"
+    if local and target.system_prompt and not any(turn.get("role") == "system" for turn in messages):
+        # As it was trained: the run's system prompt went first in every record that brought none.
+        messages = ({"role": "system", "content": target.system_prompt}, *messages)
+    backend = endpoint.build_backend(local_engine=local_engine() if local else None, retry=CHAT_RETRY)
+    if schema is not None and not backend.supports_schema:
+        raise ChatUnavailable(
+            f"{target.name} is answered by {target.description}, which cannot hold an answer to a JSON schema: "
+            "deploy it to Ollama, or ask without response_format"
+        )
+    folders: dict[str, str] = {}
+    with backend:
+        if local:
+            adapter = None
+            if target.model is not None:
+                try:
+                    adapter = str(adapter_folder(target.model))
+                except AdapterUnavailable as exc:
+                    raise ChatUnavailable(f"{target.name}: {exc}") from None
+                folders[adapter] = f"the adapter of {target.name}"
+            base_folder = str(base_model_resolve(target.base, loadable=True).path)
+            folders[base_folder] = f"base model {target.base}"
+            backend.register(target.served_as, LocalModelRef(base=base_folder, adapter=adapter))
+        request = ChatRequest(
+            model=target.served_as, messages=tuple(messages), options=options, schema=schema, tools=tools
+        )
+        try:
+            return backend.chat(request)
+        except InferenceError as exc:
+            message = str(exc)
+            if not any(folder in message for folder in folders):
+                raise
+            # The local engine's messages name the folders it loaded; the caller knows the model by its name.
+            for folder in sorted(folders, key=len, reverse=True):
+                message = message.replace(folder, folders[folder])
+            raise type(exc)(message, endpoint=exc.endpoint, attempts=exc.attempts) from None
