@@ -155,3 +155,80 @@ def chat_answer(
             for folder in sorted(folders, key=len, reverse=True):
                 message = message.replace(folder, folders[folder])
             raise type(exc)(message, endpoint=exc.endpoint, attempts=exc.attempts) from None
+
+
+# --- the model page's chat ------------------------------------------------------------------------------
+
+MAX_PAGE_TURNS = 40  # a conversation kept in the page's form: past this, start again
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """The conversation after one more exchange (``turns``: user and assistant texts), and the answer."""
+
+    turns: list[dict]
+    answer: Answer
+
+
+def chat_page_turns(history: str) -> list[dict]:
+    """The conversation so far, as the page's form carried it; ChatInvalid when it is not one."""
+    import json
+
+    if not history.strip():
+        return []
+    try:
+        turns = json.loads(history)
+    except ValueError:
+        turns = None
+    valid = isinstance(turns, list) and all(
+        isinstance(turn, dict)
+        and set(turn) == {"role", "content"}
+        and turn["role"] in ("user", "assistant")
+        and isinstance(turn["content"], str)
+        for turn in turns
+    )
+    if not valid:
+        raise ChatInvalid({"history": "the conversation could not be read back: start a new one"})
+    return turns
+
+
+class ChatInvalid(Exception):
+    """What the page's form holds that cannot be asked: ``errors`` maps each field to its reason."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__(next(iter(errors.values())))
+        self.errors = errors
+
+
+def chat_page_reply(
+    *, target: ChatTarget, turns: list[dict], system: str, message: str, temperature: float, max_tokens: int
+) -> ChatReply:
+    """The model's answer to ``message`` after ``turns`` (with ``system`` first when given).
+
+    ChatInvalid for a conversation that cannot be asked; ChatUnavailable or an InferenceError from the model.
+    """
+    from finetune_studio.records import RecordError, chat_prompt_from_openai
+
+    if len(turns) >= MAX_PAGE_TURNS:
+        raise ChatInvalid(
+            {"message": f"this conversation has {len(turns)} turns, the most the page keeps: start a new one"}
+        )
+    # An empty answer is shown, but not asked back: a chat turn must say something.
+    asked = [*(turn for turn in turns if turn["content"].strip()), {"role": "user", "content": message}]
+    if system.strip():
+        asked.insert(0, {"role": "system", "content": system})
+    try:
+        chat_prompt_from_openai({"messages": asked}, location="conversation")
+    except RecordError as exc:
+        field = "message" if exc.location.startswith(f"conversation: message {len(asked)} ") else "history"
+        raise ChatInvalid({field: f"{exc.location}: {exc.reason}"}) from None
+    options = ChatOptions(temperature=temperature, max_tokens=max_tokens)
+    answer = chat_answer(target=target, messages=tuple(asked), options=options)
+    shown = answer.content
+    if answer.tool_calls:
+        from finetune_studio.records import tool_calls_text
+
+        shown = (shown + "\n" if shown else "") + tool_calls_text(answer.tool_calls)
+    return ChatReply(
+        turns=[*turns, {"role": "user", "content": message}, {"role": "assistant", "content": shown}], answer=answer
+    )

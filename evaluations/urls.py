@@ -9,6 +9,7 @@ urlpatterns = [
     path("evaluations/<int:pk>/cancel/", views.evaluation_cancel, name="evaluation-cancel"),
     path("evaluations/<int:pk>/retry/", views.evaluation_retry, name="evaluation-retry"),
     path("models/<int:pk>/parity/", views.model_parity, name="model-parity"),
+    path("models/<int:pk>/chat/", views.model_chat, name="model-chat"),
     re_path(
         r"^registry/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,99})/versions/(?P<version>[0-9]+)/evaluate/$",
         promotion_views.evaluate_for_promotion,

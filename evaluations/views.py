@@ -335,3 +335,82 @@ def model_parity(request, pk: int):
         },
         status=400 if errors else 200,
     )
+
+
+CHAT_DEFAULT_MAX_TOKENS = 256
+
+
+@login_required
+def model_chat(request, pk: int):
+    """The model page's Chat: a conversation with the version, kept in the page's form (nothing is stored)."""
+    import json
+
+    from django.conf import settings
+
+    from inference.base import InferenceError
+
+    from . import chat
+
+    model = selectors.evaluatable_models(user=request.user).filter(id=pk).first()
+    if model is None:
+        raise Http404("No such model.")
+    unavailable = None
+    try:
+        target = chat.chat_target_for_model(model=model, name=model.name)
+    except chat.ChatUnavailable as exc:
+        target, unavailable = None, str(exc)
+    chosen = {"system": "", "message": "", "temperature": "0", "max_tokens": str(CHAT_DEFAULT_MAX_TOKENS)}
+    turns: list[dict] = []
+    errors: dict[str, str] = {}
+    if request.method == "POST" and target is not None:
+        chosen = {key: request.POST.get(key, default).strip() for key, default in chosen.items()}
+        temperature = _number(chosen["temperature"], float, 0, 2, "temperature", errors)
+        max_tokens = _number(chosen["max_tokens"], int, 1, settings.CHAT_MAX_TOKENS, "max_tokens", errors)
+        try:
+            turns = chat.chat_page_turns(request.POST.get("history", ""))
+        except chat.ChatInvalid as exc:
+            errors.update(exc.errors)
+        if not chosen["message"]:
+            errors["message"] = "write a message to send"
+        if not errors:
+            try:
+                reply = chat.chat_page_reply(
+                    target=target,
+                    turns=turns,
+                    system=chosen["system"],
+                    message=chosen["message"],
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                )
+            except chat.ChatInvalid as exc:
+                errors.update(exc.errors)
+            except (chat.ChatUnavailable, InferenceError) as exc:
+                errors["model"] = str(exc)
+            else:
+                turns, chosen["message"] = reply.turns, ""
+    return render(
+        request,
+        "evaluations/model_chat.html",
+        {
+            "model": model,
+            "target": target,
+            "unavailable": unavailable,
+            "turns": turns,
+            "history": json.dumps(turns),
+            "chosen": chosen,
+            "errors": errors,
+            "max_tokens_limit": settings.CHAT_MAX_TOKENS,
+        },
+        status=400 if errors and "model" not in errors else 200,
+    )
+
+
+def _number(text: str, kind, low, high, field: str, errors: dict):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        errors[field] = f"a {'whole ' if kind is int else ''}number from {low} to {high}"
+        return None
+    return value
