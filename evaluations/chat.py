@@ -16,12 +16,14 @@ A model's folders never reach the caller: errors name the model, not where its f
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from finetune_studio.base_models import BaseModelRefused, base_model_resolve
-from inference.base import Answer, ChatOptions, ChatRequest, InferenceError, RetryPolicy
+from inference.base import Answer, ChatOptions, ChatRequest, Delta, InferenceError, RetryPolicy
 from models_app.models import RegisteredModel
 
 from .local_models import AdapterUnavailable, adapter_folder, has_adapter
@@ -115,6 +117,33 @@ def chat_answer(
     Raises ChatUnavailable (the adapter cannot be read, or the endpoint cannot hold answers to ``schema``) or
     an ``inference.base.InferenceError`` (unreachable, timed out, refused, model not found, bad answer).
     """
+    with _serving(target, messages, options, tools, schema) as (backend, request, folders):
+        try:
+            return backend.chat(request)
+        except InferenceError as exc:
+            raise _named(exc, folders) from None
+
+
+def chat_stream(
+    *,
+    target: ChatTarget,
+    messages: tuple[dict, ...],
+    options: ChatOptions,
+    tools: tuple[dict, ...] = (),
+    schema: dict | None = None,
+) -> Iterator[Delta | Answer]:
+    """``chat_answer``'s answer as it is generated: text pieces (``Delta``), then the whole ``Answer``; the same
+    errors, raised from the iteration (before the first piece when the model cannot be asked at all)."""
+    with _serving(target, messages, options, tools, schema) as (backend, request, folders):
+        try:
+            yield from backend.chat_stream(request)
+        except InferenceError as exc:
+            raise _named(exc, folders) from None
+
+
+@contextmanager
+def _serving(target: ChatTarget, messages, options: ChatOptions, tools, schema):
+    """(the backend, the request, the local engine's folders → their names) for one answer; the backend closed after."""
     from inference.local import LocalModelRef
     from inference.selectors import endpoint_usable, local_engine
 
@@ -145,16 +174,17 @@ def chat_answer(
         request = ChatRequest(
             model=target.served_as, messages=tuple(messages), options=options, schema=schema, tools=tools
         )
-        try:
-            return backend.chat(request)
-        except InferenceError as exc:
-            message = str(exc)
-            if not any(folder in message for folder in folders):
-                raise
-            # The local engine's messages name the folders it loaded; the caller knows the model by its name.
-            for folder in sorted(folders, key=len, reverse=True):
-                message = message.replace(folder, folders[folder])
-            raise type(exc)(message, endpoint=exc.endpoint, attempts=exc.attempts) from None
+        yield backend, request, folders
+
+
+def _named(exc: InferenceError, folders: dict[str, str]) -> InferenceError:
+    """The error, its message naming the model where the local engine's named the folders it loaded."""
+    message = str(exc)
+    if not any(folder in message for folder in folders):
+        return exc
+    for folder in sorted(folders, key=len, reverse=True):
+        message = message.replace(folder, folders[folder])
+    return type(exc)(message, endpoint=exc.endpoint, attempts=exc.attempts)
 
 
 # --- the model page's chat ------------------------------------------------------------------------------

@@ -24,15 +24,16 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from finetune_studio.records import ToolCall
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+T = TypeVar("T")
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -140,6 +141,13 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Delta:
+    """A piece of an answer's text as it is generated (``Backend.chat_stream``)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """One result of ``chat_many``: ``index`` into the requests, then an answer or the error."""
 
@@ -199,42 +207,52 @@ class Backend:
 
     def chat(self, request: ChatRequest) -> Answer:
         """One request, retried with backoff on transient failures; raises an InferenceError subclass."""
-        attempt = 0
+
+        def attempt() -> Answer:
+            # A slot is held per attempt, not while backing off: a retrying request leaves room for others.
+            with self._slots:
+                return self._chat_once(request)
+
+        answer, attempts, started = self._retrying(request.model, attempt)
+        return replace(answer, latency_ms=(time.perf_counter() - started) * 1000, attempts=attempts)
+
+    def _retrying(self, model: str, attempt: Callable[[], T]) -> tuple[T, int, float]:
+        """``attempt()`` until it does not raise Transient, backing off between tries: (its result, the attempts,
+        when the successful one started). Transient becomes its final error once retries run out."""
+        number = 0
         while True:
-            attempt += 1
+            number += 1
             started = time.perf_counter()
             try:
-                # A slot is held per attempt, not while backing off: a retrying request leaves room for others.
-                with self._slots:
-                    answer = self._chat_once(request)
+                return attempt(), number, started
             except Transient as exc:
-                if attempt > self.retry.max_retries or self._stop.is_set():
+                if number > self.retry.max_retries or self._stop.is_set():
                     raise exc.final(
-                        f"{self.label} kept failing for model '{request.model}' ({exc}; {attempt} attempts)",
+                        f"{self.label} kept failing for model '{model}' ({exc}; {number} attempts)",
                         endpoint=self.endpoint,
-                        attempts=attempt,
+                        attempts=number,
                     ) from None
-                if self._stop.wait(self.retry.delay(attempt, exc.retry_after)):
+                if self._stop.wait(self.retry.delay(number, exc.retry_after)):
                     raise Unreachable(
-                        f"stopped while retrying model '{request.model}' on {self.label} ({exc})",
+                        f"stopped while retrying model '{model}' on {self.label} ({exc})",
                         endpoint=self.endpoint,
-                        attempts=attempt,
+                        attempts=number,
                     ) from None
-                continue
             except InferenceError as exc:
-                exc.attempts = attempt
+                exc.attempts = number
                 raise
-            latency_ms = (time.perf_counter() - started) * 1000
-            return Answer(
-                content=answer.content,
-                latency_ms=latency_ms,
-                attempts=attempt,
-                prompt_tokens=answer.prompt_tokens,
-                completion_tokens=answer.completion_tokens,
-                generation_ns=answer.generation_ns,
-                finish_reason=answer.finish_reason,
-                tool_calls=answer.tool_calls,
-            )
+
+    def chat_stream(self, request: ChatRequest) -> Iterator[Delta | Answer]:
+        """The answer as it is generated: its text in ``Delta`` pieces, then the whole ``Answer`` last.
+
+        Errors are ``chat``'s, raised from the iteration. A backend that cannot stream (or a request with tools,
+        whose calls are read from the whole answer) sends the whole text as one piece. Closing the iterator early
+        stops the generation where the backend can.
+        """
+        answer = self.chat(request)
+        if answer.content:
+            yield Delta(answer.content)
+        yield answer
 
     def chat_many(self, requests: Sequence[ChatRequest]) -> Iterator[Outcome]:
         """Every request, ``concurrency`` at a time; outcomes come as they complete (not in order).

@@ -92,6 +92,43 @@ class HttpBackend(Backend):
             )
         return response
 
+    def _open_stream(self, path: str, *, json_body) -> tuple[urllib3.BaseHTTPResponse | None, Response | None]:
+        """POST whose answer is read as it comes: (the open response, None) on HTTP 200, else (None, the whole
+        error Response). A transport failure is Transient, as in ``_request``; a redirect is refused."""
+        try:
+            raw = self._pool.request(
+                "POST",
+                f"{self.url}{path}",
+                body=json.dumps(json_body).encode(),
+                headers=self._headers,
+                timeout=urllib3.Timeout(connect=min(self.timeout, 10.0), read=self.timeout),
+                redirect=False,
+                retries=False,
+                preload_content=False,
+            )
+        except NewConnectionError as exc:
+            raise Transient(describe(exc), final=Unreachable)
+        except TimeoutError:
+            raise Transient(f"no answer within {self.timeout:g}s", final=Timeout)
+        except HTTPError as exc:
+            raise Transient(describe(exc), final=Unreachable)
+        if raw.status == 200:
+            return raw, None
+        try:
+            content = raw.read()
+        except HTTPError:
+            content = b""
+        finally:
+            raw.release_conn()
+        response = Response(status_code=raw.status, headers=dict(raw.headers.items()), content=content)
+        if response.is_redirect:
+            raise Refused(
+                f"{self.label} answered HTTP {response.status_code}; redirects are not followed: configure the "
+                "endpoint with the server's own address",
+                endpoint=self.endpoint,
+            )
+        return None, response
+
     def _single(self, method: str, path: str, **kwargs) -> Response:
         """One attempt outside the retry loop (model lists): Transient becomes its final error at once."""
         try:

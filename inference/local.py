@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import Answer, Backend, ChatRequest, InferenceError, ModelNotFound, Outcome, Refused
+from .base import Answer, Backend, ChatRequest, Delta, InferenceError, ModelNotFound, Outcome, Refused
 from .tool_calls import parse_tool_calls, template_turns
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -215,8 +215,14 @@ class LocalEngine:
     def _generate_batch(
         self, loaded: LoadedModel, batch, max_new_tokens: int, stop, sampling: Sampling | None
     ) -> list[Generated]:
+        output = self._generate(loaded, batch, max_new_tokens, sampling)
+        return self._decoded(loaded, output, batch, stop)
+
+    def _generate(self, loaded: LoadedModel, batch, max_new_tokens: int, sampling: Sampling | None, **stream):
+        """``model.generate`` over the left-padded batch, under the engine's lock: the output ids, prompts included.
+        ``stream``: ``streamer`` and ``criteria`` (stopping criteria) for ``generate_stream``."""
         import torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StoppingCriteriaList
 
         tokenizer, model = loaded.tokenizer, loaded.model
         pad_id = _pad_token_id(tokenizer)
@@ -243,14 +249,21 @@ class LocalEngine:
             if sampling is not None and sampling.seed is not None:
                 # Under the lock: the generator is the process's, and nothing else draws from it meanwhile.
                 torch.manual_seed(sampling.seed)
-            output = model.generate(
+            return model.generate(
                 input_ids=input_ids.to(loaded.device),
                 attention_mask=attention_mask.to(loaded.device),
                 generation_config=config,
+                streamer=stream.get("streamer"),
+                stopping_criteria=StoppingCriteriaList(stream.get("criteria", [])),
             )
-        new_tokens = output[:, width:].tolist()
+
+    def _decoded(self, loaded: LoadedModel, output, batch, stop) -> list[Generated]:
+        """Each row's new tokens up to its end of sequence, decoded and cut at the first stop string."""
+        tokenizer = loaded.tokenizer
+        eos_ids = _eos_token_ids(tokenizer, loaded.model)
+        width = max(len(ids) for ids in batch)
         results = []
-        for ids, prompt in zip(new_tokens, batch, strict=True):
+        for ids, prompt in zip(output[:, width:].tolist(), batch, strict=True):
             finish = "length"
             for position, token in enumerate(ids):
                 if token in eos_ids:
@@ -262,6 +275,71 @@ class LocalEngine:
                     text, finish = text[: text.index(marker)], "stop"
             results.append(Generated(text=text, token_ids=tuple(ids), prompt_tokens=len(prompt), finish_reason=finish))
         return results
+
+    def generate_stream(
+        self,
+        loaded: LoadedModel,
+        ids: Sequence[int],
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        stop: Sequence[str] = (),
+        sampling: Sampling | None = None,
+    ) -> Iterator[str | Generated]:
+        """One prompt's answer as it is generated: text pieces, then the whole ``Generated`` (the same answer
+        ``generate_ids`` gives). Text that may begin a stop string is held back until it cannot; closing the
+        iterator early stops the generation at the next token."""
+        import torch
+        from transformers import StoppingCriteria, TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancelled = threading.Event()
+
+        class WhenCancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                result["output"] = self._generate(
+                    loaded, [list(ids)], max_new_tokens, sampling, streamer=streamer, criteria=[WhenCancelled()]
+                )
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
+                result["error"] = exc
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="local-engine-stream", daemon=True)
+        worker.start()
+        hold = max((len(marker) for marker in stop if marker), default=1) - 1
+        text, sent, stopped = "", 0, False
+        try:
+            for piece in streamer:
+                text += piece
+                found = [text.index(marker) for marker in stop if marker and marker in text]
+                if found:
+                    text, stopped = text[: min(found)], True
+                    cancelled.set()
+                    break
+                if len(text) - hold > sent:
+                    yield text[sent : len(text) - hold]
+                    sent = len(text) - hold
+        finally:
+            # Stopped by a stop string, or the reader went away: the generation ends at its next token. (After a
+            # whole answer it has ended already.)
+            cancelled.set()
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        if len(text) > sent:
+            yield text[sent:]
+        (generated,) = self._decoded(loaded, result["output"], [list(ids)], stop)
+        yield Generated(
+            text=text,
+            token_ids=generated.token_ids,
+            prompt_tokens=len(ids),
+            finish_reason="stop" if stopped else generated.finish_reason,
+        )
 
 
 def _pad_token_id(tokenizer) -> int:
@@ -321,6 +399,13 @@ def _load(ref: LocalModelRef, *, device: str, dtype: str) -> LoadedModel:
     return LoadedModel(ref=ref, model=model, tokenizer=tokenizer, device=device, nbytes=nbytes)
 
 
+def _sampling(options) -> Sampling | None:
+    """Sampled decoding for a request with a temperature above 0; None: greedy."""
+    if options.temperature <= 0:
+        return None
+    return Sampling(temperature=options.temperature, top_p=options.top_p, seed=options.seed)
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -359,10 +444,7 @@ class LocalBackend(Backend):
         groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
             options = request.options
-            sampling = None
-            if options.temperature > 0:
-                sampling = Sampling(temperature=options.temperature, top_p=options.top_p, seed=options.seed)
-            key = (request.model, options.max_tokens, options.stop, sampling)
+            key = (request.model, options.max_tokens, options.stop, _sampling(options))
             groups.setdefault(key, []).append(index)
         for (model, max_tokens, stop, sampling), indexes in groups.items():
             yield from self._answer_group(requests, model, max_tokens, stop, sampling, indexes)
@@ -387,11 +469,7 @@ class LocalBackend(Backend):
                     loaded, encoded, max_new_tokens=max_tokens or DEFAULT_MAX_NEW_TOKENS, stop=stop, sampling=sampling
                 )
             except Exception as exc:  # noqa: BLE001 - any failure of generation is the reason, named, not a crash
-                error = Refused(
-                    f"endpoint '{self.endpoint}' failed generating with {ref.describe()}: "
-                    f"{type(exc).__name__}: {_first_line(exc)}",
-                    endpoint=self.endpoint,
-                )
+                error = self._failure(ref, exc)
                 for index in chunk:
                     yield Outcome(index=index, error=error)
                 continue
@@ -413,6 +491,46 @@ class LocalBackend(Backend):
                         tool_calls=calls,
                     ),
                 )
+
+    def chat_stream(self, request: ChatRequest) -> Iterator[Delta | Answer]:
+        """The answer as the engine generates it; with tools, whole (the calls are read from the whole answer)."""
+        if request.tools:
+            yield from super().chat_stream(request)
+            return
+        ref = self._ref(request.model)
+        loaded = self.engine.load(ref)
+        options = request.options
+        started = time.perf_counter()
+        try:
+            pieces = self.engine.generate_stream(
+                loaded,
+                self.engine.render(loaded, request.messages),
+                max_new_tokens=options.max_tokens or DEFAULT_MAX_NEW_TOKENS,
+                stop=options.stop,
+                sampling=_sampling(options),
+            )
+            for piece in pieces:
+                if isinstance(piece, str):
+                    yield Delta(piece)
+                    continue
+                yield Answer(
+                    content=piece.text,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    prompt_tokens=piece.prompt_tokens,
+                    completion_tokens=len(piece.token_ids),
+                    finish_reason=piece.finish_reason,
+                )
+        except InferenceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of generation is the reason, named, not a crash
+            raise self._failure(ref, exc) from None
+
+    def _failure(self, ref: LocalModelRef, exc: Exception) -> Refused:
+        return Refused(
+            f"endpoint '{self.endpoint}' failed generating with {ref.describe()}: {type(exc).__name__}: "
+            f"{_first_line(exc)}",
+            endpoint=self.endpoint,
+        )
 
     def _ref(self, model: str) -> LocalModelRef:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from evaluations import chat
 from finetune_studio import base_models
 from finetune_studio.errors import DomainConflict, DomainError, DomainInvalid, DomainNotFound
 from finetune_studio.records import ToolCall
-from inference.base import Answer, ChatOptions, InferenceError, ModelNotFound, Refused, Timeout, Unreachable
+from inference.base import Answer, ChatOptions, Delta, InferenceError, ModelNotFound, Refused, Timeout, Unreachable
 from inference.endpoints import EndpointUnavailable
 from jobs import services as job_services
 from jobs.models import Dataset, Job, Trainer
@@ -209,15 +210,58 @@ def chat_completion_create(
         raise OpenAIModelUnavailable(str(exc)) from None
     except InferenceError as exc:
         raise _chat_failure(exc, target) from None
+    return _completion(_new_completion_id(), int(time.time()), target, answer, single_call)
+
+
+@dataclass(frozen=True)
+class ChatStream:
+    """A completion being generated: its id, and ``pieces``: text as it comes, then the whole ChatCompletion."""
+
+    id: str
+    created: int
+    target: chat.ChatTarget
+    pieces: Iterator[str | ChatCompletion]
+
+
+def chat_completion_stream(
+    *,
+    target: chat.ChatTarget,
+    messages: tuple[dict, ...],
+    options: ChatOptions,
+    tools: tuple[dict, ...] = (),
+    schema: dict | None = None,
+    single_call: bool = False,
+) -> ChatStream:
+    """``chat_completion_create``'s answer as it is generated. Its errors are raised from ``pieces``: by the first
+    piece when the model cannot be asked at all, so a caller that reads one before answering can still refuse."""
+    completion_id, created = _new_completion_id(), int(time.time())
+
+    def pieces() -> Iterator[str | ChatCompletion]:
+        try:
+            for piece in chat.chat_stream(
+                target=target, messages=messages, options=options, tools=tools, schema=schema
+            ):
+                if isinstance(piece, Delta):
+                    yield piece.text
+                else:
+                    yield _completion(completion_id, created, target, piece, single_call)
+        except chat.ChatUnavailable as exc:
+            raise OpenAIModelUnavailable(str(exc)) from None
+        except InferenceError as exc:
+            raise _chat_failure(exc, target) from None
+
+    return ChatStream(id=completion_id, created=created, target=target, pieces=pieces())
+
+
+def _new_completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def _completion(completion_id: str, created: int, target, answer: Answer, single_call: bool) -> ChatCompletion:
     calls = answer.tool_calls[:1] if single_call else answer.tool_calls
     finish = "tool_calls" if calls else ("length" if answer.finish_reason == "length" else "stop")
     return ChatCompletion(
-        id=f"chatcmpl-{uuid.uuid4().hex}",
-        created=int(time.time()),
-        target=target,
-        answer=answer,
-        tool_calls=calls,
-        finish_reason=finish,
+        id=completion_id, created=created, target=target, answer=answer, tool_calls=calls, finish_reason=finish
     )
 
 

@@ -314,3 +314,36 @@ def test_a_redirect_is_refused_not_followed(openai_server):
     with backend, pytest.raises(Refused, match="redirecting to http://elsewhere.example/v1/chat/completions"):
         backend.chat(ask())
     assert len(openai_server.chat_requests()) == 1
+
+
+# --- streamed answers --------------------------------------------------------------------------------------
+
+
+def test_a_streamed_answer_is_the_whole_answer_in_pieces(harness):
+    harness.server.add_model("talker", answer="Refunds take five working days after we receive the item.")
+    request = ask(model="talker", max_tokens=40)
+    with harness.backend() as backend:
+        whole = backend.chat(request)
+        *pieces, answer = backend.chat_stream(request)
+
+    assert "".join(piece.text for piece in pieces) == answer.content == whole.content
+    assert answer.completion_tokens == whole.completion_tokens and answer.finish_reason == whole.finish_reason
+    if harness.kind == "ollama":  # Ollama streams word by word; the OpenAI kind's backend sends the whole text
+        assert len(pieces) == 10
+        assert harness.chats()[-1].body["stream"] is True
+
+
+def test_opening_a_stream_is_retried_as_a_chat_is_and_an_unknown_model_is_not(harness):
+    harness.server.inject("status", status=503, times=2)
+    with harness.backend() as backend:
+        *pieces, answer = backend.chat_stream(ask())
+        with pytest.raises(ModelNotFound, match="model 'nope' not found"):
+            list(backend.chat_stream(ask(model="nope")))
+    assert answer.content == "positive" and answer.attempts == 3
+    assert len(harness.chats()) == 4
+
+
+def test_a_stream_whose_server_breaks_off_is_an_error_not_an_answer(harness):
+    harness.server.inject("malformed", times=5)
+    with harness.backend() as backend, pytest.raises((BadAnswer, Unreachable)):
+        list(backend.chat_stream(ask()))

@@ -4,6 +4,7 @@ from folders with the trained model's logits, and loaded models stay under the m
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -147,6 +148,39 @@ def test_stop_strings_end_the_answer(demo_base):
     marker = full.text[len(full.text) // 2 :][:2]
     (stopped,) = engine.generate(ref, clause_prompts(1), max_new_tokens=24, stop=[marker])
     assert stopped.text == full.text[: full.text.index(marker)] and stopped.finish_reason == "stop"
+
+
+def test_a_streamed_answer_is_the_greedy_answer_in_pieces_and_stops_where_it_would(demo_base):
+    backend = LocalBackend(engine=LocalEngine(device="cpu"))
+    backend.register("base", LocalModelRef(str(demo_base)))
+    request = ChatRequest("base", tuple(clause_prompts(1)[0]), ChatOptions(max_tokens=24))
+    whole = backend.chat(request)
+
+    *pieces, answer = backend.chat_stream(request)
+
+    assert len(pieces) > 1 and "".join(piece.text for piece in pieces) == answer.content == whole.content
+    assert (answer.completion_tokens, answer.finish_reason) == (whole.completion_tokens, whole.finish_reason)
+    marker = whole.content[len(whole.content) // 2 :][:3]
+    stopped = ChatRequest("base", request.messages, ChatOptions(max_tokens=24, stop=(marker,)))
+    *pieces, answer = backend.chat_stream(stopped)
+    assert "".join(piece.text for piece in pieces) == answer.content == backend.chat(stopped).content
+    assert marker not in answer.content and answer.finish_reason == "stop"
+
+
+def test_a_stream_left_early_stops_generating_and_frees_the_engine(demo_base):
+    backend = LocalBackend(engine=LocalEngine(device="cpu"))
+    backend.register("base", LocalModelRef(str(demo_base)))
+    prompt = tuple(clause_prompts(1)[0])
+    # 20,000 tokens would take the demo base minutes here (2,000 take about 3 s): the stream is left long before.
+    stream = backend.chat_stream(ChatRequest("base", prompt, ChatOptions(max_tokens=20_000, stop=("never",))))
+    next(stream)
+    started = time.monotonic()
+
+    stream.close()
+    next_answer = backend.chat(ChatRequest("base", prompt, ChatOptions(max_tokens=4)))
+
+    assert next_answer.completion_tokens > 0
+    assert time.monotonic() - started < 5  # the engine was free: the long generation stopped at once
 
 
 def test_importing_the_backends_imports_no_deep_learning_framework():

@@ -501,26 +501,35 @@ def _served(completion) -> dict:
     }
 
 
-def chat_completion_chunks(completion, *, include_usage: bool) -> list[dict]:
-    """The same answer as OpenAI's stream of ``chat.completion.chunk``: the role, the text, the calls, the end."""
+def chat_completion_events(stream, *, include_usage: bool):
+    """OpenAI's stream of ``chat.completion.chunk`` for a ChatStream: the role, the text as it comes, the calls,
+    the end, the usage when asked. An error after the first piece ends it with OpenAI's error event."""
+    from finetune_studio.errors import DomainError
+
     common = {
-        "id": completion.id,
+        "id": stream.id,
         "object": "chat.completion.chunk",
-        "created": completion.created,
-        "model": completion.target.name,
+        "created": stream.created,
+        "model": stream.target.name,
         "system_fingerprint": None,
     }
 
     def chunk(delta: dict, finish_reason=None) -> dict:
         return {**common, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
 
-    chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    if completion.answer.content:
-        chunks.append(chunk({"content": completion.answer.content}))
-    if completion.tool_calls:
-        calls = [{"index": index, **call.openai_call()} for index, call in enumerate(completion.tool_calls)]
-        chunks.append(chunk({"tool_calls": calls}))
-    chunks.append(chunk({}, completion.finish_reason))
-    if include_usage:
-        chunks.append({**common, "choices": [], "usage": _usage(completion.answer), "studio": _served(completion)})
-    return chunks
+    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    try:
+        for piece in stream.pieces:
+            if isinstance(piece, str):
+                yield chunk({"content": piece})
+                continue
+            if piece.tool_calls:
+                calls = [{"index": index, **call.openai_call()} for index, call in enumerate(piece.tool_calls)]
+                yield chunk({"tool_calls": calls})
+            yield chunk({}, piece.finish_reason)
+            if include_usage:
+                yield {**common, "choices": [], "usage": _usage(piece.answer), "studio": _served(piece)}
+    except DomainError as exc:
+        yield {"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}}
+    finally:
+        stream.pieces.close()

@@ -6,6 +6,7 @@ usual exceptions with the studio's reason.
 """
 
 import json
+from dataclasses import replace
 
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
@@ -32,7 +33,7 @@ from .serializers import (
     JobCreateSerializer,
     ListQuerySerializer,
     base_model_object,
-    chat_completion_chunks,
+    chat_completion_events,
     chat_completion_object,
     checkpoint_object,
     event_object,
@@ -206,7 +207,7 @@ class FileContentView(OpenAIView):
         return response
 
 
-def _prepend(first: bytes, rest):
+def _prepend(first, rest):
     if first:
         yield first
     yield from rest
@@ -311,34 +312,44 @@ class ModelDetailView(OpenAIView):
 
 @extend_schema(exclude=True)
 class ChatCompletionsView(OpenAIView):
-    """One answer of a registry version or a base. ``stream: true`` sends the same answer as OpenAI's event stream
-    once it is generated, so a streaming client works unchanged (tokens do not arrive one by one)."""
+    """One answer of a registry version or a base; ``stream: true`` sends it as OpenAI's event stream, piece by
+    piece as the model generates it (whole, with tools: the calls are read from the whole answer)."""
 
     def post(self, request):
         given = ChatCompletionSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         body = given.validated_data
         target = selectors.chat_target_get(user=request.user, model=body["model"])
-        completion = services.chat_completion_create(
-            target=target,
-            messages=body["messages"],
-            options=body["options"],
-            tools=body["tools"],
-            schema=body["schema"],
-            single_call=body["single_call"],
-        )
+        asked = {
+            "target": target,
+            "messages": body["messages"],
+            "options": body["options"],
+            "tools": body["tools"],
+            "schema": body["schema"],
+            "single_call": body["single_call"],
+        }
         if not body["stream"]:
-            return Response(chat_completion_object(completion))
-        chunks = chat_completion_chunks(completion, include_usage=body["include_usage"])
-        response = StreamingHttpResponse(_event_stream(chunks), content_type="text/event-stream")
+            return Response(chat_completion_object(services.chat_completion_create(**asked)))
+        stream = services.chat_completion_stream(**asked)
+        # The first piece is read before answering: a model that cannot be asked at all is a plain error response.
+        first = next(stream.pieces)
+        stream = replace(stream, pieces=_prepend(first, stream.pieces))
+        events = chat_completion_events(stream, include_usage=body["include_usage"])
+        response = StreamingHttpResponse(_event_stream(events), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # a proxy in front must pass the pieces on as they come
         return response
 
 
-def _event_stream(chunks):
-    for chunk in chunks:
-        yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+def _event_stream(events):
+    try:
+        for event in events:
+            yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+            if "error" in event:
+                return
+        yield b"data: [DONE]\n\n"
+    finally:
+        events.close()  # a client that went away stops the generation
 
 
 @extend_schema(exclude=True)

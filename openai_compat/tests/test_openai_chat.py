@@ -117,7 +117,7 @@ def test_without_a_temperature_the_answer_is_sampled_as_openais_default_and_capp
     assert error_of(too_long)["param"] == "max_tokens" and "CHAT_MAX_TOKENS" in error_of(too_long)["message"]
 
 
-def test_a_streamed_answer_is_openais_chunks_ending_in_done(alice_openai, deployed):
+def test_a_streamed_answer_is_openais_chunks_ending_in_done(alice_openai, deployed, ollama):
     response = ask(alice_openai, stream=True, stream_options={"include_usage": True})
 
     assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
@@ -126,10 +126,27 @@ def test_a_streamed_answer_is_openais_chunks_ending_in_done(alice_openai, deploy
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
     assert len({chunk["id"] for chunk in [*chunks, usage]}) == 1
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks)
-    assert text == "Refunds take 5 days."
-    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks][-1] == "stop"
+    # Piece by piece as Ollama generates them (its test server: a word at a time).
+    pieces = [chunk["choices"][0]["delta"]["content"] for chunk in chunks[1:-1]]
+    assert pieces == ["Refunds ", "take ", "5 ", "days."]
+    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks] == [None] * 5 + ["stop"]
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 4
+    assert ollama.chat_requests()[0].body["stream"] is True
+
+
+def test_a_stream_that_cannot_start_is_a_plain_error_and_one_cut_short_ends_with_an_error_event(
+    alice_openai, deployed, ollama
+):
+    ollama.inject("status", status=404, message="model gone")
+    refused = ask(alice_openai, stream=True)
+    ollama.clear_faults()
+    ollama.inject("cut")
+    cut = ask(alice_openai, stream=True)
+
+    assert refused.status_code == 409 and refused["Content-Type"] == "application/json"
+    *chunks, error = stream_of(cut)
+    assert [chunk["choices"][0]["delta"].get("content") for chunk in chunks] == ["", "Refunds "]
+    assert "broke off its answer" in error["error"]["message"]  # and no [DONE]: the SDK raises it
 
 
 def test_a_conversation_with_tools_gets_the_models_calls_in_openais_shape(alice_openai, deployed, ollama):
@@ -344,6 +361,13 @@ def test_a_version_not_deployed_answers_from_its_adapter_in_the_local_engine_as_
     assert body["usage"]["completion_tokens"] == len(expected.token_ids)
     assert body["studio"]["served_by"] == "the studio's local engine (its adapter on demo-base)"
     assert base.json()["choices"][0]["message"]["content"] == expected_base.text
+    streamed = alice_openai.post(
+        CHAT,
+        {"model": "support-bot:v1", "messages": question, "temperature": 0, "max_tokens": 12, "stream": True},
+        format="json",
+    )
+    *chunks, done = stream_of(streamed)
+    assert "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks) == expected.text
     assert base.json()["studio"]["served_by"] == "the studio's local engine (demo-base)"
 
 

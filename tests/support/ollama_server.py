@@ -137,7 +137,8 @@ class _Model:
 class OllamaServer(FaultyLoopbackServer):
     """Ollama's HTTP API on 127.0.0.1 (a free port), served by threads."""
 
-    _fault_kinds = ("status", "timeout", "malformed", "drop", "latency")
+    # "cut": a streamed answer's first line, then the connection dropped (a server that dies mid-answer).
+    _fault_kinds = ("status", "timeout", "malformed", "drop", "latency", "cut")
     _fault_paths = ("/api/chat", "/api/generate")
 
     @staticmethod
@@ -346,6 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif fault.kind == "malformed":
                 self._send_json(200, None, raw=b'{"model": "' + name.encode() + b'", "message": {"content": "pos')
                 return
+        cut = fault is not None and fault.kind == "cut"
         model = ollama._model(name)
         if model is None:
             self._error(404, f"model '{name}' not found")
@@ -392,14 +394,18 @@ class _Handler(BaseHTTPRequestHandler):
             line.update({"message": {"role": "assistant", "content": piece}} if chat else {"response": piece})
             lines.append(line)
         final = {**stats, **({"message": {"role": "assistant", "content": ""}} if chat else {"response": ""})}
-        self._send_ndjson([*lines, final])
+        self._send_ndjson([*lines, final], cut_after=1 if cut else None)
 
-    def _send_ndjson(self, lines: list[dict]) -> None:
+    def _send_ndjson(self, lines: list[dict], *, cut_after: int | None = None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for line in lines:
+        for number, line in enumerate(lines):
+            if number == cut_after:
+                self.wfile.flush()
+                self._drop()
+                return
             data = json.dumps(line).encode() + b"\n"
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.write(b"0\r\n\r\n")
