@@ -416,16 +416,25 @@ def metadata_problem(metadata) -> str:
 
 def _validation_dataset(owner, dataset_id: int, *, trainer, dataset) -> tuple[Dataset | None, str]:
     """(the validation dataset, "") or (None, why it cannot be one). Locked as the training dataset is."""
-    if trainer is not None and not trainer.takes_validation_dataset:
-        return None, f"trainer {trainer.name!r} holds out its own validation records: it takes no validation dataset"
     validation = Dataset.objects.select_for_update().filter(id=dataset_id, owner=owner).first()
+    problem = validation_dataset_problem(
+        trainer=trainer, dataset=dataset, validation=validation, validation_dataset_id=dataset_id
+    )
+    return (None, problem) if problem else (validation, "")
+
+
+def validation_dataset_problem(*, trainer, dataset, validation, validation_dataset_id: int) -> str:
+    """Why ``validation`` (the owner's dataset #``validation_dataset_id``, None: not found) cannot validate a run of
+    ``trainer`` on ``dataset``; "" when it can. Jobs check it, and sweeps before their first trial."""
+    if trainer is not None and not trainer.takes_validation_dataset:
+        return f"trainer {trainer.name!r} holds out its own validation records: it takes no validation dataset"
     if validation is None:
-        return None, f"no dataset #{dataset_id} of yours"
+        return f"no dataset #{validation_dataset_id} of yours"
     if dataset is not None and validation.id == dataset.id:
-        return None, "is the training dataset: name another one, or none to hold out part of the training records"
+        return "is the training dataset: name another one, or none to hold out part of the training records"
     if dataset is not None and validation.task != dataset.task:
-        return None, f"holds {validation.task} records, the training dataset {dataset.task} records"
-    return validation, ""
+        return f"holds {validation.task} records, the training dataset {dataset.task} records"
+    return ""
 
 
 def job_enqueue(*, job_id: int) -> bool:

@@ -23,6 +23,12 @@ class Sweep(models.Model):
     name = models.CharField(max_length=200)
     trainer = models.ForeignKey("jobs.Trainer", on_delete=models.PROTECT, related_name="sweeps")
     dataset = models.ForeignKey("jobs.Dataset", on_delete=models.SET_NULL, null=True, blank=True)
+    # Every trial validates on these records (for trainers that take a validation dataset); null: each holds out
+    # its own. ``validation_dataset_name`` remembers it: a trial is not started on other records once it is deleted.
+    validation_dataset = models.ForeignKey(
+        "jobs.Dataset", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    validation_dataset_name = models.CharField(max_length=200, blank=True, default="")
     base_model = models.CharField(max_length=200)
     # The registered name every trial's model becomes a version of.
     registered_name = models.CharField(max_length=100)

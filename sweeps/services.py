@@ -71,18 +71,29 @@ def sweep_create(
     evaluation_base: str = "",
     metric: str | None = None,
     registered_name: str = "",
+    validation_dataset_id: int | None = None,
 ) -> Sweep:
     """Validate, plan the trials and queue the first ``concurrency`` of them after commit.
 
     ``metric``: any comparable one (``COMPARABLE_METRICS``; the trials' evaluations score its task); none given:
     ``accuracy`` for a classification test set, ``token_f1`` for a generation one, ``exact_match`` for one at
-    least half of whose records are answered by a tool call.
+    least half of whose records are answered by a tool call. ``validation_dataset_id``: the records every
+    trial validates on (trainers that take a validation dataset), so the trials' validation figures compare.
     """
     trainer = Trainer.objects.filter(name=trainer_name).first()
     if trainer is None or trainer.is_external:
         raise SweepInvalid("trainer", f"no local trainer named {trainer_name!r}")
-    if dataset_id is None or not Dataset.objects.filter(id=dataset_id, owner=owner).exists():
+    dataset = Dataset.objects.filter(id=dataset_id, owner=owner).first() if dataset_id is not None else None
+    if dataset is None:
         raise SweepInvalid("dataset", f"no dataset #{dataset_id} of yours")
+    validation = None
+    if validation_dataset_id is not None:
+        validation = Dataset.objects.filter(id=validation_dataset_id, owner=owner).first()
+        problem = job_services.validation_dataset_problem(
+            trainer=trainer, dataset=dataset, validation=validation, validation_dataset_id=validation_dataset_id
+        )
+        if problem:
+            raise SweepInvalid("validation_dataset", problem)
     if not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise SweepInvalid("concurrency", f"must be between 1 and {MAX_CONCURRENCY}")
     local = _check_endpoint(endpoint)
@@ -122,6 +133,8 @@ def sweep_create(
             endpoint=endpoint,
             evaluation_base=evaluation_base,
             metric=metric,
+            validation_dataset=validation,
+            validation_dataset_name=validation.name[:200] if validation is not None else "",
         )
         try:
             chosen = check_registered_name(registered_name or f"sweep-{sweep.id}")
@@ -252,6 +265,11 @@ def _start_evaluation(sweep: Sweep, trial: SweepTrial, model: RegisteredModel) -
 
 
 def _start_job(sweep: Sweep, trial: SweepTrial) -> None:
+    if sweep.validation_dataset_name and sweep.validation_dataset_id is None:
+        # Holding out part of the training records instead would make this trial's figures incomparable.
+        error = f"job not created: the sweep's validation dataset {sweep.validation_dataset_name!r} was deleted"
+        SweepTrial.objects.filter(id=trial.id).update(error=error[:2000])
+        return
     try:
         job = job_services.job_create(
             owner=sweep.owner,
@@ -261,6 +279,7 @@ def _start_job(sweep: Sweep, trial: SweepTrial) -> None:
             trainer_name=sweep.trainer.name,
             hyperparameters_given=trial.hyperparameters,
             registered_name=sweep.registered_name,
+            validation_dataset_id=sweep.validation_dataset_id,
         )
     except job_services.JobsInvalid as exc:
         SweepTrial.objects.filter(id=trial.id).update(error=f"job not created: {exc}"[:2000])

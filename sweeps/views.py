@@ -58,6 +58,7 @@ def sweep_list(request):
                 evaluation_base=request.POST.get("evaluation_base", ""),
                 metric=request.POST.get("metric") or None,
                 registered_name=request.POST.get("registered_name", ""),
+                validation_dataset_id=_int(request.POST.get("validation_dataset")),
             )
         except ValueError as exc:  # SweepInvalid, or the search space is not JSON
             context["error"] = f"{getattr(exc, 'field', 'search_space')}: {exc}"

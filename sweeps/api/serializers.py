@@ -22,6 +22,8 @@ class SweepCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     # exact_match for one mostly answered by tool calls).
     metric = serializers.CharField(max_length=20, required=False, allow_blank=True, allow_null=True, default=None)
     registered_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    # The dataset every trial validates on (lora-sft); none: each trial holds out validation_fraction.
+    validation_dataset = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
 
 
 class TrialSerializer(serializers.ModelSerializer):
@@ -65,6 +67,7 @@ class SweepSerializer(serializers.ModelSerializer):
             "name",
             "trainer",
             "dataset",
+            "validation_dataset",
             "base_model",
             "registered_name",
             "strategy",

@@ -40,7 +40,11 @@ class SweepViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, viewsets.GenericVi
         data = dict(given.validated_data)
         try:
             sweep = services.sweep_create(
-                owner=request.user, trainer_name=data.pop("trainer"), dataset_id=data.pop("dataset"), **data
+                owner=request.user,
+                trainer_name=data.pop("trainer"),
+                dataset_id=data.pop("dataset"),
+                validation_dataset_id=data.pop("validation_dataset"),
+                **data,
             )
         except services.SweepInvalid as exc:
             raise ValidationError({exc.field: [str(exc)]}) from None
