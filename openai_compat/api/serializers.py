@@ -264,6 +264,13 @@ def checkpoint_object(model) -> dict:
     """A registry version as the checkpoint of the job that trained it: the run's final figures."""
     final = model.final_metrics
     step = final.get("step") if isinstance(final.get("step"), int) else 0
+    train_loss = final.get("loss")
+    best, epochs = final.get("best_epoch"), final.get("epoch")
+    if isinstance(best, int) and isinstance(epochs, int) and 0 < best < epochs and step:
+        # The run kept an earlier epoch's adapter (keep_best_epoch): the checkpoint is that epoch's end.
+        step = round(step * best / epochs)
+        logged = [point for point in model.loss_history if isinstance(point.get("step"), int) and point["step"] <= step]
+        train_loss = logged[-1].get("loss") if logged else None
     return {
         "id": ids.checkpoint_id(model.id),
         "object": "fine_tuning.job.checkpoint",
@@ -273,7 +280,7 @@ def checkpoint_object(model) -> dict:
         "step_number": step,
         "metrics": {
             "step": step,
-            "train_loss": final.get("loss"),
+            "train_loss": train_loss,
             "valid_loss": final.get("eval_loss"),
             "full_valid_loss": final.get("eval_loss"),
             # The studio's own scores, by their names: exact match is not OpenAI's mean token accuracy.

@@ -660,3 +660,19 @@ def test_any_job_body_is_a_job_or_openais_error_never_a_500(
         assert error_of(response)["message"]
     else:
         assert response.json()["object"] == "fine_tuning.job"
+
+
+def test_a_run_that_kept_an_earlier_epoch_has_that_epochs_end_as_its_checkpoint(alice, alice_openai):
+    from models_app.services import model_create_from_job
+
+    final = {"step": 90, "epoch": 9, "best_epoch": 7, "stopped_early": True, "loss": 0.2, "eval_loss": 0.5}
+    history = [{"step": step, "loss": round(1 / step, 4)} for step in range(10, 91, 10)]
+    metrics = {"final": final, "history": history}
+    artifacts = {**ARTIFACTS, "metrics.json": json.dumps(metrics).encode()}
+    job = make_job(alice, status="succeeded", trainer="external", registered_name="support-bot", artifacts=artifacts)
+    model_create_from_job(job_id=job.id)
+
+    (checkpoint,) = alice_openai.get(f"{BASE}/fine_tuning/jobs/ftjob-{job.id}/checkpoints").json()["data"]
+
+    assert checkpoint["step_number"] == 70
+    assert checkpoint["metrics"]["train_loss"] == round(1 / 70, 4) and checkpoint["metrics"]["valid_loss"] == 0.5

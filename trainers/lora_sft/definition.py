@@ -111,6 +111,21 @@ HYPERPARAMETER_SCHEMA = {
         "help": "At most this many records are held out (the rest of the validation share is trained on): a "
         "small sample keeps each epoch's validation quick on large datasets.",
     },
+    "keep_best_epoch": {
+        "type": "boolean",
+        "default": False,
+        "help": "Save the LoRA weights of the epoch with the lowest validation loss rather than the last epoch's "
+        "(needs validation records). Against overfitting: the adapter kept is the one that did best on records it "
+        "never trained on.",
+    },
+    "early_stopping_patience": {
+        "type": "integer",
+        "default": 0,
+        "minimum": 0,
+        "maximum": 1000,
+        "help": "Stop once the validation loss has not improved for this many epochs in a row (0: run every epoch; "
+        "needs validation records). With keep_best_epoch the best epoch's adapter is saved.",
+    },
     "logging_steps": {
         "type": "integer",
         "default": 10,

@@ -380,9 +380,15 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             f"{score_name.removeprefix('eval_').replace('_', ' ')} {baseline['eval_accuracy']:.3f}"
         )
 
+    patience = params["early_stopping_patience"]
+    if (params["keep_best_epoch"] or patience) and not validation_examples:
+        names = " and ".join(n for n in ("keep_best_epoch", "early_stopping_patience") if params[n])
+        out.warn(f"{names} need(s) validation records (none here): every epoch runs and the last one is saved")
+    best = _BestEpoch()
     started = time.monotonic()
     all_tokens = 0
     step = 0
+    epochs_run = 0
     window_losses: list[float] = []
     window_tokens = 0
     window_started = time.monotonic()
@@ -454,7 +460,26 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             out.metrics(point)
             evaluations.append(point)
             window_started = time.monotonic()  # validation time is not training throughput
+            best.observe(epoch + 1, scores["eval_loss"], trainable if params["keep_best_epoch"] else None)
+        epochs_run = epoch + 1
+        # Every rank evaluated the same records with the same weights; the sum makes the decision one for all.
+        stop = bool(validation_examples) and patience > 0 and best.epochs_since_best(epochs_run) >= patience
+        stop = distributed.total(world, torch.tensor(int(stop), device=device)).item() > 0
+        if stop and epochs_run < params["epochs"]:
+            out.info(
+                f"validation loss has not improved for {patience} epoch(s) (best {best.loss:.4f} at epoch "
+                f"{best.epoch}): stopping after epoch {epochs_run} of {params['epochs']}"
+            )
+            break
     runtime = time.monotonic() - started
+    kept = evaluations[-1] if evaluations else None
+    if params["keep_best_epoch"] and best.state is not None and best.epoch != epochs_run:
+        best.restore(trainable)
+        kept = evaluations[best.epoch - 1]
+        out.info(
+            f"keeping epoch {best.epoch}'s adapter: validation loss {kept['eval_loss']} (the last epoch's: "
+            f"{evaluations[-1]['eval_loss']})"
+        )
     if not world.main:
         return {}  # rank 0 saves the adapter: the weights are the same on every rank
 
@@ -477,14 +502,18 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     final = {
         "step": step,
         "total_steps": total_steps,
-        "epoch": params["epochs"],
+        "epoch": epochs_run,
         "loss": history[-1]["loss"] if history else None,
         "runtime_seconds": round(runtime, 3),
         "tokens_per_second": round(all_tokens / max(runtime, 1e-9), 1),
         "tokens": all_tokens,  # the records' own tokens, over all processes: never padding
     }
-    if evaluations:
-        final.update(eval_loss=evaluations[-1]["eval_loss"], **{score_name: evaluations[-1][score_name]})
+    if kept is not None:  # the saved adapter's figures: the last epoch's, or the best one's it was rolled back to
+        final.update(eval_loss=kept["eval_loss"], **{score_name: kept[score_name]})
+        if params["keep_best_epoch"]:
+            final["best_epoch"] = kept["epoch"]
+    if epochs_run < params["epochs"]:
+        final["stopped_early"] = True
     if device.type == "cuda":
         final["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     metrics = {
@@ -521,6 +550,32 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     out.info(summary)
     out.info(f"adapter saved to {ADAPTER_DIR}/ (base {identity})")
     return metrics
+
+
+class _BestEpoch:
+    """The epoch with the lowest validation loss so far and, when it is to be kept, a copy of its LoRA weights
+    (small: only the trainable parameters)."""
+
+    def __init__(self):
+        self.epoch = 0
+        self.loss = math.inf
+        self.state: list | None = None
+
+    def observe(self, epoch: int, loss: float, trainable) -> None:
+        if loss < self.loss:
+            self.epoch, self.loss = epoch, loss
+            if trainable is not None:
+                self.state = [parameter.detach().clone() for parameter in trainable]
+
+    def epochs_since_best(self, epoch: int) -> int:
+        return epoch - self.epoch if self.epoch else 0
+
+    def restore(self, trainable) -> None:
+        import torch
+
+        with torch.no_grad():
+            for parameter, saved in zip(trainable, self.state, strict=True):
+                parameter.copy_(saved)
 
 
 def _on_sigterm(signum, frame):
