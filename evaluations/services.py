@@ -160,7 +160,7 @@ def _registry_adapter_candidate(model, base_name: str | None, errors: dict) -> s
 def evaluation_prompt_for(model) -> dict:
     """How a model is asked: as it was taught when the lineage records a lora-sft run, else the template."""
     run = (model.training_metrics or {}).get("run") if model is not None else None
-    if isinstance(run, dict) and run.get("trainer") == "lora-sft":
+    if isinstance(run, dict) and run.get("trainer") in ("lora-sft", "lora-dpo"):
         return {
             "prompt_style": engine.PROMPT_AS_TRAINED,
             "system_prompt": run.get("system_prompt") or "",

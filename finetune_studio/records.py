@@ -11,7 +11,10 @@ and must be the same for the whole file:
   ``system``);
 - ``alpaca``: ``{"instruction", "input", "output"}`` (optional ``system``);
 - ``prompt_completion``: ``{"prompt", "completion"}``;
-- ``text_label``: ``{"text", "label"}`` (JSON or CSV): the only classification format.
+- ``text_label``: ``{"text", "label"}`` (JSON or CSV): the only classification format;
+- ``preference``: OpenAI's preference (DPO) records, ``{"input": {"messages": […], "tools": […]},
+  "preferred_output": [{"role": "assistant", "content": …}], "non_preferred_output": […]}``: the conversation is
+  the input then the preferred answer (what evaluations compare against), ``rejected`` the other answer.
 
 Every record becomes a ``Record`` holding its conversation (``messages``) and, for the readers that need one
 string each, ``text`` (the last user turn) and ``label`` (the expected answer: the class of a text/label
@@ -27,7 +30,7 @@ import csv
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 MAX_LINE_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 20
@@ -39,8 +42,10 @@ SHAREGPT = "sharegpt"
 ALPACA = "alpaca"
 PROMPT_COMPLETION = "prompt_completion"
 TEXT_LABEL = "text_label"
+PREFERENCE = "preference"
 FORMAT_NAMES = {
     OPENAI_CHAT: "OpenAI chat",
+    PREFERENCE: "preference (DPO)",
     SHAREGPT: "ShareGPT",
     ALPACA: "Alpaca",
     PROMPT_COMPLETION: "prompt/completion",
@@ -205,6 +210,8 @@ class Record:
     messages: tuple[Message, ...] = ()
     # OpenAI chat records that call tools: the function definitions, as given ({"type": "function", …}).
     tools: tuple[dict, ...] = ()
+    # A preference record: the answer not preferred (the preferred one ends ``messages``).
+    rejected: Message | None = None
 
     @property
     def task(self) -> str:
@@ -247,6 +254,8 @@ def detect_format(filename: str, head: bytes) -> str:
 
 # --- one record -------------------------------------------------------------------------------------
 def record_format_of(obj: dict) -> str | None:
+    if "preferred_output" in obj or "non_preferred_output" in obj:
+        return PREFERENCE
     if "messages" in obj:
         return OPENAI_CHAT
     if "conversations" in obj:
@@ -276,12 +285,8 @@ def record_from_object(obj, location: str) -> Record:
         return _single_turn(obj, PROMPT_COMPLETION, system="", user=prompt, answer=completion)
     if record_format == TEXT_LABEL:
         return _text_label(obj, location)
-    if "preferred_output" in obj or "non_preferred_output" in obj:
-        raise RecordError(
-            location,
-            "preference (DPO) records are not supported: the studio trains supervised. To fine-tune on the "
-            'preferred answers, write each record as {"messages": input.messages + preferred_output}',
-        )
+    if record_format == PREFERENCE:
+        return _preference(obj, location)
     keys = ", ".join(sorted(map(str, obj))[:8]) or "none"
     raise RecordError(
         location,
@@ -505,6 +510,43 @@ def _openai_turns(obj: dict, location: str) -> tuple[list[Message], tuple[dict, 
             open_calls[call.id] = call.name
         messages.append(Message(role, content, weight, tool_calls=calls))
     return messages, tools
+
+
+def _preference(obj: dict, location: str) -> Record:
+    """OpenAI's preference record: a conversation up to a user turn, and two answers to it, the first preferred."""
+    given = obj.get("input")
+    if not isinstance(given, dict) or "messages" not in given:
+        raise RecordError(location, 'a preference record needs "input": {"messages": [...]} (the conversation so far)')
+    unknown = sorted(set(given) - {"messages", "tools", "parallel_tool_calls"})
+    if unknown:
+        raise RecordError(location, f"'input' has unknown keys: {', '.join(map(str, unknown))[:80]}")
+    try:
+        prompt, tools = chat_prompt_from_openai(given, location)
+    except RecordError as exc:
+        if exc.location.startswith(f"{location}: message"):
+            raise RecordError(exc.location.replace(location, f"{location}: input", 1), exc.reason) from None
+        raise
+    preferred = _preference_answer(obj, "preferred_output", location)
+    rejected = _preference_answer(obj, "non_preferred_output", location)
+    if preferred.content.strip() == rejected.content.strip():
+        raise RecordError(location, "the preferred and the non-preferred answers are the same: nothing to prefer")
+    return replace(_conversation(obj, PREFERENCE, [*prompt, preferred], location, tools=tools), rejected=rejected)
+
+
+def _preference_answer(obj: dict, name: str, location: str) -> Message:
+    given = obj.get(name)
+    where = f"{location}: {name}"
+    if not isinstance(given, list) or len(given) != 1 or not isinstance(given[0], dict):
+        raise RecordError(where, 'must be a list of one assistant message: [{"role": "assistant", "content": "…"}]')
+    message = given[0]
+    if message.get("role") != "assistant":
+        raise RecordError(where, f"must be the assistant's answer, got role {str(message.get('role'))[:40]!r}")
+    if message.get("tool_calls"):
+        raise RecordError(where, "answers that call tools are not supported in preference records: text answers only")
+    content = _content(message.get("content"), where)
+    if not content.strip():
+        raise RecordError(where, "empty content")
+    return Message("assistant", content)
 
 
 def _sharegpt(obj: dict, location: str) -> Record:

@@ -576,6 +576,8 @@ CELERY_BEAT_SCHEDULE["evaluations-sweep-stale"] = {
 
 # The trainer that jobs created through the OpenAI-compatible fine-tuning API (/openai/v1/) run.
 OPENAI_COMPAT_TRAINER = env_str("OPENAI_COMPAT_TRAINER", "lora-sft")
+# ...and the one that jobs with method {"type": "dpo"} run (on preference records).
+OPENAI_COMPAT_DPO_TRAINER = env_str("OPENAI_COMPAT_DPO_TRAINER", "lora-dpo")
 # OpenAI's model names a script may keep, each mapped to one of the studio's bases: {"gpt-4o-mini-2024-07-18": "…"}.
 OPENAI_COMPAT_MODELS = env_json_object("OPENAI_COMPAT_MODELS")
 

@@ -20,6 +20,7 @@ class Dataset(models.Model):
         ALPACA = "alpaca", "Alpaca"
         PROMPT_COMPLETION = "prompt_completion", "prompt/completion"
         TEXT_LABEL = "text_label", "text/label"
+        PREFERENCE = "preference", "preference (DPO)"
         # Uploaded before record formats were detected: ``manage.py dataset_detect_formats`` reads them again.
         UNKNOWN = "", "not detected"
 

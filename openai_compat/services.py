@@ -4,7 +4,8 @@ A file is a dataset (``jobs.services.dataset_create``: every record checked befo
 fine-tuning job is a job of the trainer ``settings.OPENAI_COMPAT_TRAINER`` (lora-sft). OpenAI's three
 hyperparameters map onto the trainer's; ``"auto"`` leaves the trainer's choice (its preset for the base when it
 has one, else its default); a validation file is the job's validation dataset, metadata the job's labels. What the
-studio cannot honour (DPO, reinforcement, W&B integrations) is refused with the parameter named, never ignored.
+studio cannot honour (reinforcement, W&B integrations) is refused with the parameter named, never ignored; a
+DPO job (method dpo) is a job of ``settings.OPENAI_COMPAT_DPO_TRAINER`` (lora-dpo) on preference records.
 """
 
 from __future__ import annotations
@@ -27,10 +28,20 @@ from inference.endpoints import EndpointUnavailable
 from jobs import services as job_services
 from jobs.models import Dataset, Job, Trainer
 
+from . import ids
+
 FINE_TUNE = "fine-tune"
 AUTO = "auto"
+SUPERVISED = "supervised"
+DPO = "dpo"
+METHODS = (SUPERVISED, DPO)
 # OpenAI's hyperparameter → the trainer's (learning_rate_multiplier scales the trainer's learning rate).
-_HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "batch_size", "learning_rate_multiplier": "learning_rate"}
+_HYPERPARAMETERS = {
+    "n_epochs": "epochs",
+    "batch_size": "batch_size",
+    "learning_rate_multiplier": "learning_rate",
+    "beta": "beta",
+}
 # The jobs app's fields → OpenAI's parameters, for its refusals.
 _PARAMS = {
     "base_model": "model",
@@ -73,15 +84,26 @@ def fine_tuning_job_create(
     suffix: str = "",
     seed: int | None = None,
     metadata: dict | None = None,
+    method: str = SUPERVISED,
 ) -> Job:
-    """A job of the studio's fine-tuning trainer on ``training_file``, named after ``suffix`` (its registry name).
+    """A job of the studio's fine-tuning trainer for ``method`` on ``training_file``, named after ``suffix`` (its
+    registry name): ``OPENAI_COMPAT_TRAINER`` (lora-sft) for supervised, ``OPENAI_COMPAT_DPO_TRAINER`` (lora-dpo)
+    for dpo, which needs preference records.
 
     ``model`` is a base of the studio's catalogue, or an OpenAI model name the operator maps to one
     (``OPENAI_COMPAT_MODELS``). Raises OpenAIRequestInvalid naming OpenAI's parameter (``model``,
     ``training_file``, ``hyperparameters.…``).
     """
     base = base_for(model)
-    trainer = Trainer.objects.filter(name=settings.OPENAI_COMPAT_TRAINER).first()
+    trainer_name = settings.OPENAI_COMPAT_DPO_TRAINER if method == DPO else settings.OPENAI_COMPAT_TRAINER
+    if method == DPO and training_file.format != Dataset.Format.PREFERENCE:
+        raise OpenAIRequestInvalid(
+            f'training_file: method dpo trains on preference records ({{"input": {{"messages": […]}}, '
+            f'"preferred_output": […], "non_preferred_output": […]}}); {ids.file_id(training_file.id)} holds '
+            f"{training_file.get_format_display() or 'undetected'} records",
+            param="training_file",
+        )
+    trainer = Trainer.objects.filter(name=trainer_name).first()
     given = _trainer_hyperparameters(trainer, base, hyperparameters or {}, seed=seed)
     try:
         return job_services.job_create(
@@ -89,7 +111,7 @@ def fine_tuning_job_create(
             name=(suffix or f"{model} fine-tune")[:200],
             base_model=base,
             dataset_id=training_file.id,
-            trainer_name=settings.OPENAI_COMPAT_TRAINER,
+            trainer_name=trainer_name,
             hyperparameters_given=given,
             registered_name=suffix,
             validation_dataset_id=validation_file.id if validation_file else None,
@@ -97,6 +119,11 @@ def fine_tuning_job_create(
         )
     except job_services.JobsInvalid as exc:
         raise _as_openai_refusal(exc.errors) from None
+
+
+def method_of(job: Job) -> str:
+    """OpenAI's ``method.type`` of a job: dpo for the preference trainer's jobs, supervised otherwise."""
+    return DPO if job.trainer.name == settings.OPENAI_COMPAT_DPO_TRAINER else SUPERVISED
 
 
 def base_for(model: str) -> str:

@@ -13,6 +13,7 @@
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
@@ -275,3 +276,25 @@ def lora_adapter(base_folder, adapter_folder, *, seed: int):
     peft_model.save_pretrained(adapter_folder)
     AutoTokenizer.from_pretrained(base_folder, local_files_only=True).save_pretrained(adapter_folder)
     return peft_model.eval()
+
+
+def preference_records(count: int = 12) -> list[dict]:
+    """OpenAI preference (DPO) records on the contracts sample's clauses: the right label preferred over the next."""
+    sample = Path(__file__).resolve().parents[1] / "samples" / "contracts" / "train.jsonl"
+    clauses = [json.loads(line) for line in sample.read_text().splitlines() if line.strip()]
+    labels = sorted({clause["output"] for clause in clauses})
+    return [
+        {
+            "input": {
+                "messages": [
+                    {"role": "system", "content": clause["instruction"]},
+                    {"role": "user", "content": clause["input"]},
+                ]
+            },
+            "preferred_output": [{"role": "assistant", "content": clause["output"]}],
+            "non_preferred_output": [
+                {"role": "assistant", "content": labels[(labels.index(clause["output"]) + 1) % len(labels)]}
+            ],
+        }
+        for clause in clauses[:count]
+    ]

@@ -6,6 +6,7 @@ required_modules, loads_base_model, presets, queue, timeout_seconds} and optiona
 """
 
 from .example.definition import DEFINITION as EXAMPLE
+from .lora_dpo.definition import DEFINITION as LORA_DPO
 from .lora_sft.definition import DEFINITION as LORA_SFT
 
 EXTERNAL = {
@@ -21,4 +22,4 @@ EXTERNAL = {
     "timeout_seconds": 7 * 24 * 3600,
 }
 
-BUILTIN_TRAINERS = [EXTERNAL, EXAMPLE, LORA_SFT]
+BUILTIN_TRAINERS = [EXTERNAL, EXAMPLE, LORA_SFT, LORA_DPO]

@@ -401,10 +401,42 @@ def test_it_refuses_a_bad_chat_record_naming_the_line_and_message(row, location,
         ({"prompt": "p", "completion": ""}, "line 1", "field 'completion' is empty"),
         ({"prompt": 3, "completion": "c"}, "line 1", "field 'prompt' must be a string"),
         ({"text": "a"}, "line 1", "needs 'messages' (OpenAI chat)"),
+        ({"input": "q", "preferred_output": [], "non_preferred_output": []}, "line 1", 'needs "input": {"messages"'),
         (
-            {"input": "q", "preferred_output": [], "non_preferred_output": []},
+            {
+                "input": {"messages": [{"role": "user", "content": " "}]},
+                "preferred_output": [],
+                "non_preferred_output": [],
+            },
+            "line 1: input: message 1 (user)",
+            "empty content",
+        ),
+        (
+            {
+                "input": {"messages": [{"role": "user", "content": "Hi"}]},
+                "preferred_output": [],
+                "non_preferred_output": [],
+            },
+            "line 1: preferred_output",
+            "a list of one assistant message",
+        ),
+        (
+            {
+                "input": {"messages": [{"role": "user", "content": "Hi"}]},
+                "preferred_output": [{"role": "assistant", "content": "Hello"}],
+                "non_preferred_output": [{"role": "assistant", "content": "Hello "}],
+            },
             "line 1",
-            "the studio trains supervised. To fine-tune on the preferred answers",
+            "the preferred and the non-preferred answers are the same",
+        ),
+        (
+            {
+                "input": {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]},
+                "preferred_output": [{"role": "assistant", "content": "Hello"}],
+                "non_preferred_output": [{"role": "assistant", "content": "Go away"}],
+            },
+            "line 1",
+            "the last message must be the user's",
         ),
     ],
 )
@@ -441,3 +473,22 @@ def test_a_bad_file_names_the_first_bad_line_and_why(data, filename, location, r
     error = refusal(data, filename)
     assert error.location == location
     assert reason in error.reason
+
+
+def test_a_preference_record_is_its_input_then_the_preferred_answer_with_the_other_kept_aside():
+    row = {
+        "input": {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital?"}]},
+        "preferred_output": [{"role": "assistant", "content": "Paris."}],
+        "non_preferred_output": [{"role": "assistant", "content": "It is Paris, a city of many museums."}],
+    }
+
+    (record,) = read_records_from_bytes(jsonl(row), "pairs.jsonl")
+
+    assert (record.format, record.task) == ("preference", "generation")
+    assert [(m.role, m.content) for m in record.messages] == [
+        ("system", "Be brief."),
+        ("user", "Capital?"),
+        ("assistant", "Paris."),
+    ]
+    assert (record.text, record.label) == ("Capital?", "Paris.")  # evaluated against the preferred answer
+    assert record.rejected.content == "It is Paris, a city of many museums."

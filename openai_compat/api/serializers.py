@@ -15,7 +15,7 @@ from jobs.models import Dataset, Job
 
 from .. import ids
 from ..selectors import Event, Page, ResultsFile, fine_tuned_model_of, results_file_ids
-from ..services import AUTO, FINE_TUNE, base_for
+from ..services import AUTO, DPO, FINE_TUNE, METHODS, SUPERVISED, base_for, method_of
 
 MAX_SEED = 2**31 - 1
 MAX_SUFFIX = 64  # OpenAI's limit
@@ -72,17 +72,28 @@ class SupervisedSerializer(RefusesUnknownFields, serializers.Serializer):
     hyperparameters = HyperparametersSerializer(required=False)
 
 
+class DpoHyperparametersSerializer(HyperparametersSerializer):
+    beta = AutoOr(float, required=False)
+
+    def unknown_field_error(self, name: str) -> str:
+        return "Unknown hyperparameter; DPO takes n_epochs, batch_size, learning_rate_multiplier and beta."
+
+
+class DpoSerializer(RefusesUnknownFields, serializers.Serializer):
+    hyperparameters = DpoHyperparametersSerializer(required=False)
+
+
 class MethodSerializer(RefusesUnknownFields, serializers.Serializer):
     type = serializers.CharField()
     supervised = SupervisedSerializer(required=False)
-    dpo = serializers.JSONField(required=False)
+    dpo = DpoSerializer(required=False)
     reinforcement = serializers.JSONField(required=False)
 
     def validate_type(self, value):
-        if value != "supervised":
+        if value not in METHODS:
             raise serializers.ValidationError(
                 f"{value!r} fine-tuning is not offered here: the studio trains supervised (LoRA on chat or "
-                "completion records); use type 'supervised'"
+                "completion records) and by preference (dpo, on preference records)"
             )
         return value
 
@@ -108,12 +119,14 @@ class JobCreateSerializer(RefusesUnknownFields, serializers.Serializer):
 
     def validate(self, attrs):
         method = attrs.get("method") or {}
-        in_method = (method.get("supervised") or {}).get("hyperparameters")
+        kind = method.get("type", SUPERVISED)
+        in_method = (method.get(kind) or {}).get("hyperparameters")
         if in_method is not None and attrs.get("hyperparameters") is not None:
             raise serializers.ValidationError(
-                {"hyperparameters": ["give the hyperparameters once: in method.supervised or at the top level"]}
+                {"hyperparameters": [f"give the hyperparameters once: in method.{kind} or at the top level"]}
             )
         attrs["hyperparameters"] = in_method if in_method is not None else attrs.get("hyperparameters") or {}
+        attrs["method_type"] = kind
         return attrs
 
 
@@ -194,6 +207,9 @@ def job_object(job: Job) -> dict:
     final = (job.metrics or {}).get("final") or job.metrics or {}
     eta = (job.progress or {}).get("eta_seconds")
     hyperparameters = _hyperparameters(job)
+    method = method_of(job)
+    if method == DPO:
+        hyperparameters["beta"] = (job.hyperparameters or {}).get("beta")
     seed = (job.hyperparameters or {}).get("seed")
     return {
         "id": ids.job_id(job.id),
@@ -207,7 +223,7 @@ def job_object(job: Job) -> dict:
         "training_file": ids.file_id(job.dataset_id) if job.dataset_id else "",
         "validation_file": ids.file_id(job.validation_dataset_id) if job.validation_dataset_id else None,
         "hyperparameters": hyperparameters,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        "method": {"type": method, method: {"hyperparameters": hyperparameters}},
         "seed": seed if isinstance(seed, int) else 0,
         "trained_tokens": final.get("tokens") if isinstance(final.get("tokens"), int) else None,
         "result_files": results_file_ids(job=job),

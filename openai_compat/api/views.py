@@ -241,6 +241,7 @@ class JobListView(OpenAIView):
             suffix=body.get("suffix") or "",
             seed=body.get("seed"),
             metadata=body.get("metadata"),
+            method=body["method_type"],
         )
         job.refresh_from_db()
         return Response(job_object(job))

@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 
 from jobs.models import Dataset, Job
 from logs_app.services import log_lines_append
-from tests.factories import chat_records, jsonl, make_job, make_model
+from tests.factories import chat_records, jsonl, make_job, make_model, preference_records
 
 from .conftest import error_of
 
@@ -206,6 +206,22 @@ def test_all_auto_gives_the_bases_preset(alice, alice_openai, demo_base_entry):
     assert response.json()["hyperparameters"]["learning_rate_multiplier"] == 1.0
 
 
+def test_a_dpo_job_on_preference_records_is_a_lora_dpo_job_with_beta(alice, alice_openai, demo_base_entry):
+    pairs = upload(alice_openai, raw=jsonl(preference_records(12)), filename="pairs.jsonl").json()
+    hyperparameters = {"beta": 0.2, "n_epochs": 2}
+
+    response = create_job(
+        alice_openai, pairs["id"], suffix="polite", method={"type": "dpo", "dpo": {"hyperparameters": hyperparameters}}
+    )
+
+    assert response.status_code == 200, response.content
+    job = Job.objects.get(owner=alice)
+    assert job.trainer.name == "lora-dpo" and job.hyperparameters["beta"] == 0.2 and job.hyperparameters["epochs"] == 2
+    body = response.json()
+    assert body["method"]["type"] == "dpo" and body["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
+    assert pairs["studio"]["format"] == "preference"
+
+
 @pytest.mark.parametrize(
     ("body", "param", "says"),
     [
@@ -217,8 +233,13 @@ def test_all_auto_gives_the_bases_preset(alice, alice_openai, demo_base_entry):
         ({"hyperparameters": {"n_epochs": 1.5}}, "hyperparameters.n_epochs", "positive integer"),
         ({"hyperparameters": {"learning_rate_multiplier": "fast"}}, "hyperparameters.learning_rate_multiplier", "auto"),
         ({"hyperparameters": {"warmup": 3}}, "hyperparameters.warmup", "n_epochs, batch_size"),
-        ({"method": {"type": "dpo", "dpo": {}}}, "method.type", "supervised"),
-        ({"method": {"type": "reinforcement"}}, "method.type", "supervised"),
+        ({"method": {"type": "dpo", "dpo": {}}}, "training_file", "method dpo trains on preference records"),
+        (
+            {"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}},
+            "method.dpo.hyperparameters.beta",
+            "auto",
+        ),
+        ({"method": {"type": "reinforcement"}}, "method.type", "by preference (dpo"),
         ({"validation_file": "file-999999"}, "validation_file", "no file 'file-999999' of yours"),
         ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations", "events"),
         ({"metadata": {"team": 3}}, "metadata", "the value of 'team' must be a string"),

@@ -53,20 +53,20 @@ def _check(name: str, spec: dict, value):
     return value
 
 
-def resolve_hyperparameters(given: dict) -> tuple[dict, list[str]]:
+def resolve_hyperparameters(given: dict, schema: dict = HYPERPARAMETER_SCHEMA) -> tuple[dict, list[str]]:
     """Return (complete hyperparameters, names that this trainer ignores)."""
     if not isinstance(given, dict):
         raise HyperparameterError("the hyperparameters file must hold a JSON object")
     resolved = {}
-    for name, spec in HYPERPARAMETER_SCHEMA.items():
+    for name, spec in schema.items():
         resolved[name] = _check(name, spec, given[name]) if name in given else spec["default"]
-    ignored = sorted(set(given) - set(HYPERPARAMETER_SCHEMA))
+    ignored = sorted(set(given) - set(schema))
     return resolved, ignored
 
 
-def read_hyperparameters(path: str | None) -> tuple[dict, list[str]]:
+def read_hyperparameters(path: str | None, schema: dict = HYPERPARAMETER_SCHEMA) -> tuple[dict, list[str]]:
     if not path:
-        return resolve_hyperparameters({})
+        return resolve_hyperparameters({}, schema)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -77,4 +77,4 @@ def read_hyperparameters(path: str | None) -> tuple[dict, list[str]]:
         raise HyperparameterError(
             f"HYPERPARAMS_FILE is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
-    return resolve_hyperparameters(data)
+    return resolve_hyperparameters(data, schema)

@@ -105,7 +105,7 @@ def base_identity(base_model: str) -> str:
     return resolved.name
 
 
-def _linear_schedule(total_steps: int, warmup_steps: int):
+def linear_schedule(total_steps: int, warmup_steps: int):
     def factor(step: int) -> float:
         # ``step`` is the number of optimizer steps already taken: the first step uses a non-zero rate.
         if step < warmup_steps:
@@ -152,7 +152,7 @@ def _evaluate(model, examples, *, batch_size: int, pad_token_id: int, device, au
     return {"eval_loss": loss_sum / max(1, tokens), "eval_accuracy": correct / max(1, len(examples))}
 
 
-def _sanitize_saved_files(adapter_dir: Path, *, identity: str, local_paths: list[str]) -> None:
+def sanitize_saved_files(adapter_dir: Path, *, identity: str, local_paths: list[str]) -> None:
     """Integer lora_alpha, the base's identity instead of a local path, readable files (PEFT saves 0600)."""
     config_path = adapter_dir / "adapter_config.json"
     config = json.loads(config_path.read_text())
@@ -195,7 +195,7 @@ def _write_check(check_dir: Path, model, example, device) -> None:
     save_file({"input_ids": input_ids, "logits": logits.contiguous()}, str(check_dir / "logits.safetensors"))
 
 
-def _validation_records(path: Path | None, *, task: str) -> list | None:
+def validation_records(path: Path | None, *, task: str) -> list | None:
     """The validation dataset's records (None without one); refused when unreadable or of another task."""
     if path is None:
         return None
@@ -227,7 +227,9 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         raise BadInput(f"dataset {exc.location}: {exc.reason}") from None
     if not records:
         raise BadInput("the dataset has no records")
-    given_validation = _validation_records(config.validation_path, task=records[0].task)
+    given_validation = validation_records(config.validation_path, task=records[0].task)
+    if records[0].format == "preference":
+        out.info("preference records: trained on their preferred answers (lora-dpo trains on the preference itself)")
 
     from . import distributed, modeling
 
@@ -357,7 +359,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     total_steps = params["epochs"] * steps_per_epoch
     warmup_steps = math.ceil(total_steps * params["warmup_ratio"])
     optimizer = torch.optim.AdamW(trainable, lr=params["learning_rate"], weight_decay=params["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total_steps, warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup_steps))
     max_grad_norm = params["max_grad_norm"] or math.inf
     generator = torch.Generator().manual_seed(seed)
     out.info(
@@ -492,7 +494,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     local_paths = sorted(
         {str(Path(config.base_model).expanduser().resolve()), config.base_model}, key=len, reverse=True
     )
-    _sanitize_saved_files(adapter_dir, identity=identity, local_paths=[p for p in local_paths if os.path.isabs(p)])
+    sanitize_saved_files(adapter_dir, identity=identity, local_paths=[p for p in local_paths if os.path.isabs(p)])
 
     check_dir = os.environ.get(CHECK_DIR_ENV)
     if check_dir:
@@ -591,6 +593,12 @@ def _fail(reason: str, code: int) -> int:
 
 
 def main() -> int:
+    return run_main("lora-sft", train, read_hyperparameters)
+
+
+def run_main(trainer_name: str, train_function, read_params) -> int:
+    """A trainer process from start to exit code: the contract's environment, the hyperparameters, the run, and
+    every way it can end as one ERROR line (lora-sft and lora-dpo share it)."""
     force_offline()
     # Under torchrun only rank 0 logs (tracebacks still reach stderr).
     out = Reporter() if os.environ.get("RANK", "0") == "0" else Reporter(open(os.devnull, "w"))  # noqa: SIM115
@@ -602,12 +610,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         config = read_environment()
-        params, ignored = read_hyperparameters(config.hyperparams_file)
+        params, ignored = read_params(config.hyperparams_file)
         if ignored:
             out.warn(f"hyperparameters this trainer does not know, ignored: {', '.join(ignored)}")
-        out.info(f"lora-sft job {config.job_id or '-'}: {json.dumps(params, sort_keys=True)}")
+        out.info(f"{trainer_name} job {config.job_id or '-'}: {json.dumps(params, sort_keys=True)}")
         config.output_dir.mkdir(parents=True, exist_ok=True)
-        train(config, params, out)
+        train_function(config, params, out)
         return 0
     except (BadInput, HyperparameterError) as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
