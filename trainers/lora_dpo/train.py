@@ -26,9 +26,9 @@ from trainers.lora_sft.train import (
     TrainingFailed,
     base_identity,
     linear_schedule,
+    read_validation_dataset,
     run_main,
     sanitize_saved_files,
-    validation_records,
 )
 
 from .definition import HYPERPARAMETER_SCHEMA
@@ -111,7 +111,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             f"lora-dpo trains on preference records (input messages, preferred_output, non_preferred_output); this "
             f"dataset holds {records[0].format} records: train it with lora-sft"
         )
-    given_validation = validation_records(config.validation_path, task=records[0].task)
+    given_validation = read_validation_dataset(config.validation_path, task=records[0].task)
     if given_validation is not None and given_validation[0].format != PREFERENCE:
         raise BadInput("the validation dataset must hold preference records too")
 

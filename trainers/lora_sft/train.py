@@ -195,7 +195,7 @@ def _write_check(check_dir: Path, model, example, device) -> None:
     save_file({"input_ids": input_ids, "logits": logits.contiguous()}, str(check_dir / "logits.safetensors"))
 
 
-def validation_records(path: Path | None, *, task: str) -> list | None:
+def read_validation_dataset(path: Path | None, *, task: str) -> list | None:
     """The validation dataset's records (None without one); refused when unreadable or of another task."""
     if path is None:
         return None
@@ -227,7 +227,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         raise BadInput(f"dataset {exc.location}: {exc.reason}") from None
     if not records:
         raise BadInput("the dataset has no records")
-    given_validation = validation_records(config.validation_path, task=records[0].task)
+    given_validation = read_validation_dataset(config.validation_path, task=records[0].task)
     if records[0].format == "preference":
         out.info("preference records: trained on their preferred answers (lora-dpo trains on the preference itself)")
 
