@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,12 +232,8 @@ def chat_completion_create(
 
     ``single_call`` (OpenAI's ``parallel_tool_calls: false``): at most the answer's first tool call.
     """
-    try:
+    with _chat_errors(target):
         answer = chat.chat_answer(target=target, messages=messages, options=options, tools=tools, schema=schema)
-    except chat.ChatUnavailable as exc:
-        raise OpenAIModelUnavailable(str(exc)) from None
-    except InferenceError as exc:
-        raise _chat_failure(exc, target) from None
     return _completion(_new_completion_id(), int(time.time()), target, answer, single_call)
 
 
@@ -264,18 +261,13 @@ def chat_completion_stream(
     completion_id, created = _new_completion_id(), int(time.time())
 
     def pieces() -> Iterator[str | ChatCompletion]:
-        try:
-            for piece in chat.chat_stream(
-                target=target, messages=messages, options=options, tools=tools, schema=schema
-            ):
+        asked = {"target": target, "messages": messages, "options": options, "tools": tools, "schema": schema}
+        with _chat_errors(target):
+            for piece in chat.chat_stream(**asked):
                 if isinstance(piece, Delta):
                     yield piece.text
                 else:
                     yield _completion(completion_id, created, target, piece, single_call)
-        except chat.ChatUnavailable as exc:
-            raise OpenAIModelUnavailable(str(exc)) from None
-        except InferenceError as exc:
-            raise _chat_failure(exc, target) from None
 
     return ChatStream(id=completion_id, created=created, target=target, pieces=pieces())
 
@@ -290,6 +282,17 @@ def _completion(completion_id: str, created: int, target, answer: Answer, single
     return ChatCompletion(
         id=completion_id, created=created, target=target, answer=answer, tool_calls=calls, finish_reason=finish
     )
+
+
+@contextmanager
+def _chat_errors(target: chat.ChatTarget):
+    """What serving the model raised, as the errors this API answers with (409, 400, 502, 503, 504)."""
+    try:
+        yield
+    except chat.ChatUnavailable as exc:
+        raise OpenAIModelUnavailable(str(exc)) from None
+    except InferenceError as exc:
+        raise _chat_failure(exc, target) from None
 
 
 def _chat_failure(exc: InferenceError, target: chat.ChatTarget) -> DomainError:

@@ -15,7 +15,6 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from trainers.lora_sft.params import read_hyperparameters
 from trainers.lora_sft.report import Reporter
@@ -26,9 +25,13 @@ from trainers.lora_sft.train import (
     TrainingFailed,
     base_identity,
     linear_schedule,
+    load_tokenizer_and_base,
+    lora_config_of,
+    read_dataset,
     read_validation_dataset,
     run_main,
-    sanitize_saved_files,
+    save_adapter,
+    split_for_validation,
 )
 
 from .definition import HYPERPARAMETER_SCHEMA
@@ -95,17 +98,11 @@ def dpo_figures(policy_chosen, policy_rejected, reference_chosen, reference_reje
 def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     import torch
 
-    from finetune_studio.records import PREFERENCE, RecordError, open_records
+    from finetune_studio.records import PREFERENCE
     from trainers.lora_sft import modeling
-    from trainers.lora_sft.chat import FALLBACK_CHAT_TEMPLATE, RenderError
-    from trainers.lora_sft.data import split_records
+    from trainers.lora_sft.chat import RenderError
 
-    try:
-        records = open_records(str(config.dataset_path))
-    except RecordError as exc:
-        raise BadInput(f"dataset {exc.location}: {exc.reason}") from None
-    if not records:
-        raise BadInput("the dataset has no records")
+    records = read_dataset(config.dataset_path)
     if records[0].format != PREFERENCE:
         raise BadInput(
             f"lora-dpo trains on preference records (input messages, preferred_output, non_preferred_output); this "
@@ -126,8 +123,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         raise BadInput(str(exc)) from None
 
     import transformers
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer
+    from peft import get_peft_model
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -140,23 +136,9 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
 
     identity = config.base_model_name or base_identity(config.base_model)
     out.info(f"base model {identity}, device {device.type}{' bf16' if setup.autocast else ''}")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(config.base_model, local_files_only=True)
-        model = modeling.load_base(config.base_model, setup, device=device)
-    except (OSError, ValueError, KeyError, TypeError):
-        raise BadInput(f"base model {identity} is not available here") from None
-    if not tokenizer.chat_template:
-        out.warn("the base tokenizer has no chat template: records are rendered with a ChatML template")
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    pad_token_id = 0 if pad_token_id is None else pad_token_id
+    tokenizer, model, pad_token_id = load_tokenizer_and_base(config, setup, device=device, identity=identity, out=out)
 
-    cap = params["validation_max_records"]
-    if given_validation is None:
-        train_records, held_out = split_records(records, fraction=params["validation_fraction"], seed=seed)
-        train_records, validation = train_records + held_out[cap:], held_out[:cap]
-    else:
-        train_records, validation = split_records(records, fraction=0.0, seed=seed)[0], given_validation[:cap]
+    train_records, validation = split_for_validation(records, given_validation, params, out=out)
     try:
         encode = {"system_prompt": params["system_prompt"], "max_length": params["max_length"]}
         train_pairs = encode_pairs(tokenizer, train_records, **encode)
@@ -166,16 +148,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     source = "held out" if given_validation is None else "from the validation dataset"
     out.info(f"{len(records)} preference pairs: {len(train_pairs)} for training, {len(validation_pairs)} {source}")
 
-    lora_config = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=params["lora_r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=params["target_modules"],
-        bias="none",
-    )
     try:
-        model = modeling.prepare_for_training(get_peft_model(model, lora_config), setup)
+        model = modeling.prepare_for_training(get_peft_model(model, lora_config_of(params)), setup)
     except ValueError as exc:  # PEFT: a target module the base does not have
         raise BadInput(f"target_modules: {exc}") from None
     if setup.quantization == "none":
@@ -287,15 +261,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             evaluations.append(point)
     runtime = time.monotonic() - started
 
-    adapter_dir = config.output_dir / ADAPTER_DIR
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    model.peft_config["default"].base_model_name_or_path = identity
-    model.save_pretrained(adapter_dir, save_embedding_layers=False)
-    tokenizer.save_pretrained(adapter_dir)
-    local_paths = sorted(
-        {str(Path(config.base_model).expanduser().resolve()), config.base_model}, key=len, reverse=True
-    )
-    sanitize_saved_files(adapter_dir, identity=identity, local_paths=[p for p in local_paths if Path(p).is_absolute()])
+    save_adapter(model, tokenizer, config=config, identity=identity)
 
     final = {
         "step": step,

@@ -195,6 +195,89 @@ def _write_check(check_dir: Path, model, example, device) -> None:
     save_file({"input_ids": input_ids, "logits": logits.contiguous()}, str(check_dir / "logits.safetensors"))
 
 
+def read_dataset(path: Path) -> list:
+    """The training dataset's records; BadInput naming the line when one cannot be read, or when there are none."""
+    from finetune_studio.records import RecordError, open_records
+
+    try:
+        records = open_records(str(path))
+    except RecordError as exc:
+        raise BadInput(f"dataset {exc.location}: {exc.reason}") from None
+    if not records:
+        raise BadInput("the dataset has no records")
+    return records
+
+
+def load_tokenizer_and_base(config: RunConfig, setup, *, device, identity: str, out: Reporter):
+    """(tokenizer with a chat template, the frozen base as the setup says, the padding id); BadInput when the base
+    cannot be loaded here."""
+    from transformers import AutoTokenizer
+
+    from . import modeling
+    from .chat import FALLBACK_CHAT_TEMPLATE
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.base_model, local_files_only=True)
+        model = modeling.load_base(config.base_model, setup, device=device)
+    except (OSError, ValueError, KeyError, TypeError):
+        # Never the loader's text: it tells whether a path exists and what a config.json there declares.
+        raise BadInput(f"base model {identity} is not available here") from None
+    if not tokenizer.chat_template:
+        out.warn("the base tokenizer has no chat template: records are rendered with a ChatML template")
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_token_id is None:
+        pad_token_id = 0  # padding positions are masked out of attention and loss: any id will do
+    return tokenizer, model, pad_token_id
+
+
+def save_adapter(model, tokenizer, *, config: RunConfig, identity: str) -> Path:
+    """The LoRA adapter, its tokenizer and chat template under OUTPUT_DIR/lora_adapters, naming the base by its
+    identity (never this machine's path)."""
+    adapter_dir = config.output_dir / ADAPTER_DIR
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    model.peft_config["default"].base_model_name_or_path = identity
+    # Embeddings are never trained here; "auto" would look the base up by its identity name and warn.
+    model.save_pretrained(adapter_dir, save_embedding_layers=False)
+    tokenizer.save_pretrained(adapter_dir)
+    local_paths = sorted(
+        {str(Path(config.base_model).expanduser().resolve()), config.base_model}, key=len, reverse=True
+    )
+    sanitize_saved_files(adapter_dir, identity=identity, local_paths=[p for p in local_paths if os.path.isabs(p)])
+    return adapter_dir
+
+
+def split_for_validation(records, given_validation, params: dict, *, out: Reporter) -> tuple[list, list]:
+    """(training records, validation records): ``validation_fraction`` held out (seeded), or every record trained
+    on and the job's validation dataset validated on; at most ``validation_max_records`` either way."""
+    from .data import split_records
+
+    cap, seed = params["validation_max_records"], params["seed"]
+    if given_validation is None:
+        train_records, held_out = split_records(records, fraction=params["validation_fraction"], seed=seed)
+        return train_records + held_out[cap:], held_out[:cap]
+    if len(given_validation) > cap:
+        out.warn(
+            f"the validation dataset has {len(given_validation)} records: the first {cap} are used "
+            "(validation_max_records)"
+        )
+    return split_records(records, fraction=0.0, seed=seed)[0], given_validation[:cap]
+
+
+def lora_config_of(params: dict):
+    """PEFT's LoRA configuration from the hyperparameters (rank, alpha, dropout, target modules; no bias)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=params["lora_r"],
+        lora_alpha=params["lora_alpha"],
+        lora_dropout=params["lora_dropout"],
+        target_modules=params["target_modules"],
+        bias="none",
+    )
+
+
 def read_validation_dataset(path: Path | None, *, task: str) -> list | None:
     """The validation dataset's records (None without one); refused when unreadable or of another task."""
     if path is None:
@@ -215,18 +298,10 @@ def read_validation_dataset(path: Path | None, *, task: str) -> list | None:
 def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     import torch
 
-    from finetune_studio.records import RecordError, open_records
-
-    from .chat import FALLBACK_CHAT_TEMPLATE, RenderError, encode_records
-    from .data import split_records
+    from .chat import RenderError, encode_records
     from .steps import micro_batch_loss
 
-    try:
-        records = open_records(str(config.dataset_path))
-    except RecordError as exc:
-        raise BadInput(f"dataset {exc.location}: {exc.reason}") from None
-    if not records:
-        raise BadInput("the dataset has no records")
+    records = read_dataset(config.dataset_path)
     given_validation = read_validation_dataset(config.validation_path, task=records[0].task)
     if records[0].format == "preference":
         out.info("preference records: trained on their preferred answers (lora-dpo trains on the preference itself)")
@@ -243,8 +318,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         raise BadInput(str(exc)) from None
 
     import transformers
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer
+    from peft import get_peft_model
     from transformers.pytorch_utils import Conv1D
 
     transformers.logging.set_verbosity_error()
@@ -262,31 +336,9 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     identity = config.base_model_name or base_identity(config.base_model)
     out.info(f"base model {identity}, device {device.type}{' bf16' if use_bf16 else ''}")
     out.info(f"setup: {json.dumps(setup.describe(), sort_keys=True)}, {world.size} process(es)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(config.base_model, local_files_only=True)
-        model = modeling.load_base(config.base_model, setup, device=device)
-    except (OSError, ValueError, KeyError, TypeError):
-        # Never the loader's text: it tells whether a path exists and what a config.json there declares.
-        raise BadInput(f"base model {identity} is not available here") from None
-    if not tokenizer.chat_template:
-        out.warn("the base tokenizer has no chat template: records are rendered with a ChatML template")
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad_token_id is None:
-        pad_token_id = 0  # padding positions are masked out of attention and loss: any id will do
+    tokenizer, model, pad_token_id = load_tokenizer_and_base(config, setup, device=device, identity=identity, out=out)
 
-    cap = params["validation_max_records"]
-    if given_validation is None:
-        train_records, validation_records = split_records(records, fraction=params["validation_fraction"], seed=seed)
-        train_records, validation_records = train_records + validation_records[cap:], validation_records[:cap]
-    else:  # the job's validation dataset: every training record is trained on
-        train_records, _ = split_records(records, fraction=0.0, seed=seed)
-        validation_records = given_validation[:cap]
-        if len(given_validation) > cap:
-            out.warn(
-                f"the validation dataset has {len(given_validation)} records: the first {cap} are used "
-                "(validation_max_records)"
-            )
+    train_records, validation_records = split_for_validation(records, given_validation, params, out=out)
     try:
         encode = {"system_prompt": params["system_prompt"], "max_length": params["max_length"]}
         train_examples = encode_records(tokenizer, train_records, **encode)
@@ -328,15 +380,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         raise BadInput(
             f"target_modules {', '.join(unknown)} not found among the base model's linear layers ({', '.join(known)})"
         )
-    lora_config = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=params["lora_r"],
-        lora_alpha=params["lora_alpha"],
-        lora_dropout=params["lora_dropout"],
-        target_modules=target_modules,
-        bias="none",
-    )
-    model = modeling.prepare_for_training(get_peft_model(model, lora_config), setup)
+    model = modeling.prepare_for_training(get_peft_model(model, lora_config_of(params)), setup)
     if setup.quantization == "none":  # a 4-bit base is placed on its GPU while loading
         model.to(device)
     step_model = modeling.TrainingForward(model, setup)
@@ -485,16 +529,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     if not world.main:
         return {}  # rank 0 saves the adapter: the weights are the same on every rank
 
-    adapter_dir = config.output_dir / ADAPTER_DIR
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    model.peft_config["default"].base_model_name_or_path = identity
-    # Embeddings are never trained here; "auto" would look the base up by its identity name and warn.
-    model.save_pretrained(adapter_dir, save_embedding_layers=False)
-    tokenizer.save_pretrained(adapter_dir)
-    local_paths = sorted(
-        {str(Path(config.base_model).expanduser().resolve()), config.base_model}, key=len, reverse=True
-    )
-    sanitize_saved_files(adapter_dir, identity=identity, local_paths=[p for p in local_paths if os.path.isabs(p)])
+    save_adapter(model, tokenizer, config=config, identity=identity)
 
     check_dir = os.environ.get(CHECK_DIR_ENV)
     if check_dir:
