@@ -120,6 +120,9 @@ class JobCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     def validate(self, attrs):
         method = attrs.get("method") or {}
         kind = method.get("type", SUPERVISED)
+        other = next((name for name in METHODS if name != kind and method.get(name)), None)
+        if other is not None:
+            raise serializers.ValidationError({"method": [f"method.{other} is given but the type is {kind!r}"]})
         in_method = (method.get(kind) or {}).get("hyperparameters")
         if in_method is not None and attrs.get("hyperparameters") is not None:
             raise serializers.ValidationError(

@@ -240,6 +240,11 @@ def test_a_dpo_job_on_preference_records_is_a_lora_dpo_job_with_beta(alice, alic
             "auto",
         ),
         ({"method": {"type": "reinforcement"}}, "method.type", "by preference (dpo"),
+        (
+            {"method": {"type": "supervised", "dpo": {"hyperparameters": {"beta": 0.2}}}},
+            "method",
+            "method.dpo is given but the type is 'supervised'",
+        ),
         ({"validation_file": "file-999999"}, "validation_file", "no file 'file-999999' of yours"),
         ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations", "events"),
         ({"metadata": {"team": 3}}, "metadata", "the value of 'team' must be a string"),
