@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from finetune_studio import objects
 from finetune_studio.api import Conflict, RequestTooLarge, ServiceUnavailable, exception_handler
 from finetune_studio.parsers import JSONParser
+from finetune_studio.streaming import response_chunks
 from jobs import services as job_services
 from jobs.uploads import limit_dataset_uploads
 from models_app import services as model_services
@@ -202,7 +203,9 @@ class FileContentView(OpenAIView):
             first = next(chunks, b"")  # a missing object is a clear 503 now, not a cut-off download later
         except objects.StorageError as exc:
             raise ServiceUnavailable(f"Storage failed while reading the file: {exc}") from None
-        response = StreamingHttpResponse(_prepend(first, chunks), content_type="application/octet-stream")
+        response = StreamingHttpResponse(
+            response_chunks(request, _prepend(first, chunks)), content_type="application/octet-stream"
+        )
         response["Content-Length"] = str(dataset.size_bytes)
         return response
 
@@ -336,7 +339,10 @@ class ChatCompletionsView(OpenAIView):
         first = next(stream.pieces)
         stream = replace(stream, pieces=_prepend(first, stream.pieces))
         events = chat_completion_events(stream, include_usage=body["include_usage"])
-        response = StreamingHttpResponse(_event_stream(events), content_type="text/event-stream")
+        # Handed over piece by piece under ASGI too (Django would collect a sync iterator whole first).
+        response = StreamingHttpResponse(
+            response_chunks(request, _event_stream(events)), content_type="text/event-stream"
+        )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # a proxy in front must pass the pieces on as they come
         return response

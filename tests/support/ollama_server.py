@@ -145,8 +145,10 @@ class OllamaServer(FaultyLoopbackServer):
     def _same_model(mine: str, theirs: str) -> bool:
         return normalize_model_name(mine) == normalize_model_name(theirs)
 
-    def __init__(self, *, latency: float = 0.0, ns_per_token: int = 5_000_000):
+    def __init__(self, *, latency: float = 0.0, ns_per_token: int = 5_000_000, line_delay: float = 0.0):
         self.latency = latency
+        # Seconds between the lines of a streamed answer, as a model generating them would take.
+        self.line_delay = line_delay
         self.ns_per_token = ns_per_token
         self.requests: list[RecordedRequest] = []
         self.created: list[dict] = []
@@ -406,6 +408,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self._drop()
                 return
+            if number:
+                self.wfile.flush()
+                self.ollama._sleep(self.ollama.line_delay)
             data = json.dumps(line).encode() + b"\n"
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.write(b"0\r\n\r\n")
