@@ -16,6 +16,7 @@ A model's folders never reach the caller: errors name the model, not where its f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class ChatTarget:
     served_as: str  # the model's name on the endpoint
     model: RegisteredModel | None = None  # the registry version, when it is one
     base: str = ""  # the local engine: the base's catalogue name
+    base_folder: str = ""  # ...and its folder, resolved once with it
     system_prompt: str = ""  # the local engine: the system prompt the version was trained with
 
     @property
@@ -82,13 +84,19 @@ def chat_target_for_model(*, model: RegisteredModel, name: str) -> ChatTarget:
     if refusal is not None:
         raise ChatUnavailable(f"{name} is not deployed, and {refusal}: {deploy_hint}")
     try:
-        base = base_model_resolve(model.base_model, loadable=True).name
+        base = base_model_resolve(model.base_model, loadable=True)
     except BaseModelRefused as exc:
         raise ChatUnavailable(f"{name} is not deployed, and the local engine cannot load its base: {exc}") from None
     run = (model.training_metrics or {}).get("run")
     system_prompt = str(run.get("system_prompt") or "") if isinstance(run, dict) else ""
     return ChatTarget(
-        name=name, endpoint=LOCAL_ENDPOINT, served_as=name, model=model, base=base, system_prompt=system_prompt
+        name=name,
+        endpoint=LOCAL_ENDPOINT,
+        served_as=name,
+        model=model,
+        base=base.name,
+        base_folder=str(base.path),
+        system_prompt=system_prompt,
     )
 
 
@@ -98,10 +106,12 @@ def chat_target_for_base(*, base: str, name: str) -> ChatTarget:
     if refusal is not None:
         raise ChatUnavailable(f"base models are answered by the local engine, and {refusal}")
     try:
-        resolved = base_model_resolve(base, loadable=True).name
+        resolved = base_model_resolve(base, loadable=True)
     except BaseModelRefused as exc:
         raise ChatUnavailable(f"the local engine cannot load {exc}") from None
-    return ChatTarget(name=name, endpoint=LOCAL_ENDPOINT, served_as=name, base=resolved)
+    return ChatTarget(
+        name=name, endpoint=LOCAL_ENDPOINT, served_as=name, base=resolved.name, base_folder=str(resolved.path)
+    )
 
 
 def chat_answer(
@@ -168,9 +178,8 @@ def _serving(target: ChatTarget, messages, options: ChatOptions, tools, schema):
                 except AdapterUnavailable as exc:
                     raise ChatUnavailable(f"{target.name}: {exc}") from None
                 folders[adapter] = f"the adapter of {target.name}"
-            base_folder = str(base_model_resolve(target.base, loadable=True).path)
-            folders[base_folder] = f"base model {target.base}"
-            backend.register(target.served_as, LocalModelRef(base=base_folder, adapter=adapter))
+            folders[target.base_folder] = f"base model {target.base}"
+            backend.register(target.served_as, LocalModelRef(base=target.base_folder, adapter=adapter))
         request = ChatRequest(
             model=target.served_as, messages=tuple(messages), options=options, schema=schema, tools=tools
         )
@@ -202,8 +211,6 @@ class ChatReply:
 
 def chat_page_turns(history: str) -> list[dict]:
     """The conversation so far, as the page's form carried it; ChatInvalid when it is not one."""
-    import json
-
     if not history.strip():
         return []
     try:

@@ -1,5 +1,8 @@
 """Evaluation pages: list, create form, and the side-by-side viewer (live while running)."""
 
+import json
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -7,7 +10,9 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from . import selectors, services
+from inference.base import InferenceError
+
+from . import chat, selectors, services
 from .forms import EvaluationForm
 from .local_models import has_adapter
 from .models import Evaluation
@@ -343,14 +348,6 @@ CHAT_DEFAULT_MAX_TOKENS = 256
 @login_required
 def model_chat(request, pk: int):
     """The model page's Chat: a conversation with the version, kept in the page's form (nothing is stored)."""
-    import json
-
-    from django.conf import settings
-
-    from inference.base import InferenceError
-
-    from . import chat
-
     model = selectors.evaluatable_models(user=request.user).filter(id=pk).first()
     if model is None:
         raise Http404("No such model.")

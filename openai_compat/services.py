@@ -202,7 +202,7 @@ class OpenAIModelUnavailable(DomainConflict):
 
 
 class ChatFailed(DomainError):
-    """What serves the model failed or refused; ``status_code`` says which way (400, 409, 502, 503, 504)."""
+    """What serves the model failed or refused; ``status_code`` says which way (400, 502, 503, 504)."""
 
     def __init__(self, message: str, *, status_code: int):
         super().__init__(message)

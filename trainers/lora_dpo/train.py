@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from trainers.lora_sft.params import read_hyperparameters
 from trainers.lora_sft.report import Reporter
@@ -24,6 +24,7 @@ from trainers.lora_sft.train import (
     RunConfig,
     TrainingFailed,
     base_identity,
+    device_setup,
     linear_schedule,
     load_tokenizer_and_base,
     lora_config_of,
@@ -46,13 +47,12 @@ class Pair:
 def encode_pairs(tokenizer, records, *, system_prompt: str, max_length: int) -> list[Pair]:
     """Both answers of each record after its conversation, only the final answer's tokens scored (earlier
     assistant turns are context here: the preference is about the last answer)."""
-    from finetune_studio.records import Message
     from trainers.lora_sft.chat import conversation_for, encode_conversation
 
     pairs = []
     for record in records:
         turns = conversation_for(record, system_prompt)
-        context = [Message(m.role, m.content, 0, m.tool_calls, m.tool_call_id, m.name) for m in turns[:-1]]
+        context = [replace(message, weight=0) for message in turns[:-1]]
         encode = {"max_length": max_length, "tools": record.tools}
         pairs.append(
             Pair(
@@ -112,24 +112,14 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     if given_validation is not None and given_validation[0].format != PREFERENCE:
         raise BadInput("the validation dataset must hold preference records too")
 
-    cuda = torch.cuda.is_available()
-    try:
-        setup = modeling.resolve_setup(
-            {**params, "packing": "off", "kernels": "torch"},
-            device_type="cuda" if cuda else "cpu",
-            bf16_supported=cuda and torch.cuda.is_bf16_supported(),
-        )
-    except modeling.SetupError as exc:
-        raise BadInput(str(exc)) from None
+    # Both answers of a pair are scored from full logits: no packing, no fused loss.
+    setup = device_setup({**params, "packing": "off", "kernels": "torch"})
 
-    import transformers
     from peft import get_peft_model
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     seed = params["seed"]
     torch.manual_seed(seed)
-    device = torch.device("cuda" if cuda else "cpu")
+    device = torch.device(setup.device_type)
 
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=setup.autocast)

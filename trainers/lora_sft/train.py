@@ -208,14 +208,32 @@ def read_dataset(path: Path) -> list:
     return records
 
 
+def device_setup(params: dict):
+    """How this worker holds and computes the base (``modeling.Setup``); BadInput when an option cannot run here."""
+    import torch
+
+    from . import modeling
+
+    cuda = torch.cuda.is_available()
+    try:
+        return modeling.resolve_setup(
+            params, device_type="cuda" if cuda else "cpu", bf16_supported=cuda and torch.cuda.is_bf16_supported()
+        )
+    except modeling.SetupError as exc:
+        raise BadInput(str(exc)) from None
+
+
 def load_tokenizer_and_base(config: RunConfig, setup, *, device, identity: str, out: Reporter):
     """(tokenizer with a chat template, the frozen base as the setup says, the padding id); BadInput when the base
-    cannot be loaded here."""
+    cannot be loaded here. The libraries' own progress bars and chatter are off: every printed line is ours."""
+    import transformers
     from transformers import AutoTokenizer
 
     from . import modeling
     from .chat import FALLBACK_CHAT_TEMPLATE
 
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.base_model, local_files_only=True)
         model = modeling.load_base(config.base_model, setup, device=device)
@@ -298,31 +316,24 @@ def read_validation_dataset(path: Path | None, *, task: str) -> list | None:
 def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     import torch
 
+    from finetune_studio.records import PREFERENCE
+
     from .chat import RenderError, encode_records
     from .steps import micro_batch_loss
 
     records = read_dataset(config.dataset_path)
     given_validation = read_validation_dataset(config.validation_path, task=records[0].task)
-    if records[0].format == "preference":
+    if records[0].format == PREFERENCE:
         out.info("preference records: trained on their preferred answers (lora-dpo trains on the preference itself)")
 
     from . import distributed, modeling
 
     # Before the heavy imports: what this worker cannot run is refused in seconds.
-    cuda = torch.cuda.is_available()
-    try:
-        setup = modeling.resolve_setup(
-            params, device_type="cuda" if cuda else "cpu", bf16_supported=cuda and torch.cuda.is_bf16_supported()
-        )
-    except modeling.SetupError as exc:
-        raise BadInput(str(exc)) from None
+    setup = device_setup(params)
+    cuda = setup.device_type == "cuda"
 
-    import transformers
     from peft import get_peft_model
     from transformers.pytorch_utils import Conv1D
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
 
     seed = params["seed"]
     torch.manual_seed(seed)
