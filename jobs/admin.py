@@ -17,6 +17,7 @@ class TrainerForm(forms.ModelForm):
             "required_modules",
             "loads_base_model",
             "takes_validation_dataset",
+            "record_formats",
             "presets",
             "queue",
             "timeout_seconds",
@@ -49,6 +50,13 @@ class TrainerForm(forms.ModelForm):
         except hyperparameters.SchemaError as exc:
             raise forms.ValidationError(str(exc))
         return schema
+
+    def clean_record_formats(self):
+        formats = self.cleaned_data["record_formats"]
+        known = [value for value in Dataset.Format.values if value]
+        if not isinstance(formats, list) or not all(isinstance(name, str) and name in known for name in formats):
+            raise forms.ValidationError(f"A list of record formats among {', '.join(known)}; [] takes any.")
+        return formats
 
     def clean_required_modules(self):
         modules = self.cleaned_data["required_modules"]

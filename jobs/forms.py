@@ -81,6 +81,15 @@ class JobForm(forms.Form):
         # The base's preset (Trainer.presets) is what the form proposes; any value may still be changed.
         self.preset = (trainer.presets or {}).get(base_model, {}) if trainer else {}
         self.preset_base = base_model if self.preset else ""
+        if trainer is not None and trainer.record_formats:
+            # Only the datasets it can train on; the service refuses the others all the same.
+            for field in ("dataset", "validation_dataset"):
+                self.fields[field].queryset = self.fields[field].queryset.filter(format__in=trainer.record_formats)
+            self.fields[
+                "dataset"
+            ].help_text = (
+                f"{trainer.name} trains on {trainer.record_formats_display()} records: only such datasets are listed."
+            )
         for name, spec in self.schema.items():
             if name in self.preset:
                 spec = {**spec, "default": self.preset[name]}

@@ -76,6 +76,8 @@ class Trainer(models.Model):
     presets = models.JSONField(default=dict, blank=True)
     # The trainer reads VALIDATION_DATASET_PATH (lora-sft): a job may name a validation dataset of its own.
     takes_validation_dataset = models.BooleanField(default=False)
+    # The record formats (Dataset.Format) its datasets may hold, e.g. ["preference"] for lora-dpo; empty: any.
+    record_formats = models.JSONField(default=list, blank=True)
     queue = models.CharField(max_length=50, default="training")
     timeout_seconds = models.PositiveIntegerField(default=6 * 3600)
     enabled = models.BooleanField(default=True)
@@ -91,6 +93,14 @@ class Trainer(models.Model):
     @property
     def is_external(self) -> bool:
         return self.name == self.EXTERNAL
+
+    def takes_format(self, record_format: str) -> bool:
+        return not self.record_formats or record_format in self.record_formats
+
+    def record_formats_display(self) -> str:
+        """What its datasets must hold, in words ("preference (DPO) records"); "" when any format will do."""
+        labels = dict(Dataset.Format.choices)
+        return " or ".join(str(labels.get(name, name)) for name in self.record_formats or ())
 
 
 class Job(models.Model):

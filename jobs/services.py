@@ -295,6 +295,7 @@ def trainer_sync_builtin() -> list[str]:
             )
         }
         fields["takes_validation_dataset"] = definition.get("takes_validation_dataset", False)
+        fields["record_formats"] = definition.get("record_formats", [])
         try:
             with transaction.atomic():
                 _, was_created = Trainer.objects.get_or_create(name=definition["name"], defaults=fields)
@@ -370,6 +371,8 @@ def job_create(
             dataset = Dataset.objects.select_for_update().filter(id=dataset_id, owner=owner).first()
             if dataset is None:
                 errors["dataset"] = [f"no dataset #{dataset_id} of yours"]
+            elif problem := dataset_format_problem(trainer=trainer, dataset=dataset):
+                errors["dataset"] = [problem]
         elif needs_dataset:
             errors["dataset"] = ["this trainer needs a dataset"]
         validation = None
@@ -434,7 +437,19 @@ def validation_dataset_problem(*, trainer, dataset, validation, validation_datas
         return "is the training dataset: name another one, or none to hold out part of the training records"
     if dataset is not None and validation.task != dataset.task:
         return f"holds {validation.task} records, the training dataset {dataset.task} records"
-    return ""
+    return dataset_format_problem(trainer=trainer, dataset=validation)
+
+
+def dataset_format_problem(*, trainer, dataset: Dataset) -> str:
+    """Why ``trainer`` cannot train on (or validate with) ``dataset``'s records ("" when it can): a trainer that
+    declares its record formats (``Trainer.record_formats``) is refused a dataset of another format here, at
+    creation, not minutes later when its run reads the file."""
+    if trainer is None or trainer.takes_format(dataset.format):
+        return ""
+    holds = f"holds {dataset.get_format_display()} records" if dataset.format else "has no detected record format"
+    return (
+        f"trainer {trainer.name!r} trains on {trainer.record_formats_display()} records; dataset #{dataset.id} {holds}"
+    )
 
 
 def job_enqueue(*, job_id: int) -> bool:

@@ -86,6 +86,8 @@ def sweep_create(
     dataset = Dataset.objects.filter(id=dataset_id, owner=owner).first() if dataset_id is not None else None
     if dataset is None:
         raise SweepInvalid("dataset", f"no dataset #{dataset_id} of yours")
+    if problem := job_services.dataset_format_problem(trainer=trainer, dataset=dataset):
+        raise SweepInvalid("dataset", problem)
     validation = None
     if validation_dataset_id is not None:
         validation = Dataset.objects.filter(id=validation_dataset_id, owner=owner).first()

@@ -134,6 +134,14 @@ def sample_records(count: int = 12) -> list[dict]:
     return [{"text": f"Example {i}: the clause reads {'xyz'[i % 3]}{i}.", "label": LABELS[i % 3]} for i in range(count)]
 
 
+def job_form_selects(trainer: str) -> dict:
+    """What the new-job form's selects hold before anyone changes them (a browser sends them all)."""
+    from jobs.models import Trainer
+
+    schema = Trainer.objects.get(name=trainer).hyperparameter_schema
+    return {f"hp_{name}": spec["default"] for name, spec in schema.items() if spec["type"] == "enum"}
+
+
 def make_dataset(owner, rows=None, filename="train.jsonl", name=""):
     from jobs import services
 

@@ -66,6 +66,8 @@ class TrainerSerializer(serializers.ModelSerializer):
             "hyperparameter_schema",
             "presets",
             "loads_base_model",
+            "takes_validation_dataset",
+            "record_formats",
             "queue",
             "timeout_seconds",
             "available",

@@ -4,16 +4,10 @@ a share of its training records; it is the owner's, of the same task, and kept w
 import pytest
 from django.urls import reverse
 
-from jobs.models import Dataset, Job, Trainer
-from tests.factories import chat_records, sample_records
+from jobs.models import Dataset, Job
+from tests.factories import chat_records, job_form_selects, sample_records
 
 pytestmark = pytest.mark.django_db
-
-
-def enum_defaults(trainer: str) -> dict:
-    """What the form's selects hold before anyone changes them (a browser sends them all)."""
-    schema = Trainer.objects.get(name=trainer).hyperparameter_schema
-    return {f"hp_{name}": spec["default"] for name, spec in schema.items() if spec["type"] == "enum"}
 
 
 def create(api, dataset, validation, *, trainer="lora-sft"):
@@ -88,7 +82,7 @@ def test_the_job_form_offers_a_validation_dataset_to_trainers_that_take_one(
             "dataset": training.pk,
             "validation_dataset": validation.pk,
             "trainer": "lora-sft",
-            **enum_defaults("lora-sft"),
+            **job_form_selects("lora-sft"),
         },
     )
 

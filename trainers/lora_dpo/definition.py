@@ -64,6 +64,7 @@ DEFINITION = {
     "required_modules": ["torch", "transformers", "peft"],
     "loads_base_model": True,
     "takes_validation_dataset": True,
+    "record_formats": ["preference"],
     "presets": {"demo-base": {"epochs": 10, "learning_rate": 0.01, "batch_size": 8, "validation_fraction": 0.2}},
     "queue": "training",
     "timeout_seconds": 6 * 3600,
