@@ -244,6 +244,30 @@ def chat_page_reply(
 
     ChatInvalid for a conversation that cannot be asked; ChatUnavailable or an InferenceError from the model.
     """
+    asked = _page_asked(turns, system=system, message=message)
+    options = ChatOptions(temperature=temperature, max_tokens=max_tokens)
+    return _page_reply(turns, message, chat_answer(target=target, messages=asked, options=options))
+
+
+def chat_page_stream(
+    *, target: ChatTarget, turns: list[dict], system: str, message: str, temperature: float, max_tokens: int
+) -> Iterator[Delta | ChatReply]:
+    """``chat_page_reply`` as the answer is generated: its text pieces (``Delta``), then the ChatReply.
+
+    ChatInvalid is raised here, before anything is asked; ChatUnavailable or an InferenceError from the iteration.
+    """
+    asked = _page_asked(turns, system=system, message=message)
+    options = ChatOptions(temperature=temperature, max_tokens=max_tokens)
+
+    def pieces() -> Iterator[Delta | ChatReply]:
+        for piece in chat_stream(target=target, messages=asked, options=options):
+            yield _page_reply(turns, message, piece) if isinstance(piece, Answer) else piece
+
+    return pieces()
+
+
+def _page_asked(turns: list[dict], *, system: str, message: str) -> tuple[dict, ...]:
+    """The messages that ask ``message`` after ``turns``; ChatInvalid naming the field when they cannot be asked."""
     from finetune_studio.records import RecordError, chat_prompt_from_openai
 
     if len(turns) >= MAX_PAGE_TURNS:
@@ -259,8 +283,11 @@ def chat_page_reply(
     except RecordError as exc:
         field = "message" if exc.location.startswith(f"conversation: message {len(asked)} ") else "history"
         raise ChatInvalid({field: f"{exc.location}: {exc.reason}"}) from None
-    options = ChatOptions(temperature=temperature, max_tokens=max_tokens)
-    answer = chat_answer(target=target, messages=tuple(asked), options=options)
+    return tuple(asked)
+
+
+def _page_reply(turns: list[dict], message: str, answer: Answer) -> ChatReply:
+    """The conversation with ``message`` and ``answer`` added (a tool call shown as its text)."""
     shown = answer.content
     if answer.tool_calls:
         from finetune_studio.records import tool_calls_text

@@ -6,10 +6,11 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from finetune_studio.streaming import response_chunks
 from inference.base import InferenceError
 
 from . import chat, selectors, services
@@ -347,44 +348,27 @@ CHAT_DEFAULT_MAX_TOKENS = 256
 
 @login_required
 def model_chat(request, pk: int):
-    """The model page's Chat: a conversation with the version, kept in the page's form (nothing is stored)."""
-    model = selectors.evaluatable_models(user=request.user).filter(id=pk).first()
-    if model is None:
-        raise Http404("No such model.")
+    """The model page's Chat: a conversation with the version, kept in the page's form (nothing is stored).
+
+    Without JavaScript the form posts here and the page comes back with the answer; the page's script posts to
+    ``model_chat_stream`` instead and shows the answer as it is generated."""
+    model = _chat_model(request, pk)
     unavailable = None
     try:
         target = chat.chat_target_for_model(model=model, name=model.name)
     except chat.ChatUnavailable as exc:
         target, unavailable = None, str(exc)
-    chosen = {"system": "", "message": "", "temperature": "0", "max_tokens": str(CHAT_DEFAULT_MAX_TOKENS)}
-    turns: list[dict] = []
-    errors: dict[str, str] = {}
-    if request.method == "POST" and target is not None:
-        chosen = {key: request.POST.get(key, default).strip() for key, default in chosen.items()}
-        temperature = _number(chosen["temperature"], float, 0, 2, "temperature", errors)
-        max_tokens = _number(chosen["max_tokens"], int, 1, settings.CHAT_MAX_TOKENS, "max_tokens", errors)
+    asked = _ChatForm(request.POST if request.method == "POST" else None)
+    turns, errors = (asked.turns, dict(asked.errors)) if target is not None else ([], {})
+    if asked.is_bound and target is not None and not errors:
         try:
-            turns = chat.chat_page_turns(request.POST.get("history", ""))
+            reply = chat.chat_page_reply(target=target, turns=turns, **asked.question)
         except chat.ChatInvalid as exc:
             errors.update(exc.errors)
-        if not chosen["message"]:
-            errors["message"] = "write a message to send"
-        if not errors:
-            try:
-                reply = chat.chat_page_reply(
-                    target=target,
-                    turns=turns,
-                    system=chosen["system"],
-                    message=chosen["message"],
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                )
-            except chat.ChatInvalid as exc:
-                errors.update(exc.errors)
-            except (chat.ChatUnavailable, InferenceError) as exc:
-                errors["model"] = str(exc)
-            else:
-                turns, chosen["message"] = reply.turns, ""
+        except (chat.ChatUnavailable, InferenceError) as exc:
+            errors["model"] = str(exc)
+        else:
+            turns, asked.chosen["message"] = reply.turns, ""
     return render(
         request,
         "evaluations/model_chat.html",
@@ -394,12 +378,88 @@ def model_chat(request, pk: int):
             "unavailable": unavailable,
             "turns": turns,
             "history": json.dumps(turns),
-            "chosen": chosen,
+            "chosen": asked.chosen,
             "errors": errors,
             "max_tokens_limit": settings.CHAT_MAX_TOKENS,
         },
         status=400 if errors and "model" not in errors else 200,
     )
+
+
+@login_required
+@require_POST
+def model_chat_stream(request, pk: int):
+    """The Chat form's answer as it is generated, as JSON lines: ``{"delta": text}`` pieces, then
+    ``{"turns": [...], "history": "..."}`` (the conversation to carry on with), or ``{"error": reason}`` when the
+    model fails part-way. What cannot be asked is a 400 (409: nothing serves the version) of ``{"errors": {field:
+    reason}}`` before anything is asked."""
+    model = _chat_model(request, pk)
+    try:
+        target = chat.chat_target_for_model(model=model, name=model.name)
+    except chat.ChatUnavailable as exc:
+        return JsonResponse({"errors": {"model": str(exc)}}, status=409)
+    asked = _ChatForm(request.POST)
+    errors = dict(asked.errors)
+    if not errors:
+        try:
+            pieces = chat.chat_page_stream(target=target, turns=asked.turns, **asked.question)
+        except chat.ChatInvalid as exc:
+            errors.update(exc.errors)
+    if errors:
+        return JsonResponse({"errors": errors}, status=400)
+    lines = (json.dumps(line).encode() + b"\n" for line in _chat_stream_lines(pieces))
+    response = StreamingHttpResponse(response_chunks(request, lines), content_type="application/x-ndjson")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front passes each piece on as it comes
+    return response
+
+
+def _chat_stream_lines(pieces):
+    try:
+        for piece in pieces:
+            if isinstance(piece, chat.ChatReply):
+                yield {"turns": piece.turns, "history": json.dumps(piece.turns)}
+            else:
+                yield {"delta": piece.text}
+    except (chat.ChatUnavailable, InferenceError) as exc:
+        yield {"error": str(exc)}
+
+
+def _chat_model(request, pk: int):
+    model = selectors.evaluatable_models(user=request.user).filter(id=pk).first()
+    if model is None:
+        raise Http404("No such model.")
+    return model
+
+
+class _ChatForm:
+    """What the Chat form sent: ``chosen`` (its fields as typed, to show again), ``turns`` (the conversation so
+    far), ``question`` (chat_page_reply's keywords) and ``errors`` (field → reason)."""
+
+    DEFAULTS = {"system": "", "message": "", "temperature": "0", "max_tokens": str(CHAT_DEFAULT_MAX_TOKENS)}
+
+    def __init__(self, data):
+        self.is_bound = data is not None
+        self.chosen = {key: (data or {}).get(key, default).strip() for key, default in self.DEFAULTS.items()}
+        self.errors: dict[str, str] = {}
+        self.turns: list[dict] = []
+        self.question: dict = {}
+        if not self.is_bound:
+            return
+        temperature = _number(self.chosen["temperature"], float, 0, 2, "temperature", self.errors)
+        max_tokens = _number(self.chosen["max_tokens"], int, 1, settings.CHAT_MAX_TOKENS, "max_tokens", self.errors)
+        try:
+            self.turns = chat.chat_page_turns(data.get("history", ""))
+        except chat.ChatInvalid as exc:
+            self.errors.update(exc.errors)
+        if not self.chosen["message"]:
+            self.errors["message"] = "write a message to send"
+        self.question = {
+            "system": self.chosen["system"],
+            "message": self.chosen["message"],
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
 
 
 def _number(text: str, kind, low, high, field: str, errors: dict):

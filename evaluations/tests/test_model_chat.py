@@ -94,4 +94,61 @@ def test_bob_cannot_chat_with_alices_model(client, bob, deployed, ollama_server)
 
     assert client.get(f"/models/{deployed.id}/chat/").status_code == 404
     assert client.post(f"/models/{deployed.id}/chat/", {"message": "Hi", "max_tokens": "8"}).status_code == 404
+    assert client.post(f"/models/{deployed.id}/chat/stream/", {"message": "Hi"}).status_code == 404
     assert ollama_server.chat_requests() == []
+
+
+def stream_lines(response) -> list[dict]:
+    return [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+
+
+def test_the_page_script_gets_the_answer_piece_by_piece_then_the_conversation(alice_browser, deployed, ollama_server):
+    ollama_server.add_model("contracts-v1", answer="the clause ends the contract")
+
+    response = alice_browser.post(
+        f"/models/{deployed.id}/chat/stream/", {"message": "Either party may end this.", "max_tokens": "16"}
+    )
+    *pieces, last = stream_lines(response)
+
+    assert response.status_code == 200 and response["Content-Type"] == "application/x-ndjson"
+    assert len(pieces) > 1 and "".join(piece["delta"] for piece in pieces) == "the clause ends the contract"
+    assert last["turns"] == [
+        {"role": "user", "content": "Either party may end this."},
+        {"role": "assistant", "content": "the clause ends the contract"},
+    ]
+    assert json.loads(last["history"]) == last["turns"]
+    (asked,) = ollama_server.chat_requests()
+    assert asked.body["stream"] is True and asked.body["options"] == {"temperature": 0.0, "num_predict": 16}
+
+
+def test_the_page_script_is_told_what_cannot_be_asked_before_anything_is(alice, alice_browser, deployed, settings):
+    settings.LOCAL_INFERENCE_SERVES_CHAT = False
+    undeployed = make_model(alice, name="draft", base_model="demo-base", files=ADAPTER)
+
+    bad = alice_browser.post(f"/models/{deployed.id}/chat/stream/", {"message": "", "temperature": "9"})
+    unserved = alice_browser.post(f"/models/{undeployed.id}/chat/stream/", {"message": "Hi"})
+    fetched = alice_browser.get(f"/models/{deployed.id}/chat/stream/")
+
+    assert bad.status_code == 400
+    assert bad.json()["errors"] == {"temperature": "a number from 0 to 2", "message": "write a message to send"}
+    assert unserved.status_code == 409 and "draft is not deployed" in unserved.json()["errors"]["model"]
+    assert fetched.status_code == 405
+
+
+def test_a_model_that_fails_mid_answer_ends_the_stream_with_its_reason(alice_browser, deployed, ollama_server):
+    ollama_server.add_model("contracts-v1", answer="the clause ends the contract")
+    ollama_server.inject("cut")
+
+    lines = stream_lines(alice_browser.post(f"/models/{deployed.id}/chat/stream/", {"message": "Hi"}))
+
+    assert lines[0] == {"delta": "the "}
+    assert set(lines[-1]) == {"error"} and "broke off its answer" in lines[-1]["error"]
+    assert not any("turns" in line for line in lines)
+
+
+def test_the_chat_page_loads_its_streaming_script_and_still_works_without_it(alice_browser, deployed):
+    page = alice_browser.get(f"/models/{deployed.id}/chat/").content.decode()
+
+    assert f'data-chat-stream="/models/{deployed.id}/chat/stream/"' in page
+    assert 'src="/static/js/chat.js"' in page
+    assert f'<form method="post" action="/models/{deployed.id}/chat/"' in page

@@ -14,6 +14,7 @@ import zipfile
 import pytest
 
 from conftest import PASSWORD
+from models_app.models import RegisteredModel
 from tests.support.ollama_server import answer_from_mapping
 from tests.support.processes import ROOT
 
@@ -164,6 +165,29 @@ def test_a_new_user_trains_downloads_and_evaluates_a_model_in_the_browser(
     assert page.locator("tr[data-outcome='both_wrong']:visible").count() == 0
     screenshots.take(page, "evaluation-detail", phone=True)
     assert len(ollama.chat_requests(model=FINE_TUNED_OLLAMA_MODEL)) == 60
+
+    # Chat with the model where Ollama serves it (its deployment recorded as the Deploy button records it): the
+    # answer is written into the same page as it streams, and the next message carries the conversation on.
+    RegisteredModel.objects.filter(id=int(model_url.rstrip("/").rsplit("/", 1)[1])).update(
+        ollama_name=FINE_TUNED_OLLAMA_MODEL
+    )
+    clause = json.loads((SAMPLES / "test.jsonl").read_text().splitlines()[0])
+    page.goto(model_url)
+    page.get_by_role("link", name="Chat", exact=True).click()
+    page.wait_for_url(re.compile(r"/models/\d+/chat/$"))
+    _mark_page(page)
+    for message in (clause["input"], "And the next one?"):
+        page.fill("#id_message", message)
+        with page.expect_response(re.compile(r"/chat/stream/$")) as streamed:
+            page.get_by_role("button", name="Send").click()
+        assert streamed.value.status == 200
+        page.wait_for_function("document.querySelector('#id_message').value === ''")
+    turns = page.locator("[data-chat-turns] li pre").all_inner_texts()
+    assert turns == [clause["input"], clause["output"], "And the next one?", clause["output"]]
+    assert _still_same_document(page), "the chat reloaded the page"
+    asked = ollama.chat_requests(model=FINE_TUNED_OLLAMA_MODEL)[-1].body["messages"]
+    assert [turn["content"] for turn in asked] == turns[:3]
+    screenshots.take(page, "model-chat", phone=True)
 
     page.goto(f"{studio}/evaluations/")
     screenshots.take(page, "evaluations", phone=True)
