@@ -19,8 +19,9 @@ from django.conf import settings
 
 from finetune_studio.keys import InvalidName, clean_relative_path
 from finetune_studio.objects import ObjectNotFound, StorageError, bucket
+from models_app import artifacts
 
-ADAPTERS_DIR = "lora_adapters/"
+ADAPTERS_DIR = artifacts.ADAPTERS_DIR
 _COMPLETE = ".complete"
 
 
@@ -30,17 +31,11 @@ class AdapterUnavailable(Exception):
 
 def adapter_files(model) -> list[dict]:
     """The manifest entries of the model's adapter folder (empty when it has none)."""
-    return [
-        entry
-        for entry in (model.files or [])
-        if isinstance(entry, dict) and str(entry.get("path", "")).startswith(ADAPTERS_DIR)
-    ]
+    return artifacts.adapter_folder_files(model.files)
 
 
 def has_adapter(model) -> bool:
-    return any(str(entry["path"]).endswith("adapter_config.json") for entry in adapter_files(model)) and any(
-        entry.get("kind") == "adapter" for entry in adapter_files(model)
-    )
+    return artifacts.has_lora_adapter(model.files)
 
 
 def adapter_folder(model) -> Path:

@@ -18,6 +18,7 @@ class TrainerForm(forms.ModelForm):
             "loads_base_model",
             "takes_validation_dataset",
             "record_formats",
+            "takes_initial_adapter",
             "presets",
             "queue",
             "timeout_seconds",

@@ -57,6 +57,8 @@ class JobForm(forms.Form):
         help_text="Validate on a dataset of its own (for example the validation file you used elsewhere).",
     )
     trainer = forms.ChoiceField()
+    # A registry version whose adapter the job trains further (the model page's Train further); empty: a new one.
+    initial_model = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     registered_name = forms.CharField(
         max_length=100,
         required=False,

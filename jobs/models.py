@@ -78,6 +78,8 @@ class Trainer(models.Model):
     takes_validation_dataset = models.BooleanField(default=False)
     # The record formats (Dataset.Format) its datasets may hold, e.g. ["preference"] for lora-dpo; empty: any.
     record_formats = models.JSONField(default=list, blank=True)
+    # The trainer reads INITIAL_ADAPTER_PATH (lora-sft, lora-dpo): a job may train a registry version further.
+    takes_initial_adapter = models.BooleanField(default=False)
     queue = models.CharField(max_length=50, default="training")
     timeout_seconds = models.PositiveIntegerField(default=6 * 3600)
     enabled = models.BooleanField(default=True)
@@ -128,6 +130,10 @@ class Job(models.Model):
     )
     trainer = models.ForeignKey(Trainer, on_delete=models.PROTECT, related_name="jobs")
     hyperparameters = models.JSONField(default=dict, blank=True)
+    # The registry version this job trains further (trainers that take an initial adapter), as resolved when the
+    # job was created: {"model_id", "name", "files": [{"path", "key", "sha256"}]} (the adapter's files in the
+    # models bucket); {} for a new adapter. The registry refuses to delete that version while the job is unfinished.
+    initial_adapter = models.JSONField(default=dict, blank=True)
     # The owner's labels, {"key": "value"} (at most 16; OpenAI's metadata): jobs are listed by them.
     metadata = models.JSONField(default=dict, blank=True)
     # The registered name (models_app) its model joins as the next version; blank: derived from the job's name.

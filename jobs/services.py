@@ -268,6 +268,51 @@ def dataset_split(*, dataset_id: int, test_fraction: float, seed: int) -> tuple[
     return train, test
 
 
+# --- Training a registry version further -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitialAdapter:
+    """A registry version's LoRA adapter that a job trains further, as the registry resolved it: ``name`` (how its
+    owner knows it, ``support-bot:v1``), the ``base_model`` it adapts, its ``files`` in the models bucket
+    (``{"path": relative to the adapter folder, "key", "sha256"}``) and its ``registered_name``."""
+
+    model_id: int
+    name: str
+    base_model: str
+    files: tuple[dict, ...]
+    registered_name: str = ""  # the version's registered name: where the job's model goes by default (its next)
+
+    def as_json(self) -> dict:
+        return {"model_id": self.model_id, "name": self.name, "files": list(self.files)}
+
+
+class InitialAdapterRefused(Exception):
+    """The version cannot be trained further (not the owner's, no LoRA adapter, not ready); the message says why."""
+
+
+_initial_adapter_resolver = None
+
+
+def initial_adapter_resolver_set(resolver) -> None:
+    """Called by the registry (models_app) when it is ready, so jobs never import it:
+    ``resolver(owner=…, model_id=…)`` → InitialAdapter, or InitialAdapterRefused with the reason."""
+    global _initial_adapter_resolver
+    _initial_adapter_resolver = resolver
+
+
+def initial_adapter_for(*, owner, model_id: int, trainer: Trainer | None) -> tuple[InitialAdapter | None, str]:
+    """(the version's adapter, "") or (None, why this job cannot train it further)."""
+    if trainer is not None and not trainer.takes_initial_adapter:
+        return None, f"trainer {trainer.name!r} starts every run afresh: it cannot train a model further"
+    if _initial_adapter_resolver is None:
+        return None, "the model registry is not installed here"
+    try:
+        return _initial_adapter_resolver(owner=owner, model_id=model_id), ""
+    except InitialAdapterRefused as exc:
+        return None, str(exc)
+
+
 # --- Trainers -------------------------------------------------------------------------------------
 
 
@@ -296,6 +341,7 @@ def trainer_sync_builtin() -> list[str]:
         }
         fields["takes_validation_dataset"] = definition.get("takes_validation_dataset", False)
         fields["record_formats"] = definition.get("record_formats", [])
+        fields["takes_initial_adapter"] = definition.get("takes_initial_adapter", False)
         try:
             with transaction.atomic():
                 _, was_created = Trainer.objects.get_or_create(name=definition["name"], defaults=fields)
@@ -320,8 +366,13 @@ def job_create(
     registered_name: str = "",
     validation_dataset_id: int | None = None,
     metadata: dict | None = None,
+    initial_model_id: int | None = None,
 ) -> Job:
     """Create a job and queue it (local trainers: the run is enqueued after commit).
+
+    ``initial_model_id``: a registry version of the owner's whose LoRA adapter the job trains further instead of
+    starting a new one (trainers that take one, ``Trainer.takes_initial_adapter``); a blank ``base_model`` is its
+    base (another base is refused), a blank ``registered_name`` its registered name (the result is its next version).
 
     Raises JobsInvalid (400) naming each field: unknown/unavailable trainer, a base model the studio
     does not allow (finetune_studio/base_models.py; the canonical name is stored), a dataset that is
@@ -348,13 +399,29 @@ def job_create(
         available, reason = trainer_availability(trainer)
         if not available:
             errors["trainer"] = [f"trainer {trainer.name!r} is unavailable: {reason}"]
+    initial = None
+    if initial_model_id is not None:
+        initial, problem = initial_adapter_for(owner=owner, model_id=initial_model_id, trainer=trainer)
+        if problem:
+            errors["initial_model"] = [problem]
+        else:
+            base_model = base_model if base_model.strip() else initial.base_model  # by default on its own base
+            registered_name = registered_name or initial.registered_name  # by default its name's next version
     cleaned: dict = {}
     preset_applied = ""
-    if trainer is not None:
+    if not base_model.strip():
+        if initial_model_id is None:
+            errors["base_model"] = ["required (it may be left out only with initial_model: its base)"]
+    elif trainer is not None:
         try:
             base_model = base_models.base_model_resolve(base_model, loadable=trainer.loads_base_model).name
         except base_models.BaseModelRefused as refused:
             errors["base_model"] = [str(refused)]
+    if trainer is not None:
+        if initial is not None and "base_model" not in errors and base_model != initial.base_model:
+            errors["base_model"] = [
+                f"{initial.name} is an adapter on {initial.base_model}: train it further on that base, not {base_model}"
+            ]
         preset = (trainer.presets or {}).get(base_model) or {}
         if preset and not hyperparameters_given:
             hyperparameters_given = preset  # a job that names no hyperparameters gets its base's preset
@@ -393,6 +460,7 @@ def job_create(
             preset=preset_applied,
             registered_name=registered_name or "",
             metadata=metadata or {},
+            initial_adapter=initial.as_json() if initial is not None else {},
         )
         Job.objects.filter(id=job.id).update(storage_prefix=keys.user_key(owner.id, "jobs", str(job.id)) + "/")
         job_enqueue(job_id=job.id)

@@ -38,7 +38,12 @@ def job_create(request):
     trainer_name = request.POST.get("trainer") if request.method == "POST" else request.GET.get("trainer")
     trainer = _pick_trainer(trainer_name)
     source = request.POST if request.method == "POST" else request.GET
-    base_model = source.get("base_model", default_base_model()).strip()
+    initial, initial_problem = None, ""
+    if (initial_model := source.get("initial_model", "")).isdigit():  # training a registry version further
+        initial, initial_problem = services.initial_adapter_for(
+            owner=request.user, model_id=int(initial_model), trainer=trainer
+        )
+    base_model = source.get("base_model", initial.base_model if initial else default_base_model()).strip()
     if request.method == "POST":
         form = JobForm(request.POST, user=request.user, trainer=trainer, base_model=base_model)
         if form.is_valid():
@@ -56,6 +61,7 @@ def job_create(request):
                     hyperparameters_given=form.hyperparameter_values(),
                     registered_name=form.cleaned_data["registered_name"],
                     validation_dataset_id=validation.id if validation else None,
+                    initial_model_id=form.cleaned_data["initial_model"],
                 )
             except services.JobsInvalid as exc:
                 _attach_errors(form, exc.errors)
@@ -66,13 +72,15 @@ def job_create(request):
                 messages.success(request, f"Job “{job.name}” created: it starts as soon as a worker is free.")
                 return redirect("job-detail", pk=job.pk)
     else:
-        initial = {
+        values = {
             "trainer": trainer.name if trainer else None,
             "dataset": request.GET.get("dataset"),
             "base_model": base_model,
+            "initial_model": initial_model if initial_model.isdigit() else None,
         }
-        form = JobForm(initial=initial, user=request.user, trainer=trainer, base_model=base_model)
-    return render(request, "jobs/job_form.html", {"form": form, "trainer": trainer})
+        form = JobForm(initial=values, user=request.user, trainer=trainer, base_model=base_model)
+    context = {"form": form, "trainer": trainer, "initial": initial, "initial_problem": initial_problem}
+    return render(request, "jobs/job_form.html", context)
 
 
 def _pick_trainer(name: str | None) -> Trainer | None:

@@ -78,6 +78,8 @@ class RegisteredModelAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         try:
             services.model_delete(model_id=obj.id)
+        except services.ModelsConflict as exc:
+            self.message_user(request, f"{obj}: kept: {exc}", messages.ERROR)
         except StorageError as exc:
             self.message_user(request, f"{obj}: files could not be deleted, model kept: {exc}", messages.ERROR)
 

@@ -6,4 +6,9 @@ class ModelsAppConfig(AppConfig):
     verbose_name = "Model registry"
 
     def ready(self) -> None:
+        from jobs.services import initial_adapter_resolver_set
+
         from . import receivers  # noqa: F401  (subscribes to the jobs app's signals)
+        from .services import model_initial_adapter
+
+        initial_adapter_resolver_set(model_initial_adapter)  # a job may train a version of the registry further

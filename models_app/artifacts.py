@@ -106,6 +106,21 @@ def adapter_entry(files: Iterable[dict]) -> dict | None:
     return adapters[0] if adapters else None
 
 
+def adapter_folder_files(files: Iterable[dict]) -> list[dict]:
+    """The manifest entries of the adapter folder (``lora_adapters/``): what PEFT loads; empty when there is none."""
+    return [
+        item for item in files or () if isinstance(item, dict) and str(item.get("path", "")).startswith(ADAPTERS_DIR)
+    ]
+
+
+def has_lora_adapter(files: Iterable[dict]) -> bool:
+    """Whether the manifest holds a loadable LoRA adapter: its ``adapter_config.json`` and weights."""
+    folder = adapter_folder_files(files)
+    return any(str(item["path"]).endswith("adapter_config.json") for item in folder) and any(
+        item.get("kind") == "adapter" for item in folder
+    )
+
+
 def gguf_entry(files: Iterable[dict]) -> dict | None:
     ggufs = [item for item in files if extension(item["path"]) == ".gguf"]
     return ggufs[0] if ggufs else None

@@ -24,6 +24,8 @@ def job_provenance(job) -> dict:
     }
     if job.validation_dataset_id:  # held out from the training records otherwise (run.validation_records)
         provenance["validation_dataset"] = _dataset_entry(job.validation_dataset)
+    if job.initial_adapter:  # the version it trained further
+        provenance["initial_model"] = {"id": job.initial_adapter["model_id"], "name": job.initial_adapter["name"]}
     return provenance
 
 
@@ -77,6 +79,8 @@ def model_lineage(model: RegisteredModel, *, evaluations=()) -> dict:
     return {
         "dataset": provenance.get("dataset"),
         "validation_dataset": provenance.get("validation_dataset"),
+        # The version whose adapter the run started from (trained further); None: a new adapter on the base.
+        "initial_model": provenance.get("initial_model"),
         "trainer": (
             {"name": trainer_name, "job": job, "hyperparameters": hyperparameters}
             if trainer_name or job or hyperparameters

@@ -11,11 +11,14 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from finetune_studio import base_models
 from finetune_studio.errors import DomainConflict, DomainInvalid, DomainUnavailable
 from finetune_studio.events import event_payload, publish_event_on_commit, user_channel
 from finetune_studio.keys import key_is_under, user_key, user_prefix
 from finetune_studio.objects import CHUNK_SIZE, ObjectNotFound, StorageError, UploadResult, bucket, streamed_checksums
 from finetune_studio.queueing import BROKER_ERRORS
+from jobs.models import Job
+from jobs.services import InitialAdapter, InitialAdapterRefused
 
 from . import artifacts, registry
 from .lineage import job_provenance
@@ -223,9 +226,20 @@ def model_delete(*, model_id: int) -> int:
     """Delete a model's objects, then its row. Returns how many objects were removed.
 
     A storage failure raises StorageError and leaves the row (and whatever objects survived) in place,
-    so the delete can be retried; it is never reported as done.
+    so the delete can be retried; it is never reported as done. ModelsConflict while an unfinished job trains the
+    version further (its run reads the adapter's files).
     """
     model = RegisteredModel.objects.get(id=model_id)
+    continuing = list(
+        Job.objects.filter(initial_adapter__model_id=model.id)
+        .exclude(status__in=Job.FINISHED)
+        .values_list("id", flat=True)
+    )
+    if continuing:
+        jobs = ", ".join(f"#{job_id}" for job_id in continuing)
+        raise ModelsConflict(
+            f"job {jobs} trains {model.name} further and has not finished: cancel it or let it finish first"
+        )
     models_bucket = bucket("models")
     removed = 0
     prefix = _deletable_prefix(model)
@@ -240,6 +254,35 @@ def model_delete(*, model_id: int) -> int:
         if deleted:
             model_event_publish(model, "deleted")
     return removed
+
+
+def model_initial_adapter(*, owner, model_id: int) -> InitialAdapter:
+    """The owner's version ``model_id`` as the adapter a job trains further (jobs call it through the resolver the
+    registry sets when it is ready). InitialAdapterRefused, with the reason, for anything else."""
+    model = RegisteredModel.objects.select_related("registered_name").filter(id=model_id, owner=owner).first()
+    if model is None:
+        raise InitialAdapterRefused(f"no model #{model_id} of yours")
+    label = f"{model.registered_name.name}:v{model.version}" if model.registered_name else f"model #{model.id}"
+    if model.status != RegisteredModel.Status.READY:
+        raise InitialAdapterRefused(
+            f"{label} is {model.status}, not ready: only a ready version can be trained further"
+        )
+    if not artifacts.has_lora_adapter(model.files):
+        raise InitialAdapterRefused(f"{label} has no LoRA adapter (lora_adapters/adapter_config.json and weights)")
+    try:
+        base = base_models.base_model_resolve(model.base_model, loadable=True).name
+    except base_models.BaseModelRefused:
+        base = model.base_model  # the job's base_model check names what is wrong with it
+    files = tuple(
+        {
+            "path": item["path"][len(artifacts.ADAPTERS_DIR) :],
+            "key": model.file_key(item["path"]),
+            "sha256": item.get("sha256", ""),
+        }
+        for item in artifacts.adapter_folder_files(model.files)
+    )
+    registered = model.registered_name.name if model.registered_name else ""
+    return InitialAdapter(model_id=model.id, name=label, base_model=base, files=files, registered_name=registered)
 
 
 # --- Auto-creation when a job succeeds ----------------------------------------------------------

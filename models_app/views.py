@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from finetune_studio.objects import StorageError
 
-from . import archive, deploy, deployments, selectors, services
+from . import archive, artifacts, deploy, deployments, selectors, services
 from .filters import ModelFilter
 from .lineage import deploy_attempt, lineage_for, live_deployment
 from .models import RegisteredModel
@@ -75,6 +75,7 @@ def model_detail(request, pk: int):
         "deploy_defaults": {"ollama_name": deploy.default_ollama_name(model), "base": deploy.default_base(model)},
         "deploy_unavailable": deploy.undeployable_reason(model),
         "parity_checkable": _parity_checkable(model),
+        "can_train_further": model.status == model.Status.READY and artifacts.has_lora_adapter(model.files),
         "loss_history": [
             {"step": point.get("step"), "loss": point.get("loss"), "eval_loss": point.get("eval_loss")}
             for point in model.loss_history
@@ -98,6 +99,9 @@ def model_delete(request, pk: int):
         return render(request, "models_app/model_confirm_delete.html", {"model": model})
     try:
         removed = services.model_delete(model_id=model.id)
+    except services.ModelsConflict as exc:
+        messages.error(request, f"“{model.name}” was not deleted: {exc}.")
+        return redirect("model-detail", pk=model.pk)
     except StorageError as exc:
         messages.error(
             request, f"Could not delete the files of “{model.name}” from storage, so nothing was deleted: {exc}"

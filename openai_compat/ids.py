@@ -70,6 +70,11 @@ def model_name(model) -> str:
     return f"{MODEL_PREFIX}{model.id}"
 
 
+def initial_model_name(initial: dict) -> str:
+    """The fine-tuned model a job trains further (``Job.initial_adapter``) by the name a job was created with."""
+    return initial["name"] if _VERSION.match(initial["name"]) else f"{MODEL_PREFIX}{initial['model_id']}"
+
+
 def parse_model_name(value: str) -> tuple[str, int] | int | None:
     """(registered name, version), or the id of an unnamed model, or None for anything else (a base's name)."""
     if not isinstance(value, str):

@@ -28,6 +28,7 @@ from inference.base import Answer, ChatOptions, Delta, InferenceError, ModelNotF
 from inference.endpoints import EndpointUnavailable
 from jobs import services as job_services
 from jobs.models import Dataset, Job, Trainer
+from models_app.models import RegisteredModel
 
 from . import ids
 
@@ -50,6 +51,7 @@ _PARAMS = {
     "validation_dataset": "validation_file",
     "registered_name": "suffix",
     "trainer": "model",
+    "initial_model": "model",
 }
 
 
@@ -79,6 +81,7 @@ def fine_tuning_job_create(
     *,
     owner,
     model: str,
+    fine_tuned: RegisteredModel | None = None,
     training_file: Dataset,
     validation_file: Dataset | None = None,
     hyperparameters: dict[str, Any] | None = None,
@@ -91,11 +94,18 @@ def fine_tuning_job_create(
     registry name): ``OPENAI_COMPAT_TRAINER`` (lora-sft) for supervised, ``OPENAI_COMPAT_DPO_TRAINER`` (lora-dpo)
     for dpo, which needs preference records.
 
-    ``model`` is a base of the studio's catalogue, or an OpenAI model name the operator maps to one
-    (``OPENAI_COMPAT_MODELS``). Raises OpenAIRequestInvalid naming OpenAI's parameter (``model``,
+    ``model`` is a base of the studio's catalogue, an OpenAI model name the operator maps to one
+    (``OPENAI_COMPAT_MODELS``), or a fine-tuned model (``fine_tuned``, the registry version it names), which the
+    job trains further on its own base. Raises OpenAIRequestInvalid naming OpenAI's parameter (``model``,
     ``training_file``, ``hyperparameters.…``).
     """
-    base = base_for(model)
+    if fine_tuned is None and isinstance(ids.parse_model_name(model), tuple):
+        raise OpenAIRequestInvalid(
+            f"model: {model[:120]!r} is not a fine-tuned model of yours (models.list() names them): a job trains a "
+            "base of the studio, or one of your fine-tuned models further",
+            param="model",
+        )
+    base = fine_tuned.base_model if fine_tuned is not None else base_for(model)
     trainer_name = settings.OPENAI_COMPAT_DPO_TRAINER if method == DPO else settings.OPENAI_COMPAT_TRAINER
     if method == DPO and training_file.format != Dataset.Format.PREFERENCE:
         raise OpenAIRequestInvalid(
@@ -110,7 +120,8 @@ def fine_tuning_job_create(
         return job_services.job_create(
             owner=owner,
             name=(suffix or f"{model} fine-tune")[:200],
-            base_model=base,
+            base_model="" if fine_tuned is not None else base,  # training further: the version's own base
+            initial_model_id=fine_tuned.id if fine_tuned is not None else None,
             dataset_id=training_file.id,
             trainer_name=trainer_name,
             hyperparameters_given=given,

@@ -16,6 +16,7 @@ All database work happens on the runner's own thread; the reader threads only re
 
 import atexit
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -186,6 +187,15 @@ def _run_claimed(job_id: int, lease_owner: str) -> str:
         env = _trainer_environment(job, base, dataset_path, hyperparams_file, output_dir)
         if validation_path is not None:
             env["VALIDATION_DATASET_PATH"] = str(validation_path)
+        if job.initial_adapter:
+            try:
+                env["INITIAL_ADAPTER_PATH"] = str(_download_initial_adapter(job.initial_adapter, work / "initial"))
+            except InitialAdapterMissing as exc:
+                message = f"not started: {exc}"
+                shipper.runner(message, "ERROR")
+                services.job_complete(job_id=job_id, status=Job.Status.FAILED, error_message=message, only_if=ours)
+                return "failed"
+            env["INITIAL_ADAPTER_NAME"] = job.initial_adapter["name"]
         command = launch_command(command, environ=env)  # torchrun over the trainer's GPUs when it has several
         shipper.runner(f"starting trainer {trainer.name}: {shlex.join(command)}")
         stop_reason, returncode, last_stderr = _supervise(job, lease_owner, command, env, work, shipper)
@@ -232,6 +242,34 @@ def _download_dataset(dataset, folder: Path) -> Path | None:
         for chunk in objects.bucket("datasets").iter_chunks(key):
             handle.write(chunk)
     return target
+
+
+class InitialAdapterMissing(Exception):
+    """The version a job trains further is gone from storage, or its files changed; the message says which."""
+
+
+def _download_initial_adapter(initial: dict, folder: Path) -> Path:
+    """The adapter of the version the job trains further, as a folder, each file checked against its sha256."""
+    name = initial["name"]
+    models = objects.bucket("models")
+    for item in initial["files"]:
+        target = folder / PurePosixPath(item["path"])
+        if folder.resolve() not in target.resolve().parents:
+            raise InitialAdapterMissing(f"{name}: an adapter file has an unusable path ({item['path']!r})")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        checksum = hashlib.sha256()
+        try:
+            with open(target, "wb") as handle:
+                for chunk in models.iter_chunks(item["key"]):
+                    checksum.update(chunk)
+                    handle.write(chunk)
+        except objects.ObjectNotFound:
+            raise InitialAdapterMissing(
+                f"{name}, the version this job trains further, was deleted ({item['path']} is gone)"
+            ) from None
+        if item.get("sha256") and checksum.hexdigest() != item["sha256"]:
+            raise InitialAdapterMissing(f"{name}: {item['path']} no longer matches the version's manifest")
+    return folder
 
 
 def _trainer_environment(

@@ -1,8 +1,9 @@
 """Trainers that ship with the studio. Operators add more in the admin.
 
 Each definition module exposes DEFINITION = {name, description, command, hyperparameter_schema,
-required_modules, loads_base_model, presets, queue, timeout_seconds} and optionally takes_validation_dataset and
-record_formats (the dataset formats it trains on; absent: any).
+required_modules, loads_base_model, presets, queue, timeout_seconds} and optionally takes_validation_dataset,
+record_formats (the dataset formats it trains on; absent: any) and takes_initial_adapter (it reads
+INITIAL_ADAPTER_PATH: a job may train a registry version further).
 ``{python}`` in a command stands for the worker's interpreter.
 """
 

@@ -67,6 +67,7 @@ class TrainerSerializer(serializers.ModelSerializer):
             "presets",
             "loads_base_model",
             "takes_validation_dataset",
+            "takes_initial_adapter",
             "record_formats",
             "queue",
             "timeout_seconds",
@@ -98,6 +99,9 @@ class BaseModelSerializer(serializers.Serializer):
 class JobSerializer(serializers.ModelSerializer):
     trainer = serializers.SlugRelatedField(slug_field="name", read_only=True)
     model = serializers.SerializerMethodField()
+    initial_model = serializers.SerializerMethodField(
+        help_text="The registry version this job trains further ({id, name}); null for a new adapter."
+    )
 
     class Meta:
         model = Job
@@ -105,6 +109,7 @@ class JobSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "base_model",
+            "initial_model",
             "dataset",
             "validation_dataset",
             "trainer",
@@ -132,14 +137,29 @@ class JobSerializer(serializers.ModelSerializer):
         model = job_registered_model(job)
         return model.id if model else None
 
+    def get_initial_model(self, job) -> dict | None:
+        initial = job.initial_adapter
+        return {"id": initial["model_id"], "name": initial["name"]} if initial else None
+
 
 class JobCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     base_model = serializers.CharField(
         max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
         help_text="A base model the studio knows (demo-base, a declared name, a folder under BASE_MODELS_DIR, "
         "a repository in the local Hugging Face cache) or a folder inside the allowed roots; trainers that only "
-        "record the name (external, example) take any name, but never a path outside those roots.",
+        "record the name (external, example) take any name, but never a path outside those roots. Required, "
+        "except with initial_model (its base).",
+    )
+    initial_model = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="A ready registry version of yours (its id) whose LoRA adapter the job trains further instead of "
+        "starting a new one: lora-sft on more data, lora-dpo on a lora-sft chat model's preferences.",
     )
     dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     validation_dataset = serializers.IntegerField(

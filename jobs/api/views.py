@@ -143,6 +143,7 @@ class JobViewSet(
             registered_name=data.get("registered_name", ""),
             validation_dataset_id=data.get("validation_dataset"),
             metadata=data.get("metadata"),
+            initial_model_id=data.get("initial_model"),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

@@ -90,7 +90,7 @@ def test_bob_cannot_train_on_the_files_alice_uploaded_to_her_model(
         ("llama3.2:3b", "is not available here"),
         ("demo\x1b[31mbase", "control characters"),
         ("demo\x00base", "Null characters are not allowed"),
-        ("   ", "This field may not be blank"),
+        ("   ", "required (it may be left out only with initial_model"),
     ],
 )
 def test_a_lora_job_refuses_paths_and_names_the_studio_does_not_allow(

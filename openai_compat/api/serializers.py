@@ -217,7 +217,8 @@ def job_object(job: Job) -> dict:
     return {
         "id": ids.job_id(job.id),
         "object": "fine_tuning.job",
-        "model": job.base_model,
+        # The model it was created with: the base, or the fine-tuned model it trains further.
+        "model": ids.initial_model_name(job.initial_adapter) if job.initial_adapter else job.base_model,
         "created_at": _unix(job.created_at),
         "finished_at": _unix(job.finished_at),
         "status": _STATUS.get(job.status, job.status),

@@ -238,6 +238,7 @@ class JobListView(OpenAIView):
         job = services.fine_tuning_job_create(
             owner=request.user,
             model=body["model"],
+            fine_tuned=selectors.fine_tuned_model_get(user=request.user, name=body["model"]),
             training_file=training_file,
             validation_file=validation_file,
             hyperparameters=body["hyperparameters"],

@@ -222,6 +222,35 @@ def test_a_dpo_job_on_preference_records_is_a_lora_dpo_job_with_beta(alice, alic
     assert pairs["studio"]["format"] == "preference"
 
 
+def test_a_fine_tuned_model_named_as_the_model_is_trained_further_into_its_next_version(
+    alice, bob, alice_openai, demo_base_entry
+):
+    from models_app.models import RegisteredName
+
+    adapter = {
+        "lora_adapters/adapter_config.json": json.dumps({"peft_type": "LORA", "r": 4}).encode(),
+        "lora_adapters/adapter_model.safetensors": b"weights",
+    }
+    support_bot = RegisteredName.objects.create(owner=alice, name="support-bot", last_version=1)
+    v1 = make_model(
+        alice, name="support", base_model="demo-base", files=adapter, registered_name=support_bot, version=1
+    )
+    bobs = RegisteredName.objects.create(owner=bob, name="bobs-bot", last_version=1)
+    make_model(bob, name="bob's", base_model="demo-base", files=adapter, registered_name=bobs, version=1)
+    pairs = upload(alice_openai, raw=jsonl(preference_records(12)), filename="pairs.jsonl").json()
+
+    response = create_job(alice_openai, pairs["id"], model="support-bot:v1", method={"type": "dpo"})
+    refused = create_job(alice_openai, pairs["id"], model="bobs-bot:v1")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["model"] == "support-bot:v1"
+    job = Job.objects.get(owner=alice)
+    assert job.trainer.name == "lora-dpo" and job.base_model == "demo-base"
+    assert job.initial_adapter["model_id"] == v1.id and job.registered_name == "support-bot"
+    assert refused.status_code == 400 and error_of(refused)["param"] == "model"
+    assert "'bobs-bot:v1' is not a fine-tuned model of yours" in error_of(refused)["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "param", "says"),
     [

@@ -110,7 +110,7 @@ def test_a_field_like_no_other_lists_what_the_endpoint_takes(world, alice_api):
     assert response.status_code == 400
     message = response.json()["errors"]["priority"][0]
     assert message.startswith(
-        "Unknown field; this endpoint takes: name, base_model, dataset, validation_dataset, trainer, "
+        "Unknown field; this endpoint takes: name, base_model, initial_model, dataset, validation_dataset, trainer, "
     )
     assert "hyperparameters" in message
     assert not Job.objects.filter(name="x").exists()

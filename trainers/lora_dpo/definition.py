@@ -52,12 +52,12 @@ DEFINITION = {
     "description": (
         "Direct preference optimisation (DPO) of a LoRA adapter with transformers + PEFT, on CUDA when present, else "
         "CPU: trains on preference records (OpenAI's format: input messages, a preferred and a non-preferred "
-        "answer) to make the preferred answer more likely than the other, measured against the base itself (the "
-        "adapter switched off is the reference model, so nothing else is loaded). Reports the DPO loss, the share "
-        "of pairs whose preferred answer wins (reward accuracy) and the reward margin, every logging step and on "
-        "validation_fraction of the pairs every epoch; leaves lora_adapters/ as lora-sft does, so deploy and "
-        "evaluation work unchanged. Often run after lora-sft on the same base: a chat model first, then its "
-        "preferences. Needs the training extra (requirements-train.txt)."
+        "answer) to make the preferred answer more likely than the other, measured against the model as training "
+        "starts (the base, or the version it trains further: the reference, so nothing else is loaded). Reports "
+        "the DPO loss, the share of pairs whose preferred answer wins (reward accuracy) and the reward margin, "
+        "every logging step and on validation_fraction of the pairs every epoch; leaves lora_adapters/ as lora-sft "
+        "does, so deploy and evaluation work unchanged. Usually run on a lora-sft version (train it further): a "
+        "chat model first, then its preferences. Needs the training extra (requirements-train.txt)."
     ),
     "command": ["{python}", "-m", "trainers.lora_dpo"],
     "hyperparameter_schema": HYPERPARAMETER_SCHEMA,
@@ -65,6 +65,7 @@ DEFINITION = {
     "loads_base_model": True,
     "takes_validation_dataset": True,
     "record_formats": ["preference"],
+    "takes_initial_adapter": True,
     "presets": {"demo-base": {"epochs": 10, "learning_rate": 0.01, "batch_size": 8, "validation_fraction": 0.2}},
     "queue": "training",
     "timeout_seconds": 6 * 3600,

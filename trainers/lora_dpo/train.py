@@ -2,10 +2,10 @@
 
 For each preference pair the loss is DPO's, ``-log σ(β · ((log π(c) − log π₀(c)) − (log π(r) − log π₀(r))))``, where
 ``log π(x)`` is the summed log-probability of an answer's tokens given the conversation under the model with its
-adapter, and ``π₀`` the same model with the adapter switched off: the base itself is the reference, computed once
-before training, so no second model is loaded. Each answer is rendered and tokenized exactly as lora-sft renders
-a record (the chat template, only the final answer's tokens scored), so the adapter saved is one every part of the
-studio already reads.
+adapter, and ``π₀`` the model as training starts (the base itself with a new adapter, or the version trained further,
+INITIAL_ADAPTER_PATH): the reference, computed once before training, so no second model is loaded. Each answer
+is rendered and tokenized exactly as lora-sft renders a record (the chat template, only the final answer's tokens
+scored), so the adapter saved is one every part of the studio already reads.
 
 Contract (docs/trainers.md): as lora-sft's, with preference records (``finetune_studio.records.PREFERENCE``).
 """
@@ -23,11 +23,11 @@ from trainers.lora_sft.train import (
     BadInput,
     RunConfig,
     TrainingFailed,
+    attach_adapter,
     base_identity,
     device_setup,
     linear_schedule,
     load_tokenizer_and_base,
-    lora_config_of,
     read_dataset,
     read_validation_dataset,
     run_main,
@@ -115,8 +115,6 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     # Both answers of a pair are scored from full logits: no packing, no fused loss.
     setup = device_setup({**params, "packing": "off", "kernels": "torch"})
 
-    from peft import get_peft_model
-
     seed = params["seed"]
     torch.manual_seed(seed)
     device = torch.device(setup.device_type)
@@ -138,10 +136,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     source = "held out" if given_validation is None else "from the validation dataset"
     out.info(f"{len(records)} preference pairs: {len(train_pairs)} for training, {len(validation_pairs)} {source}")
 
-    try:
-        model = modeling.prepare_for_training(get_peft_model(model, lora_config_of(params)), setup)
-    except ValueError as exc:  # PEFT: a target module the base does not have
-        raise BadInput(f"target_modules: {exc}") from None
+    model = modeling.prepare_for_training(attach_adapter(model, params, config, out), setup)
     if setup.quantization == "none":
         model.to(device)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -149,10 +144,12 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     figures = {"pad_token_id": pad_token_id, "device": device, "autocast": autocast}
 
     def reference_of(pairs):
-        """The base's log-probabilities of both answers (the adapter switched off), once, in batches."""
+        """The reference model's log-probabilities of both answers, once, in batches: the model as training starts,
+        so the base itself (a new adapter adds nothing yet) or the version trained further (a chat model first,
+        then its preferences: DPO measures against that model, not the raw base)."""
         chosen, rejected = [], []
         model.eval()
-        with torch.no_grad(), model.disable_adapter():
+        with torch.no_grad():
             for start in range(0, len(pairs), params["batch_size"]):
                 batch = pairs[start : start + params["batch_size"]]
                 chosen.append(sequence_logps(model, [pair.chosen for pair in batch], **figures))
@@ -275,6 +272,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             "base_model": identity,
             "device": device.type + (" bf16" if setup.autocast else ""),
             "record_format": PREFERENCE,
+            "initial_model": config.initial_adapter_name,
             "task": records[0].task,
             "setup": setup.describe(),
             "train_records": len(train_pairs),

@@ -211,6 +211,7 @@ DEFINITION = {
     "loads_base_model": True,
     # A job's validation dataset (VALIDATION_DATASET_PATH) replaces validation_fraction's share of its records.
     "takes_validation_dataset": True,
+    "takes_initial_adapter": True,
     # The tiny demo base knows nothing: these learn the sample set visibly within seconds on a CPU (loss ≈ 6.7 →
     # 5.5, held-out accuracy 0 → ≈ 0.9, docs/training.md); the defaults are for real bases.
     "presets": {"demo-base": {"epochs": 20, "learning_rate": 0.02, "batch_size": 16, "validation_fraction": 0.2}},

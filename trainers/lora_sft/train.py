@@ -54,6 +54,8 @@ class RunConfig:
     base_model: str
     base_model_name: str = ""  # the name the studio records (BASE_MODEL_NAME); the folder's identity otherwise
     validation_path: Path | None = None  # VALIDATION_DATASET_PATH: held out instead of validation_fraction
+    initial_adapter_path: Path | None = None  # INITIAL_ADAPTER_PATH: the adapter of the version it trains further
+    initial_adapter_name: str = ""  # INITIAL_ADAPTER_NAME: that version's name (support-bot:v1)
 
 
 def force_offline() -> None:
@@ -76,6 +78,9 @@ def read_environment(environ=os.environ) -> RunConfig:
     validation_path = Path(environ["VALIDATION_DATASET_PATH"]) if environ.get("VALIDATION_DATASET_PATH") else None
     if validation_path is not None and not validation_path.is_file():
         raise BadInput(f"VALIDATION_DATASET_PATH {validation_path} is not a file")
+    initial_path = Path(environ["INITIAL_ADAPTER_PATH"]) if environ.get("INITIAL_ADAPTER_PATH") else None
+    if initial_path is not None and not (initial_path / "adapter_config.json").is_file():
+        raise BadInput(f"INITIAL_ADAPTER_PATH {initial_path} holds no adapter_config.json")
     return RunConfig(
         job_id=environ.get("JOB_ID", ""),
         dataset_path=dataset_path,
@@ -84,6 +89,8 @@ def read_environment(environ=os.environ) -> RunConfig:
         base_model=environ["BASE_MODEL"],
         base_model_name=environ.get("BASE_MODEL_NAME", ""),
         validation_path=validation_path,
+        initial_adapter_path=initial_path,
+        initial_adapter_name=environ.get("INITIAL_ADAPTER_NAME", ""),
     )
 
 
@@ -296,6 +303,33 @@ def lora_config_of(params: dict):
     )
 
 
+def attach_adapter(model, params: dict, config: RunConfig, out: Reporter):
+    """The base with the LoRA adapter the run trains: a new one of the hyperparameters' shape, or, training a
+    version further (INITIAL_ADAPTER_PATH), that version's adapter, trainable and of its own shape."""
+    from peft import PeftModel, get_peft_model
+
+    if config.initial_adapter_path is None:
+        try:
+            return get_peft_model(model, lora_config_of(params))
+        except ValueError as exc:  # PEFT: a target module the base does not have
+            raise BadInput(f"target_modules: {exc}") from None
+    name = config.initial_adapter_name or "the initial adapter"
+    out.info(
+        f"training {name} further: its adapter's shape is kept (this job's lora_r, lora_alpha, lora_dropout and "
+        "target_modules shape new adapters only)"
+    )
+    try:
+        return PeftModel.from_pretrained(model, str(config.initial_adapter_path), is_trainable=True)
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+        raise BadInput(f"{name} cannot be loaded on this base: {exc}") from None
+
+
+def adapter_shape(model) -> str:
+    """The trained adapter's shape in words: ``r=16 alpha=32 on q_proj, v_proj``."""
+    lora = model.peft_config["default"]
+    return f"r={lora.r} alpha={lora.lora_alpha} on {', '.join(sorted(lora.target_modules))}"
+
+
 def read_validation_dataset(path: Path | None, *, task: str) -> list | None:
     """The validation dataset's records (None without one); refused when unreadable or of another task."""
     if path is None:
@@ -332,7 +366,6 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     setup = device_setup(params)
     cuda = setup.device_type == "cuda"
 
-    from peft import get_peft_model
     from transformers.pytorch_utils import Conv1D
 
     seed = params["seed"]
@@ -377,7 +410,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             "for validation"
         )
 
-    target_modules = params["target_modules"]
+    target_modules = params["target_modules"] if config.initial_adapter_path is None else []
     # PEFT matches a target by the module's full name or its dotted suffix; check the same way up front so a
     # typo is a clear input error instead of PEFT's exception deep in the run.
     linear_modules = [name for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, Conv1D))]
@@ -391,7 +424,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         raise BadInput(
             f"target_modules {', '.join(unknown)} not found among the base model's linear layers ({', '.join(known)})"
         )
-    model = modeling.prepare_for_training(get_peft_model(model, lora_config_of(params)), setup)
+    model = modeling.prepare_for_training(attach_adapter(model, params, config, out), setup)
     if setup.quantization == "none":  # a 4-bit base is placed on its GPU while loading
         model.to(device)
     step_model = modeling.TrainingForward(model, setup)
@@ -403,7 +436,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     trainable_count = sum(parameter.numel() for parameter in trainable)
     total_count = sum(parameter.numel() for parameter in model.parameters())
     out.info(
-        f"LoRA r={params['lora_r']} alpha={params['lora_alpha']} on {', '.join(target_modules)}: "
+        f"LoRA {adapter_shape(model)}: "
         f"{trainable_count:,} trainable parameters of {total_count:,} ({100 * trainable_count / total_count:.2f}%)"
     )
 
@@ -585,6 +618,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
             "trainable_parameters": trainable_count,
             "total_parameters": total_count,
             "system_prompt": params["system_prompt"],
+            "initial_model": config.initial_adapter_name,
             "chat_template_sha256": hashlib.sha256(chat_template.encode()).hexdigest(),
             "hyperparameters": params,
         },
