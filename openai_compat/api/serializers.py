@@ -504,7 +504,7 @@ def chat_completion_object(completion) -> dict:
         "usage": _usage(answer),
         "system_fingerprint": None,
         "service_tier": None,
-        "studio": _served(completion),
+        "studio": served_by(completion),
     }
 
 
@@ -518,7 +518,7 @@ def _usage(answer) -> dict | None:
     }
 
 
-def _served(completion) -> dict:
+def served_by(completion) -> dict:
     target = completion.target
     return {
         "served_by": target.description,
@@ -555,7 +555,7 @@ def chat_completion_events(stream, *, include_usage: bool):
                 yield chunk({"tool_calls": calls})
             yield chunk({}, piece.finish_reason)
             if include_usage:
-                yield {**common, "choices": [], "usage": _usage(piece.answer), "studio": _served(piece)}
+                yield {**common, "choices": [], "usage": _usage(piece.answer), "studio": served_by(piece)}
     except DomainError as exc:
         yield {"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}}
     finally:

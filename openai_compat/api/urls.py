@@ -4,6 +4,7 @@ from . import views
 
 urlpatterns = [
     re_path(r"^chat/completions/?$", views.ChatCompletionsView.as_view(), name="openai-chat-completions"),
+    re_path(r"^responses/?$", views.ResponsesView.as_view(), name="openai-responses"),
     re_path(r"^models/?$", views.ModelListView.as_view(), name="openai-models"),
     re_path(r"^models/(?P<model>[^/]+)/?$", views.ModelDetailView.as_view(), name="openai-model"),
     re_path(r"^files/?$", views.FileListView.as_view(), name="openai-files"),

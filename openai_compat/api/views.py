@@ -27,6 +27,7 @@ from models_app import services as model_services
 
 from .. import selectors, services
 from ..services import OpenAIRequestInvalid
+from .responses import ResponseCreateSerializer, response_events, response_object
 from .serializers import (
     ChatCompletionSerializer,
     FileListQuerySerializer,
@@ -46,7 +47,7 @@ from .serializers import (
 )
 
 SUPPORTED = (
-    "POST /chat/completions, GET /models, GET /models/{id}, DELETE /models/{id}, "
+    "POST /chat/completions, POST /responses, GET /models, GET /models/{id}, DELETE /models/{id}, "
     "POST /files, GET /files, GET /files/{id}, GET /files/{id}/content, DELETE /files/{id}, "
     "POST /fine_tuning/jobs, GET /fine_tuning/jobs, GET /fine_tuning/jobs/{id}, "
     "POST /fine_tuning/jobs/{id}/cancel, GET /fine_tuning/jobs/{id}/events, GET /fine_tuning/jobs/{id}/checkpoints"
@@ -347,6 +348,46 @@ class ChatCompletionsView(OpenAIView):
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # a proxy in front must pass the pieces on as they come
         return response
+
+
+@extend_schema(exclude=True)
+class ResponsesView(OpenAIView):
+    """OpenAI's Responses API on the same chat: one answer as a ``response`` object, or ``stream: true`` as its
+    typed events, piece by piece as the model generates it. Nothing is stored."""
+
+    def post(self, request):
+        given = ResponseCreateSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        body = given.validated_data
+        target = selectors.chat_target_get(user=request.user, model=body["model"])
+        asked = {
+            "target": target,
+            "messages": body["messages"],
+            "options": body["options"],
+            "tools": body["tools"],
+            "schema": body["schema"],
+            "single_call": body["single_call"],
+        }
+        if not body["stream"]:
+            return Response(response_object(services.chat_completion_create(**asked), body["echo"]))
+        stream = services.chat_completion_stream(**asked)
+        first = next(stream.pieces)  # a model that cannot be asked at all is a plain error response
+        stream = replace(stream, pieces=_prepend(first, stream.pieces))
+        events = response_events(stream, body["echo"])
+        response = StreamingHttpResponse(
+            response_chunks(request, _typed_event_stream(events)), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+
+def _typed_event_stream(events):
+    try:
+        for event in events:
+            yield f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+    finally:
+        events.close()
 
 
 def _event_stream(events):

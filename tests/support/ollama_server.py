@@ -369,12 +369,18 @@ class _Handler(BaseHTTPRequestHandler):
             content = json.dumps({"label": answer})
         else:
             content = answer
+        # Words stand for tokens: an answer longer than options.num_predict is cut there, as Ollama cuts it.
+        limit = (body.get("options") or {}).get("num_predict")
+        words = re.findall(r"\S+\s*", content)
+        cut_at_limit = isinstance(limit, int) and 0 < limit < len(words)
+        if cut_at_limit:
+            content = "".join(words[:limit])
         tokens = max(1, len(content.split()))
         stats = {
             "model": name,
             "created_at": datetime.now(UTC).isoformat(),
             "done": True,
-            "done_reason": "stop",
+            "done_reason": "length" if cut_at_limit else "stop",
             "total_duration": tokens * ollama.ns_per_token + 1_000_000,
             "load_duration": 1_000,
             "prompt_eval_count": max(1, len(prompt.split())),
