@@ -200,8 +200,8 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     if validation_pairs:
         baseline = validate(0)
         out.info(
-            f"before training: validation DPO loss {baseline['eval_loss']:.4f} (log 2 = 0.6931 while the adapter "
-            f"changes nothing), reward accuracy {baseline['eval_reward_accuracy']:.3f}"
+            f"before training: validation DPO loss {baseline['eval_loss']:.4f} (log 2 = 0.6931 while the model is "
+            f"still its reference), reward accuracy {baseline['eval_reward_accuracy']:.3f}"
         )
     started, step, tokens = time.monotonic(), 0, 0
     window: list[dict] = []

@@ -55,7 +55,7 @@ def test_preference_training_makes_the_preferred_answers_win_and_leaves_an_adapt
     assert any("before training: validation DPO loss 0.6931" in line for line in run.lines)
     evaluations = run.eval_points
     assert [point["epoch"] for point in evaluations] == [1, 2, 3]
-    # log 2 is the loss while the adapter changes nothing: the preferred answers gained on held-out pairs.
+    # log 2 is the loss while the model is still its reference: the preferred answers gained on held-out pairs.
     assert evaluations[-1]["eval_loss"] < evaluations[0]["eval_loss"] < math.log(2)
     assert evaluations[-1]["eval_reward_accuracy"] >= 0.85 and evaluations[-1]["eval_reward_margin"] > 0
     metrics = json.loads((run.output_dir / "metrics.json").read_text())
