@@ -12,7 +12,7 @@ from finetune_studio.objects import StorageError, UploadTooLarge
 
 from . import previews, selectors, services
 from .forms import HP_PREFIX, DatasetPreviewForm, DatasetSplitForm, DatasetUploadForm, JobForm, default_base_model
-from .models import Job, Trainer
+from .models import Dataset, Job, Trainer
 from .uploads import limit_dataset_uploads
 
 PAGE_SIZE = 50
@@ -36,8 +36,8 @@ def job_list(request):
 @require_http_methods(["GET", "POST"])
 def job_create(request):
     trainer_name = request.POST.get("trainer") if request.method == "POST" else request.GET.get("trainer")
-    trainer = _pick_trainer(trainer_name)
     source = request.POST if request.method == "POST" else request.GET
+    trainer = _pick_trainer(trainer_name, dataset_id=source.get("dataset", ""), user=request.user)
     initial, initial_problem = None, ""
     if (initial_model := source.get("initial_model", "")).isdigit():  # training a registry version further
         initial, initial_problem = services.initial_adapter_for(
@@ -83,14 +83,18 @@ def job_create(request):
     return render(request, "jobs/job_form.html", context)
 
 
-def _pick_trainer(name: str | None) -> Trainer | None:
+def _pick_trainer(name: str | None, *, dataset_id: str, user) -> Trainer | None:
+    """The trainer named, else one made for the chosen dataset's records (a trainer that declares their format:
+    lora-dpo for preference pairs), else ``example``, else any available one."""
     if name:
         trainer = Trainer.objects.filter(name=name).first()
         if trainer:
             return trainer
     available = [trainer for trainer, ok, _ in selectors.trainers_with_availability() if ok]
+    dataset = Dataset.objects.filter(id=dataset_id, owner=user).first() if dataset_id.isdigit() else None
+    made_for = [trainer for trainer in available if dataset and dataset.format in (trainer.record_formats or ())]
     preferred = [trainer for trainer in available if trainer.name == "example"]
-    return (preferred or available or [None])[0]
+    return (made_for or preferred or available or [None])[0]
 
 
 def _attach_errors(form: JobForm, errors: dict) -> None:

@@ -80,6 +80,17 @@ def test_the_job_form_lists_only_the_datasets_the_chosen_trainer_trains_on(
     assert Job.objects.get().dataset == pairs
 
 
+def test_train_on_it_picks_the_trainer_made_for_a_datasets_records(alice, alice_browser, make_dataset, demo_base_entry):
+    pairs = make_dataset(alice, preference_records(12), "pairs.jsonl")
+    chats = make_dataset(alice, chat_records(12), "chats.jsonl")
+
+    for_pairs = alice_browser.get(reverse("job-create"), {"dataset": pairs.id}).content.decode()
+    for_chats = alice_browser.get(reverse("job-create"), {"dataset": chats.id}).content.decode()
+
+    assert '<option value="lora-dpo" selected' in for_pairs
+    assert '<option value="example" selected' in for_chats  # the default, for any other records
+
+
 def test_a_sweep_of_a_preference_trainer_is_refused_a_chat_dataset_before_any_trial(
     alice, alice_api, make_dataset, demo_base_entry, tasks_not_run
 ):
