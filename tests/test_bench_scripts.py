@@ -48,3 +48,12 @@ def test_the_zip_benchmark_streams_a_checked_archive_from_both_storages():
         archive = report[kind]["archive"]
         assert archive["unzip_t_ok"] and archive["zipfile_testzip_ok"] and archive["crcs_match_manifest"], archive
         assert report[kind]["zip"]["content_length_exact"] is True
+
+
+def test_the_dpo_scoring_benchmark_compares_both_ways_of_scoring_the_same_answers():
+    sizes = {"BENCH_DPO_VOCAB": "2000", "BENCH_DPO_HIDDEN": "64", "BENCH_DPO_PROMPT": "64", "BENCH_DPO_ANSWER": "8"}
+    report = run_bench("bench_dpo_scoring.py", BENCH_DPO_STEPS="1", BENCH_DPO_PAIRS="2", **sizes)
+    assert report["logps_max_abs_difference"] < 0.01
+    for variant in ("full_logits", "chunked"):
+        assert report[variant]["peak_step_memory_mib"] >= 0 and report[variant]["seconds_per_step"] > 0
+    assert report["speedup"] > 0 and "peak_step_memory_ratio" in report

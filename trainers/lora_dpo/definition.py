@@ -2,8 +2,8 @@
 
 from trainers.lora_sft.definition import HYPERPARAMETER_SCHEMA as SFT_SCHEMA
 
-# lora-sft's options that mean the same here; packing and the fused loss do not apply (both answers of a pair are
-# scored from full logits), nor do the best-epoch options.
+# lora-sft's options that mean the same here; packing and the kernels choice do not apply (both answers of a pair are
+# scored per sequence, from the answers' own positions), nor do the best-epoch options.
 _SHARED = (
     "lora_r",
     "lora_alpha",

@@ -63,15 +63,25 @@ def encode_pairs(tokenizer, records, *, system_prompt: str, max_length: int) -> 
     return pairs
 
 
-def sequence_logps(model, examples, *, pad_token_id: int, device, autocast):
-    """The summed log-probability of each example's scored tokens (a tensor, one value per example)."""
+def sequence_logps(model, examples, *, pad_token_id: int, device, autocast, fused: bool = False):
+    """The summed log-probability of each example's scored tokens (a tensor, one value per example).
+
+    ``fused``: from the decoder's last hidden states and lm_head's weight over the scored positions only, never
+    the full logits (``chunked_sequence_logps``); else from the model's full logits."""
     import torch
 
     from trainers.lora_sft.chat import IGNORE_INDEX
     from trainers.lora_sft.data import collate
+    from trainers.lora_sft.losses import chunked_sequence_logps
 
     batch = {key: value.to(device) for key, value in collate(examples, pad_token_id=pad_token_id).items()}
     with autocast():
+        if fused:
+            base = model.get_base_model()
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+            hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state
+            head = base.get_output_embeddings()
+            return chunked_sequence_logps(hidden, head.weight, batch["labels"], bias=head.bias)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logits = logits[:, :-1].float()
     targets = batch["labels"][:, 1:]
@@ -112,7 +122,7 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
     if given_validation is not None and given_validation[0].format != PREFERENCE:
         raise BadInput("the validation dataset must hold preference records too")
 
-    # Both answers of a pair are scored from full logits: no packing, no fused loss.
+    # Both answers of a pair are scored per sequence: no packing; the scoring's own chunked projection, not Liger's.
     setup = device_setup({**params, "packing": "off", "kernels": "torch"})
 
     seed = params["seed"]
@@ -141,7 +151,10 @@ def train(config: RunConfig, params: dict, out: Reporter) -> dict:
         model.to(device)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     beta = params["beta"]
-    figures = {"pad_token_id": pad_token_id, "device": device, "autocast": autocast}
+    fused, unfused_reason = modeling.fused_loss_applies(model)
+    if not fused:
+        out.warn(f"the answers are scored from full logits: {unfused_reason}")
+    figures = {"pad_token_id": pad_token_id, "device": device, "autocast": autocast, "fused": fused}
 
     def reference_of(pairs):
         """The reference model's log-probabilities of both answers, once, in batches: the model as training starts,

@@ -137,6 +137,78 @@ def chunked_loss_sum(hidden, weight, labels, *, bias=None, chunk_tokens: int = C
     return total, targets.new_tensor(targets.numel())
 
 
+def _sequence_logps_function():
+    import torch
+    import torch.nn.functional as functional
+
+    class LinearSequenceLogps(torch.autograd.Function):
+        """Each sequence's summed log-probability of its labels under ``hidden @ weight.T + bias``, chunk by chunk.
+
+        As LinearCrossEntropy, no logits are kept; but each token's gradient is kept apart (with respect to the
+        hidden state only: lm_head is frozen under LoRA), because what it is worth is known only after every
+        sequence has been scored (DPO weighs a pair's two answers by the pair's margin): the backward pass scales
+        each token's gradient by its own sequence's.
+        """
+
+        @staticmethod
+        def forward(ctx, hidden, weight, bias, targets, sequence_ids, sequences, chunk_tokens, with_gradients):
+            weight = weight.to(hidden.dtype)
+            bias = bias.to(hidden.dtype) if bias is not None else None
+            wants_hidden = with_gradients and ctx.needs_input_grad[0]
+            grad_hidden = torch.empty_like(hidden) if wants_hidden else None
+            sums = torch.zeros(sequences, dtype=torch.float32, device=hidden.device)
+            with torch.autocast(device_type=hidden.device.type, enabled=False):
+                for start in range(0, targets.numel(), chunk_tokens):
+                    part = slice(start, start + chunk_tokens)
+                    logits = functional.linear(hidden[part], weight, bias).float()
+                    log_norm = torch.logsumexp(logits, dim=-1)
+                    picked = logits.gather(1, targets[part, None]).squeeze(1)
+                    sums.index_add_(0, sequence_ids[part], picked - log_norm)
+                    if grad_hidden is None:
+                        continue
+                    # d(log p of the label)/d(logits) = one-hot - softmax, computed in place over the logits.
+                    grad_logits = logits.sub_(log_norm[:, None]).exp_().neg_()
+                    grad_logits[torch.arange(grad_logits.shape[0], device=grad_logits.device), targets[part]] += 1
+                    grad_hidden[part] = grad_logits.to(hidden.dtype) @ weight
+            ctx.save_for_backward(grad_hidden if grad_hidden is not None else torch.empty(0), sequence_ids)
+            ctx.present = grad_hidden is not None
+            return sums
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            grad_hidden, sequence_ids = ctx.saved_tensors
+            if ctx.present:
+                grad_hidden = grad_hidden * grad_output[sequence_ids, None].to(grad_hidden.dtype)
+            else:
+                grad_hidden = None
+            return grad_hidden, None, None, None, None, None, None, None
+
+    return LinearSequenceLogps
+
+
+_SEQUENCE_FUNCTION = None
+
+
+def chunked_sequence_logps(hidden, weight, labels, *, bias=None, chunk_tokens: int = CHUNK_TOKENS):
+    """Each sequence's summed log-probability of its labelled tokens (a float32 tensor, one value per row of
+    ``labels``), exact, without the full logits: only the labelled positions are projected, ``chunk_tokens`` at a
+    time. Differentiable with respect to ``hidden`` (lm_head is frozen)."""
+    import torch
+
+    global _SEQUENCE_FUNCTION
+    if _SEQUENCE_FUNCTION is None:
+        _SEQUENCE_FUNCTION = _sequence_logps_function()
+    rows = labels.shape[0]
+    sequence_ids = torch.arange(rows, device=labels.device)[:, None].expand(rows, labels.shape[1] - 1).reshape(-1)
+    kept = labels[:, 1:].reshape(-1) != IGNORE_INDEX
+    hidden, targets = _shifted(hidden, labels)
+    if targets.numel() == 0:
+        return hidden.sum().float() * 0.0 + torch.zeros(rows, device=hidden.device)
+    return _SEQUENCE_FUNCTION.apply(
+        hidden, weight, bias, targets, sequence_ids[kept], rows, chunk_tokens, torch.is_grad_enabled()
+    )
+
+
 def liger_loss_sum(hidden, weight, labels, *, bias=None):
     """Liger's fused linear cross-entropy over the labelled positions (CUDA only)."""
     from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss

@@ -37,6 +37,40 @@ def test_the_dpo_loss_is_the_log_sigmoid_of_the_beta_scaled_gain_of_the_preferre
     assert figures["reward_accuracy"] == 0.5 and figures["reward_margin"] == pytest.approx(0.25)
 
 
+def test_answers_scored_without_the_full_logits_score_and_train_exactly_as_with_them(demo_base, tmp_path):
+    from contextlib import nullcontext
+
+    from transformers import AutoTokenizer
+
+    from finetune_studio.records import record_from_object
+    from tests.factories import lora_adapter
+    from trainers.lora_dpo.train import encode_pairs, sequence_logps
+
+    model = lora_adapter(demo_base, tmp_path / "adapter", seed=5).train()  # non-zero LoRA weights, as in training
+    tokenizer = AutoTokenizer.from_pretrained(demo_base, local_files_only=True)
+    records = [record_from_object(obj, f"line {i}") for i, obj in enumerate(preference_records(6))]
+    pairs = encode_pairs(tokenizer, records, system_prompt="", max_length=256)
+    examples = [pair.chosen for pair in pairs] + [pair.rejected for pair in pairs]
+    weights = torch.linspace(-1.0, 1.0, len(examples))  # a different worth per sequence, as DPO gives them
+
+    scored = {}
+    for fused in (False, True):
+        model.zero_grad()
+        logps = sequence_logps(
+            model, examples, pad_token_id=tokenizer.pad_token_id or 0, device="cpu", autocast=nullcontext, fused=fused
+        )
+        (logps * weights).sum().backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+        scored[fused] = (logps.detach(), grads)
+
+    (full, full_grads), (chunked, chunked_grads) = scored[False], scored[True]
+    assert torch.allclose(chunked, full, atol=1e-4), (chunked, full)
+    assert full.abs().min() > 0.1  # real answers, each with tokens scored
+    assert set(chunked_grads) == set(full_grads) and len(full_grads) > 0
+    for name, grad in full_grads.items():
+        assert torch.allclose(chunked_grads[name], grad, rtol=1e-3, atol=1e-6), name
+
+
 def test_preference_training_makes_the_preferred_answers_win_and_leaves_an_adapter_the_engine_loads(
     demo_base, tmp_path
 ):

@@ -45,14 +45,21 @@ def log_of(job) -> str:
     return "".join(iter_log_text(job.id))
 
 
-def test_a_version_trained_further_starts_where_it_left_off_and_becomes_the_next_version(
+def test_a_chat_version_trained_further_on_more_records_and_on_preferences_starts_where_it_left_off(
     alice_api, studio, django_capture_on_commit_callbacks
 ):
-    common = {"base_model": "demo-base", "dataset": studio.id, "trainer": "lora-sft"}
+    common = {"dataset": studio.id, "base_model": ""}  # training further: on the version's own base
     first = run_job(
         alice_api,
         django_capture_on_commit_callbacks,
-        {**common, "name": "clauses", "registered_name": "clauses", "hyperparameters": SFT},
+        {
+            **common,
+            "name": "clauses",
+            "base_model": "demo-base",
+            "trainer": "lora-sft",
+            "registered_name": "clauses",
+            "hyperparameters": SFT,
+        },
     )
     v1 = RegisteredModel.objects.get(job=first)
 
@@ -60,7 +67,7 @@ def test_a_version_trained_further_starts_where_it_left_off_and_becomes_the_next
     second = run_job(
         alice_api,
         django_capture_on_commit_callbacks,
-        {**common, "name": "more", "base_model": "", "initial_model": v1.id, "hyperparameters": more},
+        {**common, "name": "more", "trainer": "lora-sft", "initial_model": v1.id, "hyperparameters": more},
     )
     v2 = RegisteredModel.objects.get(job=second)
 
@@ -74,38 +81,15 @@ def test_a_version_trained_further_starts_where_it_left_off_and_becomes_the_next
     assert v2.training_metrics["run"]["initial_model"] == "clauses:v1"
     assert v2.provenance["initial_model"] == {"id": v1.id, "name": "clauses:v1"}
 
-
-def test_preference_training_on_a_chat_version_measures_against_that_version(
-    alice_api, studio, django_capture_on_commit_callbacks
-):
-    sft = run_job(
-        alice_api,
-        django_capture_on_commit_callbacks,
-        {
-            "name": "clauses",
-            "base_model": "demo-base",
-            "dataset": studio.id,
-            "trainer": "lora-sft",
-            "hyperparameters": SFT,
-        },
-    )
-    chat_version = RegisteredModel.objects.get(job=sft)
-
+    preferences = {"epochs": 1, "learning_rate": 0.01, "batch_size": 8, "validation_fraction": 0.25}
     dpo = run_job(
         alice_api,
         django_capture_on_commit_callbacks,
-        {
-            "name": "preferences",
-            "dataset": studio.id,
-            "trainer": "lora-dpo",
-            "initial_model": chat_version.id,
-            "hyperparameters": {"epochs": 1, "learning_rate": 0.01, "batch_size": 8, "validation_fraction": 0.25},
-        },
+        {**common, "name": "prefs", "trainer": "lora-dpo", "initial_model": v1.id, "hyperparameters": preferences},
     )
+    v3 = RegisteredModel.objects.get(job=dpo)
 
     # log 2 before any step: policy and reference are both the chat version (against the raw base, the chat
     # version's own gains on the preferred answers would already count).
     assert re.search(r"before training: validation DPO loss 0\.6931", log_of(dpo))
-    result = RegisteredModel.objects.get(job=dpo)
-    assert result.base_model == "demo-base" and result.training_metrics["run"]["initial_model"].endswith(":v1")
-    assert result.registered_name == chat_version.registered_name and result.version == 2
+    assert (v3.base_model, v3.version, v3.training_metrics["run"]["initial_model"]) == ("demo-base", 3, "clauses:v1")
