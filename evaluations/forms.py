@@ -1,4 +1,9 @@
 from django import forms
+from django.conf import settings
+
+from . import chat
+
+CHAT_DEFAULT_MAX_TOKENS = 256
 
 
 class EvaluationForm(forms.Form):
@@ -70,3 +75,65 @@ class EvaluationForm(forms.Form):
         raw = self.cleaned_data.get("labels") or ""
         labels = [label.strip() for label in raw.split(",") if label.strip()]
         return labels or None
+
+
+class ChatForm(forms.Form):
+    """The model page's Chat: one more message after the conversation so far (``history``, carried by the page).
+
+    A field a script leaves out takes its default; ``errors_by_field`` gives one reason per field, as the page and
+    its stream show them. ``turns`` is the conversation read back, ``question`` chat_page_reply's keywords."""
+
+    DEFAULTS = {"system": "", "message": "", "temperature": "0", "max_tokens": str(CHAT_DEFAULT_MAX_TOKENS)}
+
+    message = forms.CharField(required=False)
+    system = forms.CharField(required=False)
+    temperature = forms.FloatField()  # bounds and wording set per instance (CHAT_MAX_TOKENS is a setting)
+    max_tokens = forms.IntegerField()
+    history = forms.CharField(required=False, strip=False)
+
+    def __init__(self, data=None):
+        if data is not None:
+            data = {**self.DEFAULTS, **{key: data.get(key) for key in data}}
+        super().__init__(data)
+        for name, kind, low, high in (
+            ("temperature", forms.FloatField, 0, 2),
+            ("max_tokens", forms.IntegerField, 1, settings.CHAT_MAX_TOKENS),
+        ):
+            reason = f"a {'whole ' if kind is forms.IntegerField else ''}number from {low} to {high}"
+            messages = {key: reason for key in ("required", "invalid", "min_value", "max_value")}
+            self.fields[name] = kind(min_value=low, max_value=high, error_messages=messages)
+        self._turns: list[dict] = []
+
+    def clean_message(self):
+        message = self.cleaned_data["message"]
+        if not message:
+            raise forms.ValidationError("write a message to send")
+        return message
+
+    def clean_history(self):
+        try:
+            self._turns = chat.chat_page_turns(self.cleaned_data["history"])
+        except chat.ChatInvalid as exc:
+            raise forms.ValidationError(exc.errors["history"]) from None
+        return self.cleaned_data["history"]
+
+    @property
+    def turns(self) -> list[dict]:
+        """The conversation so far, read back from ``history`` (empty when it could not be)."""
+        self.errors  # noqa: B018 - validates the form once, which reads the history
+        return self._turns
+
+    @property
+    def chosen(self) -> dict:
+        """The fields as typed, to show again."""
+        source = self.data if self.is_bound else self.DEFAULTS
+        return {key: str(source.get(key) or "").strip() for key in self.DEFAULTS}
+
+    @property
+    def errors_by_field(self) -> dict[str, str]:
+        """One reason per field."""
+        return {field: reasons[0] for field, reasons in self.errors.items()}
+
+    @property
+    def question(self) -> dict:
+        return {key: self.cleaned_data[key] for key in ("system", "message", "temperature", "max_tokens")}

@@ -14,7 +14,7 @@ from finetune_studio.streaming import response_chunks
 from inference.base import InferenceError
 
 from . import chat, selectors, services
-from .forms import EvaluationForm
+from .forms import ChatForm, EvaluationForm
 from .local_models import has_adapter
 from .models import Evaluation
 
@@ -343,9 +343,6 @@ def model_parity(request, pk: int):
     )
 
 
-CHAT_DEFAULT_MAX_TOKENS = 256
-
-
 @login_required
 def model_chat(request, pk: int):
     """The model page's Chat: a conversation with the version, kept in the page's form (nothing is stored).
@@ -358,8 +355,11 @@ def model_chat(request, pk: int):
         target = chat.chat_target_for_model(model=model, name=model.name)
     except chat.ChatUnavailable as exc:
         target, unavailable = None, str(exc)
-    asked = _ChatForm(request.POST if request.method == "POST" else None)
-    turns, errors = (asked.turns, dict(asked.errors)) if target is not None else ([], {})
+    asked = ChatForm(request.POST if request.method == "POST" else None)
+    chosen = asked.chosen
+    turns, errors = [], {}
+    if asked.is_bound and target is not None:
+        turns, errors = asked.turns, asked.errors_by_field
     if asked.is_bound and target is not None and not errors:
         try:
             reply = chat.chat_page_reply(target=target, turns=turns, **asked.question)
@@ -368,7 +368,7 @@ def model_chat(request, pk: int):
         except (chat.ChatUnavailable, InferenceError) as exc:
             errors["model"] = str(exc)
         else:
-            turns, asked.chosen["message"] = reply.turns, ""
+            turns, chosen["message"] = reply.turns, ""
     return render(
         request,
         "evaluations/model_chat.html",
@@ -378,7 +378,7 @@ def model_chat(request, pk: int):
             "unavailable": unavailable,
             "turns": turns,
             "history": json.dumps(turns),
-            "chosen": asked.chosen,
+            "chosen": chosen,
             "errors": errors,
             "max_tokens_limit": settings.CHAT_MAX_TOKENS,
         },
@@ -398,8 +398,8 @@ def model_chat_stream(request, pk: int):
         target = chat.chat_target_for_model(model=model, name=model.name)
     except chat.ChatUnavailable as exc:
         return JsonResponse({"errors": {"model": str(exc)}}, status=409)
-    asked = _ChatForm(request.POST)
-    errors = dict(asked.errors)
+    asked = ChatForm(request.POST)
+    errors = asked.errors_by_field
     if not errors:
         try:
             pieces = chat.chat_page_stream(target=target, turns=asked.turns, **asked.question)
@@ -430,44 +430,3 @@ def _chat_model(request, pk: int):
     if model is None:
         raise Http404("No such model.")
     return model
-
-
-class _ChatForm:
-    """What the Chat form sent: ``chosen`` (its fields as typed, to show again), ``turns`` (the conversation so
-    far), ``question`` (chat_page_reply's keywords) and ``errors`` (field → reason)."""
-
-    DEFAULTS = {"system": "", "message": "", "temperature": "0", "max_tokens": str(CHAT_DEFAULT_MAX_TOKENS)}
-
-    def __init__(self, data):
-        self.is_bound = data is not None
-        self.chosen = {key: (data or {}).get(key, default).strip() for key, default in self.DEFAULTS.items()}
-        self.errors: dict[str, str] = {}
-        self.turns: list[dict] = []
-        self.question: dict = {}
-        if not self.is_bound:
-            return
-        temperature = _number(self.chosen["temperature"], float, 0, 2, "temperature", self.errors)
-        max_tokens = _number(self.chosen["max_tokens"], int, 1, settings.CHAT_MAX_TOKENS, "max_tokens", self.errors)
-        try:
-            self.turns = chat.chat_page_turns(data.get("history", ""))
-        except chat.ChatInvalid as exc:
-            self.errors.update(exc.errors)
-        if not self.chosen["message"]:
-            self.errors["message"] = "write a message to send"
-        self.question = {
-            "system": self.chosen["system"],
-            "message": self.chosen["message"],
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-        }
-
-
-def _number(text: str, kind, low, high, field: str, errors: dict):
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        errors[field] = f"a {'whole ' if kind is int else ''}number from {low} to {high}"
-        return None
-    return value
