@@ -29,6 +29,12 @@ class Sweep(models.Model):
         "jobs.Dataset", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     validation_dataset_name = models.CharField(max_length=200, blank=True, default="")
+    # The registry version every trial trains further (trainers that take an initial adapter); null: new adapters.
+    # ``initial_model_name`` remembers it: no trial starts from scratch instead once it is deleted.
+    initial_model = models.ForeignKey(
+        "models_app.RegisteredModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    initial_model_name = models.CharField(max_length=200, blank=True, default="")
     base_model = models.CharField(max_length=200)
     # The registered name every trial's model becomes a version of.
     registered_name = models.CharField(max_length=100)

@@ -72,6 +72,7 @@ def sweep_create(
     metric: str | None = None,
     registered_name: str = "",
     validation_dataset_id: int | None = None,
+    initial_model_id: int | None = None,
 ) -> Sweep:
     """Validate, plan the trials and queue the first ``concurrency`` of them after commit.
 
@@ -79,6 +80,8 @@ def sweep_create(
     ``accuracy`` for a classification test set, ``token_f1`` for a generation one, ``exact_match`` for one at
     least half of whose records are answered by a tool call. ``validation_dataset_id``: the records every
     trial validates on (trainers that take a validation dataset), so the trials' validation figures compare.
+    ``initial_model_id``: a registry version of the owner's that every trial trains further (a blank ``base_model``
+    is its base), e.g. a beta sweep of lora-dpo on a lora-sft chat model.
     """
     trainer = Trainer.objects.filter(name=trainer_name).first()
     if trainer is None or trainer.is_external:
@@ -88,6 +91,18 @@ def sweep_create(
         raise SweepInvalid("dataset", f"no dataset #{dataset_id} of yours")
     if problem := job_services.dataset_format_problem(trainer=trainer, dataset=dataset):
         raise SweepInvalid("dataset", problem)
+    initial = None
+    if initial_model_id is not None:
+        initial, problem = job_services.initial_adapter_for(owner=owner, model_id=initial_model_id, trainer=trainer)
+        if problem:
+            raise SweepInvalid("initial_model", problem)
+        base_model = base_model.strip() or initial.base_model
+        if base_model != initial.base_model:
+            raise SweepInvalid(
+                "base_model", f"{initial.name} is an adapter on {initial.base_model}: its trials train on that base"
+            )
+    if not base_model.strip():
+        raise SweepInvalid("base_model", "required (it may be left out only with initial_model: its base)")
     validation = None
     if validation_dataset_id is not None:
         validation = Dataset.objects.filter(id=validation_dataset_id, owner=owner).first()
@@ -137,9 +152,13 @@ def sweep_create(
             metric=metric,
             validation_dataset=validation,
             validation_dataset_name=validation.name[:200] if validation is not None else "",
+            initial_model_id=initial.model_id if initial is not None else None,
+            initial_model_name=initial.name[:200] if initial is not None else "",
         )
         try:
-            chosen = check_registered_name(registered_name or f"sweep-{sweep.id}")
+            # Training a version further: by default its trials are versions of its name (and meet its champion).
+            fallback = (initial.registered_name if initial is not None else "") or f"sweep-{sweep.id}"
+            chosen = check_registered_name(registered_name or fallback)
         except InvalidRegisteredName as exc:
             raise SweepInvalid("registered_name", str(exc)) from None
         Sweep.objects.filter(id=sweep.id).update(registered_name=chosen)
@@ -272,6 +291,11 @@ def _start_job(sweep: Sweep, trial: SweepTrial) -> None:
         error = f"job not created: the sweep's validation dataset {sweep.validation_dataset_name!r} was deleted"
         SweepTrial.objects.filter(id=trial.id).update(error=error[:2000])
         return
+    if sweep.initial_model_name and sweep.initial_model_id is None:
+        # A new adapter instead would not be the trial the sweep was asked for.
+        error = f"job not created: {sweep.initial_model_name}, the version the sweep trains further, was deleted"
+        SweepTrial.objects.filter(id=trial.id).update(error=error[:2000])
+        return
     try:
         job = job_services.job_create(
             owner=sweep.owner,
@@ -282,6 +306,7 @@ def _start_job(sweep: Sweep, trial: SweepTrial) -> None:
             hyperparameters_given=trial.hyperparameters,
             registered_name=sweep.registered_name,
             validation_dataset_id=sweep.validation_dataset_id,
+            initial_model_id=sweep.initial_model_id,
         )
     except job_services.JobsInvalid as exc:
         SweepTrial.objects.filter(id=trial.id).update(error=f"job not created: {exc}"[:2000])

@@ -13,7 +13,8 @@ from finetune_studio.errors import DomainConflict as Conflict
 from finetune_studio.records import METRICS_BY_TASK, TASK_NAMES
 from inference.selectors import endpoint_default_name, endpoint_statuses, endpoint_suggested_name
 from jobs.models import Dataset, Trainer
-from models_app import registry
+from models_app import artifacts, registry
+from models_app.models import RegisteredModel
 
 from . import selectors, services
 
@@ -34,6 +35,13 @@ def sweep_list(request):
         "sweeps": selectors.sweep_list(user=request.user)[:100],
         "trainers": Trainer.objects.exclude(name=Trainer.EXTERNAL).filter(enabled=True),
         "datasets": Dataset.objects.filter(owner=request.user)[:200],
+        "versions": [
+            model
+            for model in RegisteredModel.objects.filter(owner=request.user, status=RegisteredModel.Status.READY)
+            .select_related("registered_name")
+            .order_by("-id")[:200]
+            if artifacts.has_lora_adapter(model.files)
+        ],
         "base_models": [entry.name for entry in base_model_catalogue()],
         "endpoints": endpoints,
         "metric_groups": [(TASK_NAMES[task], metrics) for task, metrics in METRICS_BY_TASK.items()],
@@ -59,6 +67,7 @@ def sweep_list(request):
                 metric=request.POST.get("metric") or None,
                 registered_name=request.POST.get("registered_name", ""),
                 validation_dataset_id=_int(request.POST.get("validation_dataset")),
+                initial_model_id=_int(request.POST.get("initial_model")),
             )
         except ValueError as exc:  # SweepInvalid, or the search space is not JSON
             context["error"] = f"{getattr(exc, 'field', 'search_space')}: {exc}"

@@ -9,7 +9,7 @@ class SweepCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     trainer = serializers.CharField(max_length=100)
     dataset = serializers.IntegerField(min_value=1)
-    base_model = serializers.CharField(max_length=200)
+    base_model = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     strategy = serializers.ChoiceField(choices=Sweep.Strategy.choices)
     search_space = serializers.DictField()
     n_trials = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
@@ -24,6 +24,8 @@ class SweepCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     registered_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     # The dataset every trial validates on (lora-sft); none: each trial holds out validation_fraction.
     validation_dataset = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    # A registry version of yours every trial trains further; none: each trial trains a new adapter.
+    initial_model = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
 
 
 class TrialSerializer(serializers.ModelSerializer):
@@ -68,6 +70,8 @@ class SweepSerializer(serializers.ModelSerializer):
             "trainer",
             "dataset",
             "validation_dataset",
+            "initial_model",
+            "initial_model_name",
             "base_model",
             "registered_name",
             "strategy",

@@ -44,6 +44,7 @@ class SweepViewSet(OwnedQuerysetMixin, mixins.ListModelMixin, viewsets.GenericVi
                 trainer_name=data.pop("trainer"),
                 dataset_id=data.pop("dataset"),
                 validation_dataset_id=data.pop("validation_dataset"),
+                initial_model_id=data.pop("initial_model"),
                 **data,
             )
         except services.SweepInvalid as exc:
