@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from . import services
-from .models import Evaluation, JudgeAnswer, Prediction
+from .models import ChatUsage, Evaluation, JudgeAnswer, Prediction
 
 
 @admin.register(Evaluation)
@@ -59,6 +59,33 @@ class JudgeAnswerAdmin(admin.ModelAdmin):
     search_fields = ("judge_model", "owner__username", "reason")
     list_select_related = ("owner",)
     readonly_fields = ("owner", "key", "endpoint", "judge_model", "winner", "reason", "content", "created_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ChatUsage)
+class ChatUsageAdmin(admin.ModelAdmin):
+    """Who asked which model how much, per day: counts only, written by the chats themselves (read-only)."""
+
+    list_display = (
+        "day",
+        "owner",
+        "model_name",
+        "source",
+        "requests",
+        "failures",
+        "prompt_tokens",
+        "completion_tokens",
+    )
+    list_filter = ("source", "day")
+    search_fields = ("model_name", "owner__username")
+    list_select_related = ("owner",)
+    date_hierarchy = "day"
+    readonly_fields = [field.name for field in ChatUsage._meta.fields]
 
     def has_add_permission(self, request):
         return False

@@ -17,17 +17,24 @@ A model's folders never reach the caller: errors name the model, not where its f
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import F
+from django.utils import timezone
 
 from finetune_studio.base_models import BaseModelRefused, base_model_resolve
 from inference.base import Answer, ChatOptions, ChatRequest, Delta, InferenceError, RetryPolicy
 from models_app.models import RegisteredModel
 
 from .local_models import AdapterUnavailable, adapter_folder, has_adapter
+from .models import ChatUsage
+
+logger = logging.getLogger(__name__)
 
 OLLAMA_ENDPOINT = "ollama"
 LOCAL_ENDPOINT = "local"
@@ -198,6 +205,37 @@ def _named(exc: InferenceError, folders: dict[str, str]) -> InferenceError:
 
 # --- the model page's chat ------------------------------------------------------------------------------
 
+# --- Usage ----------------------------------------------------------------------------------------
+
+
+def chat_usage_record(*, user, target: ChatTarget, answer: Answer | None, source: str) -> None:
+    """Count one request of ``user`` to ``target`` today (a failure when ``answer`` is None), with the tokens the
+    serving engine counted. Never raises: a chat that was answered is not failed by its bookkeeping."""
+    counts = {"requests": F("requests") + 1}
+    if answer is None:
+        counts["failures"] = F("failures") + 1
+    else:
+        counts["prompt_tokens"] = F("prompt_tokens") + (answer.prompt_tokens or 0)
+        counts["completion_tokens"] = F("completion_tokens") + (answer.completion_tokens or 0)
+    key = {"owner": user, "model_name": usage_name(target), "day": timezone.localdate(), "source": source}
+    try:
+        row, _ = ChatUsage.objects.get_or_create(**key, defaults={"model": target.model})
+        ChatUsage.objects.filter(id=row.id).update(**counts)
+    except DatabaseError:
+        logger.warning("chat usage of %s not counted", key["model_name"], exc_info=True)
+
+
+def usage_name(target: ChatTarget) -> str:
+    """One name per model whatever asked it: a version as ``<registered name>:v<N>`` (``model-<id>`` without a
+    name), a base by its catalogue name."""
+    model = target.model
+    if model is None:
+        return target.base or target.name
+    if model.registered_name_id and model.version:
+        return f"{model.registered_name.name}:v{model.version}"
+    return f"model-{model.id}"
+
+
 MAX_PAGE_TURNS = 40  # a conversation kept in the page's form: past this, start again
 
 
@@ -238,30 +276,45 @@ class ChatInvalid(Exception):
 
 
 def chat_page_reply(
-    *, target: ChatTarget, turns: list[dict], system: str, message: str, temperature: float, max_tokens: int
+    *, user, target: ChatTarget, turns: list[dict], system: str, message: str, temperature: float, max_tokens: int
 ) -> ChatReply:
-    """The model's answer to ``message`` after ``turns`` (with ``system`` first when given).
+    """The model's answer to ``message`` after ``turns`` (with ``system`` first when given), counted in ``user``'s
+    chat usage.
 
     ChatInvalid for a conversation that cannot be asked; ChatUnavailable or an InferenceError from the model.
     """
     asked = _page_asked(turns, system=system, message=message)
     options = ChatOptions(temperature=temperature, max_tokens=max_tokens)
-    return _page_reply(turns, message, chat_answer(target=target, messages=asked, options=options))
+    try:
+        answer = chat_answer(target=target, messages=asked, options=options)
+    except (ChatUnavailable, InferenceError):
+        chat_usage_record(user=user, target=target, answer=None, source=ChatUsage.Source.PAGE)
+        raise
+    chat_usage_record(user=user, target=target, answer=answer, source=ChatUsage.Source.PAGE)
+    return _page_reply(turns, message, answer)
 
 
 def chat_page_stream(
-    *, target: ChatTarget, turns: list[dict], system: str, message: str, temperature: float, max_tokens: int
+    *, user, target: ChatTarget, turns: list[dict], system: str, message: str, temperature: float, max_tokens: int
 ) -> Iterator[Delta | ChatReply]:
     """``chat_page_reply`` as the answer is generated: its text pieces (``Delta``), then the ChatReply.
 
     ChatInvalid is raised here, before anything is asked; ChatUnavailable or an InferenceError from the iteration.
+    A stream the page left early is not counted.
     """
     asked = _page_asked(turns, system=system, message=message)
     options = ChatOptions(temperature=temperature, max_tokens=max_tokens)
 
     def pieces() -> Iterator[Delta | ChatReply]:
-        for piece in chat_stream(target=target, messages=asked, options=options):
-            yield _page_reply(turns, message, piece) if isinstance(piece, Answer) else piece
+        try:
+            for piece in chat_stream(target=target, messages=asked, options=options):
+                if isinstance(piece, Answer):
+                    chat_usage_record(user=user, target=target, answer=piece, source=ChatUsage.Source.PAGE)
+                    piece = _page_reply(turns, message, piece)
+                yield piece
+        except (ChatUnavailable, InferenceError):
+            chat_usage_record(user=user, target=target, answer=None, source=ChatUsage.Source.PAGE)
+            raise
 
     return pieces()
 

@@ -152,3 +152,39 @@ class JudgeAnswer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.judge_model}@{self.endpoint}: {self.winner}"
+
+
+class ChatUsage(models.Model):
+    """How much one model was asked, per owner, day and way in: counts and tokens only, never what was said.
+
+    One row per (owner, the name asked, day, source), counted up by ``chat.chat_usage_record`` after each answer
+    (or failure) of the OpenAI-compatible chat completions and responses (``api``) and the model page's Chat
+    (``page``). ``model`` is the registry version (null for a base, or once the version is deleted: the name stays).
+    """
+
+    class Source(models.TextChoices):
+        API = "api", "OpenAI-compatible API"
+        PAGE = "page", "model page"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_usage")
+    model = models.ForeignKey(
+        "models_app.RegisteredModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="chat_usage"
+    )
+    model_name = models.CharField(max_length=255)
+    day = models.DateField()
+    source = models.CharField(max_length=10, choices=Source.choices)
+    requests = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        db_table = "evaluation_chat_usage"
+        verbose_name_plural = "chat usage"
+        ordering = ["-day", "model_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "model_name", "day", "source"], name="chat_usage_unique_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} on {self.day}: {self.requests} ({self.source})"

@@ -6,7 +6,7 @@ from finetune_studio.errors import DomainNotFound
 from finetune_studio.ownership import visible_to
 
 from . import metrics
-from .models import Evaluation, Prediction
+from .models import ChatUsage, Evaluation, Prediction
 
 SIDE_BY_SIDE_LIMIT = 500
 
@@ -72,3 +72,14 @@ def evaluation_side_by_side(*, evaluation: Evaluation, limit: int = SIDE_BY_SIDE
     ]
     paired = metrics.paired_predictions(rows, candidates)
     return metrics.side_by_side(paired[candidates[0]], paired[candidates[1]], limit=limit)
+
+
+def chat_usage_list(*, user, days: int) -> QuerySet[ChatUsage]:
+    """The chat usage rows of the last ``days`` days (today included) the user may see (staff: everyone's)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    since = timezone.localdate() - timedelta(days=days - 1)
+    rows = visible_to(ChatUsage.objects.filter(day__gte=since), user)
+    return rows.select_related("owner").order_by("-day", "model_name", "source")

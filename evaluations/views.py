@@ -362,7 +362,7 @@ def model_chat(request, pk: int):
         turns, errors = asked.turns, asked.errors_by_field
     if asked.is_bound and target is not None and not errors:
         try:
-            reply = chat.chat_page_reply(target=target, turns=turns, **asked.question)
+            reply = chat.chat_page_reply(user=request.user, target=target, turns=turns, **asked.question)
         except chat.ChatInvalid as exc:
             errors.update(exc.errors)
         except (chat.ChatUnavailable, InferenceError) as exc:
@@ -402,7 +402,7 @@ def model_chat_stream(request, pk: int):
     errors = asked.errors_by_field
     if not errors:
         try:
-            pieces = chat.chat_page_stream(target=target, turns=asked.turns, **asked.question)
+            pieces = chat.chat_page_stream(user=request.user, target=target, turns=asked.turns, **asked.question)
         except chat.ChatInvalid as exc:
             errors.update(exc.errors)
     if errors:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 
 from .stream_db import CHECK, pool_exhausted, release_connection, stream_read
 
@@ -78,6 +79,9 @@ class _ReadAhead:
             close = getattr(self._chunks, "close", None)
             if close:
                 close()
+            # A body that touched the database (a chat counting its usage) did so on this thread's own
+            # connection: closed with the thread, never left open for the server to run out of.
+            connections.close_all()
 
     def _offer(self, item) -> bool:
         while not self._stopped.is_set():

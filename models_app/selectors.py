@@ -126,5 +126,21 @@ def model_download_links(model: RegisteredModel) -> dict:
     }
 
 
+CHAT_USAGE_DAYS = 30
+
+
+def model_chat_usage(*, model: RegisteredModel, days: int = CHAT_USAGE_DAYS) -> dict:
+    """How much the version was asked in the last ``days`` days, by anyone who may (the chats count it, in the
+    evaluations app's ChatUsage rows; the registry only reads them): requests, failures, tokens in and out."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    since = timezone.localdate() - timedelta(days=days - 1)
+    fields = ("requests", "failures", "prompt_tokens", "completion_tokens")
+    totals = model.chat_usage.filter(day__gte=since).aggregate(**{field: Sum(field) for field in fields})
+    return {"days": days, **{field: totals[field] or 0 for field in fields}}
+
+
 def model_evaluations(*, user, model: RegisteredModel):
     return visible_to(model.evaluations.all(), user).order_by("-created_at", "-id")

@@ -76,6 +76,7 @@ def model_detail(request, pk: int):
         "deploy_unavailable": deploy.undeployable_reason(model),
         "parity_checkable": _parity_checkable(model),
         "can_train_further": model.status == model.Status.READY and artifacts.has_lora_adapter(model.files),
+        "chat_usage": selectors.model_chat_usage(model=model),
         "loss_history": [
             {"step": point.get("step"), "loss": point.get("loss"), "eval_loss": point.get("eval_loss")}
             for point in model.loss_history

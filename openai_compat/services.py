@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
 from evaluations import chat
+from evaluations.models import ChatUsage
 from finetune_studio import base_models
 from finetune_studio.errors import DomainConflict, DomainError, DomainInvalid, DomainNotFound
 from finetune_studio.records import ToolCall
@@ -232,6 +233,7 @@ class ChatCompletion:
 
 def chat_completion_create(
     *,
+    user,
     target: chat.ChatTarget,
     messages: tuple[dict, ...],
     options: ChatOptions,
@@ -239,12 +241,14 @@ def chat_completion_create(
     schema: dict | None = None,
     single_call: bool = False,
 ) -> ChatCompletion:
-    """One answer of ``target`` to ``messages``; ChatFailed or OpenAIModelUnavailable with the reason otherwise.
+    """One answer of ``target`` to ``messages`` for ``user`` (counted in their chat usage); ChatFailed or
+    OpenAIModelUnavailable with the reason otherwise.
 
     ``single_call`` (OpenAI's ``parallel_tool_calls: false``): at most the answer's first tool call.
     """
-    with _chat_errors(target):
+    with _counted(user, target) as count, _chat_errors(target):
         answer = chat.chat_answer(target=target, messages=messages, options=options, tools=tools, schema=schema)
+        count(answer)
     return _completion(_new_completion_id(), int(time.time()), target, answer, single_call)
 
 
@@ -260,6 +264,7 @@ class ChatStream:
 
 def chat_completion_stream(
     *,
+    user,
     target: chat.ChatTarget,
     messages: tuple[dict, ...],
     options: ChatOptions,
@@ -273,11 +278,12 @@ def chat_completion_stream(
 
     def pieces() -> Iterator[str | ChatCompletion]:
         asked = {"target": target, "messages": messages, "options": options, "tools": tools, "schema": schema}
-        with _chat_errors(target):
+        with _counted(user, target) as count, _chat_errors(target):
             for piece in chat.chat_stream(**asked):
                 if isinstance(piece, Delta):
                     yield piece.text
                 else:
+                    count(piece)
                     yield _completion(completion_id, created, target, piece, single_call)
 
     return ChatStream(id=completion_id, created=created, target=target, pieces=pieces())
@@ -293,6 +299,20 @@ def _completion(completion_id: str, created: int, target, answer: Answer, single
     return ChatCompletion(
         id=completion_id, created=created, target=target, answer=answer, tool_calls=calls, finish_reason=finish
     )
+
+
+@contextmanager
+def _counted(user, target: chat.ChatTarget):
+    """Counts the request in ``user``'s chat usage: with its answer (``count(answer)``), or as a failure when what
+    serves the model failed. A stream the client left early is not counted."""
+    answered = []
+    try:
+        yield answered.append
+    except DomainError:
+        chat.chat_usage_record(user=user, target=target, answer=None, source=ChatUsage.Source.API)
+        raise
+    if answered:
+        chat.chat_usage_record(user=user, target=target, answer=answered[0], source=ChatUsage.Source.API)
 
 
 @contextmanager

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from finetune_studio.api import RefusesUnknownFields
 from jobs.models import Dataset
 
-from ..models import Evaluation
+from ..models import ChatUsage, Evaluation
 
 ENDPOINT_HELP = (
     "The name of one of the studio's inference endpoints (GET /api/v1/inference/endpoints), never a URL. "
@@ -195,3 +195,28 @@ class EvaluationSerializer(EvaluationListSerializer):
             "export_json": f"{base}/export.json",
             "cancel": f"{base}/cancel",
         }
+
+
+class ChatUsageQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(
+        min_value=1, max_value=366, default=30, help_text="The last N days, today included."
+    )
+
+
+class ChatUsageSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+
+    class Meta:
+        model = ChatUsage
+        fields = [
+            "day",
+            "owner",
+            "model",
+            "model_name",
+            "source",
+            "requests",
+            "failures",
+            "prompt_tokens",
+            "completion_tokens",
+        ]
+        read_only_fields = fields

@@ -19,6 +19,8 @@ from ..filters import EvaluationFilter
 from ..judge import named_no_winner
 from ..models import Evaluation
 from .serializers import (
+    ChatUsageQuerySerializer,
+    ChatUsageSerializer,
     EvaluateRequestSerializer,
     EvaluationListSerializer,
     EvaluationSerializer,
@@ -254,3 +256,16 @@ def _download(content: str, evaluation: Evaluation, extension: str, content_type
     response = HttpResponse(content, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+@extend_schema(tags=["evaluations"])
+class ChatUsageView(APIView):
+    """How much your models were asked per day (chat completions, responses and the model page's Chat): requests,
+    failures and the tokens the serving engine counted; never what was said. Staff see everyone's."""
+
+    @extend_schema(parameters=[ChatUsageQuerySerializer], responses=ChatUsageSerializer(many=True))
+    def get(self, request):
+        query = ChatUsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rows = selectors.chat_usage_list(user=request.user, days=query.validated_data["days"])
+        return Response(ChatUsageSerializer(rows, many=True).data)

@@ -327,6 +327,7 @@ class ChatCompletionsView(OpenAIView):
         body = given.validated_data
         target = selectors.chat_target_get(user=request.user, model=body["model"])
         asked = {
+            "user": request.user,
             "target": target,
             "messages": body["messages"],
             "options": body["options"],
@@ -361,6 +362,7 @@ class ResponsesView(OpenAIView):
         body = given.validated_data
         target = selectors.chat_target_get(user=request.user, model=body["model"])
         asked = {
+            "user": request.user,
             "target": target,
             "messages": body["messages"],
             "options": body["options"],
