@@ -316,35 +316,30 @@ class ModelDetailView(OpenAIView):
         return Response({"id": model, "object": "model", "deleted": True})
 
 
-@extend_schema(exclude=True)
-class ChatCompletionsView(OpenAIView):
-    """One answer of a registry version or a base; ``stream: true`` sends it as OpenAI's event stream, piece by
-    piece as the model generates it (whole, with tools: the calls are read from the whole answer)."""
+class _ChatView(OpenAIView):
+    """One answer of a registry version or a base, whole or streamed as the model generates it: the subclasses
+    read the request (``request_serializer``) and shape the answer and its events."""
+
+    request_serializer: type
 
     def post(self, request):
-        given = ChatCompletionSerializer(data=request.data)
+        given = self.request_serializer(data=request.data)
         given.is_valid(raise_exception=True)
         body = given.validated_data
-        target = selectors.chat_target_get(user=request.user, model=body["model"])
         asked = {
             "user": request.user,
-            "target": target,
-            "messages": body["messages"],
-            "options": body["options"],
-            "tools": body["tools"],
-            "schema": body["schema"],
-            "single_call": body["single_call"],
+            "target": selectors.chat_target_get(user=request.user, model=body["model"]),
+            **{key: body[key] for key in ("messages", "options", "tools", "schema", "single_call")},
         }
         if not body["stream"]:
-            return Response(chat_completion_object(services.chat_completion_create(**asked)))
+            return Response(self.answer_object(services.chat_completion_create(**asked), body))
         stream = services.chat_completion_stream(**asked)
         # The first piece is read before answering: a model that cannot be asked at all is a plain error response.
         first = next(stream.pieces)
         stream = replace(stream, pieces=_prepend(first, stream.pieces))
-        events = chat_completion_events(stream, include_usage=body["include_usage"])
         # Handed over piece by piece under ASGI too (Django would collect a sync iterator whole first).
         response = StreamingHttpResponse(
-            response_chunks(request, _event_stream(events)), content_type="text/event-stream"
+            response_chunks(request, self.event_stream(stream, body)), content_type="text/event-stream"
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # a proxy in front must pass the pieces on as they come
@@ -352,36 +347,30 @@ class ChatCompletionsView(OpenAIView):
 
 
 @extend_schema(exclude=True)
-class ResponsesView(OpenAIView):
-    """OpenAI's Responses API on the same chat: one answer as a ``response`` object, or ``stream: true`` as its
-    typed events, piece by piece as the model generates it. Nothing is stored."""
+class ChatCompletionsView(_ChatView):
+    """OpenAI's chat completions; ``stream: true`` sends ``chat.completion.chunk`` events ending in ``[DONE]``
+    (whole, with tools: the calls are read from the whole answer)."""
 
-    def post(self, request):
-        given = ResponseCreateSerializer(data=request.data)
-        given.is_valid(raise_exception=True)
-        body = given.validated_data
-        target = selectors.chat_target_get(user=request.user, model=body["model"])
-        asked = {
-            "user": request.user,
-            "target": target,
-            "messages": body["messages"],
-            "options": body["options"],
-            "tools": body["tools"],
-            "schema": body["schema"],
-            "single_call": body["single_call"],
-        }
-        if not body["stream"]:
-            return Response(response_object(services.chat_completion_create(**asked), body["echo"]))
-        stream = services.chat_completion_stream(**asked)
-        first = next(stream.pieces)  # a model that cannot be asked at all is a plain error response
-        stream = replace(stream, pieces=_prepend(first, stream.pieces))
-        events = response_events(stream, body["echo"])
-        response = StreamingHttpResponse(
-            response_chunks(request, _typed_event_stream(events)), content_type="text/event-stream"
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+    request_serializer = ChatCompletionSerializer
+
+    def answer_object(self, completion, body) -> dict:
+        return chat_completion_object(completion)
+
+    def event_stream(self, stream, body):
+        return _event_stream(chat_completion_events(stream, include_usage=body["include_usage"]))
+
+
+@extend_schema(exclude=True)
+class ResponsesView(_ChatView):
+    """OpenAI's Responses API on the same chat: a ``response`` object, or its typed events. Nothing is stored."""
+
+    request_serializer = ResponseCreateSerializer
+
+    def answer_object(self, completion, body) -> dict:
+        return response_object(completion, body["echo"])
+
+    def event_stream(self, stream, body):
+        return _typed_event_stream(response_events(stream, body["echo"]))
 
 
 def _typed_event_stream(events):

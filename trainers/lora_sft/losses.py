@@ -53,9 +53,19 @@ def plain_loss_sum(logits, labels):
     return loss, (targets != IGNORE_INDEX).sum()
 
 
-def _linear_cross_entropy_function():
+def _chunks(hidden, weight, bias, targets, chunk_tokens: int):
+    """For each chunk of positions: (its slice, its float32 logits, their log-normaliser, the labels' logits)."""
     import torch
     import torch.nn.functional as functional
+
+    for start in range(0, targets.numel(), chunk_tokens):
+        part = slice(start, start + chunk_tokens)
+        logits = functional.linear(hidden[part], weight, bias).float()
+        yield part, logits, torch.logsumexp(logits, dim=-1), logits.gather(1, targets[part, None]).squeeze(1)
+
+
+def _linear_cross_entropy_function():
+    import torch
 
     class LinearCrossEntropy(torch.autograd.Function):
         """Sum of the cross-entropies of ``hidden @ weight.T + bias``, chunk by chunk, gradients computed on the way.
@@ -79,11 +89,7 @@ def _linear_cross_entropy_function():
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
             # The dtypes are the inputs' own (bf16 on a GPU): autocast would be a second, hidden decision.
             with torch.autocast(device_type=hidden.device.type, enabled=False):
-                for start in range(0, targets.numel(), chunk_tokens):
-                    part = slice(start, start + chunk_tokens)
-                    logits = functional.linear(hidden[part], weight, bias).float()
-                    log_norm = torch.logsumexp(logits, dim=-1)
-                    picked = logits.gather(1, targets[part, None]).squeeze(1)
+                for part, logits, log_norm, picked in _chunks(hidden, weight, bias, targets, chunk_tokens):
                     total += (log_norm - picked).sum()
                     if grad_hidden is None and grad_weight is None and grad_bias is None:
                         continue
@@ -139,7 +145,6 @@ def chunked_loss_sum(hidden, weight, labels, *, bias=None, chunk_tokens: int = C
 
 def _sequence_logps_function():
     import torch
-    import torch.nn.functional as functional
 
     class LinearSequenceLogps(torch.autograd.Function):
         """Each sequence's summed log-probability of its labels under ``hidden @ weight.T + bias``, chunk by chunk.
@@ -158,11 +163,7 @@ def _sequence_logps_function():
             grad_hidden = torch.empty_like(hidden) if wants_hidden else None
             sums = torch.zeros(sequences, dtype=torch.float32, device=hidden.device)
             with torch.autocast(device_type=hidden.device.type, enabled=False):
-                for start in range(0, targets.numel(), chunk_tokens):
-                    part = slice(start, start + chunk_tokens)
-                    logits = functional.linear(hidden[part], weight, bias).float()
-                    log_norm = torch.logsumexp(logits, dim=-1)
-                    picked = logits.gather(1, targets[part, None]).squeeze(1)
+                for part, logits, log_norm, picked in _chunks(hidden, weight, bias, targets, chunk_tokens):
                     sums.index_add_(0, sequence_ids[part], picked - log_norm)
                     if grad_hidden is None:
                         continue
