@@ -87,11 +87,10 @@ class JobForm(forms.Form):
             # Only the datasets it can train on; the service refuses the others all the same.
             for field in ("dataset", "validation_dataset"):
                 self.fields[field].queryset = self.fields[field].queryset.filter(format__in=trainer.record_formats)
+            takes = trainer.record_formats_display()
             self.fields[
                 "dataset"
-            ].help_text = (
-                f"{trainer.name} trains on {trainer.record_formats_display()} records: only such datasets are listed."
-            )
+            ].help_text = f"{trainer.name} trains on {takes} records: only such datasets are listed."
         for name, spec in self.schema.items():
             if name in self.preset:
                 spec = {**spec, "default": self.preset[name]}
