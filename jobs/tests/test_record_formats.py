@@ -66,6 +66,8 @@ def test_the_job_form_lists_only_the_datasets_the_chosen_trainer_trains_on(
     assert "my pairs" in dpo_form and "my chats" not in dpo_form
     assert "lora-dpo trains on preference (DPO) records" in dpo_form
     assert "my pairs" in sft_form and "my chats" in sft_form
+    # Choosing another trainer in the form swaps in its datasets too, keeping the one chosen where it can.
+    assert 'hx-select-oob="#dataset-field"' in sft_form and '<div id="dataset-field">' in dpo_form
     posted = alice_browser.post(
         reverse("job-create"),
         {
@@ -78,6 +80,16 @@ def test_the_job_form_lists_only_the_datasets_the_chosen_trainer_trains_on(
     )
     assert posted.status_code == 302, posted.content.decode()[:2000]
     assert Job.objects.get().dataset == pairs
+
+
+def test_a_trainer_with_no_dataset_of_its_format_says_which_to_upload(
+    alice, alice_browser, make_dataset, demo_base_entry
+):
+    make_dataset(alice, chat_records(12), "chats.jsonl", name="my chats")
+
+    form = alice_browser.get(reverse("job-create"), {"trainer": "lora-dpo"}).content.decode()
+
+    assert "You have no preference (DPO) datasets yet" in form and "my chats" not in form
 
 
 def test_train_on_it_picks_the_trainer_made_for_a_datasets_records(alice, alice_browser, make_dataset, demo_base_entry):
