@@ -194,7 +194,9 @@ def _chat_tools(tools) -> list:
 def _response_format(text) -> dict | None:
     if text is None:
         return None
-    described = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(text, dict):
+        raise serializers.ValidationError({"text": ['an object: {"format": {"type": …}}']})
+    described = text.get("format")
     if described is None:
         return None
     if not isinstance(described, dict):

@@ -162,3 +162,32 @@ def test_a_stream_cut_short_ends_with_an_error_event_and_nobody_asks_anothers_ve
     assert "broke off its answer" in events[-1]["message"]
     assert blocks[-1].startswith("event: error\n")
     assert bobs.status_code == 404 and error_of(bobs)["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"input": None},
+        {"input": 7},
+        {"input": []},
+        {"input": [7]},
+        {"input": [{"type": "message", "role": "user"}]},
+        {"input": [{"role": "robot", "content": "Hi"}]},
+        {"input": [{"role": "user", "content": [{"type": "input_text"}]}]},
+        {"input": [{"type": "function_call_output", "output": "x"}]},
+        {"text": "json"},
+        {"text": {"format": "json"}},
+        {"text": {"format": {"type": "xml"}}},
+        {"tools": {"type": "function"}},
+        {"tools": [7]},
+        {"temperature": "hot"},
+        {"top_p": [1]},
+        {"metadata": {"a": {"b": 1}}},
+        {"max_output_tokens": -1},
+    ],
+)
+def test_a_malformed_request_is_a_400_naming_what_is_wrong_never_a_500(alice_openai, body):
+    response = alice_openai.post(RESPONSES, {"model": "support-bot:v1", "input": "Hi", **body}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert error_of(response)["param"] and error_of(response)["message"]
